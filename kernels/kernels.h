@@ -1,0 +1,270 @@
+/* kernels.h - the one arithmetic interface the model calls.
+ *
+ * A gs_backend is a compute device: the CPU (C + OpenBLAS, threads over the
+ * cores) or one CUDA GPU (cuBLASLt + own kernels). The model holds one
+ * backend handle and calls only the verbs below; it never sees which
+ * backend runs them. kernels.c validates shapes and dtypes once for every
+ * backend, then dispatches through the backend's vtable (backend_impl.h).
+ *
+ * Memory. Activations, KV caches and index arrays live in backend memory
+ * ("device memory"; plain host memory on the CPU backend), allocated with
+ * gs_buf_alloc and moved with gs_buf_upload / gs_buf_download. Weights are
+ * gs_weight handles, prepared once at load into whatever layout the
+ * backend's GEMM wants.
+ *
+ * Dtypes. Activations use the backend's activation dtype
+ * (gs_backend_act_dtype): GS_DT_F32 on the CPU, GS_DT_BF16 on CUDA
+ * (FP32 accumulation everywhere). Small per-channel vectors (norm weights,
+ * biases) are gs_vec, always F32 in backend memory. Ops whose output is
+ * read by the host (logits) may write F32 on every backend.
+ *
+ * Asynchrony. Ops may run asynchronously on a backend stream, in issue
+ * order. gs_buf_download and gs_backend_sync wait for all earlier work.
+ *
+ * Threading: a backend handle is used by one thread at a time (the
+ * engine thread); the CPU backend fans each op out over its own threads.
+ *
+ * Every verb returns 0 or a negative GS_E* code (GS_EINVAL for shapes or
+ * dtypes that do not fit, with a log line naming the op and shapes). */
+#ifndef GS_KERNELS_H
+#define GS_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef enum {
+    GS_DT_F32 = 0,
+    GS_DT_BF16 = 1,
+    GS_DT_F16 = 2,
+    GS_DT_I32 = 3,
+} gs_dtype;
+
+/* Bytes per element of dt. */
+size_t gs_dtype_size(gs_dtype dt);
+const char *gs_dtype_name(gs_dtype dt);
+
+/* ---------------------------------------------------------------------------
+ * Backend */
+
+typedef struct gs_backend gs_backend; /* opaque */
+
+typedef enum { GS_BACKEND_CPU = 0, GS_BACKEND_CUDA = 1 } gs_backend_kind;
+
+typedef struct {
+    gs_backend_kind kind;
+    int n_threads;   /* CPU: worker threads; <= 0 means all online cores */
+    int device;      /* CUDA: device ordinal */
+    /* CPU: how gs_weight_new stores BF16/F16 weights. 0 = keep them 16-bit
+     * (half the memory; converted tile by tile inside the GEMM), 1 =
+     * convert to F32 once at load (fastest prefill, twice the memory). */
+    int weights_f32;
+} gs_backend_params;
+
+/* On success *out owns a new backend (free with gs_backend_free).
+ * GS_ENOTSUP when the kind is not built in, GS_EDEVICE when the device
+ * cannot be opened; d (may be NULL) says why. */
+int gs_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d);
+void gs_backend_free(gs_backend *be); /* NULL: no-op */
+const char *gs_backend_name(const gs_backend *be);
+gs_backend_kind gs_backend_get_kind(const gs_backend *be);
+gs_dtype gs_backend_act_dtype(const gs_backend *be);
+/* Waits until all issued work is done; reports deferred device errors. */
+int gs_backend_sync(gs_backend *be);
+/* Bytes of device memory free and total (CPU: available RAM). */
+int gs_backend_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes);
+
+/* ---------------------------------------------------------------------------
+ * Buffers (backend memory) */
+
+/* Returns owned backend memory of `bytes` bytes (free with gs_buf_free), 256-byte
+ * aligned, uninitialised; NULL when out of memory. */
+void *gs_buf_alloc(gs_backend *be, size_t bytes);
+void gs_buf_free(gs_backend *be, void *p); /* NULL: no-op */
+/* Copies host -> backend memory / backend -> host; both borrow. */
+int gs_buf_upload(gs_backend *be, void *dst, const void *src, size_t bytes);
+int gs_buf_download(gs_backend *be, void *dst, const void *src, size_t bytes);
+int gs_buf_zero(gs_backend *be, void *dst, size_t bytes);
+
+/* A row-major 2-D view of activations in backend memory: rows x cols
+ * elements of dtype dt, row r starting at data + r * stride elements
+ * (stride >= cols). Views slice fused outputs without copies (q, k, v out
+ * of one qkv GEMM). Plain value; does not own data. */
+typedef struct {
+    void *data;
+    gs_dtype dt;
+    int64_t rows, cols, stride;
+} gs_mat;
+
+/* A contiguous [rows, cols] view. */
+static inline gs_mat gs_mat_make(void *data, gs_dtype dt, int64_t rows, int64_t cols)
+{
+    gs_mat m = {data, dt, rows, cols, cols};
+    return m;
+}
+/* Columns [c0, c0 + n) of m (same rows, same stride). */
+static inline gs_mat gs_mat_cols(gs_mat m, int64_t c0, int64_t n)
+{
+    gs_mat r = m;
+    r.data = (char *)m.data + (size_t)c0 * gs_dtype_size(m.dt);
+    r.cols = n;
+    return r;
+}
+/* Rows [r0, r0 + n) of m. */
+static inline gs_mat gs_mat_rows(gs_mat m, int64_t r0, int64_t n)
+{
+    gs_mat r = m;
+    r.data = (char *)m.data + (size_t)(r0 * m.stride) * gs_dtype_size(m.dt);
+    r.rows = n;
+    return r;
+}
+
+/* An F32 vector in backend memory (norm weights, biases). Plain value. */
+typedef struct {
+    float *data;
+    int64_t n;
+} gs_vec;
+
+/* ---------------------------------------------------------------------------
+ * Weights */
+
+typedef struct gs_weight gs_weight; /* opaque */
+
+/* Prepares a [rows, cols] row-major weight (PyTorch Linear layout [out, in])
+ * from host memory of dtype dt (BF16, F16 or F32). Borrows `host` for the
+ * call only. On success *out owns the weight (gs_weight_free). */
+int gs_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t rows, int64_t cols,
+                  gs_weight **out);
+/* A [rows, cols] weight of random values, uniform in [-scale, scale],
+ * deterministic in `seed`, made directly in backend memory (for
+ * --dummy-weights: no host copy of the real-size model is ever made). */
+int gs_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols, uint64_t seed,
+                         float scale, gs_weight **out);
+void gs_weight_free(gs_backend *be, gs_weight *w); /* NULL: no-op */
+int64_t gs_weight_rows(const gs_weight *w);
+int64_t gs_weight_cols(const gs_weight *w);
+/* Bytes the weight occupies in backend memory. */
+size_t gs_weight_bytes(const gs_weight *w);
+
+/* Uploads n F32 values from host into a new gs_vec (free with gs_vec_free). */
+int gs_vec_new(gs_backend *be, const float *host, int64_t n, gs_vec *out);
+void gs_vec_free(gs_backend *be, gs_vec *v);
+
+/* ---------------------------------------------------------------------------
+ * Ops. Shapes: m = rows (tokens), n/k = columns. Unless stated, in-place
+ * use (out aliasing an input of the same shape) is allowed for elementwise
+ * ops and the norms. */
+
+/* out[m, n] (+)= x[m, k] . w[n, k]^T (+ bias[n]).
+ * bias: may be NULL (data NULL). flags: GS_MM_ACCUM adds into out (the
+ * residual add fused into the GEMM). out may be F32 or the act dtype. */
+#define GS_MM_ACCUM (1u << 0)
+int gs_k_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const gs_vec *bias,
+                unsigned flags);
+
+/* out[m, n] = x * rsqrt(mean(x^2) + eps) * w[n]   (Glm4RMSNorm) */
+int gs_k_rmsnorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, float eps);
+/* resid[m, n] += x[m, n]; then out = rmsnorm(resid) * w. (fused residual) */
+int gs_k_add_rmsnorm(gs_backend *be, gs_mat out, gs_mat resid, gs_mat x, const gs_vec *w,
+                     float eps);
+/* out = (x - mean) * rsqrt(var + eps) * w + b   (nn.LayerNorm, biased var) */
+int gs_k_layernorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, const gs_vec *b,
+                   float eps);
+
+/* out[m, n] = a[m, n] + b[m, n] */
+int gs_k_add(gs_backend *be, gs_mat out, gs_mat a, gs_mat b);
+/* out[m, I] = silu(gu[m, 0:I]) * gu[m, I:2I]   (gate first, then up) */
+int gs_k_silu_mul(gs_backend *be, gs_mat out, gs_mat gu);
+/* out = x * 0.5 * (1 + erf(x / sqrt(2)))   (nn.GELU(), exact) */
+int gs_k_gelu(gs_backend *be, gs_mat out, gs_mat x);
+/* Row-wise softmax of x[m, n] into out (F32 or act dtype). */
+int gs_k_softmax(gs_backend *be, gs_mat out, gs_mat x);
+
+/* out[i, :] = table[ids[i], :]; ids: [n] int32 in backend memory,
+ * each in [0, rows(table)); out [n, cols(table)]. */
+int gs_k_embed(gs_backend *be, gs_mat out, const gs_weight *table, const int32_t *ids);
+/* out[i, :] = x[idx[i], :] for i < out.rows; idx int32 in backend memory. */
+int gs_k_gather_rows(gs_backend *be, gs_mat out, gs_mat x, const int32_t *idx);
+/* Converts/copies x into out (same shape; any of F32/BF16/F16). */
+int gs_k_copy(gs_backend *be, gs_mat out, gs_mat x);
+
+/* Text M-RoPE (GLM-4V), in place on qk[m, n_heads * head_dim].
+ * pos: [3, m] int32 in backend memory (t, h, w streams; row stride m).
+ * Pair j (j < rotary_dim/2) rotates dims (2j, 2j+1) (interleaved, GPT-J
+ * style) by angle pos[axis(j)] * inv_freq[j], inv_freq[j] =
+ * theta^(-2j/rotary_dim), axis(j) = 0 for j < s0, 1 for j < s0+s1, else 2
+ * (s = mrope_section). Dims >= rotary_dim pass through. */
+typedef struct {
+    int32_t n_heads, head_dim, rotary_dim;
+    int32_t mrope_section[3];
+    float theta;
+} gs_rope_text_params;
+int gs_k_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_text_params *p);
+
+/* Vision 2-D RoPE, in place on qk[m, n_heads * head_dim] (head_dim 128):
+ * pos: [2, m] int32 (patch row h, patch col w; row stride m). With
+ * q = head_dim/4 frequencies inv_freq[j] = theta^(-2j/(head_dim/2)),
+ * angle[i] = h * inv_freq[i] for i < q, w * inv_freq[i - q] for q <= i < 2q;
+ * pairs (i, i + head_dim/2) rotate NeoX style (rotate_half) by angle[i]. */
+typedef struct {
+    int32_t n_heads, head_dim;
+    float theta;
+} gs_rope_vision_params;
+int gs_k_rope_vision(gs_backend *be, gs_mat qk, const int32_t *pos,
+                     const gs_rope_vision_params *p);
+
+/* Adds the learned vision position embedding, bicubic-resampled from a
+ * side x side table (weight [side*side, hidden], row = r*side + c) to the
+ * patch grid of each token's image, into x[m, hidden]:
+ * hw: [4, m] int32 (h, w, H, W per token; row stride m). Follows PyTorch
+ * grid_sample(bicubic, align_corners=False, padding_mode=border), A=-0.75,
+ * coordinates in F32 (glm4v-spec.md 3.4). */
+int gs_k_posembed_add(gs_backend *be, gs_mat x, const gs_weight *table, int32_t side,
+                      const int32_t *hw);
+
+/* Attention over contiguous K/V, several independent segments in one call
+ * (the vision tower's images, or a whole prompt without cache).
+ * q: [m, n_heads*hd]; k, v: [m, n_kv_heads*hd]; out: [m, n_heads*hd].
+ * cu: [n_seqs + 1] int32 in backend memory, segment s = rows cu[s]..cu[s+1].
+ * Query head h uses KV head h / (n_heads / n_kv_heads). causal: row i of a
+ * segment sees rows 0..i of it. max_len: host-side upper bound of segment
+ * lengths (launch sizing). Softmax in F32, scale applied to q.k. */
+typedef struct {
+    int32_t n_heads, n_kv_heads, head_dim;
+    float scale;
+    int32_t causal;
+} gs_attn_params;
+int gs_k_attention(gs_backend *be, gs_mat out, gs_mat q, gs_mat k, gs_mat v, const int32_t *cu,
+                   int32_t n_seqs, int32_t max_len, const gs_attn_params *p);
+
+/* Paged KV cache of one layer: k and v each [n_pages, page_size,
+ * n_kv_heads, head_dim] in the act dtype, contiguous. Plain value. */
+typedef struct {
+    void *k, *v;
+    int32_t n_pages, page_size, n_kv_heads, head_dim;
+} gs_kv_layer;
+
+/* Writes k[m, n_kv_heads*hd] and v into the cache at slots[i] (= page *
+ * page_size + offset; int32 in backend memory; slot < 0 skips the row). */
+int gs_k_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v,
+                  const int32_t *slots);
+
+/* A batch of sequences reading the paged cache. All arrays int32 in
+ * backend memory. Sequence s owns q rows cu_q[s]..cu_q[s+1] and has
+ * kv_len[s] keys in the cache (including this step's, already stored);
+ * its query row i (of n_q = cu_q[s+1]-cu_q[s]) sits at cache position
+ * kv_len[s] - n_q + i and sees keys 0..that position (causal). Logical page
+ * b of sequence s is physical page block_table[s * max_blocks + b]. */
+typedef struct {
+    int32_t n_seqs;
+    const int32_t *cu_q;        /* [n_seqs + 1] */
+    const int32_t *kv_len;      /* [n_seqs] */
+    const int32_t *block_table; /* [n_seqs, max_blocks] */
+    int32_t max_blocks;
+    int32_t max_q, max_kv; /* host-side upper bounds (launch sizing) */
+} gs_paged_batch;
+int gs_k_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer *kv,
+                         const gs_paged_batch *b, const gs_attn_params *p);
+
+#endif
