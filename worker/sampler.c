@@ -1,0 +1,478 @@
+/* sampler.c - logits processors, seeded draws and stop strings (sampler.h).
+ *
+ * Penalty bookkeeping: a small open-addressing hash map id -> (in_prompt,
+ * output count) per sequence, so a 150k vocabulary costs nothing per
+ * sequence until tokens are seen.
+ *
+ * Filtering: after temperature, the candidates are the ids whose
+ * probability is at least 1e-12 of the best one (the mass dropped is below
+ * 1e-7 for any vocabulary size, and it keeps the sort short); top-k keeps
+ * the k best, top-p the smallest prefix of the sorted list whose mass
+ * reaches p (at least one id), min-p the ids with p >= min_p * p_max.
+ * Random draws use xoshiro256** seeded by splitmix64(seed). */
+#include "sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+gs_sampling_params gs_sampling_defaults(void)
+{
+    gs_sampling_params p;
+    memset(&p, 0, sizeof p);
+    p.temperature = 0.0f;
+    p.top_p = 1.0f;
+    p.repetition_penalty = 1.0f;
+    return p;
+}
+
+int gs_sampling_validate(const gs_sampling_params *p, gs_diag *d)
+{
+    if (!(p->temperature >= 0.0f && p->temperature <= 100.0f))
+        return gs_diag_set(d, GS_EINVAL, "temperature must be in [0, 100]");
+    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+        return gs_diag_set(d, GS_EINVAL, "top_p must be in (0, 1]");
+    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+        return gs_diag_set(d, GS_EINVAL, "min_p must be in [0, 1]");
+    if (p->top_k < 0)
+        return gs_diag_set(d, GS_EINVAL, "top_k must be >= 0");
+    if (!(p->repetition_penalty > 0.0f && p->repetition_penalty <= 10.0f))
+        return gs_diag_set(d, GS_EINVAL, "repetition_penalty must be in (0, 10]");
+    if (!(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f))
+        return gs_diag_set(d, GS_EINVAL, "presence_penalty must be in [-2, 2]");
+    if (!(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f))
+        return gs_diag_set(d, GS_EINVAL, "frequency_penalty must be in [-2, 2]");
+    return 0;
+}
+
+/* ---- seen-token map ---------------------------------------------------- */
+
+typedef struct {
+    int32_t id; /* -1: empty */
+    int32_t in_prompt;
+    int32_t count; /* occurrences in the output */
+} seen_slot;
+
+typedef struct {
+    float p; /* probability (or logit before softmax) */
+    int32_t id;
+} cand;
+
+struct gs_sampler {
+    gs_sampling_params p;
+    int32_t vocab;
+    int32_t n_generated;
+    seen_slot *seen;
+    uint32_t seen_cap, seen_n; /* cap is a power of two */
+    cand *cands;               /* [vocab] scratch */
+    uint64_t rng[4];
+};
+
+static uint32_t hash_id(int32_t id)
+{
+    uint32_t x = (uint32_t)id * 0x9E3779B1u;
+    return x ^ (x >> 15);
+}
+
+static int seen_grow(gs_sampler *s)
+{
+    uint32_t ncap = s->seen_cap ? s->seen_cap * 2 : 64;
+    seen_slot *ns = malloc(sizeof *ns * ncap);
+    if (!ns)
+        return GS_ENOMEM;
+    for (uint32_t i = 0; i < ncap; i++)
+        ns[i].id = -1;
+    for (uint32_t i = 0; i < s->seen_cap; i++) {
+        if (s->seen[i].id < 0)
+            continue;
+        uint32_t h = hash_id(s->seen[i].id) & (ncap - 1);
+        while (ns[h].id >= 0)
+            h = (h + 1) & (ncap - 1);
+        ns[h] = s->seen[i];
+    }
+    free(s->seen);
+    s->seen = ns;
+    s->seen_cap = ncap;
+    return 0;
+}
+
+static seen_slot *seen_get(gs_sampler *s, int32_t id)
+{
+    if ((s->seen_n + 1) * 2 > s->seen_cap && seen_grow(s) != 0)
+        return NULL;
+    uint32_t h = hash_id(id) & (s->seen_cap - 1);
+    while (s->seen[h].id >= 0 && s->seen[h].id != id)
+        h = (h + 1) & (s->seen_cap - 1);
+    if (s->seen[h].id < 0) {
+        s->seen[h].id = id;
+        s->seen[h].in_prompt = 0;
+        s->seen[h].count = 0;
+        s->seen_n++;
+    }
+    return &s->seen[h];
+}
+
+/* ---- rng --------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t xoshiro_next(uint64_t *s)
+{
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+/* Uniform double in [0, 1) with 53 random bits. */
+static double rng_uniform(gs_sampler *s)
+{
+    return (double)(xoshiro_next(s->rng) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* ---- sampler ----------------------------------------------------------- */
+
+int gs_sampler_new(const gs_sampling_params *p, int32_t vocab, const int32_t *prompt,
+                   int32_t n_prompt, gs_sampler **out, gs_diag *d)
+{
+    *out = NULL;
+    int rc = gs_sampling_validate(p, d);
+    if (rc)
+        return rc;
+    if (vocab <= 0 || n_prompt < 0 || (n_prompt > 0 && !prompt))
+        return gs_diag_set(d, GS_EINVAL, "sampler: bad vocab or prompt");
+    gs_sampler *s = calloc(1, sizeof *s);
+    if (!s)
+        return GS_ENOMEM;
+    s->p = *p;
+    s->vocab = vocab;
+    s->cands = malloc(sizeof *s->cands * (size_t)vocab);
+    if (!s->cands || seen_grow(s) != 0) {
+        gs_sampler_free(s);
+        return gs_diag_set(d, GS_ENOMEM, "sampler: out of memory");
+    }
+    uint64_t x = p->seed;
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&x);
+    if (p->repetition_penalty != 1.0f) {
+        for (int32_t i = 0; i < n_prompt; i++) {
+            seen_slot *e = seen_get(s, prompt[i]);
+            if (!e) {
+                gs_sampler_free(s);
+                return gs_diag_set(d, GS_ENOMEM, "sampler: out of memory");
+            }
+            e->in_prompt = 1;
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+void gs_sampler_free(gs_sampler *s)
+{
+    if (!s)
+        return;
+    free(s->seen);
+    free(s->cands);
+    free(s);
+}
+
+int gs_sampler_accept(gs_sampler *s, int32_t id)
+{
+    if (id < 0 || id >= s->vocab)
+        return GS_EINVAL;
+    seen_slot *e = seen_get(s, id);
+    if (!e)
+        return GS_ENOMEM;
+    e->count++;
+    s->n_generated++;
+    return 0;
+}
+
+int32_t gs_sampler_n_generated(const gs_sampler *s)
+{
+    return s->n_generated;
+}
+
+static void apply_penalties(gs_sampler *s, float *logits)
+{
+    const gs_sampling_params *p = &s->p;
+    int rep = p->repetition_penalty != 1.0f;
+    int pf = p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
+    if (!rep && !pf)
+        return;
+    for (uint32_t i = 0; i < s->seen_cap; i++) {
+        const seen_slot *e = &s->seen[i];
+        if (e->id < 0 || e->id >= s->vocab)
+            continue;
+        float *l = &logits[e->id];
+        if (rep && (e->in_prompt || e->count > 0))
+            *l = *l > 0 ? *l / p->repetition_penalty : *l * p->repetition_penalty;
+        if (pf && e->count > 0)
+            *l -= p->presence_penalty + p->frequency_penalty * (float)e->count;
+    }
+}
+
+static int cand_desc(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->p != y->p)
+        return x->p < y->p ? 1 : -1;
+    return x->id < y->id ? -1 : x->id > y->id; /* stable by id */
+}
+
+/* Moves the k largest of c[0..n) to the front (unordered); O(n) average. */
+static void select_top_k(cand *c, int32_t n, int32_t k)
+{
+    int32_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        cand pivot = c[lo + (hi - lo) / 2];
+        int32_t i = lo, j = hi;
+        while (i <= j) {
+            while (cand_desc(&c[i], &pivot) < 0)
+                i++;
+            while (cand_desc(&c[j], &pivot) > 0)
+                j--;
+            if (i <= j) {
+                cand t = c[i];
+                c[i] = c[j];
+                c[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (k - 1 <= j)
+            hi = j;
+        else if (k - 1 >= i)
+            lo = i;
+        else
+            break;
+    }
+}
+
+int32_t gs_sampler_sample(gs_sampler *s, float *logits)
+{
+    const gs_sampling_params *p = &s->p;
+    const int32_t V = s->vocab;
+    apply_penalties(s, logits);
+
+    /* Greedy: argmax, NaN never wins, ties to the lowest id. */
+    int32_t best = -1;
+    float bv = -INFINITY;
+    for (int32_t i = 0; i < V; i++)
+        if (logits[i] > bv) {
+            bv = logits[i];
+            best = i;
+        }
+    if (best < 0)
+        return GS_EINVAL;
+    if (p->temperature <= 0.0f)
+        return best;
+
+    /* Candidates within a factor 1e-12 of the best probability. */
+    const float inv_t = 1.0f / p->temperature;
+    const float cutoff = -27.6310211f; /* ln(1e-12) */
+    int32_t n = 0;
+    for (int32_t i = 0; i < V; i++) {
+        float z = (logits[i] - bv) * inv_t;
+        if (z >= cutoff) { /* false for NaN */
+            s->cands[n].p = z;
+            s->cands[n].id = i;
+            n++;
+        }
+    }
+    if (p->top_k > 0 && p->top_k < n) {
+        select_top_k(s->cands, n, p->top_k);
+        n = p->top_k;
+    }
+    qsort(s->cands, (size_t)n, sizeof *s->cands, cand_desc);
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++) {
+        s->cands[i].p = expf(s->cands[i].p);
+        sum += s->cands[i].p;
+    }
+    if (p->top_p < 1.0f) {
+        double acc = 0, target = p->top_p * sum;
+        int32_t keep = n;
+        for (int32_t i = 0; i < n; i++) {
+            acc += s->cands[i].p;
+            if (acc >= target) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+    }
+    if (p->min_p > 0.0f) {
+        float floor_p = p->min_p * s->cands[0].p; /* cands[0] is the max */
+        int32_t keep = 1;
+        while (keep < n && s->cands[keep].p >= floor_p)
+            keep++;
+        n = keep;
+    }
+    sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        sum += s->cands[i].p;
+    double r = rng_uniform(s) * sum, acc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        acc += s->cands[i].p;
+        if (r < acc)
+            return s->cands[i].id;
+    }
+    return s->cands[n - 1].id;
+}
+
+/* ---- stop strings ------------------------------------------------------ */
+
+struct gs_stopper {
+    char **stops;
+    size_t *lens;
+    int n;
+    size_t max_len;
+    char *buf; /* held-back text + the current delta */
+    size_t len, cap;
+    char *out; /* emitted text of the last call */
+    size_t out_cap;
+    int stopped;
+};
+
+int gs_stopper_new(const char *const *stops, int n, gs_stopper **out)
+{
+    *out = NULL;
+    gs_stopper *st = calloc(1, sizeof *st);
+    if (!st)
+        return GS_ENOMEM;
+    if (n > 0) {
+        st->stops = calloc((size_t)n, sizeof *st->stops);
+        st->lens = calloc((size_t)n, sizeof *st->lens);
+        if (!st->stops || !st->lens) {
+            gs_stopper_free(st);
+            return GS_ENOMEM;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        size_t l = stops[i] ? strlen(stops[i]) : 0;
+        if (l == 0)
+            continue;
+        st->stops[st->n] = strdup(stops[i]);
+        if (!st->stops[st->n]) {
+            gs_stopper_free(st);
+            return GS_ENOMEM;
+        }
+        st->lens[st->n++] = l;
+        if (l > st->max_len)
+            st->max_len = l;
+    }
+    *out = st;
+    return 0;
+}
+
+void gs_stopper_free(gs_stopper *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < st->n; i++)
+        free(st->stops[i]);
+    free(st->stops);
+    free(st->lens);
+    free(st->buf);
+    free(st->out);
+    free(st);
+}
+
+static int ensure(char **b, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap : 64;
+    while (nc < need)
+        nc *= 2;
+    char *nb = realloc(*b, nc);
+    if (!nb)
+        return GS_ENOMEM;
+    *b = nb;
+    *cap = nc;
+    return 0;
+}
+
+/* Emits buf[0..n) and keeps buf[n..len) held back. */
+static int emit_prefix(gs_stopper *st, size_t n, const char **emit, size_t *emit_len)
+{
+    if (ensure(&st->out, &st->out_cap, n + 1))
+        return GS_ENOMEM;
+    memcpy(st->out, st->buf, n);
+    st->out[n] = 0;
+    memmove(st->buf, st->buf + n, st->len - n);
+    st->len -= n;
+    *emit = st->out;
+    *emit_len = n;
+    return 0;
+}
+
+int gs_stopper_feed(gs_stopper *st, const char *text, size_t len, const char **emit,
+                    size_t *emit_len)
+{
+    *emit = "";
+    *emit_len = 0;
+    if (st->stopped)
+        return 1;
+    if (ensure(&st->buf, &st->cap, st->len + len + 1))
+        return GS_ENOMEM;
+    memcpy(st->buf + st->len, text, len);
+    st->len += len;
+    if (st->n == 0)
+        return emit_prefix(st, st->len, emit, emit_len);
+    /* Earliest full match of any stop string. */
+    size_t first = (size_t)-1;
+    for (int i = 0; i < st->n; i++) {
+        if (st->lens[i] > st->len)
+            continue;
+        const char *m = memmem(st->buf, st->len, st->stops[i], st->lens[i]);
+        if (m && (size_t)(m - st->buf) < first)
+            first = (size_t)(m - st->buf);
+    }
+    if (first != (size_t)-1) {
+        st->stopped = 1;
+        st->len = first;
+        int rc = emit_prefix(st, first, emit, emit_len);
+        return rc ? rc : 1;
+    }
+    /* Hold back the longest suffix that is a proper prefix of a stop. */
+    size_t hold = 0;
+    for (int i = 0; i < st->n; i++) {
+        size_t maxk = st->lens[i] - 1 < st->len ? st->lens[i] - 1 : st->len;
+        for (size_t k = maxk; k > hold; k--)
+            if (memcmp(st->buf + st->len - k, st->stops[i], k) == 0) {
+                hold = k;
+                break;
+            }
+    }
+    return emit_prefix(st, st->len - hold, emit, emit_len);
+}
+
+void gs_stopper_flush(gs_stopper *st, const char **emit, size_t *emit_len)
+{
+    *emit = "";
+    *emit_len = 0;
+    if (st->stopped || st->len == 0)
+        return;
+    if (emit_prefix(st, st->len, emit, emit_len) != 0) {
+        *emit = "";
+        *emit_len = 0;
+    }
+}
