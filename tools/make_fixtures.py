@@ -25,7 +25,7 @@ drawn here.
     python3 -m venv build/fixtures-venv
     build/fixtures-venv/bin/pip install -r tools/requirements-fixtures.txt
     build/fixtures-venv/bin/python tools/make_fixtures.py            # writes tests/fixtures
-    build/fixtures-venv/bin/python tools/make_fixtures.py --out /tmp/x   # elsewhere (determinism check)
+    build/fixtures-venv/bin/python tools/make_fixtures.py --out build/fx-check  # elsewhere (determinism check)
 """
 
 import argparse
