@@ -479,7 +479,8 @@ static int load_index(gs_st *st, const char *index_path, const char *dir, gs_dia
         }
     }
     /* Every index entry must be present (in the shard it names: checked above). */
-    qsort(st->tensors, st->n_tensors, sizeof *st->tensors, cmp_by_name);
+    if (st->n_tensors > 1)
+        qsort(st->tensors, st->n_tensors, sizeof *st->tensors, cmp_by_name);
     json_object_foreach(wm, key, val)
     {
         if (!gs_st_get(st, key)) {
@@ -559,7 +560,8 @@ done:
     free(dir);
     free(index);
     if (rc == 0) {
-        qsort(st->tensors, st->n_tensors, sizeof *st->tensors, cmp_by_name);
+        if (st->n_tensors > 1)
+            qsort(st->tensors, st->n_tensors, sizeof *st->tensors, cmp_by_name);
         for (size_t i = 1; i < st->n_tensors; i++) {
             if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0) {
                 rc = gs_diag_set(diag, GS_EFORMAT, "tensor '%s' appears in both %s and %s",
