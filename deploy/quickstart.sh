@@ -14,7 +14,7 @@ deploy/install-deps.sh --no-cross --no-python
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DGS_BUILD_TESTS=OFF >/dev/null
 cmake --build build/release -j "$(nproc)"
 model="${MODEL:-$root/tests/fixtures/tiny-glm4v}"
-image="${IMAGE:-$root/tests/fixtures/ref/images/medium.jpg}"
+image="${IMAGE:-$root/tests/fixtures/ref/images/medium_640x480.jpg}"
 prompt="${PROMPT:-What is in this image?}"
 args=(--model "$model" --prompt "$prompt" --max-tokens "${MAX_TOKENS:-64}")
 [ -n "$image" ] && [ -f "$image" ] && args+=(--image "$image")

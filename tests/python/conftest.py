@@ -1,0 +1,32 @@
+"""Shared pytest fixtures: paths of the repository, the fixtures and the
+build folder whose binaries the tests run (GS_BUILD_DIR, default
+build/test-native)."""
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def root():
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def fixtures():
+    return ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def build_dir():
+    return pathlib.Path(os.environ.get("GS_BUILD_DIR", ROOT / "build" / "test-native"))
+
+
+@pytest.fixture(scope="session")
+def run_bin(build_dir):
+    p = build_dir / "worker" / "glmserve-run"
+    if not p.exists():
+        pytest.fail(f"{p} not built (set GS_BUILD_DIR to the build folder)")
+    return p
