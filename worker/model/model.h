@@ -1,0 +1,100 @@
+/* model.h - GLM-4.6V (Glm4vForConditionalGeneration): load, encode images,
+ * run the text decoder over a batch of sequences with a paged KV cache.
+ *
+ * A gs_model owns its config and weights and borrows a backend. It keeps
+ * no per-request state: KV pages live in a gs_kv_cache that the caller
+ * (the engine, or glmserve-run) owns and addresses through block tables,
+ * so one model serves many sequences at once.
+ *
+ * The arithmetic is glm4v-spec.md sections 3 (vision) and 4 (text), done
+ * by the verbs of kernels/kernels.h only.
+ * Threading: one thread at a time per model (the engine thread). */
+#ifndef GS_MODEL_H
+#define GS_MODEL_H
+
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "worker/model/model_config.h"
+
+typedef struct gs_model gs_model; /* opaque */
+
+typedef struct {
+    const char *dir;   /* Hugging Face model folder (borrowed for the call) */
+    gs_backend *be;    /* borrowed; must outlive the model */
+    int dummy_weights; /* 1: random weights of the real shapes, config.json only */
+    uint64_t seed;     /* for dummy weights */
+    int progress;      /* 1: progress bar on stderr when it is a terminal */
+} gs_model_params;
+
+/* On success *out owns the model (gs_model_free). Errors: GS_ENOENT (no
+ * folder / config.json / weights), GS_ECONFIG (wrong or unsupported
+ * config; d names the key), GS_EFORMAT (bad weight files; d names file and
+ * tensor), GS_ENOMEM. */
+int gs_model_load(const gs_model_params *p, gs_model **out, gs_diag *d);
+void gs_model_free(gs_model *m); /* NULL: no-op */
+const gs_model_config *gs_model_get_config(const gs_model *m);
+gs_backend *gs_model_backend(const gs_model *m);
+/* Backend bytes taken by the weights. */
+size_t gs_model_weight_bytes(const gs_model *m);
+
+/* Debug taps: called with a name and a backend matrix at fixed points
+ * ("vision.embed" after patch conv + norm + pos-embed, "vision.blocks"
+ * after the last block, "vision.downsample", "vision.out", "text.embed",
+ * "text.layer.N" (output of layer N), "text.norm"). NULL disables. The
+ * matrix is borrowed for the call only. */
+typedef void (*gs_model_tap_fn)(void *user, const char *name, gs_mat m);
+void gs_model_set_tap(gs_model *m, gs_model_tap_fn fn, void *user);
+
+/* Vision tower over n_images images in one batch.
+ * pixels: host [n_patches, 1176] F32 in processor order (borrowed);
+ * grids: [n_images][3] (t, gh, gw). out: backend [n_patches / merge^2,
+ * out_hidden] in the act dtype, caller-allocated. GS_EINVAL for grids that
+ * do not add up to n_patches or are not multiples of the merge size. */
+int gs_model_encode_images(gs_model *m, const float *pixels, int64_t n_patches,
+                           const int32_t (*grids)[3], int32_t n_images, gs_mat out);
+
+/* ---------------------------------------------------------------------------
+ * KV cache: n_pages pages of page_size tokens for every layer. */
+
+typedef struct gs_kv_cache gs_kv_cache; /* opaque */
+
+/* On success *out owns the cache (gs_kv_cache_free). GS_ENOMEM when the
+ * backend cannot hold it. */
+int gs_kv_cache_new(gs_model *m, int32_t n_pages, int32_t page_size, gs_kv_cache **out);
+void gs_kv_cache_free(gs_kv_cache *kv); /* NULL: no-op */
+int32_t gs_kv_cache_pages(const gs_kv_cache *kv);
+int32_t gs_kv_cache_page_size(const gs_kv_cache *kv);
+/* Bytes of one page over all layers (K and V). */
+size_t gs_kv_cache_page_bytes(const gs_model *m, int32_t page_size);
+/* Copies page src to page dst in every layer (copy-on-write). */
+int gs_kv_cache_copy_page(gs_kv_cache *kv, int32_t dst, int32_t src);
+
+/* One forward step of the text decoder over a flattened batch. Every
+ * array is host memory, borrowed for the call.
+ * Token i has id ids[i] and 3-D position pos[0*n + i], pos[1*n + i],
+ * pos[2*n + i]; its K/V go to cache slot slots[i] (page * page_size +
+ * offset). If img_row[i] >= 0 (img_row may be NULL) its input embedding is
+ * row img_row[i] of `img` (vision output) instead of embed(ids[i]).
+ * Sequences: see gs_paged_batch in kernels.h (cu_q, kv_len, block_table
+ * here on the host). Logits: for each of the n_logits token rows in
+ * logit_rows, vocab F32 values into logits[n_logits, vocab]. */
+typedef struct {
+    int32_t n_tokens;
+    const int32_t *ids;     /* [n_tokens] */
+    const int32_t *pos;     /* [3, n_tokens] */
+    const int32_t *slots;   /* [n_tokens] */
+    const int32_t *img_row; /* [n_tokens] or NULL */
+    gs_mat img;             /* backend [n_img_rows, hidden] (ignored if img_row NULL) */
+    int32_t n_seqs;
+    const int32_t *cu_q;        /* [n_seqs + 1] */
+    const int32_t *kv_len;      /* [n_seqs] */
+    const int32_t *block_table; /* [n_seqs, max_blocks] */
+    int32_t max_blocks;
+    int32_t n_logits;
+    const int32_t *logit_rows; /* [n_logits] */
+} gs_text_batch;
+
+int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *logits);
+
+#endif
