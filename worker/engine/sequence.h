@@ -1,0 +1,87 @@
+/* sequence.h - gs_seq: what the scheduler knows about one request.
+ *
+ * There is no "prefill phase" and no "decode phase" (vLLM v1): a sequence
+ * has n_tokens known tokens (the prompt, then every generated token) and
+ * n_computed of them have their K/V in the cache. Each step computes some
+ * of the rest; when a step reaches n_tokens, its last row's logits choose
+ * the next token. Preemption sets n_computed back to 0 and keeps the
+ * tokens, so a recompute treats the generated tokens as prompt.
+ *
+ * The struct is visible to the engine's own files (scheduler.c, engine.c,
+ * the tests); it is not part of the worker's API (engine.h is).
+ * Not thread-safe: owned by the engine thread. */
+#ifndef GS_SEQUENCE_H
+#define GS_SEQUENCE_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "worker/engine/block_table.h"
+#include "worker/engine/prefix_cache.h"
+
+typedef enum {
+    GS_SEQ_NEW = 0,  /* created, not in the scheduler */
+    GS_SEQ_WAITING,  /* in the waiting queue (new or preempted) */
+    GS_SEQ_RUNNING,  /* admitted: holds pages */
+    GS_SEQ_DONE,     /* removed from the scheduler */
+} gs_seq_state;
+
+/* Run-time state of one image of a sequence (the span is in spans[i]). */
+typedef struct {
+    int64_t n_patches;
+    float *pixels; /* [n_patches, patch_dim] F32, owned (free()); NULL in pure tests */
+    void *emb;     /* backend [len, hidden] act dtype; engine-owned; NULL until encoded */
+    int32_t queued; /* listed in the current plan's encodes */
+} gs_seq_image;
+
+typedef struct gs_seq {
+    int64_t id;
+    void *user; /* the engine's job */
+
+    int32_t *toks; /* [n_tokens] prompt then generated ids */
+    int32_t n_tokens, cap_tokens;
+    int32_t n_prompt;
+    int32_t n_computed; /* tokens whose K/V are in the cache */
+    int32_t n_cached;   /* prompt tokens served by the prefix cache at first admission */
+    int32_t admitted;   /* admitted at least once */
+    int32_t n_preempted;
+
+    gs_prefix_image *spans; /* [n_imgs] sorted by start; token ranges of the images */
+    gs_seq_image *imgs;     /* [n_imgs] */
+    int32_t n_imgs;
+
+    gs_prefix_key root;  /* parent key of page 0 (from the cache salt) */
+    gs_prefix_key *keys; /* [n_keys] chain keys of the full pages of toks */
+    int32_t n_keys, cap_keys;
+
+    gs_block_table *bt;
+
+    /* Scheduler bookkeeping. */
+    gs_seq_state state;
+    int32_t scheduled; /* has an item in the current plan */
+    struct gs_seq *q_prev, *q_next;
+} gs_seq;
+
+typedef struct {
+    int64_t id;
+    const int32_t *toks; /* [n_toks] prompt ids (copied) */
+    int32_t n_toks;
+    const gs_prefix_image *spans; /* [n_images] copied; sorted, inside the prompt, disjoint */
+    int32_t n_images;
+    uint64_t cache_salt;
+} gs_seq_params;
+
+/* On success *out owns a new sequence (gs_seq_free) with zeroed image
+ * run-time state. GS_EINVAL for an empty prompt or spans out of order or
+ * outside it; GS_ENOMEM. */
+int gs_seq_new(const gs_seq_params *p, gs_seq **out);
+/* Frees the sequence, its pixels (free()) and its table. NULL: no-op. The
+ * caller must have taken it out of the scheduler and freed emb buffers. */
+void gs_seq_free(gs_seq *s);
+/* Appends one generated token. GS_ENOMEM. */
+int gs_seq_append(gs_seq *s, int32_t tok);
+/* Computes the chain keys of every full page of toks not keyed yet.
+ * 0 or the error of gs_prefix_page_key / GS_ENOMEM. */
+int gs_seq_update_keys(gs_seq *s, int32_t page_size);
+
+#endif
