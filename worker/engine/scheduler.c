@@ -406,6 +406,7 @@ static int admit(gs_sched *s, gs_seq *q, int32_t *budget)
 int gs_sched_plan(gs_sched *s, uint64_t now, gs_step_plan *plan)
 {
     (void)now; /* FIFO needs no clock; kept for time-based policies */
+    memset(plan, 0, sizeof *plan);
     s->items.n = s->copies.n = s->encodes.n = s->preempted.n = s->failed.n = 0;
     for (int32_t i = 0; i < s->n_running; i++)
         s->running[i]->scheduled = 0;
@@ -419,7 +420,8 @@ int gs_sched_plan(gs_sched *s, uint64_t now, gs_step_plan *plan)
         return GS_ENOMEM;
     for (int pass = 0; pass < 2 && !rc; pass++) {
         int32_t n_snap = s->n_running;
-        memcpy(s->snap, s->running, (size_t)n_snap * sizeof *s->snap);
+        if (n_snap > 0)
+            memcpy(s->snap, s->running, (size_t)n_snap * sizeof *s->snap);
         for (int32_t i = 0; i < n_snap && budget > 0 && !rc; i++) {
             gs_seq *q = s->snap[i];
             int32_t left = q->n_tokens - q->n_computed;
@@ -437,7 +439,6 @@ int gs_sched_plan(gs_sched *s, uint64_t now, gs_step_plan *plan)
         if (rc > 0)
             rc = 0;
     }
-    memset(plan, 0, sizeof *plan);
     plan->items = s->items.v;
     plan->n_items = s->items.n;
     for (int32_t i = 0; i < s->items.n; i++)

@@ -32,13 +32,18 @@ int gs_seq_new(const gs_seq_params *p, gs_seq **out)
         s->spans = malloc((size_t)p->n_images * sizeof *s->spans);
         s->imgs = calloc((size_t)p->n_images, sizeof *s->imgs);
     }
+    if (p->pos)
+        s->pos = malloc((size_t)3 * (size_t)p->n_toks * sizeof *s->pos);
     int rc = gs_block_table_new(&s->bt);
-    if (rc || !s->toks || (p->n_images > 0 && (!s->spans || !s->imgs))) {
+    if (rc || !s->toks || (p->pos && !s->pos) || (p->n_images > 0 && (!s->spans || !s->imgs))) {
         gs_seq_free(s);
         return GS_ENOMEM;
     }
     memcpy(s->toks, p->toks, (size_t)p->n_toks * sizeof *s->toks);
     s->n_tokens = s->n_prompt = p->n_toks;
+    if (p->pos)
+        memcpy(s->pos, p->pos, (size_t)3 * (size_t)p->n_toks * sizeof *s->pos);
+    s->rope_delta = p->rope_delta;
     if (p->n_images > 0)
         memcpy(s->spans, p->spans, (size_t)p->n_images * sizeof *s->spans);
     s->n_imgs = p->n_images;
@@ -56,6 +61,7 @@ void gs_seq_free(gs_seq *s)
     free(s->imgs);
     free(s->spans);
     free(s->toks);
+    free(s->pos);
     free(s->keys);
     gs_block_table_free(s->bt);
     free(s);

@@ -50,6 +50,10 @@ typedef struct gs_seq {
     gs_seq_image *imgs;     /* [n_imgs] */
     int32_t n_imgs;
 
+    int32_t *pos;       /* [3, n_prompt] M-RoPE positions of the prompt (owned), or NULL:
+                           position p on all axes */
+    int32_t rope_delta; /* a token at p >= n_prompt has position p + rope_delta */
+
     gs_prefix_key root;  /* parent key of page 0 (from the cache salt) */
     gs_prefix_key *keys; /* [n_keys] chain keys of the full pages of toks */
     int32_t n_keys, cap_keys;
@@ -68,6 +72,8 @@ typedef struct {
     int32_t n_toks;
     const gs_prefix_image *spans; /* [n_images] copied; sorted, inside the prompt, disjoint */
     int32_t n_images;
+    const int32_t *pos; /* [3, n_toks] prompt positions (copied) or NULL */
+    int32_t rope_delta;
     uint64_t cache_salt;
 } gs_seq_params;
 
@@ -80,6 +86,13 @@ int gs_seq_new(const gs_seq_params *p, gs_seq **out);
 void gs_seq_free(gs_seq *s);
 /* Appends one generated token. GS_ENOMEM. */
 int gs_seq_append(gs_seq *s, int32_t tok);
+/* Position of token p on axis a (0: t, 1: h, 2: w). */
+static inline int32_t gs_seq_pos(const gs_seq *s, int32_t p, int a)
+{
+    if (s->pos && p < s->n_prompt)
+        return s->pos[(int64_t)a * s->n_prompt + p];
+    return s->pos ? p + s->rope_delta : p;
+}
 /* Computes the chain keys of every full page of toks not keyed yet.
  * 0 or the error of gs_prefix_page_key / GS_ENOMEM. */
 int gs_seq_update_keys(gs_seq *s, int32_t page_size);

@@ -58,7 +58,7 @@ static void env_free(env *e)
 static gs_seq *mk(int64_t id, const int32_t *toks, int32_t n, const gs_prefix_image *sp,
                   int32_t n_sp)
 {
-    gs_seq_params p = {id, toks, n, sp, n_sp, 0};
+    gs_seq_params p = {.id = id, .toks = toks, .n_toks = n, .spans = sp, .n_images = n_sp};
     gs_seq *q = NULL;
     gs_seq_new(&p, &q);
     return q;
@@ -387,13 +387,13 @@ static void test_max_seqs_and_failed(void)
 
     /* Malformed sequences. */
     gs_seq *q = NULL;
-    gs_seq_params sp = {1, t, 0, NULL, 0, 0};
+    gs_seq_params sp = {.id = 1, .toks = t, .n_toks = 0};
     GS_ASSERT_EQ(gs_seq_new(&sp, &q), GS_EINVAL);
     gs_prefix_image im = {.start = 10, .len = 4};
-    sp = (gs_seq_params){1, t, 13, &im, 1, 0};
+    sp = (gs_seq_params){.id = 1, .toks = t, .n_toks = 13, .spans = &im, .n_images = 1};
     GS_ASSERT_EQ(gs_seq_new(&sp, &q), GS_EINVAL); /* past the end */
     gs_prefix_image two[2] = {{.start = 2, .len = 4}, {.start = 4, .len = 2}};
-    sp = (gs_seq_params){1, t, 13, two, 2, 0};
+    sp = (gs_seq_params){.id = 1, .toks = t, .n_toks = 13, .spans = two, .n_images = 2};
     GS_ASSERT_EQ(gs_seq_new(&sp, &q), GS_EINVAL); /* overlapping */
     GS_ASSERT(q == NULL);
 }

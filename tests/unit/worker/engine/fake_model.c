@@ -1,0 +1,290 @@
+/* fake_model.c - a stand-in for gs_model and the few backend verbs the
+ * engine calls, for engine tests that need no kernels (fast under qemu and
+ * ASan).
+ *
+ * The "model" is a hash chain: token i of a sequence contributes
+ * v_i = mix(x_i, pos_i) to its KV slot, where x_i is the token id or, for
+ * an image token, the bits of its image embedding row, and pos_i its 3-D
+ * position. The logits of a query at cache position p are a hash of
+ * fold(v_0 .. v_p) read through the block table. So every slot, position,
+ * block-table entry, page copy and image row must be right, or the greedy
+ * tokens change; fake_ref_generate computes the same chain without pages,
+ * as the exact reference. Image embeddings: merged token r of an image is
+ * the sum of its 4 patches' pixels times (c + 1) in column c.
+ * Single-threaded. */
+#include "fake_model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/model/rope_index.h"
+
+struct gs_backend {
+    int dummy;
+};
+struct gs_model {
+    gs_model_config cfg;
+    gs_backend be;
+    int fail_encode, fail_forward;
+};
+struct gs_kv_cache {
+    int32_t n_pages, page_size;
+    uint64_t *slot;
+};
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static uint64_t token_value(uint64_t x, int32_t pt, int32_t ph, int32_t pw)
+{
+    return mix64(x * 0x100000001B3ull ^ mix64((uint64_t)(uint32_t)pt << 40 ^
+                                              (uint64_t)(uint32_t)ph << 20 ^ (uint32_t)pw));
+}
+
+static uint64_t emb_bits(const float *row, int64_t cols)
+{
+    uint64_t h = 7;
+    for (int64_t c = 0; c < cols; c++) {
+        uint32_t u;
+        memcpy(&u, &row[c], 4);
+        h = mix64(h ^ u);
+    }
+    return h | (1ull << 63); /* never equal to a token id */
+}
+
+static void fill_logits(uint64_t h, int32_t vocab, float *out)
+{
+    for (int32_t v = 0; v < vocab; v++)
+        out[v] = (float)(mix64(h + (uint64_t)v) >> 40);
+}
+
+gs_model *fake_model_new(void)
+{
+    gs_model *m = calloc(1, sizeof *m);
+    gs_model_config *c = &m->cfg;
+    c->text.vocab_size = FAKE_VOCAB;
+    c->text.hidden_size = FAKE_HIDDEN;
+    c->text.max_position_embeddings = 4096;
+    c->text.eos_token_ids[0] = FAKE_EOS;
+    c->text.n_eos = 1;
+    c->vision.out_hidden_size = FAKE_HIDDEN;
+    c->vision.spatial_merge_size = 2;
+    c->vision.in_channels = 3;
+    c->vision.temporal_patch_size = 2;
+    c->vision.patch_size = 2; /* patch_dim 24 */
+    c->image_token_id = FAKE_IMAGE_TOKEN;
+    c->video_token_id = FAKE_IMAGE_TOKEN + 1;
+    c->video_start_token_id = FAKE_IMAGE_TOKEN + 2;
+    c->video_end_token_id = FAKE_IMAGE_TOKEN + 3;
+    return m;
+}
+
+void fake_model_free(gs_model *m)
+{
+    free(m);
+}
+
+void fake_model_fail(gs_model *m, int encode, int forward)
+{
+    m->fail_encode = encode;
+    m->fail_forward = forward;
+}
+
+/* ---- the verbs the engine calls ------------------------------------------- */
+
+gs_backend *gs_model_backend(const gs_model *m)
+{
+    return (gs_backend *)&m->be;
+}
+const gs_model_config *gs_model_get_config(const gs_model *m)
+{
+    return &m->cfg;
+}
+gs_dtype gs_backend_act_dtype(const gs_backend *be)
+{
+    (void)be;
+    return GS_DT_F32;
+}
+size_t gs_dtype_size(gs_dtype dt)
+{
+    return dt == GS_DT_F32 || dt == GS_DT_I32 ? 4 : 2;
+}
+int gs_backend_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    (void)be;
+    *free_bytes = *total_bytes = (size_t)1 << 24;
+    return 0;
+}
+void *gs_buf_alloc(gs_backend *be, size_t bytes)
+{
+    (void)be;
+    return malloc(bytes ? bytes : 1);
+}
+void gs_buf_free(gs_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+int gs_k_copy(gs_backend *be, gs_mat out, gs_mat x)
+{
+    (void)be;
+    if (out.rows != x.rows || out.cols != x.cols || out.dt != GS_DT_F32 || x.dt != GS_DT_F32)
+        return GS_EINVAL;
+    for (int64_t r = 0; r < x.rows; r++)
+        memcpy((float *)out.data + r * out.stride, (const float *)x.data + r * x.stride,
+               sizeof(float) * (size_t)x.cols);
+    return 0;
+}
+
+size_t gs_kv_cache_page_bytes(const gs_model *m, int32_t page_size)
+{
+    (void)m;
+    return sizeof(uint64_t) * (size_t)page_size;
+}
+int gs_kv_cache_new(gs_model *m, int32_t n_pages, int32_t page_size, gs_kv_cache **out)
+{
+    (void)m;
+    *out = NULL;
+    if (n_pages <= 0 || page_size <= 0)
+        return GS_EINVAL;
+    gs_kv_cache *kv = calloc(1, sizeof *kv);
+    kv->n_pages = n_pages;
+    kv->page_size = page_size;
+    /* Garbage, not zeros: reading an unwritten slot must change results. */
+    kv->slot = malloc(sizeof *kv->slot * (size_t)n_pages * (size_t)page_size);
+    for (int64_t i = 0; i < (int64_t)n_pages * page_size; i++)
+        kv->slot[i] = mix64((uint64_t)i ^ 0xdeadull);
+    *out = kv;
+    return 0;
+}
+void gs_kv_cache_free(gs_kv_cache *kv)
+{
+    if (!kv)
+        return;
+    free(kv->slot);
+    free(kv);
+}
+int gs_kv_cache_copy_page(gs_kv_cache *kv, int32_t dst, int32_t src)
+{
+    if (dst < 0 || src < 0 || dst >= kv->n_pages || src >= kv->n_pages)
+        return GS_EINVAL;
+    memmove(kv->slot + (int64_t)dst * kv->page_size, kv->slot + (int64_t)src * kv->page_size,
+            sizeof *kv->slot * (size_t)kv->page_size);
+    return 0;
+}
+
+static void encode_one(const float *px, int64_t n_patches, float *out)
+{
+    for (int64_t r = 0; r < n_patches / 4; r++) {
+        float s = 0;
+        for (int64_t k = 0; k < 4 * FAKE_PATCH_DIM; k++)
+            s += px[r * 4 * FAKE_PATCH_DIM + k];
+        for (int c = 0; c < FAKE_HIDDEN; c++)
+            out[r * FAKE_HIDDEN + c] = s * (float)(c + 1);
+    }
+}
+
+int gs_model_encode_images(gs_model *m, const float *pixels, int64_t n_patches,
+                           const int32_t (*grids)[3], int32_t n_images, gs_mat out)
+{
+    if (m->fail_encode)
+        return GS_EDEVICE;
+    int64_t total = 0;
+    for (int32_t i = 0; i < n_images; i++)
+        total += (int64_t)grids[i][0] * grids[i][1] * grids[i][2];
+    if (total != n_patches || out.rows != n_patches / 4 || out.cols != FAKE_HIDDEN)
+        return GS_EINVAL;
+    encode_one(pixels, n_patches, out.data);
+    return 0;
+}
+
+int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *logits)
+{
+    if (m->fail_forward)
+        return GS_EDEVICE;
+    const int32_t ps = kv->page_size, n = b->n_tokens;
+    if (n <= 0 || b->cu_q[0] != 0 || b->cu_q[b->n_seqs] != n)
+        return GS_EINVAL;
+    for (int32_t i = 0; i < n; i++) {
+        if (b->slots[i] < 0 || b->slots[i] >= kv->n_pages * ps || b->ids[i] < 0 ||
+            b->ids[i] >= FAKE_VOCAB)
+            return GS_EINVAL;
+        uint64_t x = (uint64_t)b->ids[i];
+        if (b->img_row && b->img_row[i] >= 0) {
+            if (b->img_row[i] >= b->img.rows)
+                return GS_EINVAL;
+            x = emb_bits((const float *)b->img.data + b->img_row[i] * b->img.stride, FAKE_HIDDEN);
+        }
+        kv->slot[b->slots[i]] = token_value(x, b->pos[i], b->pos[n + i], b->pos[2 * n + i]);
+    }
+    for (int32_t k = 0; k < b->n_logits; k++) {
+        int32_t r = b->logit_rows[k], s = 0;
+        while (s + 1 < b->n_seqs && b->cu_q[s + 1] <= r)
+            s++;
+        int32_t nq = b->cu_q[s + 1] - b->cu_q[s];
+        int32_t qpos = b->kv_len[s] - nq + (r - b->cu_q[s]);
+        const int32_t *bt = b->block_table + (int64_t)s * b->max_blocks;
+        uint64_t h = 1;
+        for (int32_t p = 0; p <= qpos; p++) {
+            if (p / ps >= b->max_blocks || bt[p / ps] <= 0 || bt[p / ps] >= kv->n_pages)
+                return GS_EINVAL;
+            h = mix64(h ^ kv->slot[(int64_t)bt[p / ps] * ps + p % ps]);
+        }
+        fill_logits(h, FAKE_VOCAB, logits + (size_t)k * FAKE_VOCAB);
+    }
+    return 0;
+}
+
+/* ---- the reference --------------------------------------------------------- */
+
+int fake_ref_generate(const int32_t *prompt, int32_t n_prompt, const fake_image *imgs,
+                      int32_t n_imgs, int32_t n_gen, int32_t *out)
+{
+    gs_rope_index_params rp = {FAKE_IMAGE_TOKEN, FAKE_IMAGE_TOKEN + 2, FAKE_IMAGE_TOKEN + 3, 2};
+    int32_t(*grids)[3] = malloc(sizeof *grids * (size_t)(n_imgs + 1));
+    int32_t *pos = malloc(sizeof *pos * 3 * (size_t)n_prompt), delta = 0;
+    float *emb = NULL;
+    int64_t n_emb = 0;
+    for (int32_t i = 0; i < n_imgs; i++) {
+        memcpy(grids[i], imgs[i].grid, sizeof grids[i]);
+        n_emb += imgs[i].n_patches / 4;
+    }
+    int rc = gs_rope_index(&rp, prompt, n_prompt, (const int32_t(*)[3])grids, n_imgs, pos, &delta,
+                           NULL);
+    emb = malloc(sizeof *emb * (size_t)(n_emb + 1) * FAKE_HIDDEN);
+    for (int64_t i = 0, r = 0; i < n_imgs; i++) {
+        encode_one(imgs[i].pixels, imgs[i].n_patches, emb + r * FAKE_HIDDEN);
+        r += imgs[i].n_patches / 4;
+    }
+    uint64_t h = 1;
+    int64_t er = 0;
+    float logits[FAKE_VOCAB];
+    for (int32_t p = 0; !rc && p < n_prompt + n_gen - 1; p++) {
+        uint64_t x;
+        int32_t t = p < n_prompt ? prompt[p] : out[p - n_prompt];
+        if (p < n_prompt && t == FAKE_IMAGE_TOKEN)
+            x = emb_bits(emb + er++ * FAKE_HIDDEN, FAKE_HIDDEN);
+        else
+            x = (uint64_t)t;
+        int32_t pt = p < n_prompt ? pos[p] : p + delta, ph = p < n_prompt ? pos[n_prompt + p] : pt,
+                pw = p < n_prompt ? pos[2 * n_prompt + p] : pt;
+        h = mix64(h ^ token_value(x, pt, ph, pw));
+        if (p >= n_prompt - 1) {
+            fill_logits(h, FAKE_VOCAB, logits);
+            int32_t best = 0;
+            for (int32_t v = 1; v < FAKE_VOCAB; v++)
+                if (logits[v] > logits[best])
+                    best = v;
+            out[p - n_prompt + 1] = best;
+        }
+    }
+    free(grids);
+    free(pos);
+    free(emb);
+    return rc;
+}

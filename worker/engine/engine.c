@@ -1,0 +1,529 @@
+/* engine.c - the gs_engine handle: creation (KV cache sizing), job
+ * submission with full validation, cancellation, events and stats. One
+ * iteration (gs_engine_step) is in engine_step.c.
+ *
+ * Owns: the KV cache, pool, prefix cache, scheduler, batch builder, every
+ * job (sequence, sampler, stopper, detokenizer state, pixels, image
+ * embeddings) and the scratch buffers. Borrows: the model and its backend.
+ * Threading: one thread drives the engine (engine.h). */
+#include "engine_impl.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "worker/model/rope_index.h"
+
+const char *gs_finish_reason_name(gs_finish_reason r)
+{
+    switch (r) {
+    case GS_FINISH_NONE: return "none";
+    case GS_FINISH_STOP: return "stop";
+    case GS_FINISH_LENGTH: return "length";
+    case GS_FINISH_CANCELLED: return "cancelled";
+    case GS_FINISH_ERROR: return "error";
+    }
+    return "unknown";
+}
+
+uint64_t gs_engine__now(const gs_engine *e)
+{
+    if (e->p.clock)
+        return e->p.clock(e->p.clock_user);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- creation ------------------------------------------------------------ */
+
+int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
+{
+    if (!out)
+        return GS_EINVAL;
+    *out = NULL;
+    if (!p || !p->model)
+        return gs_diag_set(d, GS_EINVAL, "engine: no model");
+    gs_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return GS_ENOMEM;
+    e->p = *p;
+    e->model = p->model;
+    e->be = gs_model_backend(p->model);
+    e->cfg = gs_model_get_config(p->model);
+    e->act = gs_backend_act_dtype(e->be);
+    const gs_model_config *c = e->cfg;
+    e->page_size = p->page_size ? p->page_size : 16;
+    e->max_model_len = p->max_model_len ? p->max_model_len : c->text.max_position_embeddings;
+    e->vocab = c->text.vocab_size;
+    e->hidden = c->text.hidden_size;
+    e->merge = c->vision.spatial_merge_size;
+    e->patch_dim = c->vision.in_channels * c->vision.temporal_patch_size *
+                   c->vision.patch_size * c->vision.patch_size;
+    e->next_id = 1;
+    gs_sched_params sp = {e->page_size, p->token_budget ? p->token_budget : 512,
+                          p->max_seqs ? p->max_seqs : 64};
+    int rc = 0;
+    if (e->page_size < 1 || e->page_size > 4096)
+        rc = gs_diag_set(d, GS_EINVAL, "engine: page_size %d not in [1, 4096]", e->page_size);
+    else if (sp.token_budget < 1 || sp.max_seqs < 1 || p->n_pages < 0 || p->kv_fraction < 0 ||
+             p->kv_fraction > 1 || e->max_model_len < 2)
+        rc = gs_diag_set(d, GS_EINVAL, "engine: token_budget, max_seqs, n_pages, kv_fraction "
+                                       "or max_model_len out of range");
+    else if (c->vision.out_hidden_size != e->hidden || e->merge < 1)
+        rc = gs_diag_set(d, GS_ECONFIG, "engine: vision out_hidden_size %d != text hidden %d",
+                         c->vision.out_hidden_size, e->hidden);
+    if (rc) {
+        free(e);
+        return rc;
+    }
+
+    /* Pages: explicit, or from a byte budget, never more than useful. */
+    int64_t per_seq = ((int64_t)e->max_model_len + e->page_size - 1) / e->page_size;
+    int64_t useful = per_seq * sp.max_seqs + 1;
+    int32_t cap = useful > INT32_MAX / 4 ? INT32_MAX / 4 : (int32_t)useful;
+    int32_t n_pages = p->n_pages;
+    size_t page_bytes = gs_kv_cache_page_bytes(e->model, e->page_size);
+    if (!n_pages) {
+        size_t bytes = p->kv_bytes;
+        if (!bytes) {
+            size_t fr = 0, tot = 0;
+            if (gs_backend_mem_info(e->be, &fr, &tot) == 0)
+                bytes = (size_t)((double)fr * (p->kv_fraction > 0 ? p->kv_fraction : 0.5));
+        }
+        n_pages = gs_kv_pool_pages_for_bytes(bytes, page_bytes, cap);
+    }
+    if (n_pages < 2) {
+        free(e);
+        return gs_diag_set(d, GS_EINVAL, "engine: KV memory holds %d pages of %zu bytes, need 2",
+                           n_pages, page_bytes);
+    }
+    gs_kv_pool_params pp = {n_pages};
+    if ((rc = gs_kv_cache_new(e->model, n_pages, e->page_size, &e->kv)) ||
+        (rc = gs_kv_pool_new(&pp, &e->pool)) ||
+        (!(p->flags & GS_ENGINE_NO_PREFIX_CACHE) && (rc = gs_prefix_cache_new(e->pool, &e->pc))) ||
+        (rc = gs_sched_new(&sp, e->pool, e->pc, &e->sched)) || (rc = gs_batch_new(&e->batch))) {
+        gs_engine_free(e);
+        return gs_diag_set(d, rc, "engine: cannot allocate %d KV pages of %zu bytes", n_pages,
+                           page_bytes);
+    }
+    gs_log_info("engine: %d KV pages x %d tokens (%.1f MB), budget %d tokens, %d seqs, "
+                "prefix cache %s",
+                n_pages - 1, e->page_size, (double)page_bytes * n_pages / 1e6, sp.token_budget,
+                sp.max_seqs, e->pc ? "on" : "off");
+    *out = e;
+    return 0;
+}
+
+static void drop_job(gs_engine *e, gs_job *j);
+
+void gs_engine_free(gs_engine *e)
+{
+    if (!e)
+        return;
+    while (e->jobs)
+        drop_job(e, e->jobs);
+    gs_batch_free(e->batch);
+    gs_sched_free(e->sched);
+    gs_prefix_cache_free(e->pc);
+    gs_kv_pool_free(e->pool);
+    gs_kv_cache_free(e->kv);
+    free(e->logits);
+    free(e->text);
+    free(e);
+}
+
+/* ---- submit -------------------------------------------------------------- */
+
+/* SHA-256 of the grid and the pixel bytes, for images given without a
+ * content hash. */
+static int hash_pixels(const gs_engine_image *im, size_t bytes, uint8_t out[32])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned int len = 0;
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+             EVP_DigestUpdate(ctx, im->grid, sizeof im->grid) &&
+             EVP_DigestUpdate(ctx, im->pixels, bytes) && EVP_DigestFinal_ex(ctx, out, &len);
+    EVP_MD_CTX_free(ctx);
+    return ok ? 0 : GS_EINTERNAL;
+}
+
+/* Finds the token span of every image (image k takes the next
+ * t*h*w/merge^2 image tokens, which must be consecutive) and checks the
+ * images. */
+static int image_spans(const gs_engine *e, const gs_engine_job *jb, gs_prefix_image *spans,
+                       gs_diag *d)
+{
+    int32_t pos = 0, img_tok = e->cfg->image_token_id;
+    for (int32_t k = 0; k < jb->n_images; k++) {
+        const gs_engine_image *im = &jb->images[k];
+        const int32_t *g = im->grid;
+        if (g[0] < 1 || g[1] < 1 || g[2] < 1 || g[0] > 4096 || g[1] > 4096 || g[2] > 4096 ||
+            g[1] % e->merge || g[2] % e->merge)
+            return gs_diag_set(d, GS_EINVAL, "images[%d].grid %dx%dx%d: not positive multiples "
+                               "of the merge size %d", k, g[0], g[1], g[2], e->merge);
+        int64_t np = (int64_t)g[0] * g[1] * g[2];
+        if (im->n_patches != np || !im->pixels)
+            return gs_diag_set(d, GS_EINVAL, "images[%d]: %lld patches given, grid says %lld",
+                               k, (long long)im->n_patches, (long long)np);
+        int64_t len = np / ((int64_t)e->merge * e->merge);
+        while (pos < jb->n_prompt && jb->prompt[pos] != img_tok)
+            pos++;
+        if ((int64_t)pos + len > jb->n_prompt)
+            return gs_diag_set(d, GS_EINVAL, "images[%d]: prompt has too few image tokens", k);
+        for (int32_t i = 0; i < len; i++)
+            if (jb->prompt[pos + i] != img_tok)
+                return gs_diag_set(d, GS_EINVAL, "images[%d]: needs %lld consecutive image "
+                                   "tokens at %d", k, (long long)len, pos);
+        spans[k].start = pos;
+        spans[k].len = (int32_t)len;
+        memcpy(spans[k].grid, g, sizeof spans[k].grid);
+        static const uint8_t zero[32];
+        if (memcmp(im->hash, zero, 32) == 0) {
+            int rc = hash_pixels(im, (size_t)np * (size_t)e->patch_dim * sizeof(float),
+                                 spans[k].hash);
+            if (rc)
+                return rc;
+        } else {
+            memcpy(spans[k].hash, im->hash, 32);
+        }
+        pos += (int32_t)len;
+    }
+    for (; pos < jb->n_prompt; pos++)
+        if (jb->prompt[pos] == img_tok)
+            return gs_diag_set(d, GS_EINVAL, "prompt has more image tokens than the %d images",
+                               jb->n_images);
+    return 0;
+}
+
+static int check_job(const gs_engine *e, const gs_engine_job *jb, gs_diag *d)
+{
+    if (!jb->on_event)
+        return gs_diag_set(d, GS_EINVAL, "job: no event callback");
+    if (jb->n_prompt <= 0 || !jb->prompt)
+        return gs_diag_set(d, GS_EINVAL, "job: empty prompt");
+    for (int32_t i = 0; i < jb->n_prompt; i++)
+        if (jb->prompt[i] < 0 || jb->prompt[i] >= e->vocab)
+            return gs_diag_set(d, GS_EINVAL, "prompt[%d] = %d: not in [0, %d)", i,
+                               jb->prompt[i], e->vocab);
+    if (jb->n_images < 0 || (jb->n_images > 0 && !jb->images) || jb->n_images > jb->n_prompt)
+        return gs_diag_set(d, GS_EINVAL, "job: bad image list");
+    if (jb->n_stop_ids < 0 || (jb->n_stop_ids > 0 && !jb->stop_ids) || jb->n_stop_strings < 0 ||
+        (jb->n_stop_strings > 0 && !jb->stop_strings))
+        return gs_diag_set(d, GS_EINVAL, "job: bad stop list");
+    for (int32_t i = 0; i < jb->n_stop_strings; i++)
+        if (!jb->stop_strings[i])
+            return gs_diag_set(d, GS_EINVAL, "stop[%d] is NULL", i);
+    int rc = gs_sampling_validate(&jb->sampling, d);
+    if (rc)
+        return rc;
+    int32_t usable = gs_kv_pool_n_pages(e->pool) - 1;
+    if (jb->n_prompt >= e->max_model_len ||
+        ((int64_t)jb->n_prompt + 1 + e->page_size - 1) / e->page_size > usable)
+        return gs_diag_set(d, GS_ECONTEXT, "prompt of %d tokens does not fit (max_model_len %d, "
+                           "KV cache %lld tokens)", jb->n_prompt, e->max_model_len,
+                           (long long)usable * e->page_size);
+    return 0;
+}
+
+static int make_seq(gs_engine *e, const gs_engine_job *jb, gs_seq **out, gs_diag *d)
+{
+    gs_prefix_image *spans = calloc((size_t)(jb->n_images ? jb->n_images : 1), sizeof *spans);
+    int32_t *pos = malloc(sizeof *pos * 3 * (size_t)jb->n_prompt);
+    int32_t(*grids)[3] = malloc(sizeof *grids * (size_t)(jb->n_images ? jb->n_images : 1));
+    int rc = !spans || !pos || !grids ? GS_ENOMEM : image_spans(e, jb, spans, d);
+    int32_t delta = 0;
+    if (!rc) {
+        for (int32_t k = 0; k < jb->n_images; k++)
+            memcpy(grids[k], jb->images[k].grid, sizeof grids[k]);
+        gs_rope_index_params rp = {e->cfg->image_token_id, e->cfg->video_start_token_id,
+                                   e->cfg->video_end_token_id, e->merge};
+        rc = gs_rope_index(&rp, jb->prompt, jb->n_prompt, (const int32_t(*)[3])grids,
+                           jb->n_images, pos, &delta, d);
+    }
+    if (!rc) {
+        gs_seq_params sp = {.toks = jb->prompt, .n_toks = jb->n_prompt, .spans = spans,
+                            .n_images = jb->n_images, .pos = pos, .rope_delta = delta,
+                            .cache_salt = jb->cache_salt};
+        rc = gs_seq_new(&sp, out);
+    }
+    for (int32_t k = 0; !rc && k < jb->n_images; k++) {
+        size_t bytes = (size_t)jb->images[k].n_patches * (size_t)e->patch_dim * sizeof(float);
+        gs_seq_image *si = &(*out)->imgs[k];
+        si->n_patches = jb->images[k].n_patches;
+        si->pixels = malloc(bytes);
+        if (!si->pixels)
+            rc = GS_ENOMEM;
+        else
+            memcpy(si->pixels, jb->images[k].pixels, bytes);
+    }
+    if (rc && *out) {
+        gs_seq_free(*out);
+        *out = NULL;
+    }
+    free(spans);
+    free(pos);
+    free(grids);
+    return rc;
+}
+
+int gs_engine_submit(gs_engine *e, const gs_engine_job *jb, int64_t *id, gs_diag *d)
+{
+    if (!e || !jb || !id)
+        return gs_diag_set(d, GS_EINVAL, "engine_submit: NULL argument");
+    *id = 0;
+    int rc = check_job(e, jb, d);
+    if (rc)
+        return rc;
+    gs_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return GS_ENOMEM;
+    int eos = !(jb->flags & GS_JOB_IGNORE_EOS) ? e->cfg->text.n_eos : 0;
+    j->stop_ids = malloc(sizeof *j->stop_ids * (size_t)(jb->n_stop_ids + eos + 1));
+    if (!j->stop_ids) {
+        free(j);
+        return GS_ENOMEM;
+    }
+    if (jb->n_stop_ids)
+        memcpy(j->stop_ids, jb->stop_ids, sizeof *j->stop_ids * (size_t)jb->n_stop_ids);
+    for (int i = 0; i < eos; i++)
+        j->stop_ids[jb->n_stop_ids + i] = e->cfg->text.eos_token_ids[i];
+    j->n_stop_ids = jb->n_stop_ids + eos;
+    j->on_event = jb->on_event;
+    j->user = jb->user;
+    int32_t room = e->max_model_len - jb->n_prompt;
+    j->max_tokens = jb->max_tokens > 0 && jb->max_tokens < room ? jb->max_tokens : room;
+    j->t_arrival = jb->arrival_ns ? jb->arrival_ns : gs_engine__now(e);
+    rc = make_seq(e, jb, &j->seq, d);
+    if (!rc)
+        rc = gs_sampler_new(&jb->sampling, e->vocab, jb->prompt, jb->n_prompt, &j->sampler, d);
+    if (!rc && jb->n_stop_strings > 0)
+        rc = gs_stopper_new(jb->stop_strings, jb->n_stop_strings, &j->stopper);
+    if (!rc && e->p.detok.open)
+        rc = e->p.detok.open(e->p.detok.user, &j->detok);
+    if (!rc) {
+        j->id = j->seq->id = e->next_id;
+        j->seq->user = j;
+        rc = gs_sched_add(e->sched, j->seq);
+    }
+    if (rc) {
+        j->next = j->prev = NULL;
+        drop_job(e, j);
+        return rc;
+    }
+    e->next_id++;
+    j->next = e->jobs;
+    if (e->jobs)
+        e->jobs->prev = j;
+    e->jobs = j;
+    e->n_jobs++;
+    *id = j->id;
+    return 0;
+}
+
+/* ---- events and the end of a job ----------------------------------------- */
+
+void gs_engine__free_embs(gs_engine *e, gs_seq *q)
+{
+    for (int32_t k = 0; k < q->n_imgs; k++) {
+        gs_buf_free(e->be, q->imgs[k].emb);
+        q->imgs[k].emb = NULL;
+        q->imgs[k].queued = 0;
+    }
+}
+
+/* Unlinks (when linked) and frees j and everything it owns. */
+static void drop_job(gs_engine *e, gs_job *j)
+{
+    if (j->prev || e->jobs == j) {
+        if (j->prev)
+            j->prev->next = j->next;
+        else
+            e->jobs = j->next;
+        if (j->next)
+            j->next->prev = j->prev;
+        e->n_jobs--;
+    }
+    if (j->seq) {
+        gs_sched_remove(e->sched, j->seq);
+        gs_engine__free_embs(e, j->seq);
+        gs_seq_free(j->seq);
+    }
+    if (j->detok)
+        e->p.detok.close(j->detok);
+    gs_sampler_free(j->sampler);
+    gs_stopper_free(j->stopper);
+    free(j->stop_ids);
+    free(j);
+}
+
+static void fill_event(const gs_job *j, gs_engine_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->id = j->id;
+    ev->usage.prompt_tokens = j->seq->n_prompt;
+    ev->usage.completion_tokens = j->n_generated;
+    ev->usage.cached_prompt_tokens = j->seq->n_cached;
+    if (j->t_sched >= j->t_arrival && j->t_sched)
+        ev->timings.queue_ns = j->t_sched - j->t_arrival;
+    if (j->t_first >= j->t_arrival && j->t_first) {
+        ev->timings.ttft_ns = j->t_first - j->t_arrival;
+        ev->timings.decode_ns = j->t_last - j->t_first;
+    }
+}
+
+static void text_append(gs_engine *e, const char *s, size_t n)
+{
+    if (!n)
+        return;
+    if (e->text_len + n + 1 > e->text_cap) {
+        size_t cap = e->text_cap ? e->text_cap : 256;
+        while (cap < e->text_len + n + 1)
+            cap *= 2;
+        char *t = realloc(e->text, cap);
+        if (!t)
+            return; /* the text of this event is lost; ids still go out */
+        e->text = t;
+        e->text_cap = cap;
+    }
+    memcpy(e->text + e->text_len, s, n);
+    e->text_len += n;
+    e->text[e->text_len] = 0;
+}
+
+/* Passes decoded text through the stop strings; returns 1 on a match. */
+static int feed_text(gs_engine *e, gs_job *j, const char *s, size_t n)
+{
+    if (!j->stopper) {
+        text_append(e, s, n);
+        return 0;
+    }
+    const char *out = NULL;
+    size_t out_len = 0;
+    int m = gs_stopper_feed(j->stopper, s, n, &out, &out_len);
+    if (m >= 0)
+        text_append(e, out, out_len);
+    return m == 1;
+}
+
+static void flush_text(gs_engine *e, gs_job *j)
+{
+    const char *s = NULL;
+    size_t n = 0;
+    if (j->detok) {
+        e->p.detok.flush(j->detok, &s, &n);
+        feed_text(e, j, s, n);
+    }
+    if (j->stopper) {
+        gs_stopper_flush(j->stopper, &s, &n);
+        text_append(e, s, n);
+    }
+}
+
+static void emit(gs_engine *e, gs_job *j, const int32_t *ids, int32_t n_ids,
+                 gs_finish_reason r, int err)
+{
+    gs_engine_event ev;
+    fill_event(j, &ev);
+    ev.ids = ids;
+    ev.n_ids = n_ids;
+    ev.text = e->text_len ? e->text : "";
+    ev.text_len = e->text_len;
+    ev.finish = r;
+    ev.error = err;
+    j->on_event(j->user, &ev);
+    e->text_len = 0;
+}
+
+void gs_engine__finish(gs_engine *e, gs_job *j, gs_finish_reason r, int err)
+{
+    e->text_len = 0;
+    emit(e, j, NULL, 0, r, err);
+    e->n_finished++;
+    drop_job(e, j);
+}
+
+void gs_engine__on_token(gs_engine *e, gs_job *j, int32_t id, uint64_t t)
+{
+    e->text_len = 0;
+    j->n_generated++;
+    e->n_generated++;
+    if (!j->t_first)
+        j->t_first = t;
+    j->t_last = t;
+    int rc = gs_sampler_accept(j->sampler, id);
+    if (!rc)
+        rc = gs_seq_append(j->seq, id);
+    if (rc) {
+        gs_engine__finish(e, j, GS_FINISH_ERROR, rc);
+        return;
+    }
+    gs_finish_reason r = GS_FINISH_NONE;
+    for (int32_t i = 0; i < j->n_stop_ids; i++)
+        if (j->stop_ids[i] == id)
+            r = GS_FINISH_STOP;
+    if (!r && j->detok) {
+        const char *s = NULL;
+        size_t n = 0;
+        if (e->p.detok.push(j->detok, id, &s, &n) == 0 && feed_text(e, j, s, n))
+            r = GS_FINISH_STOP;
+    }
+    if (!r && (j->n_generated >= j->max_tokens || j->seq->n_tokens >= e->max_model_len))
+        r = GS_FINISH_LENGTH;
+    if (r)
+        flush_text(e, j);
+    emit(e, j, &id, 1, r, 0);
+    if (r) {
+        e->n_finished++;
+        drop_job(e, j);
+    }
+}
+
+/* ---- cancel, stats ------------------------------------------------------- */
+
+int gs_engine_cancel(gs_engine *e, int64_t id)
+{
+    for (gs_job *j = e->jobs; j; j = j->next) {
+        if (j->id == id) {
+            gs_engine__finish(e, j, GS_FINISH_CANCELLED, 0);
+            return 0;
+        }
+    }
+    return GS_ENOENT;
+}
+
+int gs_engine_busy(const gs_engine *e)
+{
+    return e->n_jobs > 0;
+}
+
+void gs_engine_get_stats(const gs_engine *e, gs_engine_stats *out)
+{
+    gs_sched_stats s;
+    gs_sched_get_stats(e->sched, &s);
+    memset(out, 0, sizeof *out);
+    out->n_running = s.n_running;
+    out->n_waiting = s.n_waiting;
+    out->n_pages = gs_kv_pool_n_pages(e->pool) - 1;
+    out->n_free_pages = gs_kv_pool_n_free(e->pool);
+    out->n_cached_pages = e->pc ? gs_prefix_cache_n_cached(e->pc) : 0;
+    out->page_size = e->page_size;
+    out->prefix_query_tokens = s.prefix_query_tokens;
+    out->prefix_hit_tokens = s.prefix_hit_tokens;
+    out->prefix_hit_rate =
+        s.prefix_query_tokens ? (double)s.prefix_hit_tokens / (double)s.prefix_query_tokens : 0;
+    out->n_steps = s.n_steps;
+    out->n_preemptions = s.n_preemptions;
+    out->n_computed_tokens = s.n_scheduled_tokens;
+    out->n_generated_tokens = e->n_generated;
+    out->n_images_encoded = e->n_images_encoded;
+    out->n_jobs_finished = e->n_finished;
+}
+
+void gs_engine_reset_prefix_cache(gs_engine *e)
+{
+    if (e->pc)
+        gs_prefix_cache_clear(e->pc);
+}

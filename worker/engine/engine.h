@@ -1,0 +1,182 @@
+/* engine.h - gs_engine: continuous batching of many requests over one
+ * model, with a paged KV cache whose full pages are shared between requests
+ * with the same prefix (system prompt, images). docs/engine.md has the
+ * design.
+ *
+ * Use: gs_engine_new once; gs_engine_submit a job per request (the engine
+ * copies what it needs); call gs_engine_step repeatedly while
+ * gs_engine_busy says there is work; each step runs one forward over a
+ * batch of sequences and reports progress through each job's event
+ * callback: token ids and text deltas, then one final event with the
+ * finish reason, usage and timings. gs_engine_cancel ends a job at once.
+ *
+ * Threading: the engine is driven by ONE thread (the worker's engine
+ * thread). Every function here, and every event callback, runs on it.
+ * Callbacks must not call back into the engine; other threads hand jobs
+ * and cancels to the engine thread through their own queue. */
+#ifndef GS_ENGINE_H
+#define GS_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "worker/model/model.h"
+#include "worker/sampler.h"
+
+typedef struct gs_engine gs_engine; /* opaque */
+
+/* Incremental detokenizer, per sequence, behind callbacks so that the
+ * engine does not depend on the tokenizer (tests run without one).
+ * gs_engine_tokenizer_detok (engine_detok.h) adapts worker/tokenizer. */
+typedef struct {
+    void *user;
+    /* Per-sequence state into *state (owned; freed with close). */
+    int (*open)(void *user, void **state);
+    /* Appends id; *text and *len: the new text, whole UTF-8 characters only
+     * (borrowed until the next call). 0 or GS_E*. */
+    int (*push)(void *state, int32_t id, const char **text, size_t *len);
+    /* End of stream: whatever is held back (borrowed until close). */
+    void (*flush)(void *state, const char **text, size_t *len);
+    void (*close)(void *state);
+} gs_engine_detok;
+
+/* Named bits of gs_engine_params.flags */
+#define GS_ENGINE_NO_PREFIX_CACHE (1u << 0)
+
+typedef struct {
+    gs_model *model;       /* borrowed; must outlive the engine */
+    int32_t page_size;     /* tokens per KV page; 0: 16 */
+    /* KV cache size, first that is set: n_pages (including the null page),
+     * kv_bytes (--kv-memory), else kv_fraction (0: 0.5) of the backend's
+     * free memory (gs_backend_mem_info). Never more pages than max_seqs
+     * sequences of max_model_len tokens need. */
+    int32_t n_pages;
+    size_t kv_bytes;
+    double kv_fraction;
+    int32_t token_budget;  /* tokens per step; 0: 512 */
+    int32_t max_seqs;      /* running sequences; 0: 64 */
+    int32_t max_model_len; /* tokens per sequence; 0: max_position_embeddings */
+    unsigned flags;        /* GS_ENGINE_* */
+    gs_engine_detok detok; /* open == NULL: events carry ids, no text */
+    /* Clock for event timings (ns, monotonic); NULL: CLOCK_MONOTONIC. The
+     * `now` given to gs_engine_step and jobs' arrival_ns must use it. */
+    uint64_t (*clock)(void *user);
+    void *clock_user;
+} gs_engine_params;
+
+typedef enum {
+    GS_FINISH_NONE = 0,  /* more events follow */
+    GS_FINISH_STOP,      /* a stop token id or stop string */
+    GS_FINISH_LENGTH,    /* max_tokens, or the context limit */
+    GS_FINISH_CANCELLED, /* gs_engine_cancel */
+    GS_FINISH_ERROR,     /* see gs_engine_event.error */
+} gs_finish_reason;
+
+const char *gs_finish_reason_name(gs_finish_reason r); /* "stop", "length", ... */
+
+typedef struct {
+    int32_t prompt_tokens;
+    int32_t completion_tokens;
+    int32_t cached_prompt_tokens; /* served by the prefix cache */
+} gs_engine_usage;
+
+typedef struct {
+    uint64_t queue_ns;  /* arrival -> first scheduled */
+    uint64_t ttft_ns;   /* arrival -> first token (0 until then) */
+    uint64_t decode_ns; /* first token -> last token */
+} gs_engine_timings;
+
+/* One event; everything in it is borrowed for the callback only. */
+typedef struct {
+    int64_t id;
+    const int32_t *ids; /* [n_ids] tokens generated since the last event */
+    int32_t n_ids;
+    const char *text;   /* [text_len] new text; stop strings never appear */
+    size_t text_len;
+    gs_finish_reason finish; /* NONE: more will come; else the last event */
+    int error;               /* GS_E* code when finish is ERROR */
+    gs_engine_usage usage;
+    gs_engine_timings timings;
+} gs_engine_event;
+
+typedef void (*gs_engine_event_fn)(void *user, const gs_engine_event *ev);
+
+typedef struct {
+    const float *pixels; /* [n_patches, patch_dim] F32 in processor order */
+    int64_t n_patches;
+    int32_t grid[3];     /* t, h, w in patches */
+    uint8_t hash[32];    /* SHA-256 of the raw image bytes; all zero: the engine
+                            hashes the pixels instead */
+} gs_engine_image;
+
+/* Named bits of gs_engine_job.flags */
+#define GS_JOB_IGNORE_EOS (1u << 0) /* the model's eos ids do not stop */
+
+/* A request. gs_engine_submit copies everything (prompt, pixels, stop
+ * lists); nothing is borrowed past the call except `user`. */
+typedef struct {
+    const int32_t *prompt; /* [n_prompt] rendered ids, each image expanded */
+    int32_t n_prompt;
+    const gs_engine_image *images; /* [n_images] in prompt order */
+    int32_t n_images;
+    gs_sampling_params sampling;
+    const int32_t *stop_ids; /* [n_stop_ids] besides the model's eos ids */
+    int32_t n_stop_ids;
+    const char *const *stop_strings; /* [n_stop_strings] */
+    int32_t n_stop_strings;
+    int32_t max_tokens;  /* <= 0: up to the context limit */
+    unsigned flags;      /* GS_JOB_* */
+    uint64_t cache_salt; /* prefix-cache namespace; 0: shared */
+    uint64_t arrival_ns; /* when the request arrived; 0: at submit */
+    gs_engine_event_fn on_event; /* required */
+    void *user;
+} gs_engine_job;
+
+typedef struct {
+    int32_t n_running, n_waiting;
+    int32_t n_pages;        /* usable pages (without the null page) */
+    int32_t n_free_pages;   /* on the free list (cached ones included) */
+    int32_t n_cached_pages; /* pages holding a cached prefix */
+    int32_t page_size;
+    int64_t prefix_query_tokens, prefix_hit_tokens;
+    double prefix_hit_rate; /* hit / query tokens, 0 when none */
+    int64_t n_steps, n_preemptions;
+    int64_t n_computed_tokens;  /* tokens through the decoder */
+    int64_t n_generated_tokens; /* tokens sampled */
+    int64_t n_images_encoded;
+    int64_t n_jobs_finished;
+} gs_engine_stats;
+
+/* On success *out owns the engine (gs_engine_free), with its KV cache
+ * allocated. GS_EINVAL / GS_ECONFIG (d says which parameter), GS_ENOMEM. */
+int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d);
+/* NULL: no-op. Jobs still inside are dropped without events. */
+void gs_engine_free(gs_engine *e);
+
+/* Queues a job; *id (> 0) names it in events and gs_engine_cancel. Errors
+ * (no event is ever sent then): GS_EINVAL (d names the field: ids out of
+ * range, images that do not match the image tokens, bad sampling
+ * values), GS_ECONTEXT (prompt too long for max_model_len or the KV
+ * cache), GS_ENOMEM. */
+int gs_engine_submit(gs_engine *e, const gs_engine_job *job, int64_t *id, gs_diag *d);
+
+/* Runs one iteration at time `now` (the engine clock): plan, encode
+ * images, one forward, sample, events. Jobs hit by an error finish with
+ * GS_FINISH_ERROR; the step then returns that error (a device error may
+ * mean the worker should restart), else 0. */
+int gs_engine_step(gs_engine *e, uint64_t now);
+/* 1 while jobs are running or waiting. */
+int gs_engine_busy(const gs_engine *e);
+
+/* Ends job id now: its pages are released and its final event
+ * (GS_FINISH_CANCELLED) is sent before this returns. GS_ENOENT when no
+ * such job is in the engine (finished already, or never was). */
+int gs_engine_cancel(gs_engine *e, int64_t id);
+
+void gs_engine_get_stats(const gs_engine *e, gs_engine_stats *out);
+/* Forgets every cached prefix (pages in use stay in use). For benchmarks
+ * and tests. */
+void gs_engine_reset_prefix_cache(gs_engine *e);
+
+#endif

@@ -1,0 +1,63 @@
+/* engine_impl.h - the gs_engine struct and the job record, shared by
+ * engine.c (handle, submit, cancel, events) and engine_step.c (one
+ * iteration). Not part of the API. Single-threaded. */
+#ifndef GS_ENGINE_IMPL_H
+#define GS_ENGINE_IMPL_H
+
+#include "worker/engine/batch.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/kv_pool.h"
+#include "worker/engine/prefix_cache.h"
+#include "worker/engine/scheduler.h"
+#include "worker/engine/sequence.h"
+
+/* One submitted request: the sequence plus everything that is not the
+ * scheduler's business. */
+typedef struct gs_job {
+    int64_t id;
+    gs_seq *seq; /* seq->user points back here */
+    struct gs_job *prev, *next;
+    gs_sampler *sampler;
+    gs_stopper *stopper; /* NULL without stop strings */
+    void *detok;         /* NULL without a detokenizer */
+    int32_t *stop_ids;   /* [n_stop_ids] job's stop ids + the model's eos ids */
+    int32_t n_stop_ids;
+    int32_t max_tokens; /* effective: min(job's, context left) */
+    int32_t n_generated;
+    gs_engine_event_fn on_event;
+    void *user;
+    uint64_t t_arrival, t_sched, t_first, t_last;
+} gs_job;
+
+struct gs_engine {
+    gs_engine_params p;
+    gs_model *model;
+    gs_backend *be;
+    const gs_model_config *cfg;
+    gs_dtype act;
+    int32_t page_size, max_model_len, vocab, hidden, patch_dim, merge;
+    gs_kv_cache *kv;
+    gs_kv_pool *pool;
+    gs_prefix_cache *pc; /* NULL with GS_ENGINE_NO_PREFIX_CACHE */
+    gs_sched *sched;
+    gs_batch *batch;
+    gs_job *jobs; /* every job inside, newest first */
+    int32_t n_jobs;
+    int64_t next_id;
+    float *logits; /* [cap_logits] */
+    size_t cap_logits;
+    char *text; /* event text scratch */
+    size_t text_len, text_cap;
+    int64_t n_generated, n_images_encoded, n_finished;
+};
+
+uint64_t gs_engine__now(const gs_engine *e);
+/* Sends job j's final event (no ids, no text) and drops it. */
+void gs_engine__finish(gs_engine *e, gs_job *j, gs_finish_reason r, int err);
+/* Handles a sampled token of j at time t: stop checks, text, event; may
+ * finish the job. */
+void gs_engine__on_token(gs_engine *e, gs_job *j, int32_t id, uint64_t t);
+/* Frees the backend embeddings of j's images. */
+void gs_engine__free_embs(gs_engine *e, gs_seq *q);
+
+#endif

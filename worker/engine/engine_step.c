@@ -1,0 +1,210 @@
+/* engine_step.c - one engine iteration: plan -> page copies -> image
+ * encoding -> flattened batch -> one forward -> commit -> sample -> events.
+ *
+ * Failure handling: a step that fails before the forward (a page copy, the
+ * vision encoder, the batch) ends only the jobs involved with
+ * GS_FINISH_ERROR - for the encoder, the jobs whose images were in the
+ * batch - and leaves the other items uncommitted: the next plan schedules
+ * them again from the same n_computed on the pages they already hold. A
+ * failed forward ends every job of the step. The error is returned either
+ * way, so that the worker can decide whether the device is still usable.
+ *
+ * Owns nothing beyond the step: the image matrix of a step is allocated
+ * and freed here; image embeddings move into their sequence and are freed
+ * once the prefill has passed them (engine.c frees what is left at the end
+ * of a job). Single-threaded (engine thread). */
+#include "engine_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+static void fail_items(gs_engine *e, const gs_step_plan *pl, int rc)
+{
+    for (int32_t i = 0; i < pl->n_items; i++)
+        gs_engine__finish(e, pl->items[i].seq->user, GS_FINISH_ERROR, rc);
+}
+
+/* Fails the jobs that had images in this step's encoder batch. The
+ * images of one sequence are listed one after another, so comparing with
+ * the previous entry (a pointer compare, the job may be freed) finishes
+ * each job once. */
+static void fail_encodes(gs_engine *e, const gs_step_plan *pl, int rc)
+{
+    for (int32_t i = 0; i < pl->n_encodes; i++) {
+        gs_seq *q = pl->encodes[i].seq;
+        if (i > 0 && pl->encodes[i - 1].seq == q)
+            continue;
+        gs_engine__finish(e, q->user, GS_FINISH_ERROR, rc);
+    }
+}
+
+/* Runs the vision tower once over every image the plan lists, and gives
+ * each image its own embedding matrix [len, hidden]. */
+static int encode_images(gs_engine *e, const gs_step_plan *pl)
+{
+    const int32_t n = pl->n_encodes, mm = e->merge * e->merge;
+    const size_t es = gs_dtype_size(e->act);
+    int64_t total = 0;
+    for (int32_t i = 0; i < n; i++)
+        total += pl->encodes[i].seq->imgs[pl->encodes[i].img].n_patches;
+    int32_t(*grids)[3] = malloc(sizeof *grids * (size_t)n);
+    float *cat = NULL;
+    const float *px = pl->encodes[0].seq->imgs[pl->encodes[0].img].pixels;
+    if (n > 1)
+        px = cat = malloc(sizeof(float) * (size_t)total * (size_t)e->patch_dim);
+    gs_mat out = gs_mat_make(gs_buf_alloc(e->be, (size_t)(total / mm) * (size_t)e->hidden * es),
+                             e->act, total / mm, e->hidden);
+    int rc = !grids || !px || !out.data ? GS_ENOMEM : 0;
+    int64_t off = 0;
+    for (int32_t i = 0; i < n && !rc; i++) {
+        const gs_seq *q = pl->encodes[i].seq;
+        const gs_seq_image *im = &q->imgs[pl->encodes[i].img];
+        memcpy(grids[i], q->spans[pl->encodes[i].img].grid, sizeof grids[i]);
+        if (cat)
+            memcpy(cat + off * e->patch_dim, im->pixels,
+                   sizeof(float) * (size_t)im->n_patches * (size_t)e->patch_dim);
+        off += im->n_patches;
+    }
+    if (!rc)
+        rc = gs_model_encode_images(e->model, px, total, (const int32_t(*)[3])grids, n, out);
+    /* Hand out the rows: one image keeps the whole matrix; several get a
+     * copy of their rows each. */
+    int64_t row = 0;
+    for (int32_t i = 0; i < n && !rc; i++) {
+        gs_seq *q = pl->encodes[i].seq;
+        int32_t len = q->spans[pl->encodes[i].img].len;
+        gs_seq_image *im = &q->imgs[pl->encodes[i].img];
+        if (n == 1) {
+            im->emb = out.data;
+            out.data = NULL;
+        } else {
+            im->emb = gs_buf_alloc(e->be, (size_t)len * (size_t)e->hidden * es);
+            rc = im->emb ? gs_k_copy(e->be, gs_mat_make(im->emb, e->act, len, e->hidden),
+                                     gs_mat_rows(out, row, len))
+                         : GS_ENOMEM;
+        }
+        im->queued = 0;
+        row += len;
+    }
+    gs_buf_free(e->be, out.data);
+    free(cat);
+    free(grids);
+    if (!rc)
+        e->n_images_encoded += n;
+    return rc;
+}
+
+/* Gathers the image rows the batch needs into one matrix *img (caller frees
+ * img->data with gs_buf_free). */
+static int gather_image_rows(gs_engine *e, const gs_batch_out *bo, gs_mat *img)
+{
+    const size_t es = gs_dtype_size(e->act);
+    *img = gs_mat_make(gs_buf_alloc(e->be, (size_t)bo->n_img_rows * (size_t)e->hidden * es),
+                       e->act, bo->n_img_rows, e->hidden);
+    if (!img->data)
+        return GS_ENOMEM;
+    for (int32_t i = 0; i < bo->n_img_copies; i++) {
+        const gs_batch_img_rows *r = &bo->img_rows[i];
+        const gs_seq *q = r->seq;
+        void *emb = q->imgs[r->img].emb;
+        if (!emb)
+            return GS_EINTERNAL; /* the scheduler lists every image a chunk touches */
+        gs_mat src = gs_mat_make(emb, e->act, q->spans[r->img].len, e->hidden);
+        int rc = gs_k_copy(e->be, gs_mat_rows(*img, r->dst_row, r->n_rows),
+                           gs_mat_rows(src, r->src_row, r->n_rows));
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Frees image embeddings that every item's prefill has passed. */
+static void drop_passed_images(gs_engine *e, const gs_step_plan *pl)
+{
+    for (int32_t i = 0; i < pl->n_items; i++) {
+        gs_seq *q = pl->items[i].seq;
+        for (int32_t k = 0; k < q->n_imgs; k++) {
+            if (q->imgs[k].emb && q->spans[k].start + q->spans[k].len <= q->n_computed) {
+                gs_buf_free(e->be, q->imgs[k].emb);
+                q->imgs[k].emb = NULL;
+            }
+        }
+    }
+}
+
+int gs_engine_step(gs_engine *e, uint64_t now)
+{
+    gs_step_plan pl;
+    int rc = gs_sched_plan(e->sched, now, &pl);
+    for (int32_t i = 0; i < pl.n_failed; i++) {
+        gs_log_warn("engine: job %lld needs more KV pages than the cache has; ending it",
+                    (long long)pl.failed[i]->id);
+        gs_engine__finish(e, pl.failed[i]->user, GS_FINISH_LENGTH, 0);
+    }
+    if (rc || pl.n_items == 0)
+        return rc;
+    for (int32_t i = 0; i < pl.n_items; i++) {
+        gs_job *j = pl.items[i].seq->user;
+        if (!j->t_sched)
+            j->t_sched = now;
+    }
+
+    for (int32_t i = 0; i < pl.n_copies && !rc; i++)
+        rc = gs_kv_cache_copy_page(e->kv, pl.copies[i].dst, pl.copies[i].src);
+    if (rc) {
+        fail_items(e, &pl, rc);
+        return rc;
+    }
+    if (pl.n_encodes > 0 && (rc = encode_images(e, &pl))) {
+        gs_log_error("engine: vision encoder failed (%s) for %d images", gs_err_name(rc),
+                     pl.n_encodes);
+        fail_encodes(e, &pl, rc);
+        return rc;
+    }
+
+    gs_batch_out bo;
+    gs_mat img = {0};
+    rc = gs_batch_build(e->batch, &pl, e->page_size, &bo);
+    if (!rc && bo.n_img_rows > 0)
+        rc = gather_image_rows(e, &bo, &img);
+    size_t need = (size_t)(bo.tb.n_logits > 0 ? bo.tb.n_logits : 1) * (size_t)e->vocab;
+    if (!rc && need > e->cap_logits) {
+        float *l = realloc(e->logits, need * sizeof *l);
+        if (l) {
+            e->logits = l;
+            e->cap_logits = need;
+        } else {
+            rc = GS_ENOMEM;
+        }
+    }
+    if (!rc) {
+        bo.tb.img = img;
+        rc = gs_model_forward(e->model, e->kv, &bo.tb, e->logits);
+    }
+    gs_buf_free(e->be, img.data);
+    if (!rc)
+        rc = gs_sched_commit(e->sched, &pl);
+    if (rc) {
+        gs_log_error("engine: step of %d tokens / %d sequences failed: %s", pl.n_tokens,
+                     pl.n_items, gs_err_name(rc));
+        fail_items(e, &pl, rc);
+        return rc;
+    }
+    drop_passed_images(e, &pl);
+
+    /* Sample. A job that finishes is dropped at once; the plan's arrays
+     * stay valid (they belong to the scheduler) and each job appears in
+     * one item only. */
+    uint64_t t = gs_engine__now(e);
+    for (int32_t k = 0; k < bo.tb.n_logits; k++) {
+        gs_job *j = pl.items[bo.logit_item[k]].seq->user;
+        int32_t id = gs_sampler_sample(j->sampler, e->logits + (size_t)k * (size_t)e->vocab);
+        if (id < 0)
+            gs_engine__finish(e, j, GS_FINISH_ERROR, id);
+        else
+            gs_engine__on_token(e, j, id, t);
+    }
+    return 0;
+}
