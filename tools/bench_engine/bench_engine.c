@@ -68,9 +68,9 @@ static int32_t text_id(const gs_model_config *c, uint64_t *s)
 {
     for (;;) {
         int32_t id = (int32_t)(rnd(s) % (uint64_t)c->text.vocab_size);
-        if (id != c->image_token_id && id != c->video_token_id &&
-            id != c->image_start_token_id && id != c->image_end_token_id &&
-            id != c->video_start_token_id && id != c->video_end_token_id)
+        if (id != c->image_token_id && id != c->video_token_id && id != c->image_start_token_id &&
+            id != c->image_end_token_id && id != c->video_start_token_id &&
+            id != c->video_end_token_id)
             return id;
     }
 }
@@ -115,8 +115,7 @@ static void free_prompt(prompt *p)
     free(p->px);
 }
 
-static int submit(gs_engine *e, const prompt *p, int32_t max_tokens, uint64_t salt,
-                  req_state *r)
+static int submit(gs_engine *e, const prompt *p, int32_t max_tokens, uint64_t salt, req_state *r)
 {
     memset(r, 0, sizeof *r);
     gs_engine_job j = {0};

@@ -146,8 +146,8 @@ int gs_batch_build(gs_batch *b, const gs_step_plan *plan, int32_t page_size, gs_
         for (int32_t k = 0; k < q->n_imgs; k++) {
             const gs_prefix_image *sp = &q->spans[k];
             int32_t lo = sp->start > it->start ? sp->start : it->start;
-            int32_t hi = sp->start + sp->len < it->start + it->n ? sp->start + sp->len
-                                                                 : it->start + it->n;
+            int32_t hi =
+                sp->start + sp->len < it->start + it->n ? sp->start + sp->len : it->start + it->n;
             if (lo >= hi)
                 continue;
             gs_batch_img_rows r = {it->seq, k, lo - sp->start, hi - lo, n_img_rows};

@@ -24,10 +24,10 @@ typedef struct {
 } gs_batch_img_rows;
 
 typedef struct {
-    gs_text_batch tb;   /* everything but tb.img, which the caller sets */
+    gs_text_batch tb;                  /* everything but tb.img, which the caller sets */
     const gs_batch_img_rows *img_rows; /* [n_img_copies] */
     int32_t n_img_copies;
-    int32_t n_img_rows; /* rows of the step's image matrix (0: tb.img_row is NULL) */
+    int32_t n_img_rows;        /* rows of the step's image matrix (0: tb.img_row is NULL) */
     const int32_t *logit_item; /* [tb.n_logits] plan item of each logits row */
 } gs_batch_out;
 

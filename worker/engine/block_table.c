@@ -85,9 +85,8 @@ int32_t gs_block_table_grow_need(const gs_block_table *bt, const gs_kv_pool *poo
     return need;
 }
 
-int gs_block_table_grow(gs_block_table *bt, gs_kv_pool *pool, int32_t first_write,
-                        int32_t n_tokens, int32_t page_size, gs_page_copy *copies,
-                        int32_t *n_copies)
+int gs_block_table_grow(gs_block_table *bt, gs_kv_pool *pool, int32_t first_write, int32_t n_tokens,
+                        int32_t page_size, gs_page_copy *copies, int32_t *n_copies)
 {
     if (page_size <= 0 || n_tokens < 0 || first_write < 0 || !n_copies)
         return GS_EINVAL;

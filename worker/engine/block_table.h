@@ -46,9 +46,8 @@ int32_t gs_block_table_grow_need(const gs_block_table *bt, const gs_kv_pool *poo
  * the copy to copies[*n_copies], which must have room for
  * gs_block_table_grow_need entries, and incrementing *n_copies).
  * GS_EAGAIN when the pool has too few free pages: then nothing changes. */
-int gs_block_table_grow(gs_block_table *bt, gs_kv_pool *pool, int32_t first_write,
-                        int32_t n_tokens, int32_t page_size, gs_page_copy *copies,
-                        int32_t *n_copies);
+int gs_block_table_grow(gs_block_table *bt, gs_kv_pool *pool, int32_t first_write, int32_t n_tokens,
+                        int32_t page_size, gs_page_copy *copies, int32_t *n_copies);
 /* Copy-on-write of entry idx whatever its refcount: a new page takes its
  * place, *copy says what to copy, and the old page loses this table's
  * reference. GS_EAGAIN when no page is free, GS_EINVAL for a bad idx. */

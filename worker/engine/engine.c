@@ -19,11 +19,16 @@
 const char *gs_finish_reason_name(gs_finish_reason r)
 {
     switch (r) {
-    case GS_FINISH_NONE: return "none";
-    case GS_FINISH_STOP: return "stop";
-    case GS_FINISH_LENGTH: return "length";
-    case GS_FINISH_CANCELLED: return "cancelled";
-    case GS_FINISH_ERROR: return "error";
+    case GS_FINISH_NONE:
+        return "none";
+    case GS_FINISH_STOP:
+        return "stop";
+    case GS_FINISH_LENGTH:
+        return "length";
+    case GS_FINISH_CANCELLED:
+        return "cancelled";
+    case GS_FINISH_ERROR:
+        return "error";
     }
     return "unknown";
 }
@@ -60,8 +65,8 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
     e->vocab = c->text.vocab_size;
     e->hidden = c->text.hidden_size;
     e->merge = c->vision.spatial_merge_size;
-    e->patch_dim = c->vision.in_channels * c->vision.temporal_patch_size *
-                   c->vision.patch_size * c->vision.patch_size;
+    e->patch_dim = c->vision.in_channels * c->vision.temporal_patch_size * c->vision.patch_size *
+                   c->vision.patch_size;
     e->next_id = 1;
     gs_sched_params sp = {e->page_size, p->token_budget ? p->token_budget : 512,
                           p->max_seqs ? p->max_seqs : 64};
@@ -70,8 +75,9 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
         rc = gs_diag_set(d, GS_EINVAL, "engine: page_size %d not in [1, 4096]", e->page_size);
     else if (sp.token_budget < 1 || sp.max_seqs < 1 || p->n_pages < 0 || p->kv_fraction < 0 ||
              p->kv_fraction > 1 || e->max_model_len < 2)
-        rc = gs_diag_set(d, GS_EINVAL, "engine: token_budget, max_seqs, n_pages, kv_fraction "
-                                       "or max_model_len out of range");
+        rc = gs_diag_set(d, GS_EINVAL,
+                         "engine: token_budget, max_seqs, n_pages, kv_fraction "
+                         "or max_model_len out of range");
     else if (c->vision.out_hidden_size != e->hidden || e->merge < 1)
         rc = gs_diag_set(d, GS_ECONFIG, "engine: vision out_hidden_size %d != text hidden %d",
                          c->vision.out_hidden_size, e->hidden);
@@ -162,12 +168,14 @@ static int image_spans(const gs_engine *e, const gs_engine_job *jb, gs_prefix_im
         const int32_t *g = im->grid;
         if (g[0] < 1 || g[1] < 1 || g[2] < 1 || g[0] > 4096 || g[1] > 4096 || g[2] > 4096 ||
             g[1] % e->merge || g[2] % e->merge)
-            return gs_diag_set(d, GS_EINVAL, "images[%d].grid %dx%dx%d: not positive multiples "
-                               "of the merge size %d", k, g[0], g[1], g[2], e->merge);
+            return gs_diag_set(d, GS_EINVAL,
+                               "images[%d].grid %dx%dx%d: not positive multiples "
+                               "of the merge size %d",
+                               k, g[0], g[1], g[2], e->merge);
         int64_t np = (int64_t)g[0] * g[1] * g[2];
         if (im->n_patches != np || !im->pixels)
-            return gs_diag_set(d, GS_EINVAL, "images[%d]: %lld patches given, grid says %lld",
-                               k, (long long)im->n_patches, (long long)np);
+            return gs_diag_set(d, GS_EINVAL, "images[%d]: %lld patches given, grid says %lld", k,
+                               (long long)im->n_patches, (long long)np);
         int64_t len = np / ((int64_t)e->merge * e->merge);
         while (pos < jb->n_prompt && jb->prompt[pos] != img_tok)
             pos++;
@@ -175,15 +183,17 @@ static int image_spans(const gs_engine *e, const gs_engine_job *jb, gs_prefix_im
             return gs_diag_set(d, GS_EINVAL, "images[%d]: prompt has too few image tokens", k);
         for (int32_t i = 0; i < len; i++)
             if (jb->prompt[pos + i] != img_tok)
-                return gs_diag_set(d, GS_EINVAL, "images[%d]: needs %lld consecutive image "
-                                   "tokens at %d", k, (long long)len, pos);
+                return gs_diag_set(d, GS_EINVAL,
+                                   "images[%d]: needs %lld consecutive image "
+                                   "tokens at %d",
+                                   k, (long long)len, pos);
         spans[k].start = pos;
         spans[k].len = (int32_t)len;
         memcpy(spans[k].grid, g, sizeof spans[k].grid);
         static const uint8_t zero[32];
         if (memcmp(im->hash, zero, 32) == 0) {
-            int rc = hash_pixels(im, (size_t)np * (size_t)e->patch_dim * sizeof(float),
-                                 spans[k].hash);
+            int rc =
+                hash_pixels(im, (size_t)np * (size_t)e->patch_dim * sizeof(float), spans[k].hash);
             if (rc)
                 return rc;
         } else {
@@ -206,8 +216,8 @@ static int check_job(const gs_engine *e, const gs_engine_job *jb, gs_diag *d)
         return gs_diag_set(d, GS_EINVAL, "job: empty prompt");
     for (int32_t i = 0; i < jb->n_prompt; i++)
         if (jb->prompt[i] < 0 || jb->prompt[i] >= e->vocab)
-            return gs_diag_set(d, GS_EINVAL, "prompt[%d] = %d: not in [0, %d)", i,
-                               jb->prompt[i], e->vocab);
+            return gs_diag_set(d, GS_EINVAL, "prompt[%d] = %d: not in [0, %d)", i, jb->prompt[i],
+                               e->vocab);
     if (jb->n_images < 0 || (jb->n_images > 0 && !jb->images) || jb->n_images > jb->n_prompt)
         return gs_diag_set(d, GS_EINVAL, "job: bad image list");
     if (jb->n_stop_ids < 0 || (jb->n_stop_ids > 0 && !jb->stop_ids) || jb->n_stop_strings < 0 ||
@@ -222,9 +232,10 @@ static int check_job(const gs_engine *e, const gs_engine_job *jb, gs_diag *d)
     int32_t usable = gs_kv_pool_n_pages(e->pool) - 1;
     if (jb->n_prompt >= e->max_model_len ||
         ((int64_t)jb->n_prompt + 1 + e->page_size - 1) / e->page_size > usable)
-        return gs_diag_set(d, GS_ECONTEXT, "prompt of %d tokens does not fit (max_model_len %d, "
-                           "KV cache %lld tokens)", jb->n_prompt, e->max_model_len,
-                           (long long)usable * e->page_size);
+        return gs_diag_set(d, GS_ECONTEXT,
+                           "prompt of %d tokens does not fit (max_model_len %d, "
+                           "KV cache %lld tokens)",
+                           jb->n_prompt, e->max_model_len, (long long)usable * e->page_size);
     return 0;
 }
 
@@ -240,12 +251,16 @@ static int make_seq(gs_engine *e, const gs_engine_job *jb, gs_seq **out, gs_diag
             memcpy(grids[k], jb->images[k].grid, sizeof grids[k]);
         gs_rope_index_params rp = {e->cfg->image_token_id, e->cfg->video_start_token_id,
                                    e->cfg->video_end_token_id, e->merge};
-        rc = gs_rope_index(&rp, jb->prompt, jb->n_prompt, (const int32_t(*)[3])grids,
-                           jb->n_images, pos, &delta, d);
+        rc = gs_rope_index(&rp, jb->prompt, jb->n_prompt, (const int32_t(*)[3])grids, jb->n_images,
+                           pos, &delta, d);
     }
     if (!rc) {
-        gs_seq_params sp = {.toks = jb->prompt, .n_toks = jb->n_prompt, .spans = spans,
-                            .n_images = jb->n_images, .pos = pos, .rope_delta = delta,
+        gs_seq_params sp = {.toks = jb->prompt,
+                            .n_toks = jb->n_prompt,
+                            .spans = spans,
+                            .n_images = jb->n_images,
+                            .pos = pos,
+                            .rope_delta = delta,
                             .cache_salt = jb->cache_salt};
         rc = gs_seq_new(&sp, out);
     }
@@ -422,8 +437,8 @@ static void flush_text(gs_engine *e, gs_job *j)
     }
 }
 
-static void emit(gs_engine *e, gs_job *j, const int32_t *ids, int32_t n_ids,
-                 gs_finish_reason r, int err)
+static void emit(gs_engine *e, gs_job *j, const int32_t *ids, int32_t n_ids, gs_finish_reason r,
+                 int err)
 {
     gs_engine_event ev;
     fill_event(j, &ev);

@@ -45,8 +45,8 @@ typedef struct {
 #define GS_ENGINE_NO_PREFIX_CACHE (1u << 0)
 
 typedef struct {
-    gs_model *model;       /* borrowed; must outlive the engine */
-    int32_t page_size;     /* tokens per KV page; 0: 16 */
+    gs_model *model;   /* borrowed; must outlive the engine */
+    int32_t page_size; /* tokens per KV page; 0: 16 */
     /* KV cache size, first that is set: n_pages (including the null page),
      * kv_bytes (--kv-memory), else kv_fraction (0: 0.5) of the backend's
      * free memory (gs_backend_mem_info). Never more pages than max_seqs
@@ -92,7 +92,7 @@ typedef struct {
     int64_t id;
     const int32_t *ids; /* [n_ids] tokens generated since the last event */
     int32_t n_ids;
-    const char *text;   /* [text_len] new text; stop strings never appear */
+    const char *text; /* [text_len] new text; stop strings never appear */
     size_t text_len;
     gs_finish_reason finish; /* NONE: more will come; else the last event */
     int error;               /* GS_E* code when finish is ERROR */
@@ -105,9 +105,9 @@ typedef void (*gs_engine_event_fn)(void *user, const gs_engine_event *ev);
 typedef struct {
     const float *pixels; /* [n_patches, patch_dim] F32 in processor order */
     int64_t n_patches;
-    int32_t grid[3];     /* t, h, w in patches */
-    uint8_t hash[32];    /* SHA-256 of the raw image bytes; all zero: the engine
-                            hashes the pixels instead */
+    int32_t grid[3];  /* t, h, w in patches */
+    uint8_t hash[32]; /* SHA-256 of the raw image bytes; all zero: the engine
+                         hashes the pixels instead */
 } gs_engine_image;
 
 /* Named bits of gs_engine_job.flags */
@@ -125,10 +125,10 @@ typedef struct {
     int32_t n_stop_ids;
     const char *const *stop_strings; /* [n_stop_strings] */
     int32_t n_stop_strings;
-    int32_t max_tokens;  /* <= 0: up to the context limit */
-    unsigned flags;      /* GS_JOB_* */
-    uint64_t cache_salt; /* prefix-cache namespace; 0: shared */
-    uint64_t arrival_ns; /* when the request arrived; 0: at submit */
+    int32_t max_tokens;          /* <= 0: up to the context limit */
+    unsigned flags;              /* GS_JOB_* */
+    uint64_t cache_salt;         /* prefix-cache namespace; 0: shared */
+    uint64_t arrival_ns;         /* when the request arrived; 0: at submit */
     gs_engine_event_fn on_event; /* required */
     void *user;
 } gs_engine_job;

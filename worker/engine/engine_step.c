@@ -101,8 +101,8 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
 static int gather_image_rows(gs_engine *e, const gs_batch_out *bo, gs_mat *img)
 {
     const size_t es = gs_dtype_size(e->act);
-    *img = gs_mat_make(gs_buf_alloc(e->be, (size_t)bo->n_img_rows * (size_t)e->hidden * es),
-                       e->act, bo->n_img_rows, e->hidden);
+    *img = gs_mat_make(gs_buf_alloc(e->be, (size_t)bo->n_img_rows * (size_t)e->hidden * es), e->act,
+                       bo->n_img_rows, e->hidden);
     if (!img->data)
         return GS_ENOMEM;
     for (int32_t i = 0; i < bo->n_img_copies; i++) {
@@ -187,8 +187,8 @@ int gs_engine_step(gs_engine *e, uint64_t now)
     if (!rc)
         rc = gs_sched_commit(e->sched, &pl);
     if (rc) {
-        gs_log_error("engine: step of %d tokens / %d sequences failed: %s", pl.n_tokens,
-                     pl.n_items, gs_err_name(rc));
+        gs_log_error("engine: step of %d tokens / %d sequences failed: %s", pl.n_tokens, pl.n_items,
+                     gs_err_name(rc));
         fail_items(e, &pl, rc);
         return rc;
     }

@@ -43,8 +43,8 @@ void gs_kv_pool_free(gs_kv_pool *pool); /* NULL: no-op */
 typedef void (*gs_kv_pool_reuse_fn)(void *user, int32_t page);
 void gs_kv_pool_set_reuse_hook(gs_kv_pool *pool, gs_kv_pool_reuse_fn fn, void *user);
 
-int32_t gs_kv_pool_n_pages(const gs_kv_pool *pool); /* including page 0 */
-int32_t gs_kv_pool_n_free(const gs_kv_pool *pool);  /* pages on the free list */
+int32_t gs_kv_pool_n_pages(const gs_kv_pool *pool);                /* including page 0 */
+int32_t gs_kv_pool_n_free(const gs_kv_pool *pool);                 /* pages on the free list */
 int32_t gs_kv_pool_refcount(const gs_kv_pool *pool, int32_t page); /* -1: bad id */
 
 /* Takes n pages from the head of the free list into ids[0..n), refcount 1

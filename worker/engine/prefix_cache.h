@@ -31,8 +31,8 @@ typedef struct {
 
 /* Where an image's tokens sit in a sequence, and what the image is. */
 typedef struct {
-    int32_t start, len; /* token positions [start, start + len) */
-    int32_t grid[3];    /* t, h, w in patches */
+    int32_t start, len;                /* token positions [start, start + len) */
+    int32_t grid[3];                   /* t, h, w in patches */
     uint8_t hash[GS_IMAGE_HASH_BYTES]; /* content hash of the image (SHA-256 of its bytes) */
 } gs_prefix_image;
 

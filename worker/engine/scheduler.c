@@ -32,16 +32,28 @@ typedef struct {
     int32_t n, cap;
 } vec;
 
+static int vec_reserve(vec *a, int32_t n, size_t sz)
+{
+    if (n <= a->cap)
+        return 0;
+    int32_t cap = a->cap ? a->cap : 16;
+    while (cap < n) {
+        if (cap > INT32_MAX / 2)
+            return GS_ENOMEM;
+        cap *= 2;
+    }
+    void *nv = realloc(a->v, (size_t)cap * sz);
+    if (!nv)
+        return GS_ENOMEM;
+    a->v = nv;
+    a->cap = cap;
+    return 0;
+}
+
 static int vec_push(vec *a, const void *e, size_t sz)
 {
-    if (a->n == a->cap) {
-        int32_t cap = a->cap ? a->cap * 2 : 16;
-        void *nv = realloc(a->v, (size_t)cap * sz);
-        if (!nv)
-            return GS_ENOMEM;
-        a->v = nv;
-        a->cap = cap;
-    }
+    if (vec_reserve(a, a->n + 1, sz))
+        return GS_ENOMEM;
     memcpy((char *)a->v + (size_t)a->n * sz, e, sz);
     a->n++;
     return 0;
@@ -63,8 +75,7 @@ struct gs_sched {
     gs_sched_stats st;
 };
 
-int gs_sched_new(const gs_sched_params *p, gs_kv_pool *pool, gs_prefix_cache *pc,
-                 gs_sched **out)
+int gs_sched_new(const gs_sched_params *p, gs_kv_pool *pool, gs_prefix_cache *pc, gs_sched **out)
 {
     if (!out)
         return GS_EINVAL;
@@ -261,6 +272,19 @@ static int add_item(gs_sched *s, gs_seq *q, int32_t start, int32_t n, int32_t *b
     return add_encodes(s, q, start, n);
 }
 
+/* Grows q's table for a write of [first, end); page copies go straight
+ * into the plan (need: gs_block_table_grow_need, an upper bound on them). */
+static int grow_into_plan(gs_sched *s, gs_seq *q, int32_t first, int32_t end, int32_t need)
+{
+    if (vec_reserve(&s->copies, s->copies.n + need, sizeof(gs_page_copy)))
+        return GS_ENOMEM;
+    int32_t nc = 0;
+    int rc = gs_block_table_grow(q->bt, s->pool, first, end, s->p.page_size,
+                                 (gs_page_copy *)s->copies.v + s->copies.n, &nc);
+    s->copies.n += nc;
+    return rc;
+}
+
 /* Tokens of a prefill chunk for q that fit into the free pages now
  * (0 when not even one does). */
 static int32_t fit_tokens(const gs_sched *s, const gs_seq *q, int32_t want)
@@ -268,8 +292,8 @@ static int32_t fit_tokens(const gs_sched *s, const gs_seq *q, int32_t want)
     int32_t lo = 0, hi = want;
     while (lo < hi) {
         int32_t mid = lo + (hi - lo + 1) / 2;
-        int32_t need = gs_block_table_grow_need(q->bt, s->pool, q->n_computed,
-                                                q->n_computed + mid, s->p.page_size);
+        int32_t need = gs_block_table_grow_need(q->bt, s->pool, q->n_computed, q->n_computed + mid,
+                                                s->p.page_size);
         if (need <= gs_kv_pool_n_free(s->pool))
             lo = mid;
         else
@@ -287,25 +311,10 @@ static int schedule_running(gs_sched *s, gs_seq *q, int32_t *budget)
     if (n <= 0)
         return 0;
     for (;;) {
-        gs_page_copy cp[4];
-        int32_t need = gs_block_table_grow_need(q->bt, s->pool, q->n_computed,
-                                                q->n_computed + n, s->p.page_size);
+        int32_t need = gs_block_table_grow_need(q->bt, s->pool, q->n_computed, q->n_computed + n,
+                                                s->p.page_size);
         if (need <= gs_kv_pool_n_free(s->pool)) {
-            /* Copies are few (only an existing page in the written range
-             * can be shared); grow writes them to cp, then the plan. */
-            gs_page_copy *dst = cp;
-            int32_t nc = 0;
-            if (need > 4) {
-                dst = malloc(sizeof *dst * (size_t)need);
-                if (!dst)
-                    return GS_ENOMEM;
-            }
-            int rc = gs_block_table_grow(q->bt, s->pool, q->n_computed, q->n_computed + n,
-                                         s->p.page_size, dst, &nc);
-            for (int32_t i = 0; !rc && i < nc; i++)
-                rc = vec_push(&s->copies, &dst[i], sizeof dst[i]);
-            if (dst != cp)
-                free(dst);
+            int rc = grow_into_plan(s, q, q->n_computed, q->n_computed + n, need);
             return rc ? rc : add_item(s, q, q->n_computed, n, budget);
         }
         if (n > 1) { /* a prefill chunk: take what fits rather than preempt */
@@ -380,10 +389,9 @@ static int admit(gs_sched *s, gs_seq *q, int32_t *budget)
         if (!rc)
             rc = vec_push(&s->copies, &cp, sizeof cp);
     }
-    int32_t nc = 0;
-    gs_page_copy none[1];
     if (!rc)
-        rc = gs_block_table_grow(q->bt, s->pool, computed, computed + n, ps, none, &nc);
+        rc = grow_into_plan(s, q, computed, computed + n,
+                            gs_block_table_grow_need(q->bt, s->pool, computed, computed + n, ps));
     if (!rc)
         rc = running_push(s, q);
     if (rc) {

@@ -59,7 +59,7 @@ typedef struct {
 typedef struct {
     const gs_sched_item *items;
     int32_t n_items;
-    int32_t n_tokens; /* sum of items' n */
+    int32_t n_tokens;           /* sum of items' n */
     const gs_page_copy *copies; /* run these, in order, before the forward */
     int32_t n_copies;
     const gs_sched_encode *encodes;
@@ -82,8 +82,7 @@ typedef struct gs_sched gs_sched; /* opaque */
 
 /* Borrows pool and pc (pc NULL: no prefix caching); both must outlive the
  * scheduler. On success *out owns it (gs_sched_free). GS_EINVAL/GS_ENOMEM. */
-int gs_sched_new(const gs_sched_params *p, gs_kv_pool *pool, gs_prefix_cache *pc,
-                 gs_sched **out);
+int gs_sched_new(const gs_sched_params *p, gs_kv_pool *pool, gs_prefix_cache *pc, gs_sched **out);
 /* NULL: no-op. Sequences still inside lose their pages; they stay owned by
  * the caller. */
 void gs_sched_free(gs_sched *s);

@@ -20,17 +20,17 @@
 #include "worker/engine/prefix_cache.h"
 
 typedef enum {
-    GS_SEQ_NEW = 0,  /* created, not in the scheduler */
-    GS_SEQ_WAITING,  /* in the waiting queue (new or preempted) */
-    GS_SEQ_RUNNING,  /* admitted: holds pages */
-    GS_SEQ_DONE,     /* removed from the scheduler */
+    GS_SEQ_NEW = 0, /* created, not in the scheduler */
+    GS_SEQ_WAITING, /* in the waiting queue (new or preempted) */
+    GS_SEQ_RUNNING, /* admitted: holds pages */
+    GS_SEQ_DONE,    /* removed from the scheduler */
 } gs_seq_state;
 
 /* Run-time state of one image of a sequence (the span is in spans[i]). */
 typedef struct {
     int64_t n_patches;
-    float *pixels; /* [n_patches, patch_dim] F32, owned (free()); NULL in pure tests */
-    void *emb;     /* backend [len, hidden] act dtype; engine-owned; NULL until encoded */
+    float *pixels;  /* [n_patches, patch_dim] F32, owned (free()); NULL in pure tests */
+    void *emb;      /* backend [len, hidden] act dtype; engine-owned; NULL until encoded */
     int32_t queued; /* listed in the current plan's encodes */
 } gs_seq_image;
 

@@ -42,8 +42,8 @@ static uint64_t mix64(uint64_t x)
 
 static uint64_t token_value(uint64_t x, int32_t pt, int32_t ph, int32_t pw)
 {
-    return mix64(x * 0x100000001B3ull ^ mix64((uint64_t)(uint32_t)pt << 40 ^
-                                              (uint64_t)(uint32_t)ph << 20 ^ (uint32_t)pw));
+    return mix64(x * 0x100000001B3ull ^
+                 mix64((uint64_t)(uint32_t)pt << 40 ^ (uint64_t)(uint32_t)ph << 20 ^ (uint32_t)pw));
 }
 
 static uint64_t emb_bits(const float *row, int64_t cols)
@@ -254,8 +254,8 @@ int fake_ref_generate(const int32_t *prompt, int32_t n_prompt, const fake_image 
         memcpy(grids[i], imgs[i].grid, sizeof grids[i]);
         n_emb += imgs[i].n_patches / 4;
     }
-    int rc = gs_rope_index(&rp, prompt, n_prompt, (const int32_t(*)[3])grids, n_imgs, pos, &delta,
-                           NULL);
+    int rc =
+        gs_rope_index(&rp, prompt, n_prompt, (const int32_t(*)[3])grids, n_imgs, pos, &delta, NULL);
     emb = malloc(sizeof *emb * (size_t)(n_emb + 1) * FAKE_HIDDEN);
     for (int64_t i = 0, r = 0; i < n_imgs; i++) {
         encode_one(imgs[i].pixels, imgs[i].n_patches, emb + r * FAKE_HIDDEN);

@@ -2,14 +2,14 @@
 #include "test.h"
 #include "worker/engine/block_table.h"
 
-#define ASSERT_PAGES(bt, ...)                                                              \
-    do {                                                                                   \
-        const int32_t want_[] = {__VA_ARGS__};                                             \
-        int32_t n_ = (int32_t)(sizeof want_ / sizeof want_[0]);                            \
-        GS_ASSERT_EQ(gs_block_table_len(bt), n_);                                          \
-        for (int32_t i_ = 0; i_ < n_; i_++)                                                \
-            GS_ASSERT_MSG(gs_block_table_pages(bt)[i_] == want_[i_], "pages[%d] = %d, want %d", \
-                          i_, gs_block_table_pages(bt)[i_], want_[i_]);                    \
+#define ASSERT_PAGES(bt, ...)                                                                      \
+    do {                                                                                           \
+        const int32_t want_[] = {__VA_ARGS__};                                                     \
+        int32_t n_ = (int32_t)(sizeof want_ / sizeof want_[0]);                                    \
+        GS_ASSERT_EQ(gs_block_table_len(bt), n_);                                                  \
+        for (int32_t i_ = 0; i_ < n_; i_++)                                                        \
+            GS_ASSERT_MSG(gs_block_table_pages(bt)[i_] == want_[i_], "pages[%d] = %d, want %d",    \
+                          i_, gs_block_table_pages(bt)[i_], want_[i_]);                            \
     } while (0)
 
 static void test_grow_and_cow(void)

@@ -152,8 +152,8 @@ static int load_cases(void)
             for (int a = 0; a < 3; a++)
                 p->img[k].grid[a] = (int32_t)json_integer_value(
                     json_array_get(json_array_get(grids, (size_t)k), (size_t)a));
-            p->img[k].n_patches = (int64_t)p->img[k].grid[0] * p->img[k].grid[1] *
-                                  p->img[k].grid[2];
+            p->img[k].n_patches =
+                (int64_t)p->img[k].grid[0] * p->img[k].grid[1] * p->img[k].grid[2];
             off += p->img[k].n_patches;
         }
         p->n_patches = off;
@@ -196,8 +196,8 @@ static void test_solo_and_reference(void)
         GS_ASSERT_EQ(o.n, MAXT);
         memcpy(g_p[i].solo, o.toks, sizeof g_p[i].solo);
         for (int32_t k = 0; i < N_CASES && k < 16; k++)
-            GS_ASSERT_MSG(o.toks[k] == g_p[i].greedy[k], "case %d token %d: %d, greedy_ids %d",
-                          i, k, o.toks[k], g_p[i].greedy[k]);
+            GS_ASSERT_MSG(o.toks[k] == g_p[i].greedy[k], "case %d token %d: %d, greedy_ids %d", i,
+                          k, o.toks[k], g_p[i].greedy[k]);
         gs_engine_free(e);
     }
     /* And the three cases in one batch equal greedy_ids. */
@@ -232,8 +232,9 @@ static void batch_run(int n, int32_t n_pages, int32_t ps, int32_t budget, int wa
     GS_ASSERT(ok);
     gs_engine_stats st;
     gs_engine_get_stats(e, &st);
-    fprintf(stderr, "  %d requests, %d pages of %d, budget %d: %d steps, %lld preemptions, "
-                    "prefix hit rate %.2f, %lld images encoded\n",
+    fprintf(stderr,
+            "  %d requests, %d pages of %d, budget %d: %d steps, %lld preemptions, "
+            "prefix hit rate %.2f, %lld images encoded\n",
             n, n_pages - 1, ps, budget, steps, (long long)st.n_preemptions, st.prefix_hit_rate,
             (long long)st.n_images_encoded);
     if (want_preempt)

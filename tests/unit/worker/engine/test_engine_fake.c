@@ -192,8 +192,7 @@ static int matches_ref(const req *r, const rec *o)
     int32_t want[MAXT];
     if (fake_ref_generate(r->prompt, r->n, r->img, r->n_img, r->max_tokens, want))
         return 0;
-    if (!o->finished || o->reason != GS_FINISH_LENGTH || o->n != r->max_tokens ||
-        o->after_finish) {
+    if (!o->finished || o->reason != GS_FINISH_LENGTH || o->n != r->max_tokens || o->after_finish) {
         fprintf(stderr, "  job %lld: finished %d reason %d n %d want %d\n", (long long)o->id,
                 o->finished, o->reason, o->n, r->max_tokens);
         return 0;
@@ -260,8 +259,9 @@ static void invariance(int32_t n_req, int32_t n_pages, int32_t budget, int expec
     GS_ASSERT(ok);
     gs_engine_stats st;
     gs_engine_get_stats(e, &st);
-    fprintf(stderr, "  %d requests, %d pages: %d steps, %lld preemptions, hit %lld/%lld, "
-                    "%lld images encoded\n",
+    fprintf(stderr,
+            "  %d requests, %d pages: %d steps, %lld preemptions, hit %lld/%lld, "
+            "%lld images encoded\n",
             n_req, n_pages, steps, (long long)st.n_preemptions, (long long)st.prefix_hit_tokens,
             (long long)st.prefix_query_tokens, (long long)st.n_images_encoded);
     if (expect_preempt)
@@ -392,8 +392,7 @@ static void test_random_ops(void)
             n_ok++;
         }
         if (what < 3 && !live[k]) {
-            make_req(&r[k], &s, (int)(rnd(&s) % 3), (rnd(&s) % 2) ? 8 : 0,
-                     (rnd(&s) % 2) ? 5 : 0);
+            make_req(&r[k], &s, (int)(rnd(&s) % 3), (rnd(&s) % 2) ? 8 : 0, (rnd(&s) % 2) ? 5 : 0);
             GS_ASSERT_OK(submit(e, &r[k], &o[k], GS_JOB_IGNORE_EOS));
             live[k] = 1;
         } else if (what < 4 && live[k] && !o[k].finished) {

@@ -3,16 +3,16 @@
 #include "worker/engine/kv_pool.h"
 
 /* Asserts the free list equals want[0..n). */
-#define ASSERT_FREE_LIST(pool, ...)                                                       \
-    do {                                                                                  \
-        const int32_t want_[] = {__VA_ARGS__};                                            \
-        int32_t got_[64];                                                                 \
-        int32_t n_ = gs_kv_pool_free_list(pool, got_, 64);                                \
-        GS_ASSERT_EQ(n_, (int32_t)(sizeof want_ / sizeof want_[0]));                      \
-        for (int32_t i_ = 0; i_ < n_; i_++)                                               \
-            GS_ASSERT_MSG(got_[i_] == want_[i_], "free list[%d] = %d, want %d", i_, got_[i_], \
-                          want_[i_]);                                                     \
-        GS_ASSERT_OK(gs_kv_pool_check(pool));                                             \
+#define ASSERT_FREE_LIST(pool, ...)                                                                \
+    do {                                                                                           \
+        const int32_t want_[] = {__VA_ARGS__};                                                     \
+        int32_t got_[64];                                                                          \
+        int32_t n_ = gs_kv_pool_free_list(pool, got_, 64);                                         \
+        GS_ASSERT_EQ(n_, (int32_t)(sizeof want_ / sizeof want_[0]));                               \
+        for (int32_t i_ = 0; i_ < n_; i_++)                                                        \
+            GS_ASSERT_MSG(got_[i_] == want_[i_], "free list[%d] = %d, want %d", i_, got_[i_],      \
+                          want_[i_]);                                                              \
+        GS_ASSERT_OK(gs_kv_pool_check(pool));                                                      \
     } while (0)
 
 static int32_t g_reused[16], g_n_reused;

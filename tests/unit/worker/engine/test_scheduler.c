@@ -5,30 +5,30 @@
 #include "test.h"
 #include "worker/engine/scheduler.h"
 
-#define ASSERT_IDS(got, n_got, ...)                                                        \
-    do {                                                                                   \
-        const int32_t want_[] = {__VA_ARGS__};                                             \
-        int32_t n_ = (int32_t)(sizeof want_ / sizeof want_[0]);                            \
-        GS_ASSERT_EQ((n_got), n_);                                                         \
-        for (int32_t i_ = 0; i_ < n_; i_++)                                                \
-            GS_ASSERT_MSG((got)[i_] == want_[i_], "%s[%d] = %d, want %d", #got, i_, (got)[i_], \
-                          want_[i_]);                                                      \
+#define ASSERT_IDS(got, n_got, ...)                                                                \
+    do {                                                                                           \
+        const int32_t want_[] = {__VA_ARGS__};                                                     \
+        int32_t n_ = (int32_t)(sizeof want_ / sizeof want_[0]);                                    \
+        GS_ASSERT_EQ((n_got), n_);                                                                 \
+        for (int32_t i_ = 0; i_ < n_; i_++)                                                        \
+            GS_ASSERT_MSG((got)[i_] == want_[i_], "%s[%d] = %d, want %d", #got, i_, (got)[i_],     \
+                          want_[i_]);                                                              \
     } while (0)
-#define ASSERT_PAGES(seq, ...) \
+#define ASSERT_PAGES(seq, ...)                                                                     \
     ASSERT_IDS(gs_block_table_pages((seq)->bt), gs_block_table_len((seq)->bt), __VA_ARGS__)
-#define ASSERT_FREE(pool, ...)                                                             \
-    do {                                                                                   \
-        int32_t fl_[256];                                                                  \
-        int32_t nf_ = gs_kv_pool_free_list(pool, fl_, 256);                                \
-        ASSERT_IDS(fl_, nf_, __VA_ARGS__);                                                 \
+#define ASSERT_FREE(pool, ...)                                                                     \
+    do {                                                                                           \
+        int32_t fl_[256];                                                                          \
+        int32_t nf_ = gs_kv_pool_free_list(pool, fl_, 256);                                        \
+        ASSERT_IDS(fl_, nf_, __VA_ARGS__);                                                         \
     } while (0)
-#define ASSERT_ITEM(plan, i, seq_, start_, n_, sample_)                                     \
-    do {                                                                                   \
-        GS_ASSERT((i) < (plan).n_items);                                                   \
-        GS_ASSERT((plan).items[i].seq == (seq_));                                          \
-        GS_ASSERT_EQ((plan).items[i].start, start_);                                       \
-        GS_ASSERT_EQ((plan).items[i].n, n_);                                               \
-        GS_ASSERT_EQ((plan).items[i].sample, sample_);                                     \
+#define ASSERT_ITEM(plan, i, seq_, start_, n_, sample_)                                            \
+    do {                                                                                           \
+        GS_ASSERT((i) < (plan).n_items);                                                           \
+        GS_ASSERT((plan).items[i].seq == (seq_));                                                  \
+        GS_ASSERT_EQ((plan).items[i].start, start_);                                               \
+        GS_ASSERT_EQ((plan).items[i].n, n_);                                                       \
+        GS_ASSERT_EQ((plan).items[i].sample, sample_);                                             \
     } while (0)
 
 typedef struct {
