@@ -34,6 +34,10 @@
 
 #include "common/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     GS_DT_F32 = 0,
     GS_DT_BF16 = 1,
@@ -266,5 +270,9 @@ typedef struct {
 } gs_paged_batch;
 int gs_k_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer *kv,
                          const gs_paged_batch *b, const gs_attn_params *p);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,472 @@
+/* backend.c - the CPU backend: thread pool, memory, weights, op table.
+ *
+ * Owns: the persistent worker threads (n_threads - 1 of them; the calling
+ * thread is thread 0), each thread's scratch buffer, the weight storage
+ * (BF16/F16 kept 16-bit unless weights_f32, F32 as is), the dummy-weight
+ * generator, and the gs_backend_ops table that points at the op files.
+ * OpenBLAS runs single-threaded (see cpu_impl.h for why).
+ *
+ * Pool protocol: the caller publishes a job (fn, ctx, n, grain), bumps the
+ * generation counter and wakes the workers; every thread, the caller too,
+ * takes chunks from an atomic cursor until none are left; the last worker
+ * to finish wakes the caller. Workers spin briefly on the generation
+ * before sleeping on a condition variable, so back-to-back ops (decode
+ * issues hundreds per token) do not pay a futex wake each.
+ * Threading: one thread drives the backend at a time. */
+#include <cblas.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "kernels/cpu/cpu_impl.h"
+
+#define GS_CPU_MAX_THREADS 512
+#define GS_CPU_SPIN 20000
+
+struct gs_cpu_pool {
+    int n; /* threads including the caller */
+    pthread_t *th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_go, cv_done;
+    atomic_uint_fast64_t gen;
+    atomic_int stop;
+    /* the current job, written before gen is bumped */
+    gs_cpu_fn fn;
+    void *ctx;
+    int64_t n_items, grain;
+    atomic_int_fast64_t next;
+    atomic_int pending; /* workers that have not finished the job */
+};
+
+typedef struct {
+    gs_cpu_pool *pool;
+    int tid;
+} worker_arg;
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static void run_chunks(gs_cpu_pool *pool, int tid)
+{
+    const int64_t n = pool->n_items, g = pool->grain;
+    for (;;) {
+        int64_t i0 = atomic_fetch_add_explicit(&pool->next, g, memory_order_relaxed);
+        if (i0 >= n)
+            break;
+        int64_t i1 = i0 + g < n ? i0 + g : n;
+        pool->fn(pool->ctx, i0, i1, tid);
+    }
+}
+
+static void *worker_main(void *p)
+{
+    worker_arg *a = p;
+    gs_cpu_pool *pool = a->pool;
+    const int tid = a->tid;
+    free(a);
+    uint_fast64_t seen = 0;
+    for (;;) {
+        uint_fast64_t g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen) {
+            if (++spins < GS_CPU_SPIN) {
+                cpu_relax();
+                continue;
+            }
+            pthread_mutex_lock(&pool->mu);
+            while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen)
+                pthread_cond_wait(&pool->cv_go, &pool->mu);
+            pthread_mutex_unlock(&pool->mu);
+            break;
+        }
+        seen = g;
+        if (atomic_load(&pool->stop))
+            return NULL;
+        run_chunks(pool, tid);
+        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool->mu);
+            pthread_cond_broadcast(&pool->cv_done);
+            pthread_mutex_unlock(&pool->mu);
+        }
+    }
+}
+
+static void pool_free(gs_cpu_pool *pool)
+{
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    atomic_store(&pool->stop, 1);
+    atomic_fetch_add_explicit(&pool->gen, 1, memory_order_release);
+    pthread_cond_broadcast(&pool->cv_go);
+    pthread_mutex_unlock(&pool->mu);
+    for (int i = 1; i < pool->n; i++)
+        pthread_join(pool->th[i], NULL);
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->cv_go);
+    pthread_cond_destroy(&pool->cv_done);
+    free(pool->th);
+    free(pool);
+}
+
+static int pool_new(int n, gs_cpu_pool **out)
+{
+    gs_cpu_pool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return GS_ENOMEM;
+    pool->th = calloc((size_t)n, sizeof *pool->th);
+    if (!pool->th) {
+        free(pool);
+        return GS_ENOMEM;
+    }
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->cv_go, NULL);
+    pthread_cond_init(&pool->cv_done, NULL);
+    atomic_init(&pool->gen, 0);
+    atomic_init(&pool->stop, 0);
+    atomic_init(&pool->next, 0);
+    atomic_init(&pool->pending, 0);
+    pool->n = 1;
+    for (int i = 1; i < n; i++) {
+        worker_arg *a = malloc(sizeof *a);
+        if (a) {
+            a->pool = pool;
+            a->tid = i;
+        }
+        if (!a || pthread_create(&pool->th[i], NULL, worker_main, a) != 0) {
+            free(a);
+            pool_free(pool);
+            return GS_ENOMEM;
+        }
+        pool->n = i + 1;
+    }
+    *out = pool;
+    return 0;
+}
+
+void gs_cpu_parallel(gs_cpu *c, int64_t n, int64_t grain, gs_cpu_fn fn, void *ctx)
+{
+    gs_cpu_pool *pool = c->pool;
+    if (n <= 0)
+        return;
+    if (grain < 1)
+        grain = 1;
+    if (n <= grain || pool->n == 1) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    pool->fn = fn;
+    pool->ctx = ctx;
+    pool->n_items = n;
+    pool->grain = grain;
+    atomic_store_explicit(&pool->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool->pending, pool->n - 1, memory_order_relaxed);
+    pthread_mutex_lock(&pool->mu);
+    atomic_fetch_add_explicit(&pool->gen, 1, memory_order_release);
+    pthread_cond_broadcast(&pool->cv_go);
+    pthread_mutex_unlock(&pool->mu);
+
+    run_chunks(pool, 0);
+
+    for (int spins = 0; spins < GS_CPU_SPIN; spins++) {
+        if (atomic_load_explicit(&pool->pending, memory_order_acquire) == 0)
+            return;
+        cpu_relax();
+    }
+    pthread_mutex_lock(&pool->mu);
+    while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0)
+        pthread_cond_wait(&pool->cv_done, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
+}
+
+int64_t gs_cpu_grain(const gs_cpu *c, int64_t n, int64_t per_thread, int64_t min_grain)
+{
+    int64_t chunks = (int64_t)c->n_threads * (per_thread > 0 ? per_thread : 1);
+    int64_t g = (n + chunks - 1) / chunks;
+    return g < min_grain ? min_grain : (g < 1 ? 1 : g);
+}
+
+int gs_cpu_scratch_reserve(gs_cpu *c, size_t bytes)
+{
+    bytes = (bytes + 63) & ~(size_t)63;
+    for (int t = 0; t < c->n_threads; t++) {
+        if (c->scratch_size[t] >= bytes)
+            continue;
+        void *p = NULL;
+        if (posix_memalign(&p, 64, bytes) != 0)
+            return GS_ENOMEM;
+        free(c->scratch[t]);
+        c->scratch[t] = p;
+        c->scratch_size[t] = bytes;
+    }
+    return 0;
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+static void *cpu_alloc(gs_backend *be, size_t bytes)
+{
+    void *p = NULL;
+    size_t n = (bytes + 255) & ~(size_t)255;
+    if (n < bytes || posix_memalign(&p, 256, n) != 0)
+        return NULL;
+    return p;
+}
+
+static void cpu_free(gs_backend *be, void *p)
+{
+    free(p);
+}
+
+static int cpu_upload(gs_backend *be, void *dst, const void *src, size_t bytes)
+{
+    memmove(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_zero(gs_backend *be, void *dst, size_t bytes)
+{
+    memset(dst, 0, bytes);
+    return 0;
+}
+
+static int cpu_sync(gs_backend *be)
+{
+    return 0;
+}
+
+/* MemAvailable / MemTotal from /proc/meminfo; sysconf when unreadable. */
+static int cpu_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    unsigned long long avail = 0, total = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        while (fgets(line, sizeof line, f)) {
+            unsigned long long v;
+            if (sscanf(line, "MemAvailable: %llu kB", &v) == 1)
+                avail = v * 1024ull;
+            else if (sscanf(line, "MemTotal: %llu kB", &v) == 1)
+                total = v * 1024ull;
+        }
+        fclose(f);
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    if (!total && page > 0) {
+        long n = sysconf(_SC_PHYS_PAGES);
+        total = n > 0 ? (unsigned long long)n * (unsigned long long)page : 0;
+    }
+    if (!avail && page > 0) {
+        long n = sysconf(_SC_AVPHYS_PAGES);
+        avail = n > 0 ? (unsigned long long)n * (unsigned long long)page : 0;
+    }
+    *free_bytes = (size_t)avail;
+    *total_bytes = (size_t)total;
+    return total ? 0 : GS_EIO;
+}
+
+/* ---- weights ------------------------------------------------------------ */
+
+typedef struct {
+    const void *src;
+    gs_dtype src_dt;
+    gs_cpu_weight *w;
+    uint64_t seed;
+    float scale;
+    gs_dtype rand_dt; /* dtype the random values are rounded to */
+} weight_job;
+
+static void weight_copy_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    weight_job *j = ctx;
+    const int64_t cols = j->w->h.cols;
+    const size_t ses = gs_dtype_size(j->src_dt), des = gs_dtype_size(j->w->h.dt);
+    const char *s = (const char *)j->src + (size_t)(r0 * cols) * ses;
+    char *d = (char *)j->w->data + (size_t)(r0 * cols) * des;
+    if (j->src_dt == j->w->h.dt)
+        memcpy(d, s, (size_t)((r1 - r0) * cols) * des);
+    else /* 16-bit source, F32 storage */
+        for (int64_t r = r0; r < r1; r++, s += (size_t)cols * ses, d += (size_t)cols * des)
+            gs_cpu_load_f32(s, j->src_dt, (float *)d, cols);
+}
+
+static void weight_random_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    weight_job *j = ctx;
+    const int64_t cols = j->w->h.cols;
+    for (int64_t r = r0; r < r1; r++) {
+        uint64_t base = (uint64_t)r * (uint64_t)cols;
+        if (j->w->h.dt == GS_DT_F32) {
+            float *d = (float *)j->w->data + r * cols;
+            for (int64_t c = 0; c < cols; c++) {
+                float v = gs_rand_uniform(j->seed, base + (uint64_t)c, j->scale);
+                if (j->rand_dt == GS_DT_BF16)
+                    v = gs_bf16_to_f32(gs_f32_to_bf16(v));
+                else if (j->rand_dt == GS_DT_F16)
+                    v = gs_f16_to_f32(gs_f32_to_f16(v));
+                d[c] = v;
+            }
+        } else {
+            uint16_t *d = (uint16_t *)j->w->data + r * cols;
+            for (int64_t c = 0; c < cols; c++) {
+                float v = gs_rand_uniform(j->seed, base + (uint64_t)c, j->scale);
+                d[c] = j->w->h.dt == GS_DT_BF16 ? gs_f32_to_bf16(v) : gs_f32_to_f16(v);
+            }
+        }
+    }
+}
+
+static int weight_alloc(gs_cpu *c, gs_dtype src_dt, int64_t rows, int64_t cols,
+                        gs_cpu_weight **out)
+{
+    gs_dtype dt = (c->weights_f32 || src_dt == GS_DT_F32) ? GS_DT_F32 : src_dt;
+    size_t bytes = (size_t)rows * (size_t)cols * gs_dtype_size(dt);
+    gs_cpu_weight *w = calloc(1, sizeof *w);
+    if (!w)
+        return GS_ENOMEM;
+    w->data = cpu_alloc(&c->base, bytes);
+    if (!w->data) {
+        free(w);
+        gs_log_error("cpu: cannot allocate a [%lld x %lld] %s weight (%zu bytes)",
+                     (long long)rows, (long long)cols, gs_dtype_name(dt), bytes);
+        return GS_ENOMEM;
+    }
+    w->h.rows = rows;
+    w->h.cols = cols;
+    w->h.dt = dt;
+    w->h.bytes = bytes;
+    *out = w;
+    return 0;
+}
+
+static int cpu_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t rows,
+                          int64_t cols, gs_weight **out)
+{
+    gs_cpu *c = gs_cpu_of(be);
+    gs_cpu_weight *w;
+    int rc = weight_alloc(c, dt, rows, cols, &w);
+    if (rc)
+        return rc;
+    weight_job j = {host, dt, w, 0, 0.0f, dt};
+    gs_cpu_parallel(c, rows, gs_cpu_grain(c, rows, 4, 16), weight_copy_rows, &j);
+    *out = &w->h;
+    return 0;
+}
+
+static int cpu_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols,
+                                 uint64_t seed, float scale, gs_weight **out)
+{
+    gs_cpu *c = gs_cpu_of(be);
+    gs_cpu_weight *w;
+    int rc = weight_alloc(c, dt, rows, cols, &w);
+    if (rc)
+        return rc;
+    weight_job j = {NULL, dt, w, seed, scale, dt};
+    gs_cpu_parallel(c, rows, gs_cpu_grain(c, rows, 4, 4), weight_random_rows, &j);
+    *out = &w->h;
+    return 0;
+}
+
+static void cpu_weight_free(gs_backend *be, gs_weight *w)
+{
+    gs_cpu_weight *cw = (gs_cpu_weight *)w;
+    free(cw->data);
+    free(cw);
+}
+
+/* ---- backend ------------------------------------------------------------ */
+
+static void cpu_destroy(gs_backend *be)
+{
+    gs_cpu *c = gs_cpu_of(be);
+    pool_free(c->pool);
+    if (c->scratch)
+        for (int t = 0; t < c->n_threads; t++)
+            free(c->scratch[t]);
+    free(c->scratch);
+    free(c->scratch_size);
+    free(c);
+}
+
+static const gs_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .sync = cpu_sync,
+    .mem_info = cpu_mem_info,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_upload,
+    .zero = cpu_zero,
+    .weight_new = cpu_weight_new,
+    .weight_new_random = cpu_weight_new_random,
+    .weight_free = cpu_weight_free,
+    .matmul = gs_cpu_matmul,
+    .rmsnorm = gs_cpu_rmsnorm,
+    .add_rmsnorm = gs_cpu_add_rmsnorm,
+    .layernorm = gs_cpu_layernorm,
+    .add = gs_cpu_add,
+    .silu_mul = gs_cpu_silu_mul,
+    .gelu = gs_cpu_gelu,
+    .softmax = gs_cpu_softmax,
+    .embed = gs_cpu_embed,
+    .gather_rows = gs_cpu_gather_rows,
+    .copy = gs_cpu_copy,
+    .rope_text = gs_cpu_rope_text,
+    .rope_vision = gs_cpu_rope_vision,
+    .posembed_add = gs_cpu_posembed_add,
+    .attention = gs_cpu_attention,
+    .kv_store = gs_cpu_kv_store,
+    .attention_paged = gs_cpu_attention_paged,
+};
+
+/* Cores this process may run on (affinity mask, e.g. a container's
+ * cpuset), else the online count. */
+static int online_cores(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0)
+            return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int gs_cpu_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
+{
+    int n = p->n_threads > 0 ? p->n_threads : online_cores();
+    if (n > GS_CPU_MAX_THREADS)
+        n = GS_CPU_MAX_THREADS;
+    gs_cpu *c = calloc(1, sizeof *c);
+    if (!c)
+        return gs_diag_set(d, GS_ENOMEM, "cpu backend: out of memory");
+    c->base.ops = &cpu_ops;
+    c->base.kind = GS_BACKEND_CPU;
+    c->base.act_dt = GS_DT_F32;
+    c->n_threads = n;
+    c->weights_f32 = p->weights_f32 != 0;
+    c->scratch = calloc((size_t)n, sizeof *c->scratch);
+    c->scratch_size = calloc((size_t)n, sizeof *c->scratch_size);
+    if (!c->scratch || !c->scratch_size || pool_new(n, &c->pool) != 0) {
+        cpu_destroy(&c->base);
+        return gs_diag_set(d, GS_ENOMEM, "cpu backend: cannot start %d threads", n);
+    }
+    openblas_set_num_threads(1);
+    gs_log_debug("cpu backend: %d threads, %s weights", n, c->weights_f32 ? "f32" : "16-bit");
+    *out = &c->base;
+    return 0;
+}

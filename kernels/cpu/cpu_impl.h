@@ -1,0 +1,134 @@
+/* cpu_impl.h - internals shared by the CPU backend's files (kernels/cpu).
+ *
+ * The CPU backend keeps activations in F32 host memory and fans every op
+ * out over a persistent pthread pool (backend.c): gs_cpu_parallel runs
+ * fn(ctx, i0, i1, tid) over [0, n) in chunks of `grain` items, the caller
+ * taking part as thread 0, and returns when all chunks are done. Each
+ * thread has one growable scratch buffer (gs_cpu_scratch_reserve before the
+ * parallel call, gs_cpu_scratch inside it).
+ *
+ * OpenBLAS is set to one thread (openblas_set_num_threads(1)) when the
+ * backend is made: GEMMs are called from inside our own parallel regions,
+ * each thread on its own block of the output, so OpenBLAS's threads would
+ * only oversubscribe the cores. (This is process-wide, as OpenBLAS's
+ * setting is.)
+ * Threading: one engine thread calls ops; ops use the pool. */
+#ifndef GS_CPU_IMPL_H
+#define GS_CPU_IMPL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "common/dtype.h"
+#include "kernels/backend_impl.h"
+
+typedef struct gs_cpu_pool gs_cpu_pool;
+
+typedef struct gs_cpu {
+    struct gs_backend base; /* first member */
+    int n_threads;
+    int weights_f32;
+    gs_cpu_pool *pool;
+    void **scratch;       /* [n_threads] */
+    size_t *scratch_size; /* [n_threads] */
+} gs_cpu;
+
+typedef struct gs_cpu_weight {
+    struct gs_weight h; /* first member; h.dt is the stored dtype */
+    void *data;         /* [rows, cols] of h.dt, 256-byte aligned */
+} gs_cpu_weight;
+
+static inline gs_cpu *gs_cpu_of(gs_backend *be)
+{
+    return (gs_cpu *)be;
+}
+
+static inline const gs_cpu_weight *gs_cpu_w(const gs_weight *w)
+{
+    return (const gs_cpu_weight *)w;
+}
+
+typedef void (*gs_cpu_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
+
+/* Runs fn over [0, n) in chunks of grain (>= 1) items on the pool; returns
+ * when every chunk is done. Small jobs (n <= grain) run on the caller. */
+void gs_cpu_parallel(gs_cpu *c, int64_t n, int64_t grain, gs_cpu_fn fn, void *ctx);
+/* A grain that gives each thread about `per_thread` chunks (>= min_grain). */
+int64_t gs_cpu_grain(const gs_cpu *c, int64_t n, int64_t per_thread, int64_t min_grain);
+/* Makes every thread's scratch at least `bytes` (64-byte aligned); 0 or
+ * GS_ENOMEM. Call before gs_cpu_parallel, never inside it. */
+int gs_cpu_scratch_reserve(gs_cpu *c, size_t bytes);
+static inline void *gs_cpu_scratch(gs_cpu *c, int tid)
+{
+    return c->scratch[tid];
+}
+
+/* Row helpers: n elements of dtype dt <-> F32. Sources may be unaligned. */
+static inline void gs_cpu_load_f32(const void *src, gs_dtype dt, float *dst, int64_t n)
+{
+    switch (dt) {
+    case GS_DT_F32:
+        memcpy(dst, src, (size_t)n * 4);
+        break;
+    case GS_DT_BF16:
+        gs_bf16_to_f32_row(src, dst, (size_t)n);
+        break;
+    case GS_DT_F16:
+        gs_f16_to_f32_row(src, dst, (size_t)n);
+        break;
+    case GS_DT_I32:
+        break;
+    }
+}
+
+static inline void gs_cpu_store_f32(const float *src, gs_dtype dt, void *dst, int64_t n)
+{
+    switch (dt) {
+    case GS_DT_F32:
+        memmove(dst, src, (size_t)n * 4);
+        break;
+    case GS_DT_BF16:
+        gs_f32_to_bf16_row(src, (uint16_t *)dst, (size_t)n);
+        break;
+    case GS_DT_F16:
+        gs_f32_to_f16_row(src, (uint16_t *)dst, (size_t)n);
+        break;
+    case GS_DT_I32:
+        break;
+    }
+}
+
+/* Row r of an F32 view. */
+static inline float *gs_cpu_row(gs_mat m, int64_t r)
+{
+    return (float *)m.data + r * m.stride;
+}
+
+/* Ops (one file each; same contracts as kernels.h, arguments validated). */
+int gs_cpu_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const gs_vec *bias,
+                  unsigned flags);
+int gs_cpu_rmsnorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, float eps);
+int gs_cpu_add_rmsnorm(gs_backend *be, gs_mat out, gs_mat resid, gs_mat x, const gs_vec *w,
+                       float eps);
+int gs_cpu_layernorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, const gs_vec *b,
+                     float eps);
+int gs_cpu_add(gs_backend *be, gs_mat out, gs_mat a, gs_mat b);
+int gs_cpu_silu_mul(gs_backend *be, gs_mat out, gs_mat gu);
+int gs_cpu_gelu(gs_backend *be, gs_mat out, gs_mat x);
+int gs_cpu_softmax(gs_backend *be, gs_mat out, gs_mat x);
+int gs_cpu_copy(gs_backend *be, gs_mat out, gs_mat x);
+int gs_cpu_embed(gs_backend *be, gs_mat out, const gs_weight *table, const int32_t *ids);
+int gs_cpu_gather_rows(gs_backend *be, gs_mat out, gs_mat x, const int32_t *idx);
+int gs_cpu_posembed_add(gs_backend *be, gs_mat x, const gs_weight *table, int32_t side,
+                        const int32_t *hw);
+int gs_cpu_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_text_params *p);
+int gs_cpu_rope_vision(gs_backend *be, gs_mat qk, const int32_t *pos,
+                       const gs_rope_vision_params *p);
+int gs_cpu_attention(gs_backend *be, gs_mat out, gs_mat q, gs_mat k, gs_mat v, const int32_t *cu,
+                     int32_t n_seqs, int32_t max_len, const gs_attn_params *p);
+int gs_cpu_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v,
+                    const int32_t *slots);
+int gs_cpu_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer *kv,
+                           const gs_paged_batch *b, const gs_attn_params *p);
+
+#endif
