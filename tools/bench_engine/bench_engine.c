@@ -203,32 +203,53 @@ static uint64_t ttft_of(gs_engine *e, const prompt *p)
     return r.ttft_ns;
 }
 
-static void repeated_image(gs_engine *e, const gs_model_config *c, int32_t grid, uint64_t *seed)
+/* Median cold and warm TTFT: a is run on an empty prefix cache, then b.
+ * follow_up: b = a + 24 more tokens (the next turn of a chat: every full
+ * page of a, the image among them, is a hit); else b shares a's first
+ * a.n - 8 tokens (another question right after the image, whose last
+ * tokens then sit in a page that is not full: the image is encoded
+ * again). */
+static void repeated_image(gs_engine *e, const gs_model_config *c, int32_t grid, int follow_up,
+                           uint64_t *seed)
 {
     enum { RUNS = 5 };
     uint64_t cold[RUNS], warm[RUNS];
-    int32_t n_tok = 0;
+    int32_t n_a = 0, n_b = 0, hit = 0;
     for (int k = 0; k < RUNS; k++) {
         prompt a, b;
         uint64_t img_seed = 1000 + (uint64_t)k;
         make_prompt(c, &a, seed, 16, 1, grid, img_seed);
-        make_prompt(c, &b, seed, 16, 1, grid, img_seed);
-        /* b: the same first half (system part) as a, another question */
-        memcpy(b.ids, a.ids, sizeof *a.ids * (size_t)(a.n - 8));
-        n_tok = a.n;
-        gs_engine_reset_prefix_cache(e);
+        make_prompt(c, &b, seed, 16, 1, grid, img_seed); /* same pixels */
+        if (follow_up) {
+            int32_t *ids = malloc(sizeof *ids * (size_t)(a.n + 24));
+            if (!ids)
+                return;
+            memcpy(ids, a.ids, sizeof *ids * (size_t)a.n);
+            for (int i = 0; i < 24; i++)
+                ids[a.n + i] = text_id(c, seed);
+            free(b.ids);
+            b.ids = ids;
+            b.n = a.n + 24;
+        } else {
+            memcpy(b.ids, a.ids, sizeof *a.ids * (size_t)(a.n - 8));
+        }
+        n_a = a.n;
+        n_b = b.n;
+        gs_engine_reset_caches(e);
+        gs_engine_stats s0, s1;
         cold[k] = ttft_of(e, &a);
+        gs_engine_get_stats(e, &s0);
         warm[k] = ttft_of(e, &b);
+        gs_engine_get_stats(e, &s1);
+        hit = (int32_t)(s1.prefix_hit_tokens - s0.prefix_hit_tokens);
         free_prompt(&a);
         free_prompt(&b);
     }
     qsort(cold, RUNS, sizeof *cold, cmp_u64);
     qsort(warm, RUNS, sizeof *warm, cmp_u64);
-    printf("\nrepeated image (grid 1x%dx%d, prompt %d tokens), median of %d:\n", grid, grid, n_tok,
-           RUNS);
-    printf("| cache | TTFT ms |\n|-------|---------|\n");
-    printf("| cold  | %7.2f |\n| warm  | %7.2f |\n", cold[RUNS / 2] / 1e6, warm[RUNS / 2] / 1e6);
-    printf("prefix-cache speedup of the repeated image: %.1fx\n",
+    printf("| %-36s | %6d | %6d | %5d | %12.2f | %12.2f | %6.1fx |\n",
+           follow_up ? "follow-up turn (a + 24 tokens)" : "other question right after image", n_a,
+           n_b, hit, cold[RUNS / 2] / 1e6, warm[RUNS / 2] / 1e6,
            warm[RUNS / 2] ? (double)cold[RUNS / 2] / (double)warm[RUNS / 2] : 0);
 }
 
@@ -315,7 +336,13 @@ int main(int argc, char **argv)
     if (first_c && last_c != first_c)
         printf("\nthroughput at concurrency %d over concurrency %d: %.1fx\n", last_c, first_c,
                last / first);
-    repeated_image(e, c, 32, &seed);
+    printf("\nrepeated image (grid 1x32x32), TTFT of request a on an empty prefix cache "
+           "(cold) and of b after it (warm), median of 5:\n");
+    printf("| %-36s | a toks | b toks |  hits | cold TTFT ms | warm TTFT ms | speedup |\n", "b");
+    printf("|--------------------------------------|--------|--------|-------|--------------|"
+           "--------------|---------|\n");
+    repeated_image(e, c, 32, 1, &seed);
+    repeated_image(e, c, 32, 0, &seed);
     gs_engine_free(e);
     gs_model_free(m);
     gs_backend_free(be);

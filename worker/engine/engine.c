@@ -44,6 +44,11 @@ uint64_t gs_engine__now(const gs_engine *e)
 
 /* ---- creation ------------------------------------------------------------ */
 
+static void free_emb(void *user, void *emb)
+{
+    gs_buf_free(user, emb);
+}
+
 int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
 {
     if (!out)
@@ -110,6 +115,9 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
     if ((rc = gs_kv_cache_new(e->model, n_pages, e->page_size, &e->kv)) ||
         (rc = gs_kv_pool_new(&pp, &e->pool)) ||
         (!(p->flags & GS_ENGINE_NO_PREFIX_CACHE) && (rc = gs_prefix_cache_new(e->pool, &e->pc))) ||
+        (!(p->flags & GS_ENGINE_NO_ENCODER_CACHE) &&
+         (rc = gs_emb_cache_new(p->encoder_cache_bytes ? p->encoder_cache_bytes : 256u << 20,
+                                free_emb, e->be, &e->ec))) ||
         (rc = gs_sched_new(&sp, e->pool, e->pc, &e->sched)) || (rc = gs_batch_new(&e->batch))) {
         gs_engine_free(e);
         return gs_diag_set(d, rc, "engine: cannot allocate %d KV pages of %zu bytes", n_pages,
@@ -132,6 +140,7 @@ void gs_engine_free(gs_engine *e)
     while (e->jobs)
         drop_job(e, e->jobs);
     gs_batch_free(e->batch);
+    gs_emb_cache_free(e->ec);
     gs_sched_free(e->sched);
     gs_prefix_cache_free(e->pc);
     gs_kv_pool_free(e->pool);
@@ -307,6 +316,7 @@ int gs_engine_submit(gs_engine *e, const gs_engine_job *jb, int64_t *id, gs_diag
         j->stop_ids[jb->n_stop_ids + i] = e->cfg->text.eos_token_ids[i];
     j->n_stop_ids = jb->n_stop_ids + eos;
     j->on_event = jb->on_event;
+    j->salt = jb->cache_salt;
     j->user = jb->user;
     int32_t room = e->max_model_len - jb->n_prompt;
     j->max_tokens = jb->max_tokens > 0 && jb->max_tokens < room ? jb->max_tokens : room;
@@ -340,13 +350,25 @@ int gs_engine_submit(gs_engine *e, const gs_engine_job *jb, int64_t *id, gs_diag
 
 /* ---- events and the end of a job ----------------------------------------- */
 
-void gs_engine__free_embs(gs_engine *e, gs_seq *q)
+void gs_engine__emb_key(const gs_seq *q, int32_t k, gs_emb_key *out)
 {
-    for (int32_t k = 0; k < q->n_imgs; k++) {
-        gs_buf_free(e->be, q->imgs[k].emb);
-        q->imgs[k].emb = NULL;
-        q->imgs[k].queued = 0;
+    const gs_job *j = q->user;
+    gs_emb_key_make(q->spans[k].hash, q->spans[k].grid, j ? j->salt : 0, out);
+}
+
+void gs_engine__release_emb(gs_engine *e, gs_seq *q, int32_t k)
+{
+    gs_seq_image *im = &q->imgs[k];
+    if (im->emb && im->emb_shared) {
+        gs_emb_key key;
+        gs_engine__emb_key(q, k, &key);
+        gs_emb_cache_release(e->ec, &key);
+    } else {
+        gs_buf_free(e->be, im->emb);
     }
+    im->emb = NULL;
+    im->emb_shared = 0;
+    im->queued = 0;
 }
 
 /* Unlinks (when linked) and frees j and everything it owns. */
@@ -363,7 +385,8 @@ static void drop_job(gs_engine *e, gs_job *j)
     }
     if (j->seq) {
         gs_sched_remove(e->sched, j->seq);
-        gs_engine__free_embs(e, j->seq);
+        for (int32_t k = 0; k < j->seq->n_imgs; k++)
+            gs_engine__release_emb(e, j->seq, k);
         gs_seq_free(j->seq);
     }
     if (j->detok)
@@ -534,11 +557,14 @@ void gs_engine_get_stats(const gs_engine *e, gs_engine_stats *out)
     out->n_computed_tokens = s.n_scheduled_tokens;
     out->n_generated_tokens = e->n_generated;
     out->n_images_encoded = e->n_images_encoded;
+    out->n_images_cache_hits = e->n_image_hits;
     out->n_jobs_finished = e->n_finished;
 }
 
-void gs_engine_reset_prefix_cache(gs_engine *e)
+void gs_engine_reset_caches(gs_engine *e)
 {
     if (e->pc)
         gs_prefix_cache_clear(e->pc);
+    if (e->ec)
+        gs_emb_cache_trim(e->ec);
 }

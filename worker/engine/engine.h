@@ -43,6 +43,7 @@ typedef struct {
 
 /* Named bits of gs_engine_params.flags */
 #define GS_ENGINE_NO_PREFIX_CACHE (1u << 0)
+#define GS_ENGINE_NO_ENCODER_CACHE (1u << 1)
 
 typedef struct {
     gs_model *model;   /* borrowed; must outlive the engine */
@@ -54,6 +55,10 @@ typedef struct {
     int32_t n_pages;
     size_t kv_bytes;
     double kv_fraction;
+    /* Encoder cache: image embeddings kept by image (content hash, grid,
+     * salt) so that another request with the same image skips the vision
+     * tower; bytes for entries no job uses (0: 256 MiB). */
+    size_t encoder_cache_bytes;
     int32_t token_budget;  /* tokens per step; 0: 512 */
     int32_t max_seqs;      /* running sequences; 0: 64 */
     int32_t max_model_len; /* tokens per sequence; 0: max_position_embeddings */
@@ -142,9 +147,10 @@ typedef struct {
     int64_t prefix_query_tokens, prefix_hit_tokens;
     double prefix_hit_rate; /* hit / query tokens, 0 when none */
     int64_t n_steps, n_preemptions;
-    int64_t n_computed_tokens;  /* tokens through the decoder */
-    int64_t n_generated_tokens; /* tokens sampled */
-    int64_t n_images_encoded;
+    int64_t n_computed_tokens;   /* tokens through the decoder */
+    int64_t n_generated_tokens;  /* tokens sampled */
+    int64_t n_images_encoded;    /* images through the vision tower */
+    int64_t n_images_cache_hits; /* images served by the encoder cache */
     int64_t n_jobs_finished;
 } gs_engine_stats;
 
@@ -175,8 +181,8 @@ int gs_engine_busy(const gs_engine *e);
 int gs_engine_cancel(gs_engine *e, int64_t id);
 
 void gs_engine_get_stats(const gs_engine *e, gs_engine_stats *out);
-/* Forgets every cached prefix (pages in use stay in use). For benchmarks
- * and tests. */
-void gs_engine_reset_prefix_cache(gs_engine *e);
+/* Forgets every cached prefix and every cached image embedding no job uses
+ * (what is in use stays in use). For benchmarks and tests. */
+void gs_engine_reset_caches(gs_engine *e);
 
 #endif

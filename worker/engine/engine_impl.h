@@ -5,6 +5,7 @@
 #define GS_ENGINE_IMPL_H
 
 #include "worker/engine/batch.h"
+#include "worker/engine/emb_cache.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/kv_pool.h"
 #include "worker/engine/prefix_cache.h"
@@ -24,6 +25,7 @@ typedef struct gs_job {
     int32_t n_stop_ids;
     int32_t max_tokens; /* effective: min(job's, context left) */
     int32_t n_generated;
+    uint64_t salt;
     gs_engine_event_fn on_event;
     void *user;
     uint64_t t_arrival, t_sched, t_first, t_last;
@@ -39,6 +41,7 @@ struct gs_engine {
     gs_kv_cache *kv;
     gs_kv_pool *pool;
     gs_prefix_cache *pc; /* NULL with GS_ENGINE_NO_PREFIX_CACHE */
+    gs_emb_cache *ec;    /* NULL with GS_ENGINE_NO_ENCODER_CACHE */
     gs_sched *sched;
     gs_batch *batch;
     gs_job *jobs; /* every job inside, newest first */
@@ -48,7 +51,7 @@ struct gs_engine {
     size_t cap_logits;
     char *text; /* event text scratch */
     size_t text_len, text_cap;
-    int64_t n_generated, n_images_encoded, n_finished;
+    int64_t n_generated, n_images_encoded, n_image_hits, n_finished;
 };
 
 uint64_t gs_engine__now(const gs_engine *e);
@@ -57,7 +60,9 @@ void gs_engine__finish(gs_engine *e, gs_job *j, gs_finish_reason r, int err);
 /* Handles a sampled token of j at time t: stop checks, text, event; may
  * finish the job. */
 void gs_engine__on_token(gs_engine *e, gs_job *j, int32_t id, uint64_t t);
-/* Frees the backend embeddings of j's images. */
-void gs_engine__free_embs(gs_engine *e, gs_seq *q);
+/* Gives up image k's embeddings (a cache reference, or its own buffer). */
+void gs_engine__release_emb(gs_engine *e, gs_seq *q, int32_t k);
+/* The encoder-cache key of image k of q. */
+void gs_engine__emb_key(const gs_seq *q, int32_t k, gs_emb_key *out);
 
 #endif

@@ -40,28 +40,51 @@ static void fail_encodes(gs_engine *e, const gs_step_plan *pl, int rc)
     }
 }
 
-/* Runs the vision tower once over every image the plan lists, and gives
- * each image its own embedding matrix [len, hidden]. */
+/* Gives every image the plan lists its embeddings [len, hidden]: from the
+ * encoder cache when the same image was encoded before, else from one run
+ * of the vision tower over all the others together. */
 static int encode_images(gs_engine *e, const gs_step_plan *pl)
 {
-    const int32_t n = pl->n_encodes, mm = e->merge * e->merge;
+    const int32_t mm = e->merge * e->merge;
     const size_t es = gs_dtype_size(e->act);
+    int32_t *todo = malloc(sizeof *todo * (size_t)pl->n_encodes), n = 0;
+    if (!todo)
+        return GS_ENOMEM;
     int64_t total = 0;
-    for (int32_t i = 0; i < n; i++)
-        total += pl->encodes[i].seq->imgs[pl->encodes[i].img].n_patches;
+    for (int32_t i = 0; i < pl->n_encodes; i++) {
+        gs_seq *q = pl->encodes[i].seq;
+        int32_t k = pl->encodes[i].img;
+        gs_emb_key key;
+        gs_engine__emb_key(q, k, &key);
+        void *hit = e->ec ? gs_emb_cache_get(e->ec, &key) : NULL;
+        if (hit) {
+            q->imgs[k].emb = hit;
+            q->imgs[k].emb_shared = 1;
+            q->imgs[k].queued = 0;
+            e->n_image_hits++;
+        } else {
+            todo[n++] = i;
+            total += q->imgs[k].n_patches;
+        }
+    }
+    if (n == 0) {
+        free(todo);
+        return 0;
+    }
     int32_t(*grids)[3] = malloc(sizeof *grids * (size_t)n);
     float *cat = NULL;
-    const float *px = pl->encodes[0].seq->imgs[pl->encodes[0].img].pixels;
+    const gs_sched_encode *first = &pl->encodes[todo[0]];
+    const float *px = first->seq->imgs[first->img].pixels;
     if (n > 1)
         px = cat = malloc(sizeof(float) * (size_t)total * (size_t)e->patch_dim);
     gs_mat out = gs_mat_make(gs_buf_alloc(e->be, (size_t)(total / mm) * (size_t)e->hidden * es),
                              e->act, total / mm, e->hidden);
     int rc = !grids || !px || !out.data ? GS_ENOMEM : 0;
     int64_t off = 0;
-    for (int32_t i = 0; i < n && !rc; i++) {
-        const gs_seq *q = pl->encodes[i].seq;
-        const gs_seq_image *im = &q->imgs[pl->encodes[i].img];
-        memcpy(grids[i], q->spans[pl->encodes[i].img].grid, sizeof grids[i]);
+    for (int32_t t = 0; t < n && !rc; t++) {
+        const gs_sched_encode *en = &pl->encodes[todo[t]];
+        const gs_seq_image *im = &en->seq->imgs[en->img];
+        memcpy(grids[t], en->seq->spans[en->img].grid, sizeof grids[t]);
         if (cat)
             memcpy(cat + off * e->patch_dim, im->pixels,
                    sizeof(float) * (size_t)im->n_patches * (size_t)e->patch_dim);
@@ -70,27 +93,42 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
     if (!rc)
         rc = gs_model_encode_images(e->model, px, total, (const int32_t(*)[3])grids, n, out);
     /* Hand out the rows: one image keeps the whole matrix; several get a
-     * copy of their rows each. */
+     * copy of their rows each. Then into the encoder cache. */
     int64_t row = 0;
-    for (int32_t i = 0; i < n && !rc; i++) {
-        gs_seq *q = pl->encodes[i].seq;
-        int32_t len = q->spans[pl->encodes[i].img].len;
-        gs_seq_image *im = &q->imgs[pl->encodes[i].img];
+    for (int32_t t = 0; t < n && !rc; t++) {
+        const gs_sched_encode *en = &pl->encodes[todo[t]];
+        gs_seq *q = en->seq;
+        int32_t len = q->spans[en->img].len;
+        size_t bytes = (size_t)len * (size_t)e->hidden * es;
+        void *emb = NULL;
         if (n == 1) {
-            im->emb = out.data;
+            emb = out.data;
             out.data = NULL;
         } else {
-            im->emb = gs_buf_alloc(e->be, (size_t)len * (size_t)e->hidden * es);
-            rc = im->emb ? gs_k_copy(e->be, gs_mat_make(im->emb, e->act, len, e->hidden),
-                                     gs_mat_rows(out, row, len))
-                         : GS_ENOMEM;
+            emb = gs_buf_alloc(e->be, bytes);
+            rc = emb ? gs_k_copy(e->be, gs_mat_make(emb, e->act, len, e->hidden),
+                                 gs_mat_rows(out, row, len))
+                     : GS_ENOMEM;
         }
+        gs_seq_image *im = &q->imgs[en->img];
         im->queued = 0;
+        if (!rc && e->ec) {
+            gs_emb_key key;
+            gs_engine__emb_key(q, en->img, &key);
+            emb = gs_emb_cache_put(e->ec, &key, emb, bytes); /* takes emb */
+            rc = emb ? 0 : GS_ENOMEM;
+            im->emb_shared = 1;
+        } else if (rc) {
+            gs_buf_free(e->be, emb);
+            emb = NULL;
+        }
+        im->emb = emb;
         row += len;
     }
     gs_buf_free(e->be, out.data);
     free(cat);
     free(grids);
+    free(todo);
     if (!rc)
         e->n_images_encoded += n;
     return rc;
@@ -120,16 +158,14 @@ static int gather_image_rows(gs_engine *e, const gs_batch_out *bo, gs_mat *img)
     return 0;
 }
 
-/* Frees image embeddings that every item's prefill has passed. */
+/* Releases image embeddings that their sequence's prefill has passed. */
 static void drop_passed_images(gs_engine *e, const gs_step_plan *pl)
 {
     for (int32_t i = 0; i < pl->n_items; i++) {
         gs_seq *q = pl->items[i].seq;
         for (int32_t k = 0; k < q->n_imgs; k++) {
-            if (q->imgs[k].emb && q->spans[k].start + q->spans[k].len <= q->n_computed) {
-                gs_buf_free(e->be, q->imgs[k].emb);
-                q->imgs[k].emb = NULL;
-            }
+            if (q->imgs[k].emb && q->spans[k].start + q->spans[k].len <= q->n_computed)
+                gs_engine__release_emb(e, q, k);
         }
     }
 }

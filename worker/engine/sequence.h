@@ -29,9 +29,10 @@ typedef enum {
 /* Run-time state of one image of a sequence (the span is in spans[i]). */
 typedef struct {
     int64_t n_patches;
-    float *pixels;  /* [n_patches, patch_dim] F32, owned (free()); NULL in pure tests */
-    void *emb;      /* backend [len, hidden] act dtype; engine-owned; NULL until encoded */
-    int32_t queued; /* listed in the current plan's encodes */
+    float *pixels;      /* [n_patches, patch_dim] F32, owned (free()); NULL in pure tests */
+    void *emb;          /* backend [len, hidden] act dtype; engine-owned; NULL until encoded */
+    int32_t emb_shared; /* 1: emb is a reference into the engine's encoder cache */
+    int32_t queued;     /* listed in the current plan's encodes */
 } gs_seq_image;
 
 typedef struct gs_seq {

@@ -56,9 +56,11 @@ static void on_ev(void *user, const gs_engine_event *ev)
     }
 }
 
-static gs_engine *mk_engine(int32_t n_pages, int32_t ps, int32_t budget, int32_t max_seqs)
+static gs_engine *mk_engine_f(int32_t n_pages, int32_t ps, int32_t budget, int32_t max_seqs,
+                              unsigned flags)
 {
     gs_engine_params p = {0};
+    p.flags = flags;
     p.model = g_model;
     p.n_pages = n_pages;
     p.page_size = ps;
@@ -69,6 +71,11 @@ static gs_engine *mk_engine(int32_t n_pages, int32_t ps, int32_t budget, int32_t
     if (gs_engine_new(&p, &e, &d))
         fprintf(stderr, "engine_new: %s\n", d.msg);
     return e;
+}
+
+static gs_engine *mk_engine(int32_t n_pages, int32_t ps, int32_t budget, int32_t max_seqs)
+{
+    return mk_engine_f(n_pages, ps, budget, max_seqs, 0);
 }
 
 static int submit(gs_engine *e, const prompt *p, int32_t max_tokens, rec *o)
@@ -214,9 +221,10 @@ static void test_solo_and_reference(void)
 
 /* n requests at once: request i is prompt i % N_VAR with max_tokens from
  * the list; each must equal its solo run. */
-static void batch_run(int n, int32_t n_pages, int32_t ps, int32_t budget, int want_preempt)
+static void batch_run(int n, int32_t n_pages, int32_t ps, int32_t budget, unsigned flags,
+                      int want_preempt)
 {
-    gs_engine *e = mk_engine(n_pages, ps, budget, 32);
+    gs_engine *e = mk_engine_f(n_pages, ps, budget, 32, flags);
     GS_ASSERT(e);
     rec *o = calloc((size_t)n, sizeof *o);
     int32_t *mt = calloc((size_t)n, sizeof *mt);
@@ -245,15 +253,19 @@ static void batch_run(int n, int32_t n_pages, int32_t ps, int32_t budget, int wa
     gs_engine_free(e);
 }
 
+/* With the prefix cache on, most prefills are shared; with it off, every
+ * request computes its own prompt inside mixed batches. */
 static void test_batching_invariance(void)
 {
-    batch_run(32, 512, 4, 40, 0);
+    batch_run(32, 512, 4, 40, 0, 0);
+    batch_run(32, 512, 4, 40, GS_ENGINE_NO_PREFIX_CACHE, 0);
 }
 
 static void test_preemption_identical(void)
 {
     /* 20 usable pages of 8 tokens: two or three requests at a time. */
-    batch_run(16, 21, 8, 128, 1);
+    batch_run(16, 21, 8, 128, 0, 1);
+    batch_run(16, 21, 8, 128, GS_ENGINE_NO_PREFIX_CACHE, 1);
 }
 
 static void test_shared_image_pages(void)
@@ -304,7 +316,7 @@ static void test_random_ops(void)
 {
     enum { SLOTS = 12 };
     uint64_t s = 42;
-    gs_engine *e = mk_engine(41, 8, 96, 8);
+    gs_engine *e = mk_engine(25, 8, 96, 8);
     rec o[SLOTS];
     int which[SLOTS], live[SLOTS] = {0}, n_ok = 0, n_cancel = 0;
     int32_t mt[SLOTS];

@@ -342,6 +342,53 @@ static void test_shared_prefix(void)
     gs_engine_free(e);
 }
 
+/* Another question right after the same image: the image's last tokens
+ * share a page with new text, so the prefix cache cannot cover it; the
+ * encoder cache does. */
+static void encoder_cache_case(unsigned flags, int together, int expect_encoded, int expect_hits)
+{
+    uint64_t s = 31;
+    req a, b;
+    for (;;) { /* an image that ends inside a page */
+        make_req(&a, &s, 1, 0, 0);
+        int32_t end = 0;
+        for (int32_t i = 0; i < a.n; i++)
+            if (a.prompt[i] == FAKE_IMAGE_TOKEN)
+                end = i + 1;
+        if (end % 4 != 0 && end < a.n) {
+            b = a;
+            b.px[0] = NULL;
+            b.prompt[end] = (a.prompt[end] + 1) % 280;
+            break;
+        }
+        free_req(&a);
+    }
+    gs_engine *e = mk_engine(64, 4, 512, 8, flags);
+    rec oa, ob;
+    GS_ASSERT_OK(submit(e, &a, &oa, GS_JOB_IGNORE_EOS));
+    if (!together)
+        GS_ASSERT(run_all(e) > 0);
+    GS_ASSERT_OK(submit(e, &b, &ob, GS_JOB_IGNORE_EOS));
+    GS_ASSERT(run_all(e) > 0);
+    GS_ASSERT(matches_ref(&a, &oa));
+    GS_ASSERT(matches_ref(&b, &ob));
+    gs_engine_stats st;
+    gs_engine_get_stats(e, &st);
+    GS_ASSERT_EQ(st.n_images_encoded, expect_encoded);
+    GS_ASSERT_EQ(st.n_images_cache_hits, expect_hits);
+    GS_ASSERT(pool_is_full(e));
+    gs_engine_reset_caches(e);
+    gs_engine_free(e);
+    free_req(&a);
+}
+
+static void test_encoder_cache(void)
+{
+    encoder_cache_case(0, 0, 1, 1);
+    encoder_cache_case(GS_ENGINE_NO_ENCODER_CACHE, 0, 2, 0);
+    encoder_cache_case(0, 1, 2, 0); /* same step: both encoded, one kept */
+}
+
 static void test_cancel_returns_pages(void)
 {
     uint64_t s = 9;
@@ -673,6 +720,7 @@ int main(void)
     GS_RUN(test_batching_invariance);
     GS_RUN(test_preemption_identical);
     GS_RUN(test_shared_prefix);
+    GS_RUN(test_encoder_cache);
     GS_RUN(test_cancel_returns_pages);
     GS_RUN(test_random_ops);
     GS_RUN(test_stops_and_text);
