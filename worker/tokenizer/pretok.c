@@ -4,9 +4,11 @@
  * HF tokenizers runs Split regexes with Oniguruma. PCRE2 with UTF + UCP
  * gives the same \p{L}, \p{N}, (?i:...) and lookarounds; the one
  * difference that matters for tokenizer patterns is \s: Oniguruma's is
- * Unicode White_Space, which includes U+0085 (NEL), PCRE2's is not. So the
- * pattern is rewritten: \s -> [\s\x{85}] outside a class, \s\x{85} inside
- * one, \S -> [^\s\x{85}] outside a class (\S inside a class is left as is).
+ * the Unicode White_Space property (which has U+0085 NEL and, since Unicode
+ * 6.3, not U+180E), PCRE2's is not (it lacks U+0085 and has U+180E). So the
+ * pattern is rewritten: \s becomes the explicit White_Space set, in a class
+ * or as one; \S outside a class its complement (\S inside a class is left
+ * as is).
  * Owns nothing. Thread-safe: pure functions; compiled codes are read-only. */
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +88,11 @@ static size_t escape_len(const char *p, size_t n)
     return l;
 }
 
+/* Unicode White_Space, without brackets. */
+#define WS_SET                                                                                     \
+    "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"       \
+    "\\x{202F}\\x{205F}\\x{3000}"
+
 static int translate(const char *pat, size_t n, sbuf *out)
 {
     int in_class = 0, rc = 0;
@@ -94,9 +101,10 @@ static int translate(const char *pat, size_t n, sbuf *out)
         if (c == '\\') {
             size_t l = escape_len(pat + i, n - i);
             if (l == 2 && pat[i + 1] == 's')
-                rc = in_class ? sb_put(out, "\\s\\x{85}", 8) : sb_put(out, "[\\s\\x{85}]", 10);
+                rc = in_class ? sb_put(out, WS_SET, strlen(WS_SET))
+                              : sb_put(out, "[" WS_SET "]", strlen(WS_SET) + 2);
             else if (l == 2 && pat[i + 1] == 'S' && !in_class)
-                rc = sb_put(out, "[^\\s\\x{85}]", 11);
+                rc = sb_put(out, "[^" WS_SET "]", strlen(WS_SET) + 3);
             else
                 rc = sb_put(out, pat + i, l);
             i += l;
@@ -138,7 +146,7 @@ int tok_regex_compile(const char *pattern, size_t len, int literal, pcre2_code *
     }
     int err;
     PCRE2_SIZE off;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)b.p, b.n, opts, &err, &off, NULL);
     free(b.p);
     if (!re) {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "worker/tokenizer/tok_impl.h"
 
 #define MAX_FILE (1ull << 30)
@@ -245,6 +246,11 @@ static int parse_added(gs_tokenizer *tok, json_t *arr, gs_diag *d)
     tok->added = calloc(n ? n : 1, sizeof *tok->added);
     if (!tok->added)
         return GS_ENOMEM;
+    /* HF ignores the ids written in the file (it only warns when they
+     * differ): an added token takes the id its content already has (an
+     * earlier added token, then the model vocab), else the next id from
+     * the number of vocab entries up, in file order. Same here. */
+    int32_t next_id = (int32_t)tok->vocab.n;
     for (size_t i = 0; i < n; i++) {
         json_t *a = json_array_get(arr, i), *id = json_object_get(a, "id"),
                *content = json_object_get(a, "content");
@@ -270,16 +276,36 @@ static int parse_added(gs_tokenizer *tok, json_t *arr, gs_diag *d)
         size_t len = json_string_length(content);
         if (gs_utf8_invalid_at((const uint8_t *)json_string_value(content), len) != len)
             return gs_diag_set(d, GS_EFORMAT, "tokenizer.json: %s.content: invalid UTF-8", where);
-        int64_t off = tok_blob_add(tok, json_string_value(content), len);
+        unsigned flags = (special ? ADD_SPECIAL : 0) | (normalized ? ADD_NORMALIZED : 0) |
+                         (lstrip ? ADD_LSTRIP : 0) | (rstrip ? ADD_RSTRIP : 0) |
+                         (single ? ADD_SINGLE_WORD : 0);
+        const char *cs = json_string_value(content);
+        int32_t prev = tok_strmap_get(&tok->added_map, cs, len),
+                want = (int32_t)json_integer_value(id);
+        if (prev >= 0) { /* the same content again: its properties are replaced */
+            tok->added[prev].flags = flags | (tok->added[prev].flags & ADD_SPECIAL);
+            if (tok->added[prev].id != want)
+                gs_log_warn("tokenizer.json: added token \"%.40s\" has id %d, not %d", cs,
+                            (int)tok->added[prev].id, (int)want);
+            continue;
+        }
+        int32_t new_id = tok_strmap_get(&tok->vocab, cs, len);
+        if (new_id < 0)
+            new_id = next_id++;
+        if (new_id != want)
+            gs_log_warn("tokenizer.json: added token \"%.40s\" takes id %d, not the %d written "
+                        "in the file (as HF tokenizers)",
+                        cs, (int)new_id, (int)want);
+        if (new_id >= MAX_ID)
+            return gs_diag_set(d, GS_EFORMAT, "tokenizer.json: %s: id out of range", where);
+        int64_t off = tok_blob_add(tok, cs, len);
         if (off < 0)
             return GS_ENOMEM;
         tok_added *t = &tok->added[tok->n_added];
-        t->id = (int32_t)json_integer_value(id);
+        t->id = new_id;
         t->off = (uint32_t)off;
         t->len = (uint32_t)len;
-        t->flags = (special ? ADD_SPECIAL : 0) | (normalized ? ADD_NORMALIZED : 0) |
-                   (lstrip ? ADD_LSTRIP : 0) | (rstrip ? ADD_RSTRIP : 0) |
-                   (single ? ADD_SINGLE_WORD : 0);
+        t->flags = flags;
         if (tok_strmap_put(&tok->added_map, t->off, t->len, (int32_t)tok->n_added))
             return GS_ENOMEM;
         tok->n_added++;
@@ -500,7 +526,9 @@ static int load_root(gs_tokenizer *tok, json_t *root, gs_diag *d)
         need_word |= !!(tok->added[i].flags & ADD_SINGLE_WORD);
         need_space |= !!(tok->added[i].flags & (ADD_LSTRIP | ADD_RSTRIP));
     }
-    if (need_word && (rc = tok_regex_compile("\\w", 2, 0, &tok->re_word, d)))
+    /* Rust regex's Unicode \w (single_word) and \s (lstrip / rstrip). */
+    static const char word[] = "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]";
+    if (need_word && (rc = tok_regex_compile(word, strlen(word), 0, &tok->re_word, d)))
         return rc;
     if (need_space && (rc = tok_regex_compile("\\s", 2, 0, &tok->re_space, d)))
         return rc;

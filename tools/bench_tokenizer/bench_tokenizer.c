@@ -1,0 +1,141 @@
+/* bench_tokenizer.c - encode / decode throughput of gs_tokenizer.
+ *
+ *   bench_tokenizer --tokenizer FILE --text FILE [--iters N] [--lines]
+ *
+ * Encodes the whole text file (or each line, with --lines) N times and
+ * prints the best and median MB/s, tokens/s, and decode MB/s, as a table.
+ * The word cache is warm after the first iteration, as in a server (HF's
+ * BPE cache is too). Single thread. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "worker/tokenizer/tokenizer.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (b) {
+        b[n] = 0;
+        *len = (size_t)n;
+    }
+    return b;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One pass over the text; returns 0 or an error code. */
+static int encode_pass(const gs_tokenizer *tok, const char *text, size_t len, int lines,
+                       gs_tokens *out, gs_diag *d)
+{
+    out->n = 0;
+    if (!lines)
+        return gs_tokenizer_encode(tok, text, len, 0, out, d);
+    size_t s = 0;
+    while (s < len) {
+        const char *nl = memchr(text + s, '\n', len - s);
+        size_t e = nl ? (size_t)(nl - text) + 1 : len;
+        int rc = gs_tokenizer_encode(tok, text + s, e - s, 0, out, d);
+        if (rc)
+            return rc;
+        s = e;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *tpath = NULL, *xpath = NULL;
+    int iters = 5, lines = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc)
+            tpath = argv[++i];
+        else if (!strcmp(argv[i], "--text") && i + 1 < argc)
+            xpath = argv[++i];
+        else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+            iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--lines"))
+            lines = 1;
+        else {
+            fprintf(stderr, "usage: %s --tokenizer FILE --text FILE [--iters N] [--lines]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (!tpath || !xpath || iters < 1 || iters > 1000) {
+        fprintf(stderr, "usage: %s --tokenizer FILE --text FILE [--iters N] [--lines]\n", argv[0]);
+        return 2;
+    }
+    size_t len;
+    char *text = read_file(xpath, &len);
+    if (!text) {
+        fprintf(stderr, "bench_tokenizer: cannot read %s\n", xpath);
+        return 1;
+    }
+    gs_diag d;
+    gs_diag_clear(&d);
+    gs_tokenizer *tok;
+    double t0 = now_s();
+    if (gs_tokenizer_load(tpath, &tok, &d)) {
+        fprintf(stderr, "bench_tokenizer: %s\n", d.msg);
+        free(text);
+        return 1;
+    }
+    double t_load = now_s() - t0;
+    gs_tokens out = {0};
+    double *t = malloc(sizeof *t * (size_t)iters);
+    int rc = 0;
+    for (int i = 0; i < iters && !rc; i++) {
+        double a = now_s();
+        rc = encode_pass(tok, text, len, lines, &out, &d);
+        t[i] = now_s() - a;
+    }
+    if (rc) {
+        fprintf(stderr, "bench_tokenizer: encode: %s\n", d.msg);
+        return 1;
+    }
+    qsort(t, (size_t)iters, sizeof *t, cmp_d);
+    double mb = (double)len / 1e6;
+    char *dec = NULL;
+    size_t dlen = 0;
+    double a = now_s();
+    rc = gs_tokenizer_decode(tok, out.ids, out.n, 0, &dec, &dlen, &d);
+    double t_dec = now_s() - a;
+    printf("| text | bytes | tokens | bytes/token | load s | encode MB/s best | median | "
+           "Mtok/s | decode MB/s | round trip |\n");
+    printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    printf("| %s%s | %zu | %zu | %.2f | %.3f | %.2f | %.2f | %.3f | %.1f | %s |\n", xpath,
+           lines ? " (lines)" : "", len, out.n, out.n ? (double)len / (double)out.n : 0.0, t_load,
+           mb / t[0], mb / t[iters / 2], (double)out.n / t[0] / 1e6,
+           rc ? 0.0 : (double)dlen / 1e6 / t_dec,
+           !rc && dlen == len && !memcmp(dec, text, len) ? "identical" : "DIFFERS");
+    free(dec);
+    free(t);
+    free(text);
+    gs_tokens_free(&out);
+    gs_tokenizer_free(tok);
+    return 0;
+}
