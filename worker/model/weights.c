@@ -56,7 +56,7 @@ static const gs_st_tensor *find(loader *L, const char *name, int64_t numel)
                     (long long)t->numel, (long long)numel);
         return NULL;
     }
-    gs_dtype dt;
+    gs_dtype dt = GS_DT_F32;
     if (to_gs_dtype(t->dtype, &dt)) {
         gs_diag_set(L->d, GS_EFORMAT, "weights: tensor %s has dtype %s (want BF16/F16/F32)", name,
                     gs_st_dtype_name(t->dtype));
@@ -71,7 +71,7 @@ static int load_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_
     const gs_st_tensor *t = find(L, name, rows * cols);
     if (!t)
         return L->d ? L->d->code : GS_EFORMAT;
-    gs_dtype dt;
+    gs_dtype dt = GS_DT_F32;
     to_gs_dtype(t->dtype, &dt);
     const void *src = t->data;
     void *tmp = NULL;
@@ -107,7 +107,7 @@ static int load_cat(loader *L, const char *const *names, const int64_t *rows, in
                                names[i]);
         total_rows += rows[i];
     }
-    gs_dtype dt;
+    gs_dtype dt = GS_DT_F32;
     to_gs_dtype(t[0]->dtype, &dt);
     size_t es = gs_dtype_size(dt);
     char *buf = malloc((size_t)(total_rows * cols) * es);
@@ -168,7 +168,7 @@ static int load_downsample(loader *L, const char *name, int64_t o, int64_t c, gs
     const gs_st_tensor *t = find(L, name, o * c * 4);
     if (!t)
         return L->d ? L->d->code : GS_EFORMAT;
-    gs_dtype dt;
+    gs_dtype dt = GS_DT_F32;
     to_gs_dtype(t->dtype, &dt);
     size_t es = gs_dtype_size(dt);
     char *buf = malloc(t->nbytes);
