@@ -182,12 +182,16 @@ static int parse_args(int argc, char **argv, options *o)
     return 0;
 }
 
+/* 1 once an error line has been printed, so main adds no second one. */
+static int g_reported;
+
 /* Reads a whole file; returns owned bytes or NULL with a message. */
 static unsigned char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "glmserve-run: %s: %s\n", path, strerror(errno));
+        g_reported = 1;
         return NULL;
     }
     unsigned char *buf = NULL;
@@ -212,6 +216,7 @@ static unsigned char *read_file(const char *path, size_t *len)
     fclose(f);
     if (err) {
         fprintf(stderr, "glmserve-run: %s: read error\n", path);
+        g_reported = 1;
         free(buf);
         return NULL;
     }
@@ -241,6 +246,7 @@ static int load_images(const options *o, const gs_image_params *ip, images *im)
         free(bytes);
         if (rc) {
             fprintf(stderr, "glmserve-run: %s: %s\n", o->images[i], d.msg);
+            g_reported = 1;
             return rc;
         }
         gs_image_patches *p = NULL;
@@ -248,6 +254,7 @@ static int load_images(const options *o, const gs_image_params *ip, images *im)
         gs_image_rgb_free(rgb);
         if (rc) {
             fprintf(stderr, "glmserve-run: %s: %s\n", o->images[i], d.msg);
+            g_reported = 1;
             return rc;
         }
         float *np = realloc(im->pixels, sizeof(float) * (size_t)(im->n_patches + p->n_patches) *
@@ -314,6 +321,7 @@ static void fail(const char *what, int rc, const gs_diag *d)
 {
     fprintf(stderr, "glmserve-run: %s: %s\n", what,
             d && d->msg[0] ? d->msg : gs_strerror(rc));
+    g_reported = 1;
 }
 
 int main(int argc, char **argv)
@@ -376,7 +384,8 @@ int main(int argc, char **argv)
         goto out;
     }
     gs_image_params ip;
-    if ((rc = gs_image_params_load(o.model, &ip, &d))) {
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", o.model);
+    if ((rc = gs_image_params_load(path, &ip, &d))) {
         fail("preprocessor_config.json", rc, &d);
         goto out;
     }
@@ -402,6 +411,7 @@ int main(int argc, char **argv)
     if (L + o.max_tokens > cfg->text.max_position_embeddings) {
         fprintf(stderr, "glmserve-run: prompt (%d tokens) + max tokens exceeds the context (%d)\n",
                 L, cfg->text.max_position_embeddings);
+        g_reported = 1;
         rc = GS_ECONTEXT;
         goto out;
     }
@@ -473,7 +483,7 @@ int main(int argc, char **argv)
     const int32_t *eos = gen.present && gen.has_eos ? gen.eos_token_ids : cfg->text.eos_token_ids;
     const int n_eos = gen.present && gen.has_eos ? gen.n_eos : cfg->text.n_eos;
     if ((rc = gs_sampler_new(&o.sp, V, ids, L, &smp, &d)) ||
-        (rc = gs_stopper_new(o.stops, o.n_stops, &stp)) || (rc = gs_detok_new(tok, 1, &dt))) {
+        (rc = gs_stopper_new(o.stops, o.n_stops, &stp)) || (rc = gs_detok_new(tok, 0, &dt))) {
         fail("sampler", rc, &d);
         goto out;
     }
@@ -540,7 +550,7 @@ int main(int argc, char **argv)
             n_gen > 1 ? (n_gen - 1) / (t_end - t_first) : 0.0, finish);
     status = 0;
 out:
-    if (status && rc && !d.msg[0])
+    if (status && !g_reported)
         fprintf(stderr, "glmserve-run: failed: %s\n", gs_strerror(rc));
     free(ids);
     free(pos);
