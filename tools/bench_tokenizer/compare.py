@@ -14,6 +14,11 @@
   compare.py check --tokenizer FILE [--n 2000] [--seed 0] [--build DIR]
       Differential test: random strings (all scripts, whitespace runs, specials,
       digits, emoji, U+0085...) encoded and decoded by both; reports every difference.
+  compare.py check-chat --model DIR [--n 2000] [--seed 0] [--build DIR]
+      Differential test of the chat template: random conversations (tools, tool calls,
+      tool responses, reasoning, media, thinking modes) rendered by transformers'
+      apply_chat_template (needs transformers: run with the fixtures venv) and by
+      gs-tokcli render.
 
 `tokenizers` is not needed by CI: install it in a venv, e.g.
   python3 -m venv build/tok-venv && build/tok-venv/bin/pip install tokenizers
@@ -183,6 +188,90 @@ def check(args):
     return 1 if bad else 0
 
 
+WS = ["", " ", "\n", "\n\n", "\t", "\u3000", "\x85", "\xa0 "]
+WORDS = ["A1", "answer", "中文", "</think>", "<think>", "/nothink", "R", "x/nothink", "é", "{x}"]
+
+
+def rand_text(rng):
+    return "".join(rng.choice(WS) + rng.choice(WORDS) for _ in range(rng.randint(0, 3))) + \
+        rng.choice(WS)
+
+
+def rand_value(rng, depth=0):
+    k = rng.randint(0, 7 if depth < 2 else 4)
+    if k == 5:
+        return [rand_value(rng, depth + 1) for _ in range(rng.randint(0, 2))]
+    if k == 6:
+        return {"k%d" % i: rand_value(rng, depth + 1) for i in range(rng.randint(0, 2))}
+    return [rand_text(rng), rng.randint(-5, 10 ** 6), rng.choice([0.5, 1e-07, 1e16, 2.0, -0.0]),
+            True, None, None, None, "ü\"q\"\n"][k]
+
+
+def rand_items(rng, role):
+    items = []
+    for _ in range(rng.randint(0, 4)):
+        r = rng.random()
+        if role == "tool":
+            items.append(rng.choice([{"type": "text", "text": rand_text(rng)}, {"type": "Image"},
+                                     {"type": "video_url"}, {"type": "data", "v": rand_value(rng)},
+                                     rand_text(rng), {"output": rand_text(rng)}]))
+        elif r < 0.5 or role == "assistant":
+            items.append({"type": "text", "text": rand_text(rng)})
+        elif r < 0.8:
+            items.append({"type": "image"})
+        else:
+            items.append({"type": "video"})
+    return items
+
+
+def rand_conv(rng):
+    msgs = []
+    for _ in range(rng.randint(1, 6)):
+        role = rng.choice(["system", "user", "user", "assistant", "assistant", "tool"])
+        m = {"role": role}
+        c = rng.random()
+        m["content"] = rand_text(rng) if c < 0.5 else rand_items(rng, role) if c < 0.9 else None
+        if role == "assistant":
+            if rng.random() < 0.4:
+                m[rng.choice(["reasoning_content", "thinking"])] = rand_text(rng)
+            if rng.random() < 0.3:
+                m["tool_calls"] = [
+                    rng.choice([{"function": {"name": "f%d" % j, "arguments": {
+                        "a%d" % i: rand_value(rng) for i in range(rng.randint(0, 3))}}},
+                        {"name": "g", "arguments": {"q": rand_text(rng)}}])
+                    for j in range(rng.randint(1, 2))]
+        msgs.append(m)
+    conv = {"messages": msgs, "add_generation_prompt": rng.random() < 0.7,
+            "enable_thinking": rng.choice([None, True, False])}
+    if rng.random() < 0.3:
+        conv["tools"] = [{"type": "function", "function": {"name": "f", "parameters": {
+            "x": rand_value(rng)}}} for _ in range(rng.randint(1, 2))]
+    return conv
+
+
+def check_chat(args):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(args.model)
+    rng = random.Random(args.seed)
+    convs = [rand_conv(rng) for _ in range(args.n)]
+    cli = os.path.join(build_dir(args), "tools", "bench_tokenizer", "gs-tokcli")
+    inp = "".join(json.dumps(c) + "\n" for c in convs)
+    got = subprocess.run([cli, "render"], input=inp, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    bad = 0
+    for c, g in zip(convs, got):
+        kw = {} if c["enable_thinking"] is None else {"enable_thinking": c["enable_thinking"]}
+        want = tok.apply_chat_template(c["messages"], tools=c.get("tools"), tokenize=False,
+                                       add_generation_prompt=c["add_generation_prompt"], **kw)
+        if json.loads(g) != want:
+            bad += 1
+            if bad <= 5:
+                print("DIFF %s\n  hf %r\n  gs %r" % (json.dumps(c, ensure_ascii=False), want,
+                                                     json.loads(g)))
+    print("%d/%d conversations identical" % (len(convs) - bad, len(convs)))
+    return 1 if bad else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -203,6 +292,11 @@ def main():
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--build")
+    p = sub.add_parser("check-chat")
+    p.add_argument("--model", required=True)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--build")
     a = ap.parse_args()
     if a.cmd == "make-text":
         return make_text(a.out, a.mb)
@@ -210,6 +304,8 @@ def main():
         return make_tokenizer(a.text, a.out, a.vocab)
     if a.cmd == "bench":
         return bench(a)
+    if a.cmd == "check-chat":
+        return check_chat(a)
     return check(a)
 
 
