@@ -1,0 +1,584 @@
+/* backend.cu - the CUDA device context: device selection, the stream, the
+ * cuBLASLt handle and workspace, the stream-ordered memory pool, scratch,
+ * weights and vectors, and the mapping of CUDA errors to GS_EDEVICE.
+ *
+ * Owns: every device allocation made through gs_cuda_alloc / weights /
+ * vectors (released by their free functions), the stream, the cuBLASLt
+ * handle, the mapped error word. Does not own: caller host memory.
+ * Threading: one context per engine thread; cudaSetDevice is called once in
+ * gs_cuda_ctx_new, so the context must be used from the thread that made it
+ * (or one that selected the same device). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/common.cuh"
+
+/* ---- errors ----------------------------------------------------------------- */
+
+int gs_cuda_err(cudaError_t e, const char *what, const char *file, int line)
+{
+    gs_log_error("cuda: %s failed: %s (%s) at %s:%d", what, cudaGetErrorName(e),
+                 cudaGetErrorString(e), file, line);
+    return GS_EDEVICE;
+}
+
+int gs_cuda_lt_err(cublasStatus_t s, const char *what, const char *file, int line)
+{
+    gs_log_error("cuda: %s failed: cublas status %d at %s:%d", what, (int)s, file, line);
+    return s == CUBLAS_STATUS_NOT_SUPPORTED ? GS_ENOTSUP : GS_EDEVICE;
+}
+
+/* ---- bias map: F32 vector pointer -> its BF16 copy --------------------------
+ * cuBLASLt wants the bias in D's dtype; biases arrive as F32 gs_vec. The
+ * first BF16-output GEMM with a bias converts it once into pool memory;
+ * later GEMMs find the copy by pointer. Any free / upload / zero through
+ * this context of that exact pointer drops the copy. */
+
+typedef struct {
+    const float *key; /* NULL: empty; BIAS_DELETED: tombstone */
+    __nv_bfloat16 *bf;
+    int64_t n;
+} bias_ent;
+
+struct gs_cuda_bias_map {
+    bias_ent *e;
+    uint32_t cap, used; /* cap: power of two; used counts tombstones too */
+    uint32_t live;
+};
+
+#define BIAS_DELETED ((const float *)1)
+
+static uint32_t ptr_hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+static bias_ent *bias_find(gs_cuda_bias_map *m, const float *key)
+{
+    if (!m || !m->cap || !key || !m->live)
+        return NULL;
+    uint32_t h = ptr_hash(key) & (m->cap - 1);
+    for (uint32_t n = 0; n < m->cap && m->e[h].key; n++) {
+        if (m->e[h].key == key)
+            return &m->e[h];
+        h = (h + 1) & (m->cap - 1);
+    }
+    return NULL;
+}
+
+static int bias_put(gs_cuda_bias_map *m, const float *key, __nv_bfloat16 *bf, int64_t n)
+{
+    if ((m->used + 1) * 2 > m->cap) {
+        uint32_t ncap = m->cap ? m->cap : 256;
+        while ((m->live + 1) * 2 > ncap / 2)
+            ncap *= 2;
+        bias_ent *ne = (bias_ent *)calloc(ncap, sizeof *ne);
+        if (!ne)
+            return GS_ENOMEM;
+        for (uint32_t i = 0; i < m->cap; i++) {
+            if (!m->e[i].key || m->e[i].key == BIAS_DELETED)
+                continue;
+            uint32_t h = ptr_hash(m->e[i].key) & (ncap - 1);
+            while (ne[h].key)
+                h = (h + 1) & (ncap - 1);
+            ne[h] = m->e[i];
+        }
+        free(m->e);
+        m->e = ne;
+        m->cap = ncap;
+        m->used = m->live;
+    }
+    uint32_t h = ptr_hash(key) & (m->cap - 1);
+    while (m->e[h].key && m->e[h].key != BIAS_DELETED)
+        h = (h + 1) & (m->cap - 1);
+    if (!m->e[h].key)
+        m->used++;
+    m->e[h].key = key;
+    m->e[h].bf = bf;
+    m->e[h].n = n;
+    m->live++;
+    return 0;
+}
+
+static void pool_free(gs_cuda *c, void *p);
+
+/* Drops the BF16 copy cached for `key`, if any. */
+static void bias_drop(gs_cuda *c, const void *key)
+{
+    bias_ent *e = bias_find(c->bias_map, (const float *)key);
+    if (!e)
+        return;
+    pool_free(c, e->bf);
+    e->key = BIAS_DELETED;
+    e->bf = NULL;
+    c->bias_map->live--;
+    c->scratch_gen++; /* a captured graph may have used the copy */
+}
+
+const __nv_bfloat16 *gs_cuda_bias_bf16(gs_cuda *c, const float *f32, int64_t n)
+{
+    bias_ent *e = bias_find(c->bias_map, f32);
+    if (e && e->n >= n)
+        return e->bf;
+    if (e)
+        bias_drop(c, f32);
+    if (c->capturing)
+        return NULL;
+    __nv_bfloat16 *bf = (__nv_bfloat16 *)gs_cuda_alloc(c, (size_t)n * 2);
+    if (!bf)
+        return NULL;
+    gs_mat src = {(void *)f32, GS_DT_F32, 1, n, n};
+    gs_mat dst = {bf, GS_DT_BF16, 1, n, n};
+    if (gs_cuda_copy(c, dst, src) || bias_put(c->bias_map, f32, bf, n)) {
+        pool_free(c, bf);
+        return NULL;
+    }
+    return bf;
+}
+
+/* ---- context ---------------------------------------------------------------- */
+
+/* A trivial kernel: cudaFuncGetAttributes on it tells whether this binary
+ * has code for the device's architecture. */
+__global__ void gs_probe_kernel(int *p)
+{
+    if (p)
+        *p = 0;
+}
+
+static void ctx_release(gs_cuda *c)
+{
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    gs_cuda_gemm_cache_free(c);
+    if (c->bias_map) {
+        for (uint32_t i = 0; c->stream && i < c->bias_map->cap; i++)
+            if (c->bias_map->e[i].key && c->bias_map->e[i].key != BIAS_DELETED)
+                pool_free(c, c->bias_map->e[i].bf);
+        free(c->bias_map->e);
+        free(c->bias_map);
+    }
+    if (c->scratch && c->stream)
+        pool_free(c, c->scratch);
+    if (c->stream) {
+        cudaStreamSynchronize(c->stream);
+        cudaStreamDestroy(c->stream);
+    }
+    if (c->lt_ws)
+        cudaFree(c->lt_ws);
+    if (c->lt)
+        cublasLtDestroy(c->lt);
+    if (c->err_host)
+        cudaFreeHost((void *)c->err_host);
+    free(c);
+}
+
+#define CTX_TRY(call, what)                                                          \
+    do {                                                                             \
+        cudaError_t gs__e = (call);                                                  \
+        if (gs__e != cudaSuccess) {                                                  \
+            gs_cuda_err(gs__e, what, __FILE__, __LINE__);                            \
+            gs_diag_set(d, GS_EDEVICE, "cuda device %d: %s: %s", dev, what,          \
+                        cudaGetErrorString(gs__e));                                  \
+            ctx_release(c);                                                          \
+            return GS_EDEVICE;                                                       \
+        }                                                                            \
+    } while (0)
+
+int gs_cuda_ctx_new(const gs_backend_params *p, gs_cuda **out, gs_diag *d)
+{
+    *out = NULL;
+    int dev = p ? p->device : 0;
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev <= 0) {
+        const char *why = e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device";
+        gs_log_error("cuda: no usable device: %s", why);
+        return gs_diag_set(d, GS_EDEVICE, "cuda: no usable device: %s", why);
+    }
+    if (dev < 0 || dev >= n_dev)
+        return gs_diag_set(d, GS_EDEVICE, "cuda: device %d does not exist (%d found)", dev,
+                           n_dev);
+    gs_cuda *c = (gs_cuda *)calloc(1, sizeof *c);
+    if (!c)
+        return gs_diag_set(d, GS_ENOMEM, "cuda: out of memory");
+    c->device = dev;
+    c->bias_map = (gs_cuda_bias_map *)calloc(1, sizeof *c->bias_map);
+    if (!c->bias_map) {
+        ctx_release(c);
+        return gs_diag_set(d, GS_ENOMEM, "cuda: out of memory");
+    }
+    CTX_TRY(cudaSetDevice(dev), "cudaSetDevice");
+    cudaDeviceProp prop;
+    CTX_TRY(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
+    c->cc_major = prop.major;
+    c->cc_minor = prop.minor;
+    c->n_sm = prop.multiProcessorCount;
+    c->smem_optin = prop.sharedMemPerBlockOptin;
+    snprintf(c->name, sizeof c->name, "cuda:%d %.60s (sm_%d%d)", dev, prop.name, prop.major,
+             prop.minor);
+
+    cudaFuncAttributes fa;
+    e = cudaFuncGetAttributes(&fa, gs_probe_kernel);
+    if (e != cudaSuccess) {
+        gs_log_error("cuda: this build has no code for %s: %s (rebuild with "
+                     "-DGS_CUDA_ARCHS=%d%d)",
+                     c->name, cudaGetErrorString(e), prop.major, prop.minor);
+        gs_diag_set(d, GS_EDEVICE, "cuda: build has no code for sm_%d%d", prop.major,
+                    prop.minor);
+        ctx_release(c);
+        return GS_EDEVICE;
+    }
+    if (prop.major < 8)
+        gs_log_warn("cuda: %s: BF16 tensor cores need sm_80; attention runs the "
+                    "CUDA-core fallback and cuBLASLt may refuse BF16 GEMMs",
+                    c->name);
+
+    CTX_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    cublasStatus_t ls = cublasLtCreate(&c->lt);
+    if (ls != CUBLAS_STATUS_SUCCESS) {
+        gs_cuda_lt_err(ls, "cublasLtCreate", __FILE__, __LINE__);
+        gs_diag_set(d, GS_EDEVICE, "cuda: cublasLtCreate failed (%d)", (int)ls);
+        c->lt = NULL;
+        ctx_release(c);
+        return GS_EDEVICE;
+    }
+    /* 32 MiB on Hopper, 4 MiB before (NVIDIA's advice). */
+    c->lt_ws_bytes = prop.major >= 9 ? ((size_t)32 << 20) : ((size_t)4 << 20);
+    CTX_TRY(cudaMalloc(&c->lt_ws, c->lt_ws_bytes), "cudaMalloc(cuBLASLt workspace)");
+
+    int pools = 0;
+    if (cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev) == cudaSuccess &&
+        pools) {
+        CTX_TRY(cudaDeviceGetDefaultMemPool(&c->pool, dev), "cudaDeviceGetDefaultMemPool");
+        uint64_t keep = UINT64_MAX; /* never trim the pool at sync points */
+        CTX_TRY(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep),
+                "cudaMemPoolSetAttribute");
+        c->use_pool = 1;
+    }
+    void *h = NULL, *dp = NULL;
+    CTX_TRY(cudaHostAlloc(&h, sizeof(unsigned), cudaHostAllocMapped), "cudaHostAlloc");
+    c->err_host = (volatile unsigned *)h;
+    *c->err_host = 0;
+    CTX_TRY(cudaHostGetDevicePointer(&dp, h, 0), "cudaHostGetDevicePointer");
+    c->err_dev = (unsigned *)dp;
+
+    const char *gm = getenv("GS_CUDA_GEMV");
+    c->gemv_mode = gm && gm[0] == '0' ? 0 : 1;
+    const char *as = getenv("GS_CUDA_ATTN_SIMPLE");
+    c->attn_simple = as && as[0] && as[0] != '0';
+    const char *sp = getenv("GS_CUDA_ATTN_SPLITS");
+    c->attn_splits = sp ? atoi(sp) : 0;
+    if (c->attn_splits < 0 || c->attn_splits > 128)
+        c->attn_splits = 0;
+    gs_cuda_attn_prefill_setup(c);
+    gs_cuda_attn_paged_setup(c);
+    gs_log_info("cuda: %s, %d SMs, %.1f GiB, smem opt-in %zu KiB, pool %s, gemv %s", c->name,
+                c->n_sm, (double)prop.totalGlobalMem / (1u << 30), c->smem_optin / 1024,
+                c->use_pool ? "on" : "off", c->gemv_mode ? "auto" : "off");
+    *out = c;
+    return 0;
+}
+
+void gs_cuda_ctx_free(gs_cuda *c)
+{
+    if (c)
+        ctx_release(c);
+}
+
+const char *gs_cuda_name(const gs_cuda *c)
+{
+    return c ? c->name : "cuda";
+}
+
+int gs_cuda_arch(const gs_cuda *c)
+{
+    return c->cc_major * 10 + c->cc_minor;
+}
+
+int gs_cuda_capturing(const gs_cuda *c)
+{
+    return c->capturing;
+}
+
+/* Reports (and clears) errors that kernels flagged in the mapped word. Only
+ * meaningful after the stream has been synchronised. */
+static int check_dev_errors(gs_cuda *c)
+{
+    unsigned bits = *c->err_host;
+    if (!bits)
+        return 0;
+    *c->err_host = 0;
+    static const char *const names[] = {"token id outside the embedding table",
+                                        "gather index outside the source rows",
+                                        "kv slot outside the cache",
+                                        "block table page outside the cache",
+                                        "inconsistent sequence offsets or lengths",
+                                        "invalid vision grid (h, w, H, W)",
+                                        "invalid sampler input"};
+    for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (bits & (1u << i))
+            gs_log_error("cuda: a kernel found an out-of-range index: %s (rows skipped)",
+                         names[i]);
+    return GS_ERANGE;
+}
+
+int gs_cuda_sync(gs_cuda *c)
+{
+    if (c->capturing) {
+        gs_log_error("cuda sync: not allowed while a graph is being captured");
+        return GS_EINVAL;
+    }
+    GS_CU_TRY(cudaStreamSynchronize(c->stream));
+    return check_dev_errors(c);
+}
+
+int gs_cuda_mem_info(gs_cuda *c, size_t *free_bytes, size_t *total_bytes)
+{
+    size_t f = 0, t = 0;
+    GS_CU_TRY(cudaMemGetInfo(&f, &t));
+    if (c->use_pool) {
+        /* Memory the pool holds but nothing uses is free for our purposes. */
+        uint64_t reserved = 0, used = 0;
+        if (cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrReservedMemCurrent, &reserved) ==
+                cudaSuccess &&
+            cudaMemPoolGetAttribute(c->pool, cudaMemPoolAttrUsedMemCurrent, &used) ==
+                cudaSuccess &&
+            reserved > used)
+            f += (size_t)(reserved - used);
+    }
+    if (free_bytes)
+        *free_bytes = f;
+    if (total_bytes)
+        *total_bytes = t;
+    return 0;
+}
+
+/* ---- memory ----------------------------------------------------------------- */
+
+void *gs_cuda_alloc(gs_cuda *c, size_t bytes)
+{
+    if (c->capturing) {
+        gs_log_error("cuda alloc: %zu bytes requested during graph capture", bytes);
+        return NULL;
+    }
+    bytes = (bytes + 255) & ~(size_t)255;
+    if (bytes == 0)
+        bytes = 256;
+    void *p = NULL;
+    cudaError_t e = c->use_pool ? cudaMallocAsync(&p, bytes, c->stream) : cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* out-of-memory is not sticky: clear it */
+        gs_log_warn("cuda alloc: %zu bytes: %s", bytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    if (!gs_cu_aligned(p, 256)) {
+        gs_log_error("cuda alloc: pointer %p is not 256-byte aligned", p);
+        pool_free(c, p);
+        return NULL;
+    }
+    return p;
+}
+
+static void pool_free(gs_cuda *c, void *p)
+{
+    if (!p)
+        return;
+    cudaError_t e = c->use_pool ? cudaFreeAsync(p, c->stream) : cudaFree(p);
+    if (e != cudaSuccess)
+        gs_cuda_err(e, "cudaFree", __FILE__, __LINE__);
+}
+
+void gs_cuda_free(gs_cuda *c, void *p)
+{
+    if (!p)
+        return;
+    bias_drop(c, p);
+    pool_free(c, p);
+}
+
+int gs_cuda_scratch(gs_cuda *c, size_t bytes, void **out)
+{
+    *out = NULL;
+    if (bytes <= c->scratch_bytes && c->scratch) {
+        *out = c->scratch;
+        return 0;
+    }
+    if (c->capturing) {
+        gs_log_error("cuda scratch: needs %zu bytes (has %zu) during graph capture; run the "
+                     "step once before capturing",
+                     bytes, c->scratch_bytes);
+        return GS_ENOMEM;
+    }
+    size_t want = bytes > 2 * c->scratch_bytes ? bytes : 2 * c->scratch_bytes;
+    want = (want + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+    pool_free(c, c->scratch); /* stream-ordered: earlier users finish first */
+    c->scratch_gen++;          /* captured graphs that used the old one are stale */
+    c->scratch = NULL;
+    c->scratch_bytes = 0;
+    void *p = gs_cuda_alloc(c, want);
+    if (!p)
+        return GS_ENOMEM;
+    c->scratch = p;
+    c->scratch_bytes = want;
+    *out = p;
+    return 0;
+}
+
+int gs_cuda_upload(gs_cuda *c, void *dst, const void *src, size_t bytes)
+{
+    if (!bytes)
+        return 0;
+    GS_CU_CHECK(dst && src, "upload", "NULL pointer");
+    GS_CU_CHECK(!c->capturing, "upload", "not allowed during graph capture");
+    bias_drop(c, dst);
+    GS_CU_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    /* From pageable memory the call returns once src is staged. From pinned
+     * memory the copy is still in flight: wait, so the caller may reuse src
+     * as kernels.h promises. */
+    cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, src) == cudaSuccess && a.type == cudaMemoryTypeHost)
+        GS_CU_TRY(cudaStreamSynchronize(c->stream));
+    cudaGetLastError(); /* cudaPointerGetAttributes may leave an error on old drivers */
+    return 0;
+}
+
+int gs_cuda_download(gs_cuda *c, void *dst, const void *src, size_t bytes)
+{
+    GS_CU_CHECK(!c->capturing, "download", "not allowed during graph capture");
+    if (bytes) {
+        GS_CU_CHECK(dst && src, "download", "NULL pointer");
+        GS_CU_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    }
+    GS_CU_TRY(cudaStreamSynchronize(c->stream));
+    return check_dev_errors(c);
+}
+
+int gs_cuda_zero(gs_cuda *c, void *dst, size_t bytes)
+{
+    if (!bytes)
+        return 0;
+    GS_CU_CHECK(dst, "zero", "NULL pointer");
+    bias_drop(c, dst);
+    GS_CU_TRY(cudaMemsetAsync(dst, 0, bytes, c->stream));
+    return 0;
+}
+
+/* ---- weights ------------------------------------------------------------------ */
+
+static int weight_alloc(gs_cuda *c, int64_t rows, int64_t cols, void **data, size_t *bytes,
+                        const char *op)
+{
+    GS_CU_CHECK(rows > 0 && cols > 0 && rows <= INT64_MAX / 2 / cols, op,
+                "bad shape [%lld, %lld]", (long long)rows, (long long)cols);
+    GS_CU_CHECK(!c->capturing, op, "not allowed during graph capture");
+    size_t n = (size_t)rows * (size_t)cols * 2;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, (n + 255) & ~(size_t)255);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        gs_log_error("cuda %s: [%lld, %lld] BF16 (%zu bytes): %s", op, (long long)rows,
+                     (long long)cols, n, cudaGetErrorString(e));
+        return GS_ENOMEM;
+    }
+    *data = p;
+    *bytes = n;
+    return 0;
+}
+
+int gs_cuda_weight_upload(gs_cuda *c, const void *host, gs_dtype dt, int64_t rows, int64_t cols,
+                          void **data, size_t *bytes)
+{
+    *data = NULL;
+    *bytes = 0;
+    GS_CU_CHECK(host, "weight_new", "NULL host data");
+    GS_CU_CHECK(dt == GS_DT_BF16 || dt == GS_DT_F16 || dt == GS_DT_F32, "weight_new",
+                "unsupported weight dtype %d", (int)dt);
+    void *p;
+    size_t n;
+    int rc = weight_alloc(c, rows, cols, &p, &n, "weight_new");
+    if (rc)
+        return rc;
+    if (dt == GS_DT_BF16) {
+        cudaError_t e = cudaMemcpy(p, host, n, cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) {
+            cudaFree(p);
+            return gs_cuda_err(e, "cudaMemcpy(weight)", __FILE__, __LINE__);
+        }
+        *data = p;
+        *bytes = n;
+        return 0;
+    }
+    /* F16/F32: upload in chunks of rows through a staging buffer, convert on
+     * the device (the whole source never sits in device memory twice). */
+    const size_t es = gs_cu_dt_size(dt);
+    int64_t chunk = (int64_t)(((size_t)64 << 20) / ((size_t)cols * es));
+    if (chunk < 1)
+        chunk = 1;
+    if (chunk > rows)
+        chunk = rows;
+    void *stage = gs_cuda_alloc(c, (size_t)chunk * (size_t)cols * es);
+    if (!stage) {
+        cudaFree(p);
+        return GS_ENOMEM;
+    }
+    for (int64_t r0 = 0; r0 < rows && !rc; r0 += chunk) {
+        int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+        rc = gs_cuda_upload(c, stage, (const char *)host + (size_t)r0 * (size_t)cols * es,
+                            (size_t)nr * (size_t)cols * es);
+        if (!rc) {
+            gs_mat src = {stage, dt, nr, cols, cols};
+            gs_mat dst = {(char *)p + (size_t)r0 * (size_t)cols * 2, GS_DT_BF16, nr, cols, cols};
+            rc = gs_cuda_copy(c, dst, src);
+        }
+        /* the next chunk's upload reuses the stage: wait for the conversion */
+        if (!rc)
+            rc = gs_cuda_sync(c);
+    }
+    gs_cuda_free(c, stage);
+    if (rc) {
+        cudaFree(p);
+        return rc;
+    }
+    *data = p;
+    *bytes = n;
+    return 0;
+}
+
+int gs_cuda_weight_random(gs_cuda *c, int64_t rows, int64_t cols, uint64_t seed, float scale,
+                          void **data, size_t *bytes)
+{
+    *data = NULL;
+    *bytes = 0;
+    GS_CU_CHECK(scale >= 0.0f && scale < 1e30f, "weight_new_random", "bad scale %g",
+                (double)scale);
+    void *p;
+    size_t n;
+    int rc = weight_alloc(c, rows, cols, &p, &n, "weight_new_random");
+    if (rc)
+        return rc;
+    rc = gs_cuda_fill_random_bf16(c, p, rows * cols, seed, scale);
+    if (!rc)
+        rc = gs_cuda_sync(c);
+    if (rc) {
+        cudaFree(p);
+        return rc;
+    }
+    *data = p;
+    *bytes = n;
+    return 0;
+}
+
+void gs_cuda_weight_release(gs_cuda *c, void *data)
+{
+    if (!data)
+        return;
+    cudaError_t e = cudaFree(data); /* synchronises the device: teardown only */
+    if (e != cudaSuccess)
+        gs_cuda_err(e, "cudaFree(weight)", __FILE__, __LINE__);
+}

@@ -1,0 +1,269 @@
+/* common.cuh - what every .cu file of the CUDA backend shares: the device
+ * context struct, error macros (CUDA errors become GS_EDEVICE with a log
+ * line, never an exit), dtype load/store helpers, warp/block reductions.
+ * Internal to kernels/cuda. */
+#ifndef GS_CUDA_COMMON_CUH
+#define GS_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cublasLt.h>
+#include <stdint.h>
+
+/* common/ headers have no C++ guards of their own */
+extern "C" {
+#include "common/err.h"
+#include "common/log.h"
+}
+#include "kernels/cuda/cuda_ops.h"
+
+/* Device-side error bits (gs_cuda.err_host); reported as GS_ERANGE. */
+enum {
+    GS_CUDA_ERR_EMBED_ID = 1 << 0,   /* token id outside the table */
+    GS_CUDA_ERR_GATHER_IDX = 1 << 1, /* gather row outside x */
+    GS_CUDA_ERR_KV_SLOT = 1 << 2,    /* kv_store slot beyond the cache */
+    GS_CUDA_ERR_PAGE = 1 << 3,       /* block table page beyond the cache */
+    GS_CUDA_ERR_SEQ = 1 << 4,        /* cu / kv_len inconsistent */
+    GS_CUDA_ERR_GRID = 1 << 5,       /* posembed grid (h, w, H, W) invalid */
+    GS_CUDA_ERR_SAMPLE = 1 << 6,     /* sampler: bad token id or row */
+};
+
+struct gs_cuda_gemm_cache; /* gemm.cu */
+struct gs_cuda_bias_map;   /* backend.cu */
+
+struct gs_cuda {
+    int device;
+    int cc_major, cc_minor;
+    int n_sm;
+    size_t smem_optin; /* max dynamic shared memory per block (opt-in) */
+    char name[96];
+    cudaStream_t stream;
+
+    cublasLtHandle_t lt;
+    void *lt_ws; /* cuBLASLt workspace */
+    size_t lt_ws_bytes;
+    struct gs_cuda_gemm_cache *gemm_cache;
+    int gemv_mode; /* GS_CUDA_GEMV: 0 off, 1 auto (default) */
+
+    int use_pool; /* stream-ordered allocator available */
+    cudaMemPool_t pool;
+
+    /* Mapped pinned word that kernels set on bad indices. */
+    volatile unsigned *err_host;
+    unsigned *err_dev;
+
+    /* Persistent scratch for split-KV partials, sampler state etc.; grows
+     * outside of graph capture only. */
+    void *scratch;
+    size_t scratch_bytes;
+    unsigned scratch_gen; /* bumped when scratch or a bias copy moves (graph.cu) */
+
+    struct gs_cuda_bias_map *bias_map;
+    int capturing;
+    /* Tensor-core attention kernels got their shared-memory opt-in at
+     * context creation (attn_*_setup); 0 -> fallback kernels only. */
+    int attn_prefill_ok, attn_paged_ok;
+    int attn_simple; /* GS_CUDA_ATTN_SIMPLE set: force the fallback kernels */
+    int attn_splits; /* GS_CUDA_ATTN_SPLITS: fixed split count (0: heuristic) */
+};
+
+/* ---- error handling --------------------------------------------------------- */
+
+int gs_cuda_err(cudaError_t e, const char *what, const char *file, int line);
+int gs_cuda_lt_err(cublasStatus_t s, const char *what, const char *file, int line);
+
+#define GS_CU_TRY(call)                                                  \
+    do {                                                                 \
+        cudaError_t gs__e = (call);                                      \
+        if (gs__e != cudaSuccess)                                        \
+            return gs_cuda_err(gs__e, #call, __FILE__, __LINE__);        \
+    } while (0)
+
+/* After a kernel launch: reports launch configuration errors. */
+#define GS_CU_LAUNCHED(name)                                             \
+    do {                                                                 \
+        cudaError_t gs__e = cudaGetLastError();                          \
+        if (gs__e != cudaSuccess)                                        \
+            return gs_cuda_err(gs__e, name, __FILE__, __LINE__);         \
+    } while (0)
+
+#define GS_LT_TRY(call)                                                  \
+    do {                                                                 \
+        cublasStatus_t gs__s = (call);                                   \
+        if (gs__s != CUBLAS_STATUS_SUCCESS)                              \
+            return gs_cuda_lt_err(gs__s, #call, __FILE__, __LINE__);     \
+    } while (0)
+
+/* Argument check: logs "cuda <op>: <why>" and returns GS_EINVAL. */
+#define GS_CU_CHECK(cond, op, fmt, ...)                                  \
+    do {                                                                 \
+        if (!(cond)) {                                                   \
+            gs_log_error("cuda %s: " fmt, op, ##__VA_ARGS__);            \
+            return GS_EINVAL;                                            \
+        }                                                                \
+    } while (0)
+
+/* Scratch of at least `bytes` (grows; GS_ENOMEM during capture). */
+int gs_cuda_scratch(gs_cuda *c, size_t bytes, void **out);
+/* A BF16 copy of the F32 vector f32[0..n) for the cuBLASLt bias epilogue
+ * (whose bias dtype must be D's). Made on first use and cached by pointer;
+ * dropped when that pointer is freed, uploaded to or zeroed through this
+ * context. NULL during capture when no copy exists yet (callers fall back
+ * to a separate bias kernel), or on allocation failure. */
+const __nv_bfloat16 *gs_cuda_bias_bf16(gs_cuda *c, const float *f32, int64_t n);
+
+/* gemm.cu: frees the cuBLASLt descriptor / algorithm cache. */
+void gs_cuda_gemm_cache_free(gs_cuda *c);
+/* attn_prefill.cu / attn_decode.cu: raise the dynamic shared-memory limit
+ * of the tensor-core kernels once (not capturable, so not per launch). */
+void gs_cuda_attn_prefill_setup(gs_cuda *c);
+void gs_cuda_attn_paged_setup(gs_cuda *c);
+/* embed.cu: dst[0..n) = BF16(gs_rand_uniform(seed, i, scale)). */
+int gs_cuda_fill_random_bf16(gs_cuda *c, void *dst, int64_t n, uint64_t seed, float scale);
+
+/* ---- host helpers ------------------------------------------------------------ */
+
+static inline __host__ __device__ size_t gs_cu_dt_size(gs_dtype dt)
+{
+    return dt == GS_DT_F32 || dt == GS_DT_I32 ? 4 : 2;
+}
+
+static inline int gs_cu_float_dt(gs_dtype dt)
+{
+    return dt == GS_DT_F32 || dt == GS_DT_BF16 || dt == GS_DT_F16;
+}
+
+/* A gs_mat that the float kernels can read/write: float dtype, non-negative
+ * sizes, stride >= cols, data present when non-empty. */
+static inline int gs_cu_mat_ok(const gs_mat &m)
+{
+    return gs_cu_float_dt(m.dt) && m.rows >= 0 && m.cols >= 0 && m.stride >= m.cols &&
+           (m.data != NULL || m.rows == 0 || m.cols == 0);
+}
+
+static inline int gs_cu_aligned(const void *p, size_t a)
+{
+    return ((uintptr_t)p % a) == 0;
+}
+
+/* Rows and 16-byte vectors of 8 BF16: data 16-byte aligned, stride % 8 == 0,
+ * cols % 8 == 0. */
+static inline int gs_cu_vec8_ok(const gs_mat &m)
+{
+    return m.dt == GS_DT_BF16 && gs_cu_aligned(m.data, 16) && m.stride % 8 == 0 &&
+           m.cols % 8 == 0;
+}
+
+static inline unsigned gs_cu_blocks(int64_t n, int per_block, unsigned cap)
+{
+    int64_t b = (n + per_block - 1) / per_block;
+    if (b < 1)
+        b = 1;
+    return b > (int64_t)cap ? cap : (unsigned)b;
+}
+
+/* ---- device helpers ---------------------------------------------------------- */
+
+__device__ __forceinline__ float gs_ld(const void *p, int dt, int64_t i)
+{
+    if (dt == GS_DT_BF16)
+        return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    if (dt == GS_DT_F16)
+        return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+__device__ __forceinline__ void gs_st(void *p, int dt, int64_t i, float v)
+{
+    if (dt == GS_DT_BF16)
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+    else if (dt == GS_DT_F16)
+        ((__half *)p)[i] = __float2half_rn(v);
+    else
+        ((float *)p)[i] = v;
+}
+
+/* Rounds through BF16 (the value a BF16 tensor would hold). */
+__device__ __forceinline__ float gs_bf(float v)
+{
+    return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+/* 8 BF16 in one 16-byte word <-> 8 floats. */
+__device__ __forceinline__ void gs_unpack8(const uint4 &u, float f[8])
+{
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(h[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+
+__device__ __forceinline__ uint4 gs_pack8(const float f[8])
+{
+    uint4 u;
+    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    return u;
+}
+
+__device__ __forceinline__ float gs_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float gs_warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Block-wide sum; every thread gets the result. sh: >= 32 floats of shared
+ * memory. blockDim.x must be a multiple of 32. Fixed order: deterministic. */
+__device__ __forceinline__ float gs_block_sum(float v, float *sh)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nw = (blockDim.x + 31) >> 5;
+    v = gs_warp_sum(v);
+    __syncthreads(); /* sh may still be read from a previous call */
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+    return gs_warp_sum(v);
+}
+
+__device__ __forceinline__ float gs_block_max(float v, float *sh)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nw = (blockDim.x + 31) >> 5;
+    v = gs_warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : -INFINITY;
+    return gs_warp_max(v);
+}
+
+/* Marks a device-side error (read by gs_cuda_sync). The word is mapped
+ * pinned host memory: a plain store, no atomics over PCIe; when several
+ * kernels fail at once one of their bits survives, which is enough to
+ * report the failure. */
+__device__ __forceinline__ void gs_dev_error(unsigned *err, unsigned bit)
+{
+    if (err)
+        *(volatile unsigned *)err = bit;
+}
+
+#endif

@@ -1,0 +1,285 @@
+/* vtable.c - the CUDA backend behind kernels.h: fills the gs_backend_ops
+ * table (backend_impl.h) with the gs_cuda_* functions of cuda_ops.h.
+ *
+ * Owns: the cuda_backend struct (whose first member is struct gs_backend)
+ * and the device context inside it; weights (struct gs_weight + a device
+ * pointer). kernels.c has validated shapes, dtypes and pointers before any
+ * call arrives here. Threading: one thread at a time, as kernels.h says. */
+#include <stdlib.h>
+
+#include "common/log.h"
+#include "kernels/backend_impl.h"
+#include "kernels/cuda/cuda_ops.h"
+
+typedef struct {
+    struct gs_backend base; /* first: gs_backend * <-> cuda_backend * */
+    gs_cuda *c;
+} cuda_backend;
+
+typedef struct {
+    struct gs_weight base; /* first */
+    void *data;            /* [rows, cols] BF16 device memory */
+} cuda_weight;
+
+static const gs_backend_ops cuda_ops;
+
+static gs_cuda *ctx(gs_backend *be)
+{
+    return ((cuda_backend *)be)->c;
+}
+
+static gs_cuda_wview wv(const gs_weight *w)
+{
+    const cuda_weight *cw = (const cuda_weight *)w;
+    gs_cuda_wview v = {cw->data, w->rows, w->cols};
+    return v;
+}
+
+gs_cuda *gs_cuda_of(gs_backend *be)
+{
+    if (!be || be->kind != GS_BACKEND_CUDA || be->ops != &cuda_ops)
+        return NULL;
+    return ctx(be);
+}
+
+/* ---- lifetime, memory ------------------------------------------------------ */
+
+static void cu_destroy(gs_backend *be)
+{
+    gs_cuda_ctx_free(ctx(be));
+    free(be);
+}
+
+static int cu_sync(gs_backend *be)
+{
+    return gs_cuda_sync(ctx(be));
+}
+
+static int cu_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    return gs_cuda_mem_info(ctx(be), free_bytes, total_bytes);
+}
+
+static void *cu_alloc(gs_backend *be, size_t bytes)
+{
+    return gs_cuda_alloc(ctx(be), bytes);
+}
+
+static void cu_free(gs_backend *be, void *p)
+{
+    gs_cuda_free(ctx(be), p);
+}
+
+static int cu_upload(gs_backend *be, void *dst, const void *src, size_t bytes)
+{
+    return gs_cuda_upload(ctx(be), dst, src, bytes);
+}
+
+static int cu_download(gs_backend *be, void *dst, const void *src, size_t bytes)
+{
+    return gs_cuda_download(ctx(be), dst, src, bytes);
+}
+
+static int cu_zero(gs_backend *be, void *dst, size_t bytes)
+{
+    return gs_cuda_zero(ctx(be), dst, bytes);
+}
+
+/* ---- weights ----------------------------------------------------------------- */
+
+static int weight_wrap(void *data, size_t bytes, int64_t rows, int64_t cols, gs_weight **out)
+{
+    cuda_weight *w = calloc(1, sizeof *w);
+    if (!w)
+        return GS_ENOMEM;
+    w->base.rows = rows;
+    w->base.cols = cols;
+    w->base.dt = GS_DT_BF16;
+    w->base.bytes = bytes;
+    w->data = data;
+    *out = &w->base;
+    return 0;
+}
+
+static int cu_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t rows, int64_t cols,
+                         gs_weight **out)
+{
+    void *data = NULL;
+    size_t bytes = 0;
+    int rc = gs_cuda_weight_upload(ctx(be), host, dt, rows, cols, &data, &bytes);
+    if (rc)
+        return rc;
+    rc = weight_wrap(data, bytes, rows, cols, out);
+    if (rc)
+        gs_cuda_weight_release(ctx(be), data);
+    return rc;
+}
+
+static int cu_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols,
+                                uint64_t seed, float scale, gs_weight **out)
+{
+    (void)dt; /* stored as BF16 whatever the requested dtype (base.dt says so) */
+    void *data = NULL;
+    size_t bytes = 0;
+    int rc = gs_cuda_weight_random(ctx(be), rows, cols, seed, scale, &data, &bytes);
+    if (rc)
+        return rc;
+    rc = weight_wrap(data, bytes, rows, cols, out);
+    if (rc)
+        gs_cuda_weight_release(ctx(be), data);
+    return rc;
+}
+
+static void cu_weight_free(gs_backend *be, gs_weight *w)
+{
+    cuda_weight *cw = (cuda_weight *)w;
+    gs_cuda_weight_release(ctx(be), cw->data);
+    free(cw);
+}
+
+/* ---- ops ---------------------------------------------------------------------- */
+
+static int cu_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const gs_vec *bias,
+                     unsigned flags)
+{
+    return gs_cuda_matmul(ctx(be), out, x, wv(w), bias, flags);
+}
+
+static int cu_rmsnorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, float eps)
+{
+    return gs_cuda_rmsnorm(ctx(be), out, x, w, eps);
+}
+
+static int cu_add_rmsnorm(gs_backend *be, gs_mat out, gs_mat resid, gs_mat x, const gs_vec *w,
+                          float eps)
+{
+    return gs_cuda_add_rmsnorm(ctx(be), out, resid, x, w, eps);
+}
+
+static int cu_layernorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, const gs_vec *b,
+                        float eps)
+{
+    return gs_cuda_layernorm(ctx(be), out, x, w, b, eps);
+}
+
+static int cu_add(gs_backend *be, gs_mat out, gs_mat a, gs_mat b)
+{
+    return gs_cuda_add(ctx(be), out, a, b);
+}
+
+static int cu_silu_mul(gs_backend *be, gs_mat out, gs_mat gu)
+{
+    return gs_cuda_silu_mul(ctx(be), out, gu);
+}
+
+static int cu_gelu(gs_backend *be, gs_mat out, gs_mat x)
+{
+    return gs_cuda_gelu(ctx(be), out, x);
+}
+
+static int cu_softmax(gs_backend *be, gs_mat out, gs_mat x)
+{
+    return gs_cuda_softmax(ctx(be), out, x);
+}
+
+static int cu_embed(gs_backend *be, gs_mat out, const gs_weight *table, const int32_t *ids)
+{
+    return gs_cuda_embed(ctx(be), out, wv(table), ids);
+}
+
+static int cu_gather_rows(gs_backend *be, gs_mat out, gs_mat x, const int32_t *idx)
+{
+    return gs_cuda_gather_rows(ctx(be), out, x, idx);
+}
+
+static int cu_copy(gs_backend *be, gs_mat out, gs_mat x)
+{
+    return gs_cuda_copy(ctx(be), out, x);
+}
+
+static int cu_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos,
+                        const gs_rope_text_params *p)
+{
+    return gs_cuda_rope_text(ctx(be), qk, pos, p);
+}
+
+static int cu_rope_vision(gs_backend *be, gs_mat qk, const int32_t *pos,
+                          const gs_rope_vision_params *p)
+{
+    return gs_cuda_rope_vision(ctx(be), qk, pos, p);
+}
+
+static int cu_posembed_add(gs_backend *be, gs_mat x, const gs_weight *table, int32_t side,
+                           const int32_t *hw)
+{
+    return gs_cuda_posembed_add(ctx(be), x, wv(table), side, hw);
+}
+
+static int cu_attention(gs_backend *be, gs_mat out, gs_mat q, gs_mat k, gs_mat v,
+                        const int32_t *cu, int32_t n_seqs, int32_t max_len,
+                        const gs_attn_params *p)
+{
+    return gs_cuda_attention(ctx(be), out, q, k, v, cu, n_seqs, max_len, p);
+}
+
+static int cu_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v,
+                       const int32_t *slots)
+{
+    return gs_cuda_kv_store(ctx(be), kv, k, v, slots);
+}
+
+static int cu_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer *kv,
+                              const gs_paged_batch *b, const gs_attn_params *p)
+{
+    return gs_cuda_attention_paged(ctx(be), out, q, kv, b, p);
+}
+
+static const gs_backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cu_destroy,
+    .sync = cu_sync,
+    .mem_info = cu_mem_info,
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .upload = cu_upload,
+    .download = cu_download,
+    .zero = cu_zero,
+    .weight_new = cu_weight_new,
+    .weight_new_random = cu_weight_new_random,
+    .weight_free = cu_weight_free,
+    .matmul = cu_matmul,
+    .rmsnorm = cu_rmsnorm,
+    .add_rmsnorm = cu_add_rmsnorm,
+    .layernorm = cu_layernorm,
+    .add = cu_add,
+    .silu_mul = cu_silu_mul,
+    .gelu = cu_gelu,
+    .softmax = cu_softmax,
+    .embed = cu_embed,
+    .gather_rows = cu_gather_rows,
+    .copy = cu_copy,
+    .rope_text = cu_rope_text,
+    .rope_vision = cu_rope_vision,
+    .posembed_add = cu_posembed_add,
+    .attention = cu_attention,
+    .kv_store = cu_kv_store,
+    .attention_paged = cu_attention_paged,
+};
+
+int gs_cuda_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
+{
+    *out = NULL;
+    cuda_backend *b = calloc(1, sizeof *b);
+    if (!b)
+        return gs_diag_set(d, GS_ENOMEM, "cuda backend: out of memory");
+    int rc = gs_cuda_ctx_new(p, &b->c, d);
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    b->base.ops = &cuda_ops;
+    b->base.kind = GS_BACKEND_CUDA;
+    b->base.act_dt = GS_DT_BF16;
+    *out = &b->base;
+    return 0;
+}
