@@ -212,7 +212,8 @@ void tok_cache_put(tok_cache *c, const uint8_t *s, size_t n, const int32_t *ids,
     e->len = (uint16_t)n;
     e->n_ids = (uint16_t)n_ids;
     memcpy(c->arena + c->used, s, n);
-    memcpy(c->arena + c->used + ((n + 3) & ~(size_t)3), ids, n_ids * sizeof(int32_t));
+    if (n_ids)
+        memcpy(c->arena + c->used + ((n + 3) & ~(size_t)3), ids, n_ids * sizeof(int32_t));
     c->used += need;
     c->n++;
 }
