@@ -1,0 +1,110 @@
+/* exif.c - the Orientation tag from EXIF and XMP, following Pillow 13's
+ * Exif.load / ImageFileDirectory_v2.load: strip up to two "Exif\0\0",
+ * read the 8-byte TIFF header, seek to IFD0, read 12-byte entries until
+ * the count is reached or the data ends (Pillow keeps what it read before
+ * a short read), first occurrence of a tag wins, unknown types and empty
+ * values are skipped. Owns nothing; no state; every read bounds-checked. */
+#include "worker/image/exif.h"
+
+#include <string.h>
+
+#define TAG_ORIENTATION 0x0112
+
+static uint32_t rd16(const uint8_t *p, int be)
+{
+    return be ? (uint32_t)p[0] << 8 | p[1] : (uint32_t)p[1] << 8 | p[0];
+}
+
+static uint32_t rd32(const uint8_t *p, int be)
+{
+    return be ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]
+              : (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+/* Bytes per unit of the TIFF types Pillow knows (0: unknown type). */
+static uint32_t type_size(uint32_t typ)
+{
+    switch (typ) {
+    case 1: case 2: case 6: case 7: return 1;  /* BYTE ASCII SBYTE UNDEFINED */
+    case 3: case 8: return 2;                  /* SHORT SSHORT */
+    case 4: case 9: case 11: case 13: return 4; /* LONG SLONG FLOAT IFD */
+    case 5: case 10: case 12: case 16: case 17: case 18: return 8;
+    default: return 0;
+    }
+}
+
+int gs_exif_orientation(const uint8_t *data, size_t len)
+{
+    if (!data)
+        return GS_EXIF_NO_TAG;
+    for (int i = 0; i < 2 && len >= 6 && memcmp(data, "Exif\0\0", 6) == 0; i++) {
+        data += 6;
+        len -= 6;
+    }
+    if (len < 8)
+        return GS_EXIF_NO_TAG;
+    int be;
+    if (memcmp(data, "II\x2a\x00", 4) == 0)
+        be = 0;
+    else if (memcmp(data, "MM\x00\x2a", 4) == 0)
+        be = 1;
+    else
+        return GS_EXIF_NO_TAG;
+    uint32_t ifd = rd32(data + 4, be);
+    if (ifd > len || len - ifd < 2)
+        return GS_EXIF_NO_TAG;
+    uint32_t n = rd16(data + ifd, be);
+    size_t pos = (size_t)ifd + 2;
+    for (uint32_t i = 0; i < n && len - pos >= 12; i++, pos += 12) {
+        const uint8_t *e = data + pos;
+        uint32_t tag = rd16(e, be), typ = rd16(e + 2, be), count = rd32(e + 4, be);
+        if (tag != TAG_ORIENTATION)
+            continue;
+        uint32_t unit = type_size(typ);
+        if (unit == 0 || count == 0)
+            continue; /* Pillow skips unknown types and empty values */
+        if ((uint64_t)count * unit > 4) {
+            /* Value stored at an offset: Pillow skips the tag when that
+             * data is outside the blob. */
+            uint32_t off = rd32(e + 8, be);
+            if ((uint64_t)off + (uint64_t)count * unit > len)
+                continue;
+            return 0; /* a tuple: present, but no transform */
+        }
+        if (count != 1)
+            return 0;
+        int64_t v;
+        switch (typ) {
+        case 1: v = e[8]; break;
+        case 6: v = (int8_t)e[8]; break;
+        case 3: v = rd16(e + 8, be); break;
+        case 8: v = (int16_t)rd16(e + 8, be); break;
+        case 4: v = rd32(e + 8, be); break;
+        case 9: v = (int32_t)rd32(e + 8, be); break;
+        default: return 0;
+        }
+        return v >= 0 && v <= 65535 ? (int)v : 0;
+    }
+    return GS_EXIF_NO_TAG;
+}
+
+int gs_xmp_orientation(const uint8_t *data, size_t len)
+{
+    static const char key[] = "tiff:Orientation";
+    const size_t klen = sizeof key - 1;
+    if (!data)
+        return GS_EXIF_NO_TAG;
+    const uint8_t *p = data, *end = data + len;
+    while ((size_t)(end - p) >= klen) {
+        const uint8_t *hit = memmem(p, (size_t)(end - p), key, klen);
+        if (!hit)
+            break;
+        const uint8_t *q = hit + klen;
+        if (end - q >= 3 && q[0] == '=' && q[1] == '"' && q[2] >= '0' && q[2] <= '9')
+            return q[2] - '0';
+        if (end - q >= 2 && q[0] == '>' && q[1] >= '0' && q[1] <= '9')
+            return q[1] - '0';
+        p = hit + 1;
+    }
+    return GS_EXIF_NO_TAG;
+}
