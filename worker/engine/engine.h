@@ -28,7 +28,8 @@ typedef struct gs_engine gs_engine; /* opaque */
 
 /* Incremental detokenizer, per sequence, behind callbacks so that the
  * engine does not depend on the tokenizer (tests run without one).
- * gs_engine_tokenizer_detok (engine_detok.h) adapts worker/tokenizer. */
+ * gs_engine_tokenizer_detok (engine_detok.h) adapts worker/tokenizer's
+ * gs_detok. */
 typedef struct {
     void *user;
     /* Per-sequence state into *state (owned; freed with close). */

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "test.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/engine_detok.h"
 #include "worker/model/safetensors.h"
 
 #define MAXT 32
@@ -31,6 +32,7 @@ typedef struct {
     gs_engine_image img[2];
     int32_t n_img;
     int32_t greedy[16]; /* reference (cases only) */
+    char greedy_text[256];
     int32_t solo[MAXT]; /* this prompt alone, MAXT tokens */
 } prompt;
 
@@ -38,6 +40,8 @@ typedef struct {
     int64_t id;
     int32_t toks[MAXT];
     int32_t n;
+    char text[512];
+    size_t text_len;
     int finished;
     gs_finish_reason reason;
     gs_engine_usage usage;
@@ -45,6 +49,7 @@ typedef struct {
 
 static gs_backend *g_be;
 static gs_model *g_model;
+static gs_tokenizer *g_tok;
 static prompt g_p[N_VAR];
 
 static void on_ev(void *user, const gs_engine_event *ev)
@@ -52,6 +57,11 @@ static void on_ev(void *user, const gs_engine_event *ev)
     rec *r = user;
     for (int32_t i = 0; i < ev->n_ids && r->n < MAXT; i++)
         r->toks[r->n++] = ev->ids[i];
+    if (ev->text_len && r->text_len + ev->text_len < sizeof r->text) {
+        memcpy(r->text + r->text_len, ev->text, ev->text_len);
+        r->text_len += ev->text_len;
+        r->text[r->text_len] = 0;
+    }
     r->usage = ev->usage;
     if (ev->finish) {
         r->finished = 1;
@@ -155,6 +165,8 @@ static int load_cases(void)
             p->ids[i] = (int32_t)json_integer_value(json_array_get(ids, (size_t)i));
         for (int32_t i = 0; i < 16; i++)
             p->greedy[i] = (int32_t)json_integer_value(json_array_get(gr, (size_t)i));
+        const char *gt = json_string_value(json_object_get(jc, "greedy_text"));
+        snprintf(p->greedy_text, sizeof p->greedy_text, "%s", gt ? gt : "");
         json_t *grids = json_object_get(jc, "image_grid_thw");
         p->n_img = (int32_t)json_array_size(grids);
         int64_t off = 0;
@@ -316,6 +328,58 @@ static void test_cancel_mid_stream(void)
     gs_engine_free(e);
 }
 
+/* Text through the tokenizer's incremental detokenizer (specials kept, as
+ * greedy_text): equal to transformers' decode; a stop string taken from
+ * it ends the stream with the text before it. */
+static void test_text_and_stop_string(void)
+{
+    gs_engine_detok_ctx ctx = {g_tok, 0};
+    gs_engine_params p = {0};
+    p.model = g_model;
+    p.n_pages = 64;
+    p.page_size = 16;
+    p.detok = gs_engine_tokenizer_detok(&ctx);
+    gs_engine *e = NULL;
+    GS_ASSERT_OK(gs_engine_new(&p, &e, NULL));
+    rec o[N_CASES];
+    for (int c = 0; c < N_CASES; c++)
+        GS_ASSERT_OK(submit(e, &g_p[c], 16, &o[c]));
+    GS_ASSERT(run_all(e) > 0);
+    for (int c = 0; c < N_CASES; c++)
+        GS_ASSERT_STREQ(o[c].text, g_p[c].greedy_text);
+
+    /* Stop at the 6 bytes that start at byte 10 of case 1's text. */
+    const char *full = g_p[1].greedy_text;
+    GS_ASSERT(strlen(full) > 16);
+    char stop[7];
+    memcpy(stop, full + 10, 6);
+    stop[6] = 0;
+    const char *stops[1] = {stop};
+    rec r;
+    memset(&r, 0, sizeof r);
+    gs_engine_job j = {0};
+    j.prompt = g_p[1].ids;
+    j.n_prompt = g_p[1].n;
+    j.images = g_p[1].img;
+    j.n_images = g_p[1].n_img;
+    j.sampling = gs_sampling_defaults();
+    j.max_tokens = 16;
+    j.flags = GS_JOB_IGNORE_EOS;
+    j.stop_strings = stops;
+    j.n_stop_strings = 1;
+    j.on_event = on_ev;
+    j.user = &r;
+    GS_ASSERT_OK(gs_engine_submit(e, &j, &r.id, NULL));
+    GS_ASSERT(run_all(e) > 0);
+    GS_ASSERT_EQ(r.reason, GS_FINISH_STOP);
+    size_t cut = (size_t)(strstr(full, stop) - full);
+    GS_ASSERT_EQ(r.text_len, cut);
+    GS_ASSERT(strncmp(r.text, full, cut) == 0);
+    GS_ASSERT(r.n < 16);
+    GS_ASSERT(pool_is_full(e));
+    gs_engine_free(e);
+}
+
 static void test_random_ops(void)
 {
     enum { SLOTS = 12 };
@@ -367,7 +431,8 @@ int main(void)
         return 1;
     }
     gs_model_params mp = {gs_fixture_path("tiny-glm4v"), g_be, 0, 0, 0};
-    if (gs_model_load(&mp, &g_model, &d) || load_cases()) {
+    if (gs_model_load(&mp, &g_model, &d) || load_cases() ||
+        gs_tokenizer_load(gs_fixture_path("tiny-glm4v/tokenizer.json"), &g_tok, &d)) {
         fprintf(stderr, "model or cases failed to load: %s\n", d.msg);
         return 1;
     }
@@ -376,9 +441,11 @@ int main(void)
     GS_RUN(test_preemption_identical);
     GS_RUN(test_shared_image_pages);
     GS_RUN(test_cancel_mid_stream);
+    GS_RUN(test_text_and_stop_string);
     GS_RUN(test_random_ops);
     for (int c = 0; c < N_CASES; c++)
         free(g_p[c].px);
+    gs_tokenizer_free(g_tok);
     gs_model_free(g_model);
     gs_backend_free(g_be);
     return gs_test_summary();
