@@ -8,9 +8,10 @@
       Trains a byte-level BPE with the structure of GLM's tokenizer.json (GLM-4 split
       regex + ByteLevel, GLM special tokens as added tokens) on FILE, for a benchmark at
       a realistic vocabulary size (the fixture tokenizer has 4,096 BPE tokens).
-  compare.py bench --tokenizer FILE --text FILE [--iters N] [--build DIR]
-      Encodes the text with HF tokenizers and with bench_tokenizer (from --build),
-      checks the ids are identical, prints both MB/s and the ratio.
+  compare.py bench --tokenizer FILE --text FILE [--iters N] [--chunk BYTES] [--build DIR]
+      Encodes the text with HF tokenizers and with bench_tokenizer (from --build, default
+      build/tok), one thread each: the whole file as one string, and as prompt-sized
+      chunks; checks the ids are identical, prints both MB/s and the ratio.
   compare.py check --tokenizer FILE [--n 2000] [--seed 0] [--build DIR]
       Differential test: random strings (all scripts, whitespace runs, specials,
       digits, emoji, U+0085...) encoded and decoded by both; reports every difference.
@@ -106,86 +107,84 @@ def build_dir(args):
     return args.build or os.path.join(ROOT, "build", "tok")
 
 
-def hf_encode_bench(tok, text, iters):
-    times, ids = [], None
+def chunks(data, size):
+    """The text cut after a newline once `size` bytes are reached (as bench_tokenizer)."""
+    out, s, n = [], 0, len(data)
+    while s < n:
+        e = min(s + size, n)
+        if e < n:
+            j = data.find(b"\n", e - 1)
+            e = j + 1 if j >= 0 else n
+        out.append(data[s:e].decode("utf-8"))
+        s = e
+    return out
+
+
+def timed(fn, iters):
+    times, res = [], None
     for _ in range(iters):
         t0 = time.perf_counter()
-        ids = tok.encode(text, add_special_tokens=False).ids
+        res = fn()
         times.append(time.perf_counter() - t0)
     times.sort()
-    return ids, times
+    return res, times
+
+
+def gs_bench(args, chunk):
+    exe = os.path.join(build_dir(args), "tools", "bench_tokenizer", "bench_tokenizer")
+    cmd = [exe, "--tokenizer", args.tokenizer, "--text", args.text, "--iters", str(args.iters)]
+    if chunk:
+        cmd += ["--chunk", str(chunk)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    row = out.splitlines()[-1].split("|")
+    return out, float(row[6]), float(row[7]), int(row[3])
 
 
 def bench(args):
-    from tokenizers import Tokenizer
+    # One thread for HF too (encode_batch would use every core otherwise).
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["RAYON_NUM_THREADS"] = "1"
     import tokenizers
-    text = open(args.text, encoding="utf-8").read()
-    nbytes = len(text.encode("utf-8"))
+    from tokenizers import Tokenizer
+    data = open(args.text, "rb").read()
+    text = data.decode("utf-8")
+    mb = len(data) / 1e6
     tok = Tokenizer.from_file(args.tokenizer)
-    ids, times = hf_encode_bench(tok, text, args.iters)
-    hf_best = nbytes / 1e6 / times[0]
-    hf_med = nbytes / 1e6 / times[len(times) // 2]
-    exe = os.path.join(build_dir(args), "tools", "bench_tokenizer", "bench_tokenizer")
-    out = subprocess.run([exe, "--tokenizer", args.tokenizer, "--text", args.text, "--iters",
-                          str(args.iters)], capture_output=True, text=True, check=True).stdout
-    row = out.strip().splitlines()[-1].split("|")
-    gs_best, gs_med = float(row[6]), float(row[7])
+    rows = []
+    ids, t = timed(lambda: tok.encode(text, add_special_tokens=False).ids, args.iters)
     cli = os.path.join(build_dir(args), "tools", "bench_tokenizer", "gs-tokcli")
     got = subprocess.run([cli, "encode", args.tokenizer], input=json.dumps(text) + "\n",
                          capture_output=True, text=True, check=True).stdout
     same = json.loads(got) == ids
-    print(out.strip())
+    table, gb, gm, gn = gs_bench(args, 0)
+    print(table)
+    rows.append(("whole text, one string", "Tokenizer.encode", mb / t[0], mb / t[-1 if
+                 len(t) < 2 else len(t) // 2], gb, gm, len(ids), gn))
+    parts = chunks(data, args.chunk)
+    enc, t = timed(lambda: tok.encode_batch(parts, add_special_tokens=False), args.iters)
+    n_hf = sum(len(e.ids) for e in enc)
+    _, tf = timed(lambda: tok.encode_batch_fast(parts, add_special_tokens=False), args.iters)
+    table, gb, gm, gn = gs_bench(args, args.chunk)
+    print(table)
+    label = "%d chunks of ~%d bytes" % (len(parts), args.chunk)
+    rows.append((label, "encode_batch, 1 thread", mb / t[0], mb / t[len(t) // 2], gb, gm, n_hf,
+                 gn))
+    rows.append((label, "encode_batch_fast, 1 thread", mb / tf[0], mb / tf[len(tf) // 2], gb, gm,
+                 n_hf, gn))
     print()
-    print("| implementation | encode MB/s best | median | tokens |")
-    print("| --- | --- | --- | --- |")
-    print("| HF tokenizers %s (Tokenizer.encode, 1 text) | %.2f | %.2f | %d |"
-          % (tokenizers.__version__, hf_best, hf_med, len(ids)))
-    print("| gs_tokenizer | %.2f | %.2f | %d |" % (gs_best, gs_med, len(ids)))
+    print("HF tokenizers %s vs gs_tokenizer, %s (%d bytes), %s, encode MB/s (best of %d):"
+          % (tokenizers.__version__, args.text, len(data), args.tokenizer, args.iters))
     print()
-    print("ratio gs/HF (best): %.2fx; ids identical: %s" % (gs_best / hf_best, same))
-    return 0 if same else 1
-
-
-def random_strings(n, seed, specials):
-    rng = random.Random(seed)
-    pools = [
-        "abcXYZ", "'sStTdDmMlLvVrReE", " ", "  ", "\t", "\n", "\r\n", "\r", "\x0b\x0c",
-        "\x85", "\xa0", "\u2028\u2029", "\u3000", "\u200b", "\u180e", "\x1c\x1d",
-        "0123456789", "٣٤٥", "①Ⅻ", "ſK", "éÉ", "e\u0301", "中文字符测试", "日本語カタカナ",
-        "한국어", "😀👍🏽🇨🇳", "\u200d", "\ufe0f", "𝔘𝔫𝔦", "𠀀𪚥", "!?.,;:", "()[]{}",
-        "\"'`", "#$%&*+-/<=>@\\^_|~", "ﬁ", "Ｆｕｌｌ", "\u0000", "\x7f", "\ufffd",
-        "<|", "|>", "<think>", "/nothink", "<", "user",
-    ] + specials
-    for _ in range(n):
-        k = rng.randint(0, 24)
-        yield "".join(rng.choice(rng.choice(pools)) if rng.random() < 0.5
-                      else rng.choice(pools) for _ in range(k))
-
-
-def check(args):
-    from tokenizers import Tokenizer
-    tok = Tokenizer.from_file(args.tokenizer)
-    specials = [t.content for t in tok.get_added_tokens_decoder().values()]
-    cases = list(random_strings(args.n, args.seed, specials))
-    cli = os.path.join(build_dir(args), "tools", "bench_tokenizer", "gs-tokcli")
-    inp = "".join(json.dumps(s) + "\n" for s in cases)
-    got = subprocess.run([cli, "encode", args.tokenizer], input=inp, capture_output=True,
-                         text=True, check=True).stdout.split("\n")
-    bad = 0
-    want_all = [tok.encode(s, add_special_tokens=False).ids for s in cases]
-    dec_in = "".join(json.dumps(w) + "\n" for w in want_all)
-    dec = subprocess.run([cli, "decode", args.tokenizer], input=dec_in, capture_output=True,
-                         text=True, check=True).stdout.split("\n")
-    for s, w, g, dg in zip(cases, want_all, got, dec):
-        gi = json.loads(g)
-        hd = tok.decode(w, skip_special_tokens=False)
-        if gi != w or json.loads(dg) != hd:
-            bad += 1
-            if bad <= 10:
-                print("DIFF %r\n  hf %s\n  gs %s\n  hf decode %r\n  gs decode %r"
-                      % (s, w, gi, hd, json.loads(dg)))
-    print("%d/%d strings identical (encode and decode)" % (len(cases) - bad, len(cases)))
-    return 1 if bad else 0
+    print("| input | HF call | HF best | HF median | gs best | gs median | gs/HF | tokens HF | "
+          "tokens gs |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.1fx | %d | %d |"
+              % (r[0], r[1], r[2], r[3], r[4], r[5], r[4] / r[2], r[6], r[7]))
+    print()
+    print("ids identical (whole text): %s; token counts equal (chunks): %s"
+          % (same, rows[1][6] == rows[1][7]))
+    return 0 if same and rows[1][6] == rows[1][7] else 1
 
 
 WS = ["", " ", "\n", "\n\n", "\t", "\u3000", "\x85", "\xa0 "]
@@ -286,6 +285,7 @@ def main():
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--text", required=True)
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--chunk", type=int, default=4096)
     p.add_argument("--build")
     p = sub.add_parser("check")
     p.add_argument("--tokenizer", required=True)

@@ -7,28 +7,54 @@
 
 #include "worker/tokenizer/tok_impl.h"
 
-/* A 64-bit hash of short strings: 8 bytes at a time, multiply-xorshift
- * mixing; portable (no intrinsics). Never returns 0 (0 marks empty). */
+/* A 64-bit hash of short strings: 8 bytes at a time, the tail read as
+ * overlapping words (no byte loop, no variable-size memcpy), multiply-
+ * xorshift mixing; portable (no intrinsics). Never returns 0 (0 marks an
+ * empty slot). */
+static inline uint64_t rd64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint64_t rd32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline uint64_t mix(uint64_t a, uint64_t b)
+{
+    a = (a ^ b) * 0xBF58476D1CE4E5B9ull;
+    return a ^ (a >> 31);
+}
+
 uint64_t tok_hash(const void *p, size_t n)
 {
     const uint8_t *s = p;
-    uint64_t h = 0x243F6A8885A308D3ull ^ (n * 0x9E3779B97F4A7C15ull);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
-        h ^= h >> 31;
-        s += 8;
-        n -= 8;
+    uint64_t h = 0x243F6A8885A308D3ull ^ (n * 0x9E3779B97F4A7C15ull), a, b;
+    if (n > 16) {
+        size_t i = 0;
+        for (; i + 8 < n; i += 8)
+            h = mix(h, rd64(s + i));
+        a = rd64(s + n - 8);
+        b = 0;
+    } else if (n >= 8) {
+        a = rd64(s);
+        b = rd64(s + n - 8);
+    } else if (n >= 4) {
+        a = rd32(s);
+        b = rd32(s + n - 4);
+    } else if (n > 0) {
+        a = ((uint64_t)s[0] << 16) | ((uint64_t)s[n / 2] << 8) | s[n - 1];
+        b = 0;
+    } else {
+        a = b = 0;
     }
-    if (n) {
-        uint64_t w = 0;
-        memcpy(&w, s, n);
-        h = (h ^ w ^ ((uint64_t)n << 56)) * 0x94D049BB133111EBull;
-        h ^= h >> 29;
-    }
-    h *= 0xD6E8FEB86659FD93ull;
-    h ^= h >> 32;
+    h = mix(h, a);
+    h = mix(h, b ^ 0x94D049BB133111EBull);
     return h ? h : 1;
 }
 

@@ -71,6 +71,8 @@ static int emit_word(enc *e, const uint8_t *s, size_t n)
     const gs_tokenizer *tok = e->tok;
     if (n == 0)
         return 0;
+    if (n == 1 && tok->byte_id[s[0]] >= 0 && !tok->ignore_merges)
+        return gs_tokens_append(e->out, &tok->byte_id[s[0]], 1);
     if (tok->ignore_merges) { /* the whole ByteLevel string in the vocab wins */
         if (tmp_reserve(e, 2 * n))
             return GS_ENOMEM;
