@@ -19,10 +19,14 @@ stage() { printf '\n=== %s ===\n' "$*"; }
 stage "native build (ASan + UBSan, -Werror)"
 cmake -S . -B build/test-native -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGS_WERROR=ON \
     -DGS_SANITIZE=ON -DGS_CUDA=OFF >/dev/null
-cmake --build build/test-native -j "$jobs"
-stage "native tests (ctest)"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-    ctest --test-dir build/test-native --output-on-failure -j 2 || status=1
+if cmake --build build/test-native -j "$jobs"; then
+    stage "native tests (ctest)"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+        ctest --test-dir build/test-native --output-on-failure -j 2 || status=1
+else
+    echo "run_all: native build FAILED"
+    status=1
+fi
 
 if [ "${GS_SKIP_CUDA:-0}" != 1 ] && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; then
     stage "CUDA compile check (sm_90, no GPU needed)"
@@ -38,11 +42,15 @@ if [ "${GS_SKIP_ARM64:-0}" != 1 ] && [ "$(uname -m)" = x86_64 ] &&
     cmake -S . -B build/test-arm64 --toolchain cmake/aarch64-linux-gnu.cmake \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGS_WERROR=ON -DGS_CUDA=OFF \
         -DGS_TEST_BLAS_THREADS=1 >/dev/null
-    cmake --build build/test-arm64 -j "$jobs"
-    stage "aarch64 tests under qemu-aarch64 (ctest)"
-    # OpenBLAS spins forever under qemu unless it is single-threaded.
-    OPENBLAS_NUM_THREADS=1 ctest --test-dir build/test-arm64 --output-on-failure -j 2 \
-        --timeout 600 || status=1
+    if cmake --build build/test-arm64 -j "$jobs"; then
+        stage "aarch64 tests under qemu-aarch64 (ctest)"
+        # OpenBLAS spins forever under qemu unless it is single-threaded.
+        OPENBLAS_NUM_THREADS=1 ctest --test-dir build/test-arm64 --output-on-failure -j 2 \
+            --timeout 600 || status=1
+    else
+        echo "run_all: aarch64 build FAILED"
+        status=1
+    fi
 else
     stage "aarch64 stage skipped (not an x86-64 host with the cross toolchain)"
 fi
