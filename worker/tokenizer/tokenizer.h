@@ -92,14 +92,26 @@ int32_t gs_tokenizer_vocab_size(const gs_tokenizer *tok);
 /* 1 when id is an added token with special=true, else 0 (absent ids: 0). */
 int gs_tokenizer_is_special(const gs_tokenizer *tok, int32_t id);
 
-/* The final prompt ids of a rendered chat: encodes text (borrowed) and
- * expands the i-th image_token_id into n_tokens[i] copies (t*h*w / merge^2,
- * computed by the caller from the image grid), for i in [0, n_images).
- * image_token_id comes from the model config (config.json image_token_id).
- * The number of image tokens in the encoded text must equal n_images
- * (GS_EINVAL otherwise, so a user who types "<|image|>" cannot shift the
- * images). n_tokens[i] must be >= 1. *ids returns owned (free with free()),
- * *n_ids its length. Errors: those of encode, GS_EINVAL, GS_ENOMEM. */
+/* Images of a prompt: the placeholder id (config.json image_token_id) and
+ * the token count of each image, t*h*w / merge^2, in order (borrowed). */
+typedef struct {
+    int32_t image_token_id;
+    const int32_t *n_tokens; /* [n_images], each >= 1 */
+    int n_images;
+} gs_prompt_images;
+
+/* The final prompt ids of a rendered chat: encodes len bytes of text
+ * (borrowed) and appends the ids to out, with the i-th image_token_id
+ * expanded into n_tokens[i] copies. The number of image placeholders in
+ * the encoded text must equal n_images (GS_EINVAL otherwise, so a user who
+ * types "<|image|>" cannot shift the images). Video placeholders are left
+ * as they are. Errors: those of encode, GS_EINVAL, GS_ETOOBIG (more than
+ * INT32_MAX ids), GS_ENOMEM; out is then unchanged. */
+int gs_prompt_encode_n(const gs_tokenizer *tok, const char *text, size_t len,
+                       const gs_prompt_images *img, gs_tokens *out, gs_diag *d);
+
+/* The same for a NUL-terminated text, into a new array: *ids returns owned
+ * (free with free()), *n_ids its length. */
 int gs_prompt_encode(const gs_tokenizer *tok, const char *text, int32_t image_token_id,
                      const int32_t *n_tokens, int n_images, int32_t **ids, int32_t *n_ids,
                      gs_diag *d);

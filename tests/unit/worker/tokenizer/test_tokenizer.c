@@ -367,6 +367,20 @@ static void test_prompt(void)
     GS_ASSERT_OK(gs_prompt_encode(tok, "hello", 105, NULL, 0, &ids, &n, &d));
     GS_ASSERT_EQ(n, 1);
     free(ids);
+    /* with a length: a NUL byte is text, and ids are appended */
+    gs_tokens t = {0};
+    GS_ASSERT_OK(gs_tokens_append(&t, (const int32_t[]){7}, 1));
+    gs_prompt_images img = {105, (const int32_t[]){2}, 1};
+    GS_ASSERT_OK(gs_prompt_encode_n(tok, "a\0<|image|>", 11, &img, &t, &d));
+    static const int32_t want2[] = {7, 0, 105, 105};
+    GS_ASSERT_EQ(t.n, 4);
+    GS_ASSERT(!memcmp(t.ids, want2, sizeof want2));
+    GS_ASSERT_EQ(gs_prompt_encode_n(tok, "<|image|>", 9, &img, &t, &d), 0);
+    GS_ASSERT_EQ(t.n, 6);
+    img.n_images = 0;
+    GS_ASSERT_EQ(gs_prompt_encode_n(tok, "<|image|>", 9, &img, &t, &d), GS_EINVAL);
+    GS_ASSERT_EQ(t.n, 6);
+    gs_tokens_free(&t);
 }
 
 int main(void)
