@@ -1,0 +1,436 @@
+/* gpu_internal.c - the CUDA backend's own APIs and failure paths, checked
+ * on the GPU: sampling (kernels/cuda/sample.h) against a host model of the
+ * same semantics, CUDA graph capture / replay (graph.h) against eager
+ * results (bit for bit), and bad indices found on the device (GS_ERANGE at
+ * the next sync, never a crash). Rows go into the same table as the ops. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/graph.h"
+#include "kernels/cuda/sample.h"
+#include "tests/gpu/gpu_util.h"
+
+enum { H = 4096, VOCAB = 151552 };
+
+static void row(gt_ctx *t, const char *op, const char *shape, int ok, const char *detail)
+{
+    printf("%-16s %-40s %-11s %-11s %-22s %s%s%s\n", op, shape, "-", "-", "exact", ok ? "ok" : "FAIL",
+           detail && *detail ? " " : "", detail ? detail : "");
+    if (ok)
+        t->n_pass++;
+    else
+        t->n_fail++;
+}
+
+/* ---- sampling: host model of sample.h ---------------------------------------- */
+
+static uint64_t fixmass(float p)
+{
+    return (uint64_t)nearbyint((double)(p * 1099511627776.0f));
+}
+
+static uint32_t key_of(float p)
+{
+    uint32_t u;
+    memcpy(&u, &p, 4);
+    return u;
+}
+
+static int key_desc(const void *a, const void *b)
+{
+    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/* Penalised logits -> argmax; or the smallest kept key for sampled rows
+ * (p = exp((l - max) / T), top-k / top-p / min-p with ties kept). */
+static int host_model(float *l, int V, const gs_cuda_sample_row *P, const int32_t *ids,
+                      const int32_t *cnt, int n_pen, float **probs, uint32_t *floor_key)
+{
+    for (int i = 0; i < n_pen; i++) {
+        float *x = &l[ids[i]];
+        if (P->repetition_penalty > 0 && P->repetition_penalty != 1.0f)
+            *x = *x > 0 ? *x / P->repetition_penalty : *x * P->repetition_penalty;
+        if (cnt[i] > 0)
+            *x -= P->presence_penalty + P->frequency_penalty * (float)cnt[i];
+    }
+    int best = -1;
+    float bv = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (l[i] > bv) {
+            bv = l[i];
+            best = i;
+        }
+    *probs = NULL;
+    if (best < 0 || !(P->temperature > 0))
+        return best;
+    float *p = gt_xmalloc(sizeof(float) * (size_t)V);
+    const float inv_t = 1.0f / P->temperature;
+    for (int i = 0; i < V; i++) {
+        float z = (l[i] - bv) * inv_t;
+        p[i] = z >= -27.6310211f ? expf(z) : 0.0f;
+    }
+    /* keys sorted descending: the k-th largest, and the top-p walk */
+    uint32_t *keys = gt_xmalloc(sizeof(uint32_t) * (size_t)V);
+    for (int i = 0; i < V; i++)
+        keys[i] = key_of(p[i]);
+    qsort(keys, (size_t)V, sizeof *keys, key_desc);
+    uint32_t fk = 0;
+    if (P->top_k > 0 && P->top_k < V)
+        fk = keys[P->top_k - 1];
+    if (P->top_p > 0 && P->top_p < 1.0f) {
+        uint64_t s = 0;
+        for (int i = 0; i < V; i++)
+            if (key_of(p[i]) >= fk)
+                s += fixmass(p[i]);
+        uint64_t target = (uint64_t)((double)P->top_p * (double)s);
+        if (target < 1)
+            target = 1;
+        /* the largest key K with mass(keys >= K) >= target */
+        uint64_t acc = 0;
+        for (int i = 0; i < V && keys[i] >= fk; i++) {
+            float pv;
+            memcpy(&pv, &keys[i], 4);
+            acc += fixmass(pv);
+            if (acc >= target && (i + 1 == V || keys[i + 1] != keys[i])) {
+                fk = keys[i];
+                break;
+            }
+        }
+    }
+    free(keys);
+    if (P->min_p > 0) {
+        uint32_t mk = key_of(P->min_p > 1 ? 1.0f : P->min_p);
+        fk = mk > fk ? mk : fk;
+    }
+    *probs = p;
+    *floor_key = fk;
+    return best;
+}
+
+static void test_sampling(gt_ctx *t)
+{
+    const int V = VOCAB, R = 6;
+    float *logits = gt_rand((size_t)R * V, -10.0f, 10.0f);
+    gs_cuda_sample_row P[6];
+    memset(P, 0, sizeof P);
+    for (int r = 0; r < R; r++) {
+        P[r].top_p = 1.0f;
+        P[r].repetition_penalty = 1.0f;
+        P[r].seed = 1000 + (uint64_t)r;
+        P[r].offset = 7;
+    }
+    P[1].repetition_penalty = 1.3f, P[1].presence_penalty = 0.5f, P[1].frequency_penalty = 0.2f;
+    P[2].temperature = 0.8f, P[2].top_k = 1;
+    P[3].temperature = 1.0f, P[3].top_k = 50, P[3].top_p = 0.9f;
+    P[4].temperature = 0.7f, P[4].min_p = 0.1f;
+    P[5].temperature = 1.3f, P[5].top_p = 0.5f, P[5].repetition_penalty = 1.1f;
+    /* penalty lists: rows 1 and 5 penalise their own argmax and some others */
+    int32_t off[7] = {0}, ids[40], cnt[40];
+    int n = 0;
+    for (int r = 0; r < R; r++) {
+        if (r == 1 || r == 5) {
+            int best = 0;
+            for (int i = 1; i < V; i++)
+                if (logits[(size_t)r * V + i] > logits[(size_t)r * V + best])
+                    best = i;
+            ids[n] = best;
+            cnt[n++] = 2;
+            for (int j = 0; j < 9; j++) {
+                ids[n] = (int32_t)(j * 9973 + 17);
+                cnt[n++] = j % 3;
+            }
+        }
+        off[r + 1] = n;
+    }
+    float *d_logits = gs_buf_alloc(t->gpu, sizeof(float) * (size_t)R * V);
+    gs_cuda_sample_row *d_par = gs_buf_alloc(t->gpu, sizeof P);
+    int32_t *d_off = gs_buf_alloc(t->gpu, sizeof off), *d_ids = gs_buf_alloc(t->gpu, 4 * (size_t)n),
+            *d_cnt = gs_buf_alloc(t->gpu, 4 * (size_t)n), *d_out = gs_buf_alloc(t->gpu, 4 * R);
+    int32_t out[6] = {-2, -2, -2, -2, -2, -2}, again[6];
+    int rc = !d_logits || !d_par || !d_off || !d_ids || !d_cnt || !d_out ? GS_ENOMEM : 0;
+    gs_cuda_sample_args a = {R, V, d_logits, V, d_par, d_off, d_ids, d_cnt, d_out};
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        rc = gs_buf_upload(t->gpu, d_logits, logits, sizeof(float) * (size_t)R * V);
+        if (!rc)
+            rc = gs_buf_upload(t->gpu, d_par, P, sizeof P);
+        if (!rc)
+            rc = gs_buf_upload(t->gpu, d_off, off, sizeof off);
+        if (!rc)
+            rc = gs_buf_upload(t->gpu, d_ids, ids, 4 * (size_t)n);
+        if (!rc)
+            rc = gs_buf_upload(t->gpu, d_cnt, cnt, 4 * (size_t)n);
+        if (!rc)
+            rc = gs_cuda_sample(t->gpu, &a);
+        if (!rc)
+            rc = gs_buf_download(t->gpu, pass ? again : out, d_out, sizeof out);
+    }
+    if (rc) {
+        gt_fail(t, "sample", "6 rows x 151552", "run", rc);
+    } else {
+        static const char *names[] = {"greedy", "greedy + penalties", "top_k 1",
+                                      "top_k 50 top_p 0.9", "min_p 0.1", "top_p 0.5 + rep"};
+        for (int r = 0; r < R; r++) {
+            float *p = NULL;
+            uint32_t fk = 0;
+            int best = host_model(logits + (size_t)r * V, V, &P[r], ids + off[r], cnt + off[r],
+                                  off[r + 1] - off[r], &p, &fk);
+            char sh[64], det[96];
+            snprintf(sh, sizeof sh, "%s, vocab %d", names[r], V);
+            int ok;
+            if (!p) {
+                ok = out[r] == best;
+                snprintf(det, sizeof det, "(cuda %d, host argmax %d)", out[r], best);
+            } else {
+                ok = out[r] >= 0 && out[r] < V && key_of(p[out[r]]) >= fk;
+                int kept = 0;
+                for (int i = 0; i < V; i++)
+                    kept += key_of(p[i]) >= fk;
+                snprintf(det, sizeof det, "(cuda %d, p %.3g, %d ids kept)", out[r],
+                         out[r] >= 0 && out[r] < V ? (double)p[out[r]] : -1.0, kept);
+            }
+            ok = ok && again[r] == out[r]; /* same seed, offset, logits: same id */
+            row(t, "sample", sh, ok, det);
+            free(p);
+        }
+    }
+    /* an all -inf row: id -1 and GS_ERANGE at the next download */
+    if (d_logits && d_out && d_par) {
+        float *ninf = gt_xmalloc(sizeof(float) * (size_t)V);
+        for (int i = 0; i < V; i++)
+            ninf[i] = -INFINITY;
+        gs_cuda_sample_args b = {1, V, d_logits, V, d_par, NULL, NULL, NULL, d_out};
+        int32_t id = 0;
+        int r1 = gs_buf_upload(t->gpu, d_logits, ninf, sizeof(float) * (size_t)V);
+        int r2 = r1 ? r1 : gs_cuda_sample(t->gpu, &b);
+        int r3 = r2 ? r2 : gs_buf_download(t->gpu, &id, d_out, 4);
+        int r4 = gs_backend_sync(t->gpu);
+        row(t, "sample", "all -inf row", !r1 && !r2 && r3 == GS_ERANGE && id == -1 && r4 == 0,
+            "(expects id -1, GS_ERANGE once)");
+        free(ninf);
+    }
+    gs_buf_free(t->gpu, d_logits);
+    gs_buf_free(t->gpu, d_par);
+    gs_buf_free(t->gpu, d_off);
+    gs_buf_free(t->gpu, d_ids);
+    gs_buf_free(t->gpu, d_cnt);
+    gs_buf_free(t->gpu, d_out);
+    free(logits);
+}
+
+/* Draw frequencies over a 64-id vocabulary vs the distribution. */
+static void test_sampling_distribution(gt_ctx *t)
+{
+    const int V = 64, R = 4096, CALLS = 8;
+    float *l = gt_xmalloc(sizeof(float) * (size_t)R * V);
+    double pr[64], z = 0;
+    for (int i = 0; i < V; i++) {
+        pr[i] = exp(-0.1 * i);
+        z += pr[i];
+    }
+    for (int i = 0; i < V; i++)
+        pr[i] /= z;
+    gs_cuda_sample_row *P = gt_xmalloc(sizeof *P * (size_t)R);
+    memset(P, 0, sizeof *P * (size_t)R);
+    float *d_l = gs_buf_alloc(t->gpu, sizeof(float) * (size_t)R * V);
+    gs_cuda_sample_row *d_p = gs_buf_alloc(t->gpu, sizeof *P * (size_t)R);
+    int32_t *d_o = gs_buf_alloc(t->gpu, 4 * (size_t)R), *o = gt_xmalloc(4 * (size_t)R);
+    long counts[64] = {0};
+    int rc = !d_l || !d_p || !d_o ? GS_ENOMEM : 0;
+    for (int c = 0; c < CALLS && !rc; c++) {
+        for (int r = 0; r < R; r++) {
+            for (int i = 0; i < V; i++)
+                l[(size_t)r * V + i] = (float)log(pr[i]);
+            P[r].temperature = 1.0f;
+            P[r].top_p = 1.0f;
+            P[r].repetition_penalty = 1.0f;
+            P[r].seed = 99;
+            P[r].offset = (uint64_t)c * R + (uint64_t)r;
+        }
+        gs_cuda_sample_args a = {R, V, d_l, V, d_p, NULL, NULL, NULL, d_o};
+        rc = gs_buf_upload(t->gpu, d_l, l, sizeof(float) * (size_t)R * V);
+        if (!rc)
+            rc = gs_buf_upload(t->gpu, d_p, P, sizeof *P * (size_t)R);
+        if (!rc)
+            rc = gs_cuda_sample(t->gpu, &a);
+        if (!rc)
+            rc = gs_buf_download(t->gpu, o, d_o, 4 * (size_t)R);
+        for (int r = 0; r < R && !rc; r++)
+            if (o[r] >= 0 && o[r] < V)
+                counts[o[r]]++;
+    }
+    double tv = 0;
+    for (int i = 0; i < V; i++)
+        tv += fabs((double)counts[i] / (R * CALLS) - pr[i]);
+    tv *= 0.5;
+    char det[64];
+    snprintf(det, sizeof det, "(total variation %.4f, limit 0.02)", tv);
+    row(t, "sample", "32768 draws, 64 ids, exp(-0.1 i)", !rc && tv < 0.02, det);
+    gs_buf_free(t->gpu, d_l);
+    gs_buf_free(t->gpu, d_p);
+    gs_buf_free(t->gpu, d_o);
+    free(l);
+    free(P);
+    free(o);
+}
+
+/* ---- graphs -------------------------------------------------------------------- */
+
+static int step(gs_backend *be, gs_mat x, gs_mat h, gs_mat o, const gs_weight *w, const gs_vec *nw)
+{
+    int rc = gs_k_rmsnorm(be, h, x, nw, 1e-5f);
+    if (!rc)
+        rc = gs_k_matmul(be, o, h, w, NULL, 0);
+    if (!rc)
+        rc = gs_k_add_rmsnorm(be, h, x, o, nw, 1e-5f);
+    return rc;
+}
+
+static void test_graphs(gt_ctx *t)
+{
+    const int m = 4;
+    gs_backend *be = t->gpu;
+    gs_cuda_graphs *g = NULL;
+    gs_weight *w = NULL;
+    gs_vec nw = {NULL, 0};
+    float *x0 = gt_rand((size_t)m * H, -2, 2), *x1 = gt_rand((size_t)m * H, -2, 2);
+    float *ones = gt_xmalloc(sizeof(float) * H);
+    for (int i = 0; i < H; i++)
+        ones[i] = 1.0f + 0.001f * (float)(i % 7);
+    const size_t bytes = (size_t)m * H * 2;
+    uint16_t *hb = gt_xmalloc(bytes), *ref = gt_xmalloc(bytes), *got = gt_xmalloc(bytes);
+    void *dx = gs_buf_alloc(be, bytes), *dh = gs_buf_alloc(be, bytes), *dout = gs_buf_alloc(be, bytes);
+    gs_mat x = gs_mat_make(dx, GS_DT_BF16, m, H), h = gs_mat_make(dh, GS_DT_BF16, m, H),
+           o = gs_mat_make(dout, GS_DT_BF16, m, H);
+    int rc = gs_cuda_graphs_new(be, &g);
+    if (!rc)
+        rc = gs_weight_new_random(be, GS_DT_BF16, H, H, 5, 1.0f / 64, &w);
+    if (!rc)
+        rc = gs_vec_new(be, ones, H, &nw);
+    if (!rc && (!dx || !dh || !dout))
+        rc = GS_ENOMEM;
+    int ok_bits = 1, ok_err = 1;
+    const float *inputs[2] = {x0, x1};
+    for (int it = 0; it < 2 && !rc; it++) {
+        gs_f32_to_bf16_row(inputs[it], hb, (size_t)m * H);
+        /* eager */
+        rc = gs_buf_upload(be, dx, hb, bytes);
+        if (!rc)
+            rc = step(be, x, h, o, w, &nw);
+        if (!rc)
+            rc = gs_buf_download(be, ref, dh, bytes);
+        /* capture once (first iteration), replay every iteration */
+        if (!rc && it == 0) {
+            rc = gs_cuda_graph_begin(g, gs_cuda_graph_bucket(m));
+            if (!rc) {
+                /* refused inside a capture, without breaking it */
+                ok_err = gs_buf_upload(be, dx, hb, bytes) != 0 && gs_backend_sync(be) != 0 &&
+                         gs_buf_alloc(be, 64) == NULL;
+                rc = step(be, x, h, o, w, &nw);
+                if (rc)
+                    gs_cuda_graph_abort(g);
+                else
+                    rc = gs_cuda_graph_end(g, gs_cuda_graph_bucket(m));
+            }
+        }
+        if (!rc)
+            rc = gs_buf_upload(be, dx, hb, bytes);
+        if (!rc)
+            rc = gs_buf_zero(be, dh, bytes);
+        if (!rc)
+            rc = gs_cuda_graph_launch(g, gs_cuda_graph_bucket(m));
+        if (!rc)
+            rc = gs_buf_download(be, got, dh, bytes);
+        if (!rc && memcmp(ref, got, bytes) != 0)
+            ok_bits = 0;
+    }
+    if (rc) {
+        gt_fail(t, "graph", "capture / replay", "run", rc);
+    } else {
+        row(t, "graph", "rmsnorm+matmul+add_rmsnorm m=4, 2 inputs", ok_bits,
+            "(replay == eager, bit for bit)");
+        row(t, "graph", "upload/sync/alloc refused in capture", ok_err, "");
+        gs_cuda_graph_invalidate(g, -1);
+        row(t, "graph", "launch after invalidate", gs_cuda_graph_launch(g, 4) == GS_ENOENT &&
+                                                        !gs_cuda_graph_has(g, 4), "(GS_ENOENT)");
+        row(t, "graph", "buckets 1 3 5 9 65 300",
+            gs_cuda_graph_bucket(1) == 1 && gs_cuda_graph_bucket(3) == 4 &&
+                gs_cuda_graph_bucket(5) == 8 && gs_cuda_graph_bucket(9) == 16 &&
+                gs_cuda_graph_bucket(65) == 96 && gs_cuda_graph_bucket(300) == 384,
+            "");
+    }
+    gs_cuda_graphs_free(g);
+    gs_weight_free(be, w);
+    gs_vec_free(be, &nw);
+    gs_buf_free(be, dx);
+    gs_buf_free(be, dh);
+    gs_buf_free(be, dout);
+    free(x0);
+    free(x1);
+    free(ones);
+    free(hb);
+    free(ref);
+    free(got);
+}
+
+/* ---- device-side index checks ------------------------------------------------------ */
+
+static void test_bad_indices(gt_ctx *t)
+{
+    gs_backend *be = t->gpu;
+    gs_weight *tab = NULL;
+    int32_t *d = gs_buf_alloc(be, 64);
+    void *out = gs_buf_alloc(be, 4 * 256 * 2), *kc = gs_buf_alloc(be, 4 * 16 * 256 * 2),
+         *vc = gs_buf_alloc(be, 4 * 16 * 256 * 2);
+    if (!d || !out || !kc || !vc || gs_weight_new_random(be, GS_DT_BF16, 100, 256, 1, 1, &tab)) {
+        gt_fail(t, "bad index", "setup", "alloc", GS_ENOMEM);
+        goto done;
+    }
+    gs_mat o = gs_mat_make(out, GS_DT_BF16, 4, 256);
+    int32_t ids[4] = {0, 99, 100, -1};
+    int rc = gs_buf_upload(be, d, ids, sizeof ids);
+    int r_op = rc ? rc : gs_k_embed(be, o, tab, d);
+    int r_sync = gs_backend_sync(be), r_again = gs_backend_sync(be);
+    row(t, "bad index", "embed ids 100, -1 of 100 rows",
+        !rc && r_op == 0 && r_sync == GS_ERANGE && r_again == 0, "(GS_ERANGE at sync, once)");
+
+    gs_kv_layer kv = {kc, vc, 4, 16, 2, 128};
+    int32_t slots[4] = {0, 63, 64, -1};
+    rc = gs_buf_upload(be, d, slots, sizeof slots);
+    r_op = rc ? rc : gs_k_kv_store(be, &kv, o, o, d);
+    r_sync = gs_backend_sync(be);
+    row(t, "bad index", "kv_store slot 64 of 64", !rc && r_op == 0 && r_sync == GS_ERANGE, "");
+
+    /* seq 0: 20 keys over pages {1, 7}: page 7 does not exist */
+    int32_t arr[8] = {0, 1, 20, 1, 7, 0, 0, 0}; /* cu_q[2], kv_len[1], bt[2] */
+    rc = gs_buf_upload(be, d, arr, sizeof arr);
+    gs_paged_batch b = {1, d, d + 2, d + 3, 2, 1, 20};
+    gs_attn_params ap = {2, 2, 128, 0.088f, 1};
+    gs_mat q = gs_mat_make(out, GS_DT_BF16, 1, 256);
+    gs_mat oo = gs_mat_make((char *)out + 1024, GS_DT_BF16, 1, 256);
+    r_op = rc ? rc : gs_k_attention_paged(be, oo, q, &kv, &b, &ap);
+    r_sync = gs_backend_sync(be);
+    row(t, "bad index", "attention_paged page 7 of 4", !rc && r_op == 0 && r_sync == GS_ERANGE, "");
+
+    /* host-visible shape errors stop in kernels.c */
+    gs_mat wrong = gs_mat_make(out, GS_DT_BF16, 4, 255);
+    row(t, "bad args", "matmul cols mismatch -> GS_EINVAL",
+        gs_k_matmul(be, o, wrong, tab, NULL, 0) == GS_EINVAL && gs_backend_sync(be) == 0, "");
+done:
+    gs_weight_free(be, tab);
+    gs_buf_free(be, d);
+    gs_buf_free(be, out);
+    gs_buf_free(be, kc);
+    gs_buf_free(be, vc);
+}
+
+int gt_internal_tests(gt_ctx *t)
+{
+    test_sampling(t);
+    test_sampling_distribution(t);
+    test_graphs(t);
+    test_bad_indices(t);
+    return 0;
+}

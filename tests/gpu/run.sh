@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# tests/gpu/run.sh - build glmserve with the CUDA backend for this machine's
+# GPU and check it. Phases (default: all, in this order):
+#   build  configure + build with -DGS_CUDA=ON -DGS_CUDA_ARCHS=<local arch>
+#   unit   the ctest unit tests of that build (CPU code, CUDA backend linked)
+#   ops    tests/gpu/test_kernels_vs_cpu: every CUDA op vs the CPU backend at
+#          the real GLM-4.6V-Flash shapes, sampling, graphs, bad indices
+#   e2e    tiny fixture model end to end on the GPU      (not implemented yet)
+#   bench  real-shape benchmarks with --dummy-weights    (not implemented yet)
+# Usage: tests/gpu/run.sh [phase...]   env: GS_CUDA_DEVICE (default 0),
+#        BUILD_DIR (default build/gpu-sm<arch>), JOBS (default nproc).
+# Exit status: 0 when every requested phase passed.
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+
+phases=("$@")
+[ ${#phases[@]} -eq 0 ] && phases=(build unit ops e2e bench)
+
+dev=${GS_CUDA_DEVICE:-0}
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+    echo "run.sh: nvidia-smi not found: no NVIDIA GPU here" >&2
+    exit 2
+fi
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader -i "$dev" 2>/dev/null | head -n1 | tr -d ' .')
+if ! [[ "$cap" =~ ^[0-9]+$ ]]; then
+    echo "run.sh: cannot read the compute capability of GPU $dev" >&2
+    exit 2
+fi
+build=${BUILD_DIR:-build/gpu-sm$cap}
+jobs=${JOBS:-$(nproc)}
+echo "== GPU $dev: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader -i "$dev"), sm_$cap"
+
+declare -A result
+fail=0
+
+phase_build() {
+    local t0=$SECONDS
+    cmake -S . -B "$build" -DGS_CUDA=ON -DGS_CUDA_ARCHS="$cap" -DGS_WERROR=ON >"$build.cmake.log" 2>&1 ||
+        { tail -n 30 "$build.cmake.log"; return 1; }
+    cmake --build "$build" -j "$jobs" || return 1
+    echo "build: $((SECONDS - t0)) s"
+}
+
+phase_unit() {
+    (cd "$build" && ctest -L unit --output-on-failure -j "$jobs")
+}
+
+phase_ops() {
+    local exe="$build/tests/gpu/test_kernels_vs_cpu"
+    [ -x "$exe" ] || { echo "ops: $exe not built (run the build phase)"; return 1; }
+    GS_CUDA_DEVICE=$dev "$exe"
+}
+
+phase_e2e() {
+    echo "e2e: not implemented yet (tiny fixture model on the GPU vs tests/fixtures/ref)"
+    return 1
+}
+
+phase_bench() {
+    echo "bench: not implemented yet (real shapes with --dummy-weights: decode tok/s, TTFT, GEMV TB/s)"
+    return 1
+}
+
+for p in "${phases[@]}"; do
+    case $p in
+    build | unit | ops | e2e | bench) ;;
+    *) echo "run.sh: unknown phase '$p'" >&2; exit 2 ;;
+    esac
+    echo
+    echo "== phase $p"
+    if "phase_$p"; then
+        result[$p]=ok
+    else
+        result[$p]=FAIL
+        fail=1
+        [ "$p" = build ] && { echo "build failed; stopping"; break; }
+    fi
+done
+
+echo
+echo "== summary"
+for p in "${phases[@]}"; do
+    printf '%-6s %s\n' "$p" "${result[$p]:-skipped}"
+done
+exit $fail
