@@ -1,0 +1,702 @@
+/* test_decode.c - worker/image/decode and exif on images made in the test
+ * (TurboJPEG and libspng encoders): every PNG colour type and bit depth,
+ * grey/CMYK JPEG, EXIF orientation 1..8 in both byte orders, XMP, and the
+ * bad-input catalogue (empty, not an image, truncated, corrupt, oversized
+ * headers, corrupt EXIF). Expected values follow Pillow's documented
+ * conversions (see docs/image.md); they were also checked against Pillow
+ * 13 when this test was written. */
+#include "img_util.h"
+#include "test.h"
+#include "worker/image/decode.h"
+#include "worker/image/exif.h"
+
+static int decode(const uint8_t *b, size_t n, uint32_t flags, gs_image_rgb **img, gs_diag *d)
+{
+    gs_image_decode_params p = gs_image_decode_defaults();
+    p.flags = flags;
+    return gs_image_decode(b, n, &p, img, d);
+}
+
+/* ---------------- JPEG ---------------- */
+
+static void test_jpeg_rgb_matches_turbojpeg(void)
+{
+    const int w = 40, h = 24;
+    uint8_t *px = tu_pattern(w, h, 3, 1);
+    size_t n = 0;
+    uint8_t *jpg = tu_jpeg(px, w, h, TJPF_RGB, TJSAMP_420, 90, &n);
+    GS_ASSERT(jpg);
+    int tw, th;
+    uint8_t *ref = tu_tj_decode(jpg, n, TJPF_RGB, &tw, &th);
+    gs_image_rgb *img = NULL;
+    gs_diag d = {0};
+    int rc = decode(jpg, n, 0, &img, &d);
+    int same = img && ref && memcmp(img->data, ref, (size_t)w * h * 3) == 0;
+    int w_ = img ? img->w : 0, h_ = img ? img->h : 0, mode = img ? (int)img->src.mode : 0;
+    int fmt = img ? (int)img->src.format : 0, o = img ? img->orientation : 0;
+    gs_image_info info;
+    int prc = gs_image_probe(jpg, n, &info, NULL);
+    gs_image_rgb_free(img);
+    free(ref);
+    free(jpg);
+    free(px);
+    GS_ASSERT_OK(rc);
+    GS_ASSERT_EQ(w_, w);
+    GS_ASSERT_EQ(h_, h);
+    GS_ASSERT_EQ(mode, GS_IMAGE_SRC_RGB);
+    GS_ASSERT_EQ(fmt, GS_IMAGE_FMT_JPEG);
+    GS_ASSERT_EQ(o, 1);
+    GS_ASSERT_MSG(same, "pixels differ from plain tjDecompress2 (flags 0)");
+    GS_ASSERT_OK(prc);
+    GS_ASSERT_EQ(info.width, w);
+    GS_ASSERT_EQ(info.mode, GS_IMAGE_SRC_RGB);
+}
+
+static void test_jpeg_gray_replicated(void)
+{
+    const int w = 33, h = 17;
+    uint8_t *px = tu_pattern(w, h, 1, 2);
+    size_t n = 0;
+    uint8_t *jpg = tu_jpeg(px, w, h, TJPF_GRAY, TJSAMP_GRAY, 90, &n);
+    int tw, th;
+    uint8_t *g = tu_tj_decode(jpg, n, TJPF_GRAY, &tw, &th);
+    gs_image_rgb *img = NULL;
+    int rc = decode(jpg, n, 0, &img, NULL);
+    int bad = -1;
+    if (img && g)
+        for (int i = 0, b = 0; i < w * h && !b; i++)
+            if (img->data[3 * i] != g[i] || img->data[3 * i + 1] != g[i] ||
+                img->data[3 * i + 2] != g[i])
+                bad = i, b = 1;
+    int mode = img ? (int)img->src.mode : 0;
+    gs_image_rgb_free(img);
+    free(g);
+    free(jpg);
+    free(px);
+    GS_ASSERT_OK(rc);
+    GS_ASSERT_EQ(mode, GS_IMAGE_SRC_L);
+    GS_ASSERT_MSG(bad < 0, "pixel %d is not the grey value in R, G and B", bad);
+}
+
+/* CMYK JPEGs: Pillow reads them as Adobe-inverted (raw 0 = full ink) and
+ * converts with r = (255 - k') - (c' * (255 - k') / 255). Solid raw
+ * colours: (0,0,0,0) -> black, (255,255,255,255) -> white,
+ * (255,0,255,255) -> magenta. */
+static void test_jpeg_cmyk(void)
+{
+    const int w = 24, h = 8;
+    uint8_t px[24 * 8 * 4];
+    const uint8_t cols[3][4] = {{0, 0, 0, 0}, {255, 255, 255, 255}, {255, 0, 255, 255}};
+    const uint8_t want[3][3] = {{0, 0, 0}, {255, 255, 255}, {255, 0, 255}};
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            memcpy(px + (y * w + x) * 4, cols[x / 8], 4);
+    size_t n = 0;
+    uint8_t *jpg = tu_jpeg(px, w, h, TJPF_CMYK, TJSAMP_444, 100, &n);
+    GS_ASSERT(jpg);
+    gs_image_rgb *img = NULL;
+    int rc = decode(jpg, n, 0, &img, NULL);
+    free(jpg);
+    GS_ASSERT_OK(rc);
+    int mode = img->src.mode, maxd = 0;
+    for (int b = 0; b < 3; b++)
+        for (int c = 0; c < 3; c++) {
+            int v = img->data[(4 * w + 8 * b + 4) * 3 + c];
+            int dd = abs(v - want[b][c]);
+            maxd = dd > maxd ? dd : maxd;
+        }
+    gs_image_rgb_free(img);
+    GS_ASSERT_EQ(mode, GS_IMAGE_SRC_CMYK);
+    GS_ASSERT_MSG(maxd <= 3, "CMYK colours off by %d", maxd);
+}
+
+static uint8_t *small_jpeg(size_t *n)
+{
+    uint8_t *px = tu_pattern(48, 32, 3, 3);
+    uint8_t *jpg = tu_jpeg(px, 48, 32, TJPF_RGB, TJSAMP_420, 85, n);
+    free(px);
+    return jpg;
+}
+
+static void test_jpeg_truncated(void)
+{
+    size_t n = 0;
+    uint8_t *jpg = small_jpeg(&n);
+    const size_t cuts[] = {n * 6 / 10, n - 2, n - 1, 20, 4, 3};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        gs_image_rgb *img = NULL;
+        gs_diag d = {0};
+        int rc = decode(jpg, cuts[i], 0, &img, &d);
+        if (rc != GS_EFORMAT || img) {
+            gs_image_rgb_free(img);
+            free(jpg);
+            GS_FAIL_("cut at %zu of %zu: rc %d (%s), want GS_EFORMAT", cuts[i], n, rc, d.msg);
+        }
+        if (cuts[i] > 100 && !strstr(d.msg, "truncated")) {
+            free(jpg);
+            GS_FAIL_("cut at %zu: diag \"%s\" does not say truncated", cuts[i], d.msg);
+        }
+    }
+    free(jpg);
+}
+
+static void test_jpeg_trailing_garbage_accepted(void)
+{
+    size_t n = 0;
+    uint8_t *jpg = small_jpeg(&n);
+    uint8_t *x = malloc(n + 100);
+    memcpy(x, jpg, n);
+    memset(x + n, 0xAB, 100);
+    gs_image_rgb *a = NULL, *b = NULL;
+    int ra = decode(jpg, n, 0, &a, NULL), rb = decode(x, n + 100, 0, &b, NULL);
+    int same = a && b && memcmp(a->data, b->data, (size_t)a->w * a->h * 3) == 0;
+    gs_image_rgb_free(a);
+    gs_image_rgb_free(b);
+    free(x);
+    free(jpg);
+    GS_ASSERT_OK(ra);
+    GS_ASSERT_OK(rb);
+    GS_ASSERT(same);
+}
+
+static void test_jpeg_corrupt(void)
+{
+    size_t n = 0;
+    uint8_t *jpg = small_jpeg(&n);
+    uint8_t *x = malloc(n);
+    gs_diag d = {0};
+    gs_image_rgb *img = NULL;
+    size_t sof = tu_find_marker(jpg, n, 0xC0), sos = tu_find_marker(jpg, n, 0xDA);
+    GS_ASSERT(sof && sos);
+    /* Marker length below 2. */
+    memcpy(x, jpg, n);
+    x[sof + 2] = 0;
+    x[sof + 3] = 1;
+    int r1 = decode(x, n, 0, &img, &d);
+    gs_image_rgb_free(img), img = NULL;
+    /* Zero width in the frame header. */
+    memcpy(x, jpg, n);
+    x[sof + 7] = 0;
+    x[sof + 8] = 0;
+    int r2 = decode(x, n, 0, &img, &d);
+    gs_image_rgb_free(img), img = NULL;
+    /* An EOI in the middle of the entropy-coded data: libjpeg warns and
+     * fills the rest (Pillow accepts such files); STRICT refuses them. */
+    memcpy(x, jpg, n);
+    size_t mid = sos + (n - sos) / 2;
+    x[mid] = 0xFF;
+    x[mid + 1] = 0xD9;
+    int r3 = decode(x, n, 0, &img, &d);
+    gs_image_rgb_free(img), img = NULL;
+    int r4 = decode(x, n, GS_IMAGE_DECODE_STRICT, &img, &d);
+    gs_image_rgb_free(img), img = NULL;
+    /* Garbage in place of the whole scan. */
+    memcpy(x, jpg, n);
+    for (size_t i = sos + 14; i + 2 < n; i++)
+        x[i] = (uint8_t)(i * 37);
+    int r5 = decode(x, n, 0, &img, &d);
+    gs_image_rgb_free(img), img = NULL;
+    free(x);
+    free(jpg);
+    GS_ASSERT_EQ(r1, GS_EFORMAT);
+    GS_ASSERT_EQ(r2, GS_EFORMAT);
+    GS_ASSERT_OK(r3);
+    GS_ASSERT_EQ(r4, GS_EFORMAT);
+    /* Random bytes: refused or decoded, never a crash (ASan checks). */
+    GS_ASSERT(r5 == 0 || r5 == GS_EFORMAT || r5 == GS_EUNSUPPORTED);
+}
+
+static void test_jpeg_pixel_limit_from_header(void)
+{
+    size_t n = 0;
+    uint8_t *jpg = small_jpeg(&n);
+    size_t sof = tu_find_marker(jpg, n, 0xC0);
+    GS_ASSERT(sof);
+    gs_diag d = {0};
+    gs_image_rgb *img = NULL;
+    /* Header claims 60000 x 60000 (3.6 G pixels): refused before decoding. */
+    jpg[sof + 5] = 0xEA, jpg[sof + 6] = 0x60, jpg[sof + 7] = 0xEA, jpg[sof + 8] = 0x60;
+    int r1 = decode(jpg, n, 0, &img, &d);
+    int has_limit = strstr(d.msg, "limit") != NULL;
+    free(jpg);
+    /* A configurable limit below the real size. */
+    jpg = small_jpeg(&n);
+    gs_image_decode_params p = gs_image_decode_defaults();
+    p.max_pixels = 48 * 32 - 1;
+    int r2 = gs_image_decode(jpg, n, &p, &img, &d);
+    p.max_pixels = 48 * 32;
+    int r3 = gs_image_decode(jpg, n, &p, &img, &d);
+    gs_image_rgb_free(img);
+    img = NULL;
+    p.max_bytes = n - 1;
+    int r4 = gs_image_decode(jpg, n, &p, &img, &d);
+    free(jpg);
+    GS_ASSERT_EQ(r1, GS_ETOOBIG);
+    GS_ASSERT(has_limit);
+    GS_ASSERT_EQ(r2, GS_ETOOBIG);
+    GS_ASSERT_OK(r3);
+    GS_ASSERT_EQ(r4, GS_ETOOBIG);
+}
+
+/* ---------------- bad inputs, sniffing ---------------- */
+
+static void test_not_an_image(void)
+{
+    gs_diag d = {0};
+    gs_image_rgb *img = (gs_image_rgb *)1;
+    static const uint8_t text[] = "hello, this is not an image at all";
+    static const uint8_t gif[] = "GIF89a\x01\x00\x01\x00\x00\x00\x00";
+    static const uint8_t webp[] = "RIFF\x10\x00\x00\x00WEBPVP8 ";
+    GS_ASSERT_EQ(gs_image_decode(text, 0, NULL, &img, &d), GS_EINVAL);
+    GS_ASSERT(img == NULL);
+    GS_ASSERT(strstr(d.msg, "0 bytes"));
+    GS_ASSERT_EQ(gs_image_decode(NULL, 10, NULL, &img, &d), GS_EINVAL);
+    GS_ASSERT_EQ(gs_image_decode(text, sizeof text - 1, NULL, &img, &d), GS_EUNSUPPORTED);
+    GS_ASSERT(strstr(d.msg, "not an image"));
+    GS_ASSERT_EQ(gs_image_decode(gif, sizeof gif - 1, NULL, &img, &d), GS_EUNSUPPORTED);
+    GS_ASSERT(strstr(d.msg, "GIF"));
+    GS_ASSERT_EQ(gs_image_decode(webp, sizeof webp - 1, NULL, &img, &d), GS_EUNSUPPORTED);
+    GS_ASSERT(strstr(d.msg, "WebP"));
+    /* One byte of each magic only. */
+    GS_ASSERT_EQ(gs_image_decode("\xFF", 1, NULL, &img, &d), GS_EUNSUPPORTED);
+    GS_ASSERT_EQ(gs_image_decode("\x89PNG", 4, NULL, &img, &d), GS_EUNSUPPORTED);
+    GS_ASSERT_EQ(gs_image_sniff("\xFF\xD8\xFF", 3), GS_IMAGE_FMT_JPEG);
+    GS_ASSERT_EQ(gs_image_sniff(text, sizeof text - 1), GS_IMAGE_FMT_NONE);
+    gs_image_info info;
+    GS_ASSERT_EQ(gs_image_probe(text, 5, &info, &d), GS_EUNSUPPORTED);
+}
+
+/* ---------------- PNG ---------------- */
+
+static int png_decode_raw(const tu_png_params *pp, const void *raw, size_t raw_len,
+                          gs_image_rgb **img)
+{
+    size_t n = 0;
+    uint8_t *png = tu_png(pp, raw, raw_len, &n);
+    if (!png)
+        return -999;
+    gs_diag d = {0};
+    int rc = decode(png, n, 0, img, &d);
+    if (rc)
+        fprintf(stderr, "  decode: %s\n", d.msg);
+    free(png);
+    return rc;
+}
+
+/* Every pixel i of img must equal f(i) in R, G, B. */
+#define CHECK_PIXELS(img, npx, exprR, exprG, exprB)                                          \
+    do {                                                                                     \
+        for (int i = 0; i < (npx); i++) {                                                    \
+            const uint8_t *q = (img)->data + 3 * i;                                          \
+            if (q[0] != (uint8_t)(exprR) || q[1] != (uint8_t)(exprG) ||                      \
+                q[2] != (uint8_t)(exprB)) {                                                  \
+                int r_ = q[0], g_ = q[1], b_ = q[2];                                         \
+                gs_image_rgb_free(img);                                                      \
+                GS_FAIL_("pixel %d = (%d,%d,%d), want (%d,%d,%d)", i, r_, g_, b_,            \
+                         (int)(uint8_t)(exprR), (int)(uint8_t)(exprG),                      \
+                         (int)(uint8_t)(exprB));                                             \
+            }                                                                                \
+        }                                                                                    \
+    } while (0)
+
+static void test_png_rgb_rgba_alpha_dropped(void)
+{
+    const int w = 19, h = 7, npx = 19 * 7;
+    uint8_t *rgba = tu_pattern(w, h, 4, 4);
+    for (int i = 0; i < npx; i++)
+        rgba[4 * i + 3] = (uint8_t)(i % 3 == 0 ? 0 : i); /* fully transparent pixels too */
+    tu_png_params pp = {w, h, SPNG_COLOR_TYPE_TRUECOLOR_ALPHA, 8, 0, NULL, NULL, NULL, 0};
+    gs_image_rgb *img = NULL;
+    GS_ASSERT_OK(png_decode_raw(&pp, rgba, (size_t)npx * 4, &img));
+    GS_ASSERT_EQ(img->src.mode, GS_IMAGE_SRC_RGBA);
+    CHECK_PIXELS(img, npx, rgba[4 * i], rgba[4 * i + 1], rgba[4 * i + 2]);
+    gs_image_rgb_free(img);
+    /* Interlaced RGB: the same pixels. */
+    uint8_t *rgb = tu_pattern(w, h, 3, 5);
+    tu_png_params pi = {w, h, SPNG_COLOR_TYPE_TRUECOLOR, 8, 1, NULL, NULL, NULL, 0};
+    img = NULL;
+    int rc = png_decode_raw(&pi, rgb, (size_t)npx * 3, &img);
+    if (rc == -999) { /* encoder without interlacing: plain RGB then */
+        pi.interlace = 0;
+        rc = png_decode_raw(&pi, rgb, (size_t)npx * 3, &img);
+    }
+    GS_ASSERT_OK(rc);
+    CHECK_PIXELS(img, npx, rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2]);
+    gs_image_rgb_free(img);
+    free(rgba);
+    free(rgb);
+}
+
+static void test_png_gray_depths(void)
+{
+    const int w = 21, h = 5, npx = 21 * 5;
+    uint8_t v[21 * 5];
+    for (int bits = 1; bits <= 8; bits *= 2) {
+        const int maxv = (1 << bits) - 1;
+        for (int i = 0; i < npx; i++)
+            v[i] = (uint8_t)((i * 7 + i / 3) % (maxv + 1));
+        /* Pack rows MSB first. */
+        const size_t stride = ((size_t)w * bits + 7) / 8;
+        uint8_t raw[21 * 5];
+        memset(raw, 0, sizeof raw);
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                size_t bit = (size_t)x * bits;
+                raw[y * stride + bit / 8] |= (uint8_t)(v[y * w + x] << (8 - bits - bit % 8));
+            }
+        tu_png_params pp = {w, h, SPNG_COLOR_TYPE_GRAYSCALE, (uint8_t)bits, 0, NULL, NULL, NULL, 0};
+        gs_image_rgb *img = NULL;
+        GS_ASSERT_OK(png_decode_raw(&pp, raw, stride * h, &img));
+        GS_ASSERT_EQ(img->src.mode, GS_IMAGE_SRC_L);
+        GS_ASSERT_EQ(img->src.bit_depth, bits);
+        /* Pillow scales 1/2/4-bit grey to 0..255 (x 255, 85, 17). */
+        const int scale = 255 / maxv;
+        CHECK_PIXELS(img, npx, v[i] * scale, v[i] * scale, v[i] * scale);
+        gs_image_rgb_free(img);
+    }
+}
+
+static void test_png_16bit(void)
+{
+    const int w = 9, h = 4, npx = 9 * 4;
+    /* spng's encoder takes 16-bit samples in host byte order. */
+    uint16_t s[9 * 4 * 4];
+    for (int i = 0; i < npx * 4; i++)
+        s[i] = (uint16_t)(i < 12 ? (uint32_t)(250 + i) : ((uint32_t)i * 2654435761u) >> 16);
+    const uint8_t *raw = (const uint8_t *)s;
+    gs_image_rgb *img = NULL;
+    /* Grey 16 (Pillow "I;16"): convert("RGB") clips to 255. */
+    tu_png_params g = {w, h, SPNG_COLOR_TYPE_GRAYSCALE, 16, 0, NULL, NULL, NULL, 0};
+    GS_ASSERT_OK(png_decode_raw(&g, raw, (size_t)npx * 2, &img));
+    GS_ASSERT_EQ(img->src.mode, GS_IMAGE_SRC_I16);
+    CHECK_PIXELS(img, npx, s[i] > 255 ? 255 : s[i], s[i] > 255 ? 255 : s[i],
+                 s[i] > 255 ? 255 : s[i]);
+    gs_image_rgb_free(img);
+    /* RGB 16: the high byte. */
+    tu_png_params c = {w, h, SPNG_COLOR_TYPE_TRUECOLOR, 16, 0, NULL, NULL, NULL, 0};
+    GS_ASSERT_OK(png_decode_raw(&c, raw, (size_t)npx * 6, &img));
+    CHECK_PIXELS(img, npx, s[3 * i] >> 8, s[3 * i + 1] >> 8, s[3 * i + 2] >> 8);
+    gs_image_rgb_free(img);
+    /* RGBA 16 and grey+alpha 16: high byte, alpha dropped. */
+    tu_png_params a = {w, h, SPNG_COLOR_TYPE_TRUECOLOR_ALPHA, 16, 0, NULL, NULL, NULL, 0};
+    GS_ASSERT_OK(png_decode_raw(&a, raw, (size_t)npx * 8, &img));
+    CHECK_PIXELS(img, npx, s[4 * i] >> 8, s[4 * i + 1] >> 8, s[4 * i + 2] >> 8);
+    gs_image_rgb_free(img);
+    tu_png_params ga = {w, h, SPNG_COLOR_TYPE_GRAYSCALE_ALPHA, 16, 0, NULL, NULL, NULL, 0};
+    GS_ASSERT_OK(png_decode_raw(&ga, raw, (size_t)npx * 4, &img));
+    GS_ASSERT_EQ(img->src.mode, GS_IMAGE_SRC_LA);
+    CHECK_PIXELS(img, npx, s[2 * i] >> 8, s[2 * i] >> 8, s[2 * i] >> 8);
+    gs_image_rgb_free(img);
+    /* Grey+alpha 8 (the same bytes read as 8-bit samples). */
+    tu_png_params ga8 = {w, h, SPNG_COLOR_TYPE_GRAYSCALE_ALPHA, 8, 0, NULL, NULL, NULL, 0};
+    GS_ASSERT_OK(png_decode_raw(&ga8, raw, (size_t)npx * 2, &img));
+    CHECK_PIXELS(img, npx, raw[2 * i], raw[2 * i], raw[2 * i]);
+    gs_image_rgb_free(img);
+}
+
+static void test_png_palette(void)
+{
+    const int w = 16, h = 6, npx = 16 * 6;
+    struct spng_plte plte = {0};
+    plte.n_entries = 5;
+    for (int e = 0; e < 5; e++) {
+        plte.entries[e].red = (uint8_t)(50 * e);
+        plte.entries[e].green = (uint8_t)(255 - 40 * e);
+        plte.entries[e].blue = (uint8_t)(e * e * 9);
+    }
+    struct spng_trns trns = {0};
+    trns.n_type3_entries = 2;
+    trns.type3_alpha[0] = 0; /* transparent entry: ignored by convert("RGB") */
+    trns.type3_alpha[1] = 128;
+    uint8_t idx[16 * 6];
+    for (int i = 0; i < npx; i++)
+        idx[i] = (uint8_t)((i * 3 + i / 16) % 5);
+    for (int t = 0; t < 2; t++) {
+        tu_png_params pp = {w, h, SPNG_COLOR_TYPE_INDEXED, 8, 0, &plte, t ? &trns : NULL, NULL, 0};
+        gs_image_rgb *img = NULL;
+        GS_ASSERT_OK(png_decode_raw(&pp, idx, sizeof idx, &img));
+        GS_ASSERT_EQ(img->src.mode, GS_IMAGE_SRC_P);
+        CHECK_PIXELS(img, npx, plte.entries[idx[i]].red, plte.entries[idx[i]].green,
+                     plte.entries[idx[i]].blue);
+        gs_image_rgb_free(img);
+    }
+}
+
+static uint8_t *small_png(size_t *n)
+{
+    uint8_t *rgb = tu_pattern(64, 48, 3, 6);
+    tu_png_params pp = {64, 48, SPNG_COLOR_TYPE_TRUECOLOR, 8, 0, NULL, NULL, NULL, 0};
+    uint8_t *png = tu_png(&pp, rgb, 64 * 48 * 3, n);
+    free(rgb);
+    return png;
+}
+
+static void test_png_truncated_and_corrupt(void)
+{
+    size_t n = 0;
+    uint8_t *png = small_png(&n);
+    GS_ASSERT(png);
+    const size_t cuts[] = {n / 2, n - 40, 40, 20, 9};
+    gs_diag d = {0};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        gs_image_rgb *img = NULL;
+        int rc = decode(png, cuts[i], 0, &img, &d);
+        gs_image_rgb_free(img);
+        if (rc != GS_EFORMAT) {
+            free(png);
+            GS_FAIL_("PNG cut at %zu of %zu: rc %d (%s), want GS_EFORMAT", cuts[i], n, rc,
+                     rc ? d.msg : "decoded");
+        }
+    }
+    /* Complete pixel data with the last IDAT CRC byte and IEND missing:
+     * decoded like Pillow does (the pixels are all there). */
+    gs_image_rgb *full = NULL, *cut = NULL;
+    int rf = decode(png, n, 0, &full, NULL), rcut = decode(png, n - 13, 0, &cut, NULL);
+    int same = full && cut && memcmp(full->data, cut->data, 64 * 48 * 3) == 0;
+    gs_image_rgb_free(full);
+    gs_image_rgb_free(cut);
+    if (rf || rcut || !same) {
+        free(png);
+        GS_FAIL_("PNG without IEND: rc %d/%d same %d", rf, rcut, same);
+    }
+    /* A flipped byte inside IDAT: CRC (or zlib) error. */
+    uint8_t *x = malloc(n);
+    memcpy(x, png, n);
+    x[n / 2] ^= 0x5A;
+    gs_image_rgb *img = NULL;
+    int rc = decode(x, n, 0, &img, &d);
+    gs_image_rgb_free(img);
+    free(x);
+    free(png);
+    GS_ASSERT_EQ(rc, GS_EFORMAT);
+}
+
+/* A PNG whose IHDR claims side x side RGB and whose IDAT is 4 bytes of
+ * nothing. Writes into png (from small_png); returns the length. */
+static size_t fake_png(uint8_t *png, uint32_t side)
+{
+    /* IHDR data starts at 16: width, height; CRC over type+data at 29. */
+    tu_be32(png + 16, side);
+    tu_be32(png + 20, side);
+    tu_be32(png + 29, tu_crc32(png + 12, 17));
+    static const uint8_t tail[] = {0, 0, 0, 4, 'I', 'D', 'A', 'T', 1, 2, 3, 4, 0, 0, 0, 0,
+                                   0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    memcpy(png + 33, tail, sizeof tail);
+    tu_be32(png + 33 + 12, tu_crc32(png + 33 + 4, 8));
+    return 33 + sizeof tail;
+}
+
+/* 30000 x 30000 RGB would be 2.7 GB: refused from the header by the pixel
+ * limit, before any pixel buffer exists and before the (broken) IDAT is
+ * read. The same file at 300 x 300 shows the order: with the limit just
+ * below 90000 pixels it is GS_ETOOBIG, with the default limit the broken
+ * IDAT is reached (GS_EFORMAT). */
+static void test_png_30000_refused_from_header(void)
+{
+    size_t n = 0;
+    uint8_t *png = small_png(&n);
+    size_t len = fake_png(png, 30000);
+    gs_diag d = {0};
+    gs_image_rgb *img = NULL;
+    int r1 = decode(png, len, 0, &img, &d);
+    int says = strstr(d.msg, "30000x30000") != NULL;
+    gs_image_info info;
+    int r2 = gs_image_probe(png, len, &info, NULL);
+    int r3 = decode(png, 33, 0, &img, NULL); /* signature + IHDR only */
+    len = fake_png(png, 300);
+    gs_image_decode_params p = gs_image_decode_defaults();
+    p.max_pixels = 300 * 300 - 1;
+    int r4 = gs_image_decode(png, len, &p, &img, NULL);
+    int r5 = decode(png, len, 0, &img, NULL);
+    free(png);
+    GS_ASSERT_EQ(r1, GS_ETOOBIG);
+    GS_ASSERT(img == NULL);
+    GS_ASSERT_MSG(says, "diag: %s", d.msg);
+    GS_ASSERT_OK(r2);
+    GS_ASSERT_EQ(info.width, 30000);
+    GS_ASSERT_EQ(r3, GS_ETOOBIG);
+    GS_ASSERT_EQ(r4, GS_ETOOBIG);
+    GS_ASSERT_EQ(r5, GS_EFORMAT);
+}
+
+/* ---------------- orientation ---------------- */
+
+/* The 3x2 image 1 2 3 / 4 5 6 (value v in R, 10v in G, 100v in B... no:
+ * v in all channels) after each orientation, as Pillow's transposes give. */
+static void test_orient_matrix(void)
+{
+    static const uint8_t want[9][6] = {
+        {0}, {1, 2, 3, 4, 5, 6}, {3, 2, 1, 6, 5, 4}, {6, 5, 4, 3, 2, 1}, {4, 5, 6, 1, 2, 3},
+        {1, 4, 2, 5, 3, 6}, {4, 1, 5, 2, 6, 3}, {6, 3, 5, 2, 4, 1}, {3, 6, 2, 5, 1, 4}};
+    for (int o = 0; o <= 9; o++) {
+        gs_image_rgb *img = gs_image_rgb_new(3, 2);
+        for (int i = 0; i < 6; i++)
+            img->data[3 * i] = img->data[3 * i + 1] = img->data[3 * i + 2] = (uint8_t)(i + 1);
+        GS_ASSERT_OK(gs_image_orient(img, o));
+        const int swap = o >= 5 && o <= 8;
+        const int ow = img->w, oh = img->h;
+        uint8_t got[6];
+        for (int i = 0; i < 6; i++)
+            got[i] = img->data[3 * i + (i % 3)];
+        gs_image_rgb_free(img);
+        GS_ASSERT_EQ(ow, swap ? 2 : 3);
+        GS_ASSERT_EQ(oh, swap ? 3 : 2);
+        const uint8_t *w = (o >= 1 && o <= 8) ? want[o] : want[1];
+        GS_ASSERT_MSG(memcmp(got, w, 6) == 0, "orientation %d: %d %d %d %d %d %d", o, got[0],
+                      got[1], got[2], got[3], got[4], got[5]);
+    }
+}
+
+static void test_exif_jpeg_all_orientations(void)
+{
+    size_t n = 0;
+    uint8_t *px = tu_pattern(40, 24, 3, 7);
+    uint8_t *jpg = tu_jpeg(px, 40, 24, TJPF_RGB, TJSAMP_444, 95, &n);
+    free(px);
+    gs_image_rgb *base = NULL;
+    GS_ASSERT_OK(decode(jpg, n, 0, &base, NULL));
+    for (int be = 0; be < 2; be++)
+        for (int o = 1; o <= 8; o++) {
+            uint8_t ex[64];
+            size_t el = tu_exif(ex, be, o, 1), m = 0;
+            uint8_t *x = tu_splice_app1(jpg, n, ex, el, &m);
+            gs_image_rgb *img = NULL, *ign = NULL, *want = gs_image_rgb_new(40, 24);
+            memcpy(want->data, base->data, 40 * 24 * 3);
+            gs_image_orient(want, o);
+            int rc = decode(x, m, 0, &img, NULL);
+            int rc2 = decode(x, m, GS_IMAGE_DECODE_IGNORE_EXIF, &ign, NULL);
+            int ok = !rc && img->w == want->w && img->h == want->h && img->orientation == o &&
+                     memcmp(img->data, want->data, 40 * 24 * 3) == 0;
+            int ok2 = !rc2 && ign->orientation == 1 &&
+                      memcmp(ign->data, base->data, 40 * 24 * 3) == 0;
+            gs_image_rgb_free(img);
+            gs_image_rgb_free(ign);
+            gs_image_rgb_free(want);
+            free(x);
+            if (!ok || !ok2) {
+                gs_image_rgb_free(base);
+                free(jpg);
+                GS_FAIL_("EXIF orientation %d (%s-endian): rc %d, ok %d, ignore ok %d", o,
+                         be ? "big" : "little", rc, ok, ok2);
+            }
+        }
+    gs_image_rgb_free(base);
+    free(jpg);
+}
+
+static void test_exif_png_and_xmp(void)
+{
+    uint8_t *rgb = tu_pattern(10, 4, 3, 8);
+    uint8_t ex[64];
+    size_t el = tu_exif(ex, 0, 6, 0);
+    tu_png_params pp = {10, 4, SPNG_COLOR_TYPE_TRUECOLOR, 8, 0, NULL, NULL, ex, el};
+    gs_image_rgb *img = NULL;
+    GS_ASSERT_OK(png_decode_raw(&pp, rgb, 120, &img));
+    int w = img->w, h = img->h, o = img->orientation;
+    /* Rotated 90 clockwise: new (x, y) = old (y, H - 1 - x). */
+    int ok = img->data[0] == rgb[(3 * 10 + 0) * 3] && img->data[3 * 3] == rgb[0];
+    gs_image_rgb_free(img);
+    free(rgb);
+    GS_ASSERT_EQ(w, 4);
+    GS_ASSERT_EQ(h, 10);
+    GS_ASSERT_EQ(o, 6);
+    GS_ASSERT(ok);
+    /* XMP only when EXIF has no Orientation. */
+    static const char x1[] = "<rdf tiff:Orientation=\"8\"/>", x2[] = "<tiff:Orientation>3<",
+                      x3[] = "tiff:Orientation tiff:Orientation=\"x\" tiff:Orientation>5",
+                      x4[] = "tiff:Orientation=";
+    GS_ASSERT_EQ(gs_xmp_orientation((const uint8_t *)x1, sizeof x1 - 1), 8);
+    GS_ASSERT_EQ(gs_xmp_orientation((const uint8_t *)x2, sizeof x2 - 1), 3);
+    GS_ASSERT_EQ(gs_xmp_orientation((const uint8_t *)x3, sizeof x3 - 1), 5);
+    GS_ASSERT_EQ(gs_xmp_orientation((const uint8_t *)x4, sizeof x4 - 1), GS_EXIF_NO_TAG);
+    GS_ASSERT_EQ(gs_xmp_orientation(NULL, 0), GS_EXIF_NO_TAG);
+    size_t n = 0, m = 0;
+    uint8_t *px = tu_pattern(16, 8, 3, 9);
+    uint8_t *jpg = tu_jpeg(px, 16, 8, TJPF_RGB, TJSAMP_444, 90, &n);
+    free(px);
+    static const char xmp[] = "http://ns.adobe.com/xap/1.0/\0<x tiff:Orientation=\"6\"/>";
+    uint8_t *x = tu_splice_app1(jpg, n, (const uint8_t *)xmp, sizeof xmp - 1, &m);
+    img = NULL;
+    int rc = decode(x, m, 0, &img, NULL);
+    o = img ? img->orientation : 0;
+    gs_image_rgb_free(img);
+    free(x);
+    free(jpg);
+    GS_ASSERT_OK(rc);
+    GS_ASSERT_EQ(o, 6);
+}
+
+/* Corrupt EXIF never fails the decode and never rotates. */
+static void test_exif_corrupt(void)
+{
+    uint8_t bad[8][40];
+    size_t len[8];
+    for (int i = 0; i < 8; i++)
+        len[i] = tu_exif(bad[i], i & 1, 6, 1);
+    memcpy(bad[0] + 6, "XX**", 4);                    /* unknown byte order */
+    bad[1][6 + 4] = 0xFF, bad[1][6 + 5] = 0xFF;       /* IFD0 offset far outside */
+    bad[2][6 + 8] = 0xFF, bad[2][6 + 9] = 0xFF;       /* 65535 entries, 1 present */
+    bad[2][6 + 10] = 0, bad[2][6 + 11] = 0;           /* ...and not Orientation */
+    len[3] = 6;                                       /* "Exif\0\0" alone */
+    len[4] = 6 + 11;                                  /* cut inside the entry */
+    bad[5][6 + 18] = 0, bad[5][6 + 19] = 9;           /* value 9 (big-endian) */
+    bad[6][6 + 12] = 0xFF;                            /* unknown type */
+    bad[7][6 + 17] = 2;                               /* count 2 (big-endian) */
+    size_t n = 0;
+    uint8_t *px = tu_pattern(16, 8, 3, 10);
+    uint8_t *jpg = tu_jpeg(px, 16, 8, TJPF_RGB, TJSAMP_444, 90, &n);
+    free(px);
+    for (int i = 0; i < 8; i++) {
+        size_t m = 0;
+        uint8_t *x = tu_splice_app1(jpg, n, bad[i], len[i], &m);
+        gs_image_rgb *img = NULL;
+        gs_diag d = {0};
+        int rc = decode(x, m, 0, &img, &d);
+        int o = img ? img->orientation : -1, w = img ? img->w : -1;
+        gs_image_rgb_free(img);
+        free(x);
+        if (rc || o != 1 || w != 16) {
+            free(jpg);
+            GS_FAIL_("corrupt EXIF #%d: rc %d (%s) orientation %d width %d", i, rc, d.msg, o, w);
+        }
+    }
+    free(jpg);
+    /* Random bytes behind a valid header: any answer, no out-of-bounds read. */
+    uint32_t s = 99;
+    uint8_t buf[96];
+    for (int it = 0; it < 3000; it++) {
+        size_t l = (size_t)(it % 96);
+        for (size_t i = 0; i < l; i++)
+            s = s * 1664525u + 1013904223u, buf[i] = (uint8_t)(s >> 24);
+        if (l >= 8 && it % 2)
+            memcpy(buf, it % 4 == 1 ? "II*\0\x08\0\0\0" : "MM\0*\0\0\0\x08", 8);
+        uint8_t *heap = malloc(l ? l : 1);
+        memcpy(heap, buf, l);
+        int o = gs_exif_orientation(heap, l);
+        free(heap);
+        GS_ASSERT(o >= GS_EXIF_NO_TAG && o <= 65535);
+    }
+}
+
+int main(void)
+{
+    GS_RUN(test_jpeg_rgb_matches_turbojpeg);
+    GS_RUN(test_jpeg_gray_replicated);
+    GS_RUN(test_jpeg_cmyk);
+    GS_RUN(test_jpeg_truncated);
+    GS_RUN(test_jpeg_trailing_garbage_accepted);
+    GS_RUN(test_jpeg_corrupt);
+    GS_RUN(test_jpeg_pixel_limit_from_header);
+    GS_RUN(test_not_an_image);
+    GS_RUN(test_png_rgb_rgba_alpha_dropped);
+    GS_RUN(test_png_gray_depths);
+    GS_RUN(test_png_16bit);
+    GS_RUN(test_png_palette);
+    GS_RUN(test_png_truncated_and_corrupt);
+    GS_RUN(test_png_30000_refused_from_header);
+    GS_RUN(test_orient_matrix);
+    GS_RUN(test_exif_jpeg_all_orientations);
+    GS_RUN(test_exif_png_and_xmp);
+    GS_RUN(test_exif_corrupt);
+    return gs_test_summary();
+}
