@@ -448,7 +448,13 @@ static int online_cores(void)
 
 int gs_cpu_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
 {
-    int n = p->n_threads > 0 ? p->n_threads : online_cores();
+    int n = p->n_threads;
+    if (n <= 0) {
+        /* GS_CPU_THREADS overrides the core count (containers, qemu user
+         * emulation, where creating threads can hang). */
+        const char *e = getenv("GS_CPU_THREADS");
+        n = e && atoi(e) > 0 ? atoi(e) : online_cores();
+    }
     if (n > GS_CPU_MAX_THREADS)
         n = GS_CPU_MAX_THREADS;
     gs_cpu *c = calloc(1, sizeof *c);

@@ -5,7 +5,8 @@
  *    fused qkv buffer) against a double-precision reference;
  *  - gs_k_attention_paged on the same data after gs_k_kv_store into a cache
  *    with page_size 16, a shuffled block table and partial last pages:
- *    whole-prompt prefill, one-token decode (long enough to take the
+ *    GQA 16:1 with one KV head (as the tiny fixture model), whole-prompt
+ *    prefill, one-token decode (long enough to take the
  *    split-KV path) and a chunked prefill of the last rows, each against
  *    the contiguous result;
  *  - malformed index arrays are refused with GS_EINVAL. */
@@ -116,8 +117,8 @@ static void test_attention_paged(void)
     gs_backend *be = kt_backend(8, 0);
     kt_seed(41);
     enum { NS = 4, PS = 16, MAXB = 21 };
-    const int H = 32, KV = 2, hd = 128, qd = H * hd, kd = KV * hd, w = qd + 2 * kd;
-    const int32_t L[NS] = {37, 16, 5, 300};
+    const int H = 16, KV = 1, hd = 128, qd = H * hd, kd = KV * hd, w = qd + 2 * kd;
+    const int32_t L[NS] = {37, 16, 5, 260}; /* 260: long enough to split in decode */
     int32_t cu[NS + 1] = {0};
     for (int s = 0; s < NS; s++)
         cu[s + 1] = cu[s] + L[s];
@@ -172,7 +173,7 @@ static void test_attention_paged(void)
     int32_t *dkvl = kt_up(be, kvl, sizeof kvl);
     const gs_attn_params p = {H, KV, hd, 1.0f / sqrtf((float)hd), 1};
     /* nq = rows of each sequence in this step: all, 1 (decode), up to 7 */
-    const int nqs[3][NS] = {{37, 16, 5, 300}, {1, 1, 1, 1}, {7, 7, 5, 7}};
+    const int nqs[3][NS] = {{37, 16, 5, 260}, {1, 1, 1, 1}, {7, 7, 5, 7}};
     const char *names[3] = {"paged prefill", "paged decode (split kv)", "paged chunk of 7"};
     for (int cs = 0; cs < 3; cs++) {
         int nq_tot = 0, max_q = 0;
@@ -193,7 +194,7 @@ static void test_attention_paged(void)
         gs_mat q = kt_mat_up(be, qh, nq_tot, qd, qd + 1);
         gs_mat out = kt_mat_up(be, qh, nq_tot, qd, qd);
         int32_t *dcuq = kt_up(be, cuq, sizeof cuq);
-        gs_paged_batch b = {NS, dcuq, dkvl, dbt, MAXB, max_q, 300};
+        gs_paged_batch b = {NS, dcuq, dkvl, dbt, MAXB, max_q, 260};
         GS_ASSERT_OK(gs_k_attention_paged(be, out, q, &kv, &b, &p));
         float *got = kt_mat_down(be, out);
         GS_ASSERT(gs_check_tensor(names[cs], got, want, (size_t)nq_tot * qd, 2e-6));
@@ -202,20 +203,20 @@ static void test_attention_paged(void)
         if (cs == 1) { /* malformed batches */
             int32_t bt2[NS * MAXB];
             memcpy(bt2, bt, sizeof bt2);
-            bt2[3 * MAXB + 18] = n_pages; /* a needed block points past the cache */
+            bt2[3 * MAXB + 16] = n_pages; /* a needed block points past the cache */
             int32_t *dbt2 = kt_up(be, bt2, sizeof bt2);
             gs_paged_batch b2 = b;
             b2.block_table = dbt2;
             GS_ASSERT_EQ(gs_k_attention_paged(be, out, q, &kv, &b2, &p), GS_EINVAL);
             gs_buf_free(be, dbt2);
-            int32_t kvl2[NS] = {37, 0, 5, 300}; /* kv_len < n_q */
+            int32_t kvl2[NS] = {37, 0, 5, 260}; /* kv_len < n_q */
             int32_t *dkvl2 = kt_up(be, kvl2, sizeof kvl2);
             b2 = b;
             b2.kv_len = dkvl2;
             GS_ASSERT_EQ(gs_k_attention_paged(be, out, q, &kv, &b2, &p), GS_EINVAL);
             gs_buf_free(be, dkvl2);
             b2 = b;
-            b2.max_kv = 299; /* a bound that is exceeded */
+            b2.max_kv = 259; /* a bound that is exceeded */
             GS_ASSERT_EQ(gs_k_attention_paged(be, out, q, &kv, &b2, &p), GS_EINVAL);
             int32_t cuq2[NS + 1] = {0, 2, 1, 3, 4}; /* decreasing */
             int32_t *dcuq2 = kt_up(be, cuq2, sizeof cuq2);
