@@ -20,8 +20,7 @@ static inline void *gs_big_alloc(size_t n)
         if (posix_memalign(&p, GS_BIG_ALLOC_ALIGN, n) != 0)
             return NULL;
         /* Advice only: failure (no THP support) changes nothing. */
-        (void)madvise(p, (n + GS_BIG_ALLOC_ALIGN - 1) & ~(GS_BIG_ALLOC_ALIGN - 1),
-                      MADV_HUGEPAGE);
+        (void)madvise(p, (n + GS_BIG_ALLOC_ALIGN - 1) & ~(GS_BIG_ALLOC_ALIGN - 1), MADV_HUGEPAGE);
         return p;
     }
 #endif

@@ -117,14 +117,38 @@ void gs_image_rgb_free(gs_image_rgb *img)
 static void orient_src(int o, int32_t W, int32_t H, int32_t x, int32_t y, int32_t *sx, int32_t *sy)
 {
     switch (o) {
-    case 2: *sx = W - 1 - x; *sy = y; break;         /* FLIP_LEFT_RIGHT */
-    case 3: *sx = W - 1 - x; *sy = H - 1 - y; break; /* ROTATE_180 */
-    case 4: *sx = x; *sy = H - 1 - y; break;         /* FLIP_TOP_BOTTOM */
-    case 5: *sx = y; *sy = x; break;                 /* TRANSPOSE */
-    case 6: *sx = y; *sy = H - 1 - x; break;         /* ROTATE_270 (clockwise 90) */
-    case 7: *sx = W - 1 - y; *sy = H - 1 - x; break; /* TRANSVERSE */
-    case 8: *sx = W - 1 - y; *sy = x; break;         /* ROTATE_90 (counter-clockwise) */
-    default: *sx = x; *sy = y; break;
+    case 2:
+        *sx = W - 1 - x;
+        *sy = y;
+        break; /* FLIP_LEFT_RIGHT */
+    case 3:
+        *sx = W - 1 - x;
+        *sy = H - 1 - y;
+        break; /* ROTATE_180 */
+    case 4:
+        *sx = x;
+        *sy = H - 1 - y;
+        break; /* FLIP_TOP_BOTTOM */
+    case 5:
+        *sx = y;
+        *sy = x;
+        break; /* TRANSPOSE */
+    case 6:
+        *sx = y;
+        *sy = H - 1 - x;
+        break; /* ROTATE_270 (clockwise 90) */
+    case 7:
+        *sx = W - 1 - y;
+        *sy = H - 1 - x;
+        break; /* TRANSVERSE */
+    case 8:
+        *sx = W - 1 - y;
+        *sy = x;
+        break; /* ROTATE_90 (counter-clockwise) */
+    default:
+        *sx = x;
+        *sy = y;
+        break;
     }
 }
 
@@ -173,10 +197,9 @@ static int check_pixels(const gs_image_decode_params *p, const char *fmt, int64_
         return gs_diag_set(d, GS_EFORMAT, "%s header has an empty size %lldx%lld", fmt,
                            (long long)w, (long long)h);
     if (w > INT32_MAX / 3 || h > INT32_MAX / 3 || w * h > p->max_pixels)
-        return gs_diag_set(d, GS_ETOOBIG,
-                           "%s image is %lldx%lld = %lld pixels, above the limit of %lld", fmt,
-                           (long long)w, (long long)h, (long long)(w * h),
-                           (long long)p->max_pixels);
+        return gs_diag_set(
+            d, GS_ETOOBIG, "%s image is %lldx%lld = %lld pixels, above the limit of %lld", fmt,
+            (long long)w, (long long)h, (long long)(w * h), (long long)p->max_pixels);
     return 0;
 }
 
@@ -186,8 +209,8 @@ static int check_pixels(const gs_image_decode_params *p, const char *fmt, int64_
 typedef struct {
     const uint8_t *exif; /* first Exif APP1 payload ("Exif\0\0" + TIFF) */
     size_t exif_len;
-    uint8_t *exif_buf;   /* owned: concatenation when there are several */
-    const uint8_t *xmp;  /* last XMP APP1 packet */
+    uint8_t *exif_buf;  /* owned: concatenation when there are several */
+    const uint8_t *xmp; /* last XMP APP1 packet */
     size_t xmp_len;
     int n_scans;
 } jpeg_meta;
@@ -238,8 +261,8 @@ static int jpeg_walk(const uint8_t *b, size_t len, jpeg_meta *m, gs_diag *d)
             break;
         const size_t seg = (size_t)b[i] << 8 | b[i + 1];
         if (seg < 2)
-            return gs_diag_set(d, GS_EFORMAT, "JPEG marker 0x%02X at byte %zu has length %zu",
-                               mk, i - 1, seg);
+            return gs_diag_set(d, GS_EFORMAT, "JPEG marker 0x%02X at byte %zu has length %zu", mk,
+                               i - 1, seg);
         if (len - i < seg)
             break;
         const uint8_t *s = b + i + 2;
@@ -283,6 +306,27 @@ static int jpeg_walk(const uint8_t *b, size_t len, jpeg_meta *m, gs_diag *d)
                        "truncated JPEG: the data (%zu bytes) ends before the EOI marker", len);
 }
 
+static gs_image_src_mode jpeg_mode(int cs)
+{
+    if (cs == TJCS_CMYK || cs == TJCS_YCCK)
+        return GS_IMAGE_SRC_CMYK;
+    return cs == TJCS_GRAY ? GS_IMAGE_SRC_L : GS_IMAGE_SRC_RGB;
+}
+
+/* tjDecompressHeader3, accepting a mere warning (e.g. "extraneous bytes
+ * before marker", which Pillow ignores) unless strict. 0 or GS_EFORMAT. */
+static int jpeg_header(tjhandle tj, const uint8_t *b, size_t len, int strict, int *w, int *h,
+                       int *cs, gs_diag *d)
+{
+    int ss = -1;
+    *w = *h = 0;
+    *cs = -1;
+    if (tjDecompressHeader3(tj, b, (unsigned long)len, w, h, &ss, cs) != 0 &&
+        (strict || tjGetErrorCode(tj) != TJERR_WARNING || *w <= 0 || *h <= 0))
+        return gs_diag_set(d, GS_EFORMAT, "bad JPEG header: %s", tjGetErrorStr2(tj));
+    return 0;
+}
+
 /* Pillow's CMYK;I unpack (Adobe inverted) followed by cmyk2rgb. */
 static void cmyk_to_rgb(const uint8_t *in, uint8_t *out, size_t n)
 {
@@ -314,11 +358,9 @@ static int jpeg_decode(const uint8_t *b, size_t len, const gs_image_decode_param
         rc = gs_diag_set(d, GS_ENOMEM, "cannot create a JPEG decompressor");
         goto out;
     }
-    int w = 0, h = 0, subsamp = -1, cs = -1;
-    if (tjDecompressHeader3(tj, b, (unsigned long)len, &w, &h, &subsamp, &cs) != 0) {
-        rc = gs_diag_set(d, GS_EFORMAT, "bad JPEG header: %s", tjGetErrorStr2(tj));
+    int w, h, cs;
+    if ((rc = jpeg_header(tj, b, len, (p->flags & GS_IMAGE_DECODE_STRICT) != 0, &w, &h, &cs, d)))
         goto out_tj;
-    }
     if ((rc = check_pixels(p, "JPEG", w, h, d)))
         goto out_tj;
     const int is_cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
@@ -330,8 +372,7 @@ static int jpeg_decode(const uint8_t *b, size_t len, const gs_image_decode_param
     img->src.width = w;
     img->src.height = h;
     img->src.bit_depth = 8;
-    img->src.mode = is_cmyk ? GS_IMAGE_SRC_CMYK : cs == TJCS_GRAY ? GS_IMAGE_SRC_L
-                                                                  : GS_IMAGE_SRC_RGB;
+    img->src.mode = jpeg_mode(cs);
     uint8_t *dst = img->data;
     if (is_cmyk) {
         if (!(cmyk = gs_big_alloc((size_t)w * (size_t)h * 4))) {
@@ -380,10 +421,17 @@ out:
 static int spng_code(int e)
 {
     switch (e) {
-    case SPNG_EMEM: return GS_ENOMEM;
-    case SPNG_EWIDTH: case SPNG_EHEIGHT: case SPNG_EUSER_WIDTH: case SPNG_EUSER_HEIGHT:
-    case SPNG_EOVERFLOW: case SPNG_ECHUNK_LIMITS: return GS_ETOOBIG;
-    default: return GS_EFORMAT;
+    case SPNG_EMEM:
+        return GS_ENOMEM;
+    case SPNG_EWIDTH:
+    case SPNG_EHEIGHT:
+    case SPNG_EUSER_WIDTH:
+    case SPNG_EUSER_HEIGHT:
+    case SPNG_EOVERFLOW:
+    case SPNG_ECHUNK_LIMITS:
+        return GS_ETOOBIG;
+    default:
+        return GS_EFORMAT;
     }
 }
 
@@ -397,12 +445,18 @@ static int png_fail(int e, const char *what, gs_diag *d)
 static gs_image_src_mode png_mode(const struct spng_ihdr *ih)
 {
     switch (ih->color_type) {
-    case SPNG_COLOR_TYPE_GRAYSCALE: return ih->bit_depth == 16 ? GS_IMAGE_SRC_I16 : GS_IMAGE_SRC_L;
-    case SPNG_COLOR_TYPE_TRUECOLOR: return GS_IMAGE_SRC_RGB;
-    case SPNG_COLOR_TYPE_INDEXED: return GS_IMAGE_SRC_P;
-    case SPNG_COLOR_TYPE_GRAYSCALE_ALPHA: return GS_IMAGE_SRC_LA;
-    case SPNG_COLOR_TYPE_TRUECOLOR_ALPHA: return GS_IMAGE_SRC_RGBA;
-    default: return GS_IMAGE_SRC_NONE;
+    case SPNG_COLOR_TYPE_GRAYSCALE:
+        return ih->bit_depth == 16 ? GS_IMAGE_SRC_I16 : GS_IMAGE_SRC_L;
+    case SPNG_COLOR_TYPE_TRUECOLOR:
+        return GS_IMAGE_SRC_RGB;
+    case SPNG_COLOR_TYPE_INDEXED:
+        return GS_IMAGE_SRC_P;
+    case SPNG_COLOR_TYPE_GRAYSCALE_ALPHA:
+        return GS_IMAGE_SRC_LA;
+    case SPNG_COLOR_TYPE_TRUECOLOR_ALPHA:
+        return GS_IMAGE_SRC_RGBA;
+    default:
+        return GS_IMAGE_SRC_NONE;
     }
 }
 
@@ -473,8 +527,7 @@ static int png_decode(const uint8_t *b, size_t len, const gs_image_decode_params
     }
     const size_t want = (size_t)w * (size_t)h * (is_g16 ? 2 : 3);
     if (need != want) {
-        rc = gs_diag_set(d, GS_EINTERNAL, "PNG decoder wants %zu bytes, expected %zu", need,
-                         want);
+        rc = gs_diag_set(d, GS_EINTERNAL, "PNG decoder wants %zu bytes, expected %zu", need, want);
         goto out;
     }
     if (!(img = gs_image_rgb_new(w, h)) || (is_g16 && !(g16 = gs_big_alloc(need)))) {
@@ -542,10 +595,10 @@ int gs_image_probe(const void *bytes, size_t len, gs_image_info *out, gs_diag *d
         tjhandle tj = tjInitDecompress();
         if (!tj)
             return gs_diag_set(d, GS_ENOMEM, "cannot create a JPEG decompressor");
-        int w = 0, h = 0, ss = -1, cs = -1, rc = 0;
-        if (len > ULONG_MAX || tjDecompressHeader3(tj, b, (unsigned long)len, &w, &h, &ss, &cs))
-            rc = gs_diag_set(d, GS_EFORMAT, "bad JPEG header: %s", tjGetErrorStr2(tj));
-        else if (w <= 0 || h <= 0)
+        int w = 0, h = 0, cs = -1;
+        int rc = len > ULONG_MAX ? gs_diag_set(d, GS_ETOOBIG, "JPEG input too large")
+                                 : jpeg_header(tj, b, len, 0, &w, &h, &cs, d);
+        if (!rc && (w <= 0 || h <= 0))
             rc = gs_diag_set(d, GS_EFORMAT, "JPEG header has an empty size %dx%d", w, h);
         tjDestroy(tj);
         if (rc)
@@ -554,9 +607,7 @@ int gs_image_probe(const void *bytes, size_t len, gs_image_info *out, gs_diag *d
         out->width = w;
         out->height = h;
         out->bit_depth = 8;
-        out->mode = cs == TJCS_CMYK || cs == TJCS_YCCK ? GS_IMAGE_SRC_CMYK
-                    : cs == TJCS_GRAY                  ? GS_IMAGE_SRC_L
-                                                       : GS_IMAGE_SRC_RGB;
+        out->mode = jpeg_mode(cs);
         return 0;
     }
     spng_ctx *ctx = png_open(b, len, len);
@@ -588,11 +639,14 @@ int gs_image_decode(const void *bytes, size_t len, const gs_image_decode_params 
     if (!b || len == 0)
         return gs_diag_set(d, GS_EINVAL, "empty image data (0 bytes)");
     if (len > p->max_bytes)
-        return gs_diag_set(d, GS_ETOOBIG, "image data is %zu bytes, above the limit of %zu",
-                           len, p->max_bytes);
+        return gs_diag_set(d, GS_ETOOBIG, "image data is %zu bytes, above the limit of %zu", len,
+                           p->max_bytes);
     switch (gs_image_sniff(b, len)) {
-    case GS_IMAGE_FMT_JPEG: return jpeg_decode(b, len, p, out, d);
-    case GS_IMAGE_FMT_PNG: return png_decode(b, len, p, out, d);
-    default: return unsupported(b, len, d);
+    case GS_IMAGE_FMT_JPEG:
+        return jpeg_decode(b, len, p, out, d);
+    case GS_IMAGE_FMT_PNG:
+        return png_decode(b, len, p, out, d);
+    default:
+        return unsupported(b, len, d);
     }
 }

@@ -65,8 +65,8 @@ typedef struct {
  * gs_image_rgb_free. */
 typedef struct {
     int32_t w, h;
-    uint8_t *data;     /* [h, w, 3] RGB u8, rows packed (stride 3*w) */
-    gs_image_info src; /* what the file held (stored size, mode) */
+    uint8_t *data;       /* [h, w, 3] RGB u8, rows packed (stride 3*w) */
+    gs_image_info src;   /* what the file held (stored size, mode) */
     int32_t orientation; /* EXIF orientation applied, 1..8 (1: none) */
 } gs_image_rgb;
 

@@ -21,17 +21,11 @@ static uint32_t rd32(const uint8_t *p, int be)
               : (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
 }
 
-/* Bytes per unit of the TIFF types Pillow knows (0: unknown type). */
-static uint32_t type_size(uint32_t typ)
-{
-    switch (typ) {
-    case 1: case 2: case 6: case 7: return 1;  /* BYTE ASCII SBYTE UNDEFINED */
-    case 3: case 8: return 2;                  /* SHORT SSHORT */
-    case 4: case 9: case 11: case 13: return 4; /* LONG SLONG FLOAT IFD */
-    case 5: case 10: case 12: case 16: case 17: case 18: return 8;
-    default: return 0;
-    }
-}
+/* Bytes per unit of the TIFF types Pillow knows, by type number (0: a
+ * type Pillow skips). 1 BYTE, 2 ASCII, 3 SHORT, 4 LONG, 5 RATIONAL,
+ * 6 SBYTE, 7 UNDEFINED, 8 SSHORT, 9 SLONG, 10 SRATIONAL, 11 FLOAT,
+ * 12 DOUBLE, 13 IFD, 16 LONG8, 17 SLONG8, 18 IFD8. */
+static const uint8_t type_size[19] = {0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4, 0, 0, 8, 8, 8};
 
 int gs_exif_orientation(const uint8_t *data, size_t len)
 {
@@ -60,7 +54,7 @@ int gs_exif_orientation(const uint8_t *data, size_t len)
         uint32_t tag = rd16(e, be), typ = rd16(e + 2, be), count = rd32(e + 4, be);
         if (tag != TAG_ORIENTATION)
             continue;
-        uint32_t unit = type_size(typ);
+        uint32_t unit = typ < sizeof type_size ? type_size[typ] : 0;
         if (unit == 0 || count == 0)
             continue; /* Pillow skips unknown types and empty values */
         if ((uint64_t)count * unit > 4) {
@@ -75,13 +69,26 @@ int gs_exif_orientation(const uint8_t *data, size_t len)
             return 0;
         int64_t v;
         switch (typ) {
-        case 1: v = e[8]; break;
-        case 6: v = (int8_t)e[8]; break;
-        case 3: v = rd16(e + 8, be); break;
-        case 8: v = (int16_t)rd16(e + 8, be); break;
-        case 4: v = rd32(e + 8, be); break;
-        case 9: v = (int32_t)rd32(e + 8, be); break;
-        default: return 0;
+        case 1:
+            v = e[8];
+            break;
+        case 6:
+            v = (int8_t)e[8];
+            break;
+        case 3:
+            v = rd16(e + 8, be);
+            break;
+        case 8:
+            v = (int16_t)rd16(e + 8, be);
+            break;
+        case 4:
+            v = rd32(e + 8, be);
+            break;
+        case 9:
+            v = (int32_t)rd32(e + 8, be);
+            break;
+        default:
+            return 0;
         }
         return v >= 0 && v <= 65535 ? (int)v : 0;
     }

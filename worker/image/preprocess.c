@@ -62,13 +62,12 @@ static int key_rgb(json_t *obj, const char *key, int positive, float out[3], gs_
     for (int c = 0; c < 3; c++) {
         json_t *e = json_is_array(v) ? json_array_get(v, (size_t)c) : v;
         if ((json_is_array(v) && json_array_size(v) != 3) || !json_is_number(e))
-            return gs_diag_set(d, GS_ECONFIG,
-                               "preprocessor_config.json: \"%s\" must be 3 numbers", key);
+            return gs_diag_set(d, GS_ECONFIG, "preprocessor_config.json: \"%s\" must be 3 numbers",
+                               key);
         const double x = json_number_value(e);
         if (!isfinite(x) || (positive && !(x > 0)))
-            return gs_diag_set(d, GS_ECONFIG,
-                               "preprocessor_config.json: \"%s\"[%d] = %g is not %s", key, c, x,
-                               positive ? "a positive number" : "finite");
+            return gs_diag_set(d, GS_ECONFIG, "preprocessor_config.json: \"%s\"[%d] = %g is not %s",
+                               key, c, x, positive ? "a positive number" : "finite");
         out[c] = (float)x;
     }
     return 0;
@@ -94,15 +93,17 @@ static int parse_root(json_t *root, gs_image_params *p, gs_diag *d)
         if ((rc = key_int(root, ints[i].key, ints[i].key, 1, &v, d)))
             return rc;
         if (v > ints[i].max)
-            return gs_diag_set(d, GS_ECONFIG, "preprocessor_config.json: \"%s\" = %lld is above %lld",
-                               ints[i].key, (long long)v, (long long)ints[i].max);
+            return gs_diag_set(d, GS_ECONFIG,
+                               "preprocessor_config.json: \"%s\" = %lld is above %lld", ints[i].key,
+                               (long long)v, (long long)ints[i].max);
         *(int32_t *)((char *)p + ints[i].off) = (int32_t)v;
     }
 
     /* Pixel bounds: size {shortest_edge, longest_edge} (what transformers
      * 5 reads), else min_pixels/max_pixels at the top or inside size. */
     json_t *size = json_object_get(root, "size");
-    json_t *se = json_object_get(size, "shortest_edge"), *le = json_object_get(size, "longest_edge");
+    json_t *se = json_object_get(size, "shortest_edge"),
+           *le = json_object_get(size, "longest_edge");
     if (se || le) {
         if ((rc = key_int(size, "shortest_edge", "size.shortest_edge", 0, &p->min_pixels, d)) ||
             (rc = key_int(size, "longest_edge", "size.longest_edge", 1, &p->max_pixels, d)))
@@ -127,8 +128,7 @@ static int parse_root(json_t *root, gs_image_params *p, gs_diag *d)
     p->rescale_factor = 1.0 / 255.0;
     json_t *rf = json_object_get(root, "rescale_factor");
     if (rf) {
-        if (!json_is_number(rf) || !(json_number_value(rf) > 0) ||
-            !isfinite(json_number_value(rf)))
+        if (!json_is_number(rf) || !(json_number_value(rf) > 0) || !isfinite(json_number_value(rf)))
             return gs_diag_set(d, GS_ECONFIG,
                                "preprocessor_config.json: \"rescale_factor\" must be a positive "
                                "number");
@@ -184,8 +184,8 @@ int gs_image_params_load(const char *path, gs_image_params *out, gs_diag *d)
     if (fseek(f, 0, SEEK_END) == 0)
         n = ftell(f);
     if (n < 0 || n > CONFIG_MAX_BYTES || fseek(f, 0, SEEK_SET) != 0) {
-        rc = gs_diag_set(d, n > CONFIG_MAX_BYTES ? GS_ETOOBIG : GS_EIO, "%s: cannot read%s",
-                         path, n > CONFIG_MAX_BYTES ? " (over 1 MiB)" : "");
+        rc = gs_diag_set(d, n > CONFIG_MAX_BYTES ? GS_ETOOBIG : GS_EIO, "%s: cannot read%s", path,
+                         n > CONFIG_MAX_BYTES ? " (over 1 MiB)" : "");
         goto out;
     }
     if (!(buf = malloc((size_t)n + 1))) {
@@ -208,8 +208,8 @@ out:
 /* ------------------------------------------------------------------ */
 /* smart_resize                                                        */
 
-int gs_image_smart_resize(const gs_image_params *p, int32_t height, int32_t width,
-                          int32_t *out_h, int32_t *out_w, gs_diag *d)
+int gs_image_smart_resize(const gs_image_params *p, int32_t height, int32_t width, int32_t *out_h,
+                          int32_t *out_w, gs_diag *d)
 {
     if (!p || p->patch_size <= 0 || p->merge_size <= 0 || p->temporal_patch_size <= 0)
         return gs_diag_set(d, GS_EINVAL, "smart_resize: bad parameters");
@@ -230,9 +230,8 @@ int gs_image_smart_resize(const gs_image_params *p, int32_t height, int32_t widt
                            height);
     const double ratio = (h > w ? h : w) / (h < w ? h : w);
     if (ratio > 200)
-        return gs_diag_set(d, GS_EINVAL,
-                           "image aspect ratio must be at most 200, got %.6g (%dx%d)", ratio,
-                           width, height);
+        return gs_diag_set(d, GS_EINVAL, "image aspect ratio must be at most 200, got %.6g (%dx%d)",
+                           ratio, width, height);
     /* round() is half-to-even, as rint in the default rounding mode. */
     double hb = rint(h / ff) * ff, wb = rint(w / ff) * ff;
     const double t_bar = rint((double)num_frames / (double)tf) * (double)tf;
@@ -250,8 +249,8 @@ int gs_image_smart_resize(const gs_image_params *p, int32_t height, int32_t widt
         wb = ceil(w * beta / ff) * ff;
     }
     if (hb < ff || wb < ff || hb > (double)INT32_MAX || wb > (double)INT32_MAX)
-        return gs_diag_set(d, GS_EINVAL, "smart_resize: %dx%d gives an unusable size %gx%g",
-                           width, height, wb, hb);
+        return gs_diag_set(d, GS_EINVAL, "smart_resize: %dx%d gives an unusable size %gx%g", width,
+                           height, wb, hb);
     *out_h = (int32_t)hb;
     *out_w = (int32_t)wb;
     return 0;

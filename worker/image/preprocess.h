@@ -55,17 +55,17 @@ int gs_image_params_parse(const char *json, size_t len, gs_image_params *out, gs
  * round() half-to-even, int() truncation, float64 maths. Returns 0,
  * GS_EINVAL (non-positive size, or aspect ratio > 200 after the small-side
  * pre-scale: the message gives the ratio). */
-int gs_image_smart_resize(const gs_image_params *p, int32_t height, int32_t width,
-                          int32_t *out_h, int32_t *out_w, gs_diag *d);
+int gs_image_smart_resize(const gs_image_params *p, int32_t height, int32_t width, int32_t *out_h,
+                          int32_t *out_w, gs_diag *d);
 
 /* One image's model input. Owned by its receiver; gs_image_patches_free. */
 typedef struct {
-    int64_t n_patches;               /* rows: grid_t * grid_h * grid_w */
-    int32_t patch_dim;               /* 3 * T * P * P (1176) */
-    int32_t grid_t, grid_h, grid_w;  /* image_grid_thw (t = 1 for an image) */
-    int32_t n_tokens;                /* LLM placeholder tokens: n_patches / m^2 */
-    int32_t resized_w, resized_h;    /* size after smart_resize */
-    float *pixels;                   /* [n_patches, patch_dim] f32 */
+    int64_t n_patches;              /* rows: grid_t * grid_h * grid_w */
+    int32_t patch_dim;              /* 3 * T * P * P (1176) */
+    int32_t grid_t, grid_h, grid_w; /* image_grid_thw (t = 1 for an image) */
+    int32_t n_tokens;               /* LLM placeholder tokens: n_patches / m^2 */
+    int32_t resized_w, resized_h;   /* size after smart_resize */
+    float *pixels;                  /* [n_patches, patch_dim] f32 */
 } gs_image_patches;
 
 /* Full pipeline on a decoded image (borrowed). On success *out is owned

@@ -166,9 +166,8 @@ static inline uint8_t clip8(int32_t v)
 
 /* One output row with a constant tap count K (inlined with K a constant,
  * so the tap loop unrolls). */
-static inline __attribute__((always_inline)) void hrow_fixed(const uint8_t *srow, uint8_t *drow,
-                                                             int32_t dw, const coeffs *c,
-                                                             const int K)
+static inline __attribute__((always_inline)) void
+hrow_fixed(const uint8_t *srow, uint8_t *drow, int32_t dw, const coeffs *c, const int K)
 {
     const int32_t half = 1 << (PRECISION_BITS - 1);
     for (int32_t xx = 0; xx < dw; xx++) {
@@ -195,12 +194,23 @@ GS_MULTIVERSION static void pass_horizontal(const uint8_t *src, int32_t sw, int3
         const uint8_t *srow = src + (size_t)(y0 + y) * (size_t)sw * 3;
         uint8_t *drow = dst + (size_t)y * (size_t)dw * 3;
         switch (c->fk ? c->kfix : 0) {
-        case 4: hrow_fixed(srow, drow, dw, c, 4); continue;
-        case 5: hrow_fixed(srow, drow, dw, c, 5); continue;
-        case 6: hrow_fixed(srow, drow, dw, c, 6); continue;
-        case 7: hrow_fixed(srow, drow, dw, c, 7); continue;
-        case 8: hrow_fixed(srow, drow, dw, c, 8); continue;
-        default: break;
+        case 4:
+            hrow_fixed(srow, drow, dw, c, 4);
+            continue;
+        case 5:
+            hrow_fixed(srow, drow, dw, c, 5);
+            continue;
+        case 6:
+            hrow_fixed(srow, drow, dw, c, 6);
+            continue;
+        case 7:
+            hrow_fixed(srow, drow, dw, c, 7);
+            continue;
+        case 8:
+            hrow_fixed(srow, drow, dw, c, 8);
+            continue;
+        default:
+            break;
         }
         for (int32_t xx = 0; xx < dw; xx++) {
             const int32_t *k = c->k + (size_t)xx * (size_t)c->ksize;
@@ -221,7 +231,7 @@ GS_MULTIVERSION static void pass_horizontal(const uint8_t *src, int32_t sw, int3
 
 /* src has rows indexed from the bounds of c (already shifted); width w. */
 GS_MULTIVERSION static void pass_vertical(const uint8_t *src, int32_t w, uint8_t *dst, int32_t dh,
-                          const coeffs *c, int32_t *acc)
+                                          const coeffs *c, int32_t *acc)
 {
     const size_t rowlen = (size_t)w * 3;
     const int32_t half = 1 << (PRECISION_BITS - 1);

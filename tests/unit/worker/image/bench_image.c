@@ -130,8 +130,8 @@ static void bench(const char *name, const unsigned char *bytes, size_t len,
         gs_image_patches_free(pt);
         gs_image_patches_free(pt2);
     }
-    printf("| %-22s | %5dx%-5d | %5dx%-5d | %6lld | %7.2f | %7.2f | %8.2f | %10.2f |\n", name, w,
-           h, rw, rh, rows, best[0], best[1], best[2], best[3]);
+    printf("| %-22s | %5dx%-5d | %5dx%-5d | %6lld | %7.2f | %7.2f | %8.2f | %10.2f |\n", name, w, h,
+           rw, rh, rows, best[0], best[1], best[2], best[3]);
 }
 
 int main(int argc, char **argv)

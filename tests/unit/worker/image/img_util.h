@@ -68,7 +68,7 @@ typedef struct {
     uint8_t color_type, bit_depth, interlace;
     const struct spng_plte *plte; /* palette images */
     const struct spng_trns *trns;
-    const uint8_t *exif;          /* eXIf payload (TIFF), exif_len bytes */
+    const uint8_t *exif; /* eXIf payload (TIFF), exif_len bytes */
     size_t exif_len;
 } tu_png_params;
 
@@ -107,10 +107,12 @@ static inline size_t tu_exif(uint8_t *out, int big_endian, int orientation, int 
         n = 6;
     }
     uint8_t *t = out + n;
-    const uint8_t le[] = {'I', 'I', 0x2a, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0,
-                          (uint8_t)orientation, 0, 0, 0, 0, 0, 0, 0};
-    const uint8_t be[] = {'M', 'M', 0, 0x2a, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1,
-                          0, (uint8_t)orientation, 0, 0, 0, 0, 0, 0};
+    const uint8_t le[] = {
+        'I', 'I', 0x2a, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, (uint8_t)orientation,
+        0,   0,   0,    0, 0, 0, 0};
+    const uint8_t be[] = {'M',  'M',  0, 0x2a, 0, 0, 0, 8, 0, 1,
+                          0x01, 0x12, 0, 3,    0, 0, 0, 1, 0, (uint8_t)orientation,
+                          0,    0,    0, 0,    0, 0};
     memcpy(t, big_endian ? be : le, sizeof le);
     return n + sizeof le;
 }

@@ -206,6 +206,36 @@ static void test_jpeg_corrupt(void)
     GS_ASSERT(r5 == 0 || r5 == GS_EFORMAT || r5 == GS_EUNSUPPORTED);
 }
 
+/* Bytes between two header segments: libjpeg warns ("extraneous bytes
+ * before marker"), Pillow decodes the image; so do we unless STRICT. */
+static void test_jpeg_extraneous_bytes(void)
+{
+    size_t n = 0;
+    uint8_t *jpg = small_jpeg(&n);
+    size_t dqt = tu_find_marker(jpg, n, 0xDB);
+    GS_ASSERT(dqt);
+    uint8_t *x = malloc(n + 3);
+    memcpy(x, jpg, dqt);
+    memcpy(x + dqt, "\x00\x11\x22", 3);
+    memcpy(x + dqt + 3, jpg + dqt, n - dqt);
+    gs_image_rgb *a = NULL, *b = NULL, *c = NULL;
+    int ra = decode(jpg, n, 0, &a, NULL), rb = decode(x, n + 3, 0, &b, NULL);
+    int rc = decode(x, n + 3, GS_IMAGE_DECODE_STRICT, &c, NULL);
+    gs_image_info info;
+    int rp = gs_image_probe(x, n + 3, &info, NULL);
+    int same = a && b && memcmp(a->data, b->data, 48 * 32 * 3) == 0;
+    gs_image_rgb_free(a);
+    gs_image_rgb_free(b);
+    gs_image_rgb_free(c);
+    free(x);
+    free(jpg);
+    GS_ASSERT_OK(ra);
+    GS_ASSERT_OK(rb);
+    GS_ASSERT(same);
+    GS_ASSERT_EQ(rc, GS_EFORMAT);
+    GS_ASSERT_OK(rp);
+}
+
 static void test_jpeg_pixel_limit_from_header(void)
 {
     size_t n = 0;
@@ -284,19 +314,18 @@ static int png_decode_raw(const tu_png_params *pp, const void *raw, size_t raw_l
 }
 
 /* Every pixel i of img must equal f(i) in R, G, B. */
-#define CHECK_PIXELS(img, npx, exprR, exprG, exprB)                                          \
-    do {                                                                                     \
-        for (int i = 0; i < (npx); i++) {                                                    \
-            const uint8_t *q = (img)->data + 3 * i;                                          \
-            if (q[0] != (uint8_t)(exprR) || q[1] != (uint8_t)(exprG) ||                      \
-                q[2] != (uint8_t)(exprB)) {                                                  \
-                int r_ = q[0], g_ = q[1], b_ = q[2];                                         \
-                gs_image_rgb_free(img);                                                      \
-                GS_FAIL_("pixel %d = (%d,%d,%d), want (%d,%d,%d)", i, r_, g_, b_,            \
-                         (int)(uint8_t)(exprR), (int)(uint8_t)(exprG),                      \
-                         (int)(uint8_t)(exprB));                                             \
-            }                                                                                \
-        }                                                                                    \
+#define CHECK_PIXELS(img, npx, exprR, exprG, exprB)                                                \
+    do {                                                                                           \
+        for (int i = 0; i < (npx); i++) {                                                          \
+            const uint8_t *q = (img)->data + 3 * i;                                                \
+            if (q[0] != (uint8_t)(exprR) || q[1] != (uint8_t)(exprG) ||                            \
+                q[2] != (uint8_t)(exprB)) {                                                        \
+                int r_ = q[0], g_ = q[1], b_ = q[2];                                               \
+                gs_image_rgb_free(img);                                                            \
+                GS_FAIL_("pixel %d = (%d,%d,%d), want (%d,%d,%d)", i, r_, g_, b_,                  \
+                         (int)(uint8_t)(exprR), (int)(uint8_t)(exprG), (int)(uint8_t)(exprB));     \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
 
 static void test_png_rgb_rgba_alpha_dropped(void)
@@ -422,6 +451,27 @@ static void test_png_palette(void)
     }
 }
 
+/* Indices past the end of PLTE: black, as Pillow's palette is padded
+ * with zeros. */
+static void test_png_palette_index_past_plte(void)
+{
+    struct spng_plte plte = {0};
+    plte.n_entries = 2;
+    plte.entries[0].red = 10, plte.entries[1].green = 20;
+    uint8_t idx[8] = {0, 1, 2, 7, 255, 1, 0, 3};
+    tu_png_params pp = {8, 1, SPNG_COLOR_TYPE_INDEXED, 8, 0, &plte, NULL, NULL, 0};
+    size_t n = 0;
+    uint8_t *png = tu_png(&pp, idx, sizeof idx, &n);
+    GS_ASSERT(png);
+    gs_image_rgb *img = NULL;
+    int rc = decode(png, n, 0, &img, NULL);
+    free(png);
+    GS_ASSERT_OK(rc);
+    CHECK_PIXELS(img, 8, idx[i] < 2 ? plte.entries[idx[i]].red : 0,
+                 idx[i] < 2 ? plte.entries[idx[i]].green : 0, 0);
+    gs_image_rgb_free(img);
+}
+
 static uint8_t *small_png(size_t *n)
 {
     uint8_t *rgb = tu_pattern(64, 48, 3, 6);
@@ -479,8 +529,8 @@ static size_t fake_png(uint8_t *png, uint32_t side)
     tu_be32(png + 16, side);
     tu_be32(png + 20, side);
     tu_be32(png + 29, tu_crc32(png + 12, 17));
-    static const uint8_t tail[] = {0, 0, 0, 4, 'I', 'D', 'A', 'T', 1, 2, 3, 4, 0, 0, 0, 0,
-                                   0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    static const uint8_t tail[] = {0, 0, 0, 4, 'I', 'D', 'A', 'T', 1,   2,    3,    4,    0,   0, 0,
+                                   0, 0, 0, 0, 0,   'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
     memcpy(png + 33, tail, sizeof tail);
     tu_be32(png + 33 + 12, tu_crc32(png + 33 + 4, 8));
     return 33 + sizeof tail;
@@ -525,9 +575,15 @@ static void test_png_30000_refused_from_header(void)
  * v in all channels) after each orientation, as Pillow's transposes give. */
 static void test_orient_matrix(void)
 {
-    static const uint8_t want[9][6] = {
-        {0}, {1, 2, 3, 4, 5, 6}, {3, 2, 1, 6, 5, 4}, {6, 5, 4, 3, 2, 1}, {4, 5, 6, 1, 2, 3},
-        {1, 4, 2, 5, 3, 6}, {4, 1, 5, 2, 6, 3}, {6, 3, 5, 2, 4, 1}, {3, 6, 2, 5, 1, 4}};
+    static const uint8_t want[9][6] = {{0},
+                                       {1, 2, 3, 4, 5, 6},
+                                       {3, 2, 1, 6, 5, 4},
+                                       {6, 5, 4, 3, 2, 1},
+                                       {4, 5, 6, 1, 2, 3},
+                                       {1, 4, 2, 5, 3, 6},
+                                       {4, 1, 5, 2, 6, 3},
+                                       {6, 3, 5, 2, 4, 1},
+                                       {3, 6, 2, 5, 1, 4}};
     for (int o = 0; o <= 9; o++) {
         gs_image_rgb *img = gs_image_rgb_new(3, 2);
         for (int i = 0; i < 6; i++)
@@ -567,8 +623,8 @@ static void test_exif_jpeg_all_orientations(void)
             int rc2 = decode(x, m, GS_IMAGE_DECODE_IGNORE_EXIF, &ign, NULL);
             int ok = !rc && img->w == want->w && img->h == want->h && img->orientation == o &&
                      memcmp(img->data, want->data, 40 * 24 * 3) == 0;
-            int ok2 = !rc2 && ign->orientation == 1 &&
-                      memcmp(ign->data, base->data, 40 * 24 * 3) == 0;
+            int ok2 =
+                !rc2 && ign->orientation == 1 && memcmp(ign->data, base->data, 40 * 24 * 3) == 0;
             gs_image_rgb_free(img);
             gs_image_rgb_free(ign);
             gs_image_rgb_free(want);
@@ -633,15 +689,15 @@ static void test_exif_corrupt(void)
     size_t len[8];
     for (int i = 0; i < 8; i++)
         len[i] = tu_exif(bad[i], i & 1, 6, 1);
-    memcpy(bad[0] + 6, "XX**", 4);                    /* unknown byte order */
-    bad[1][6 + 4] = 0xFF, bad[1][6 + 5] = 0xFF;       /* IFD0 offset far outside */
-    bad[2][6 + 8] = 0xFF, bad[2][6 + 9] = 0xFF;       /* 65535 entries, 1 present */
-    bad[2][6 + 10] = 0, bad[2][6 + 11] = 0;           /* ...and not Orientation */
-    len[3] = 6;                                       /* "Exif\0\0" alone */
-    len[4] = 6 + 11;                                  /* cut inside the entry */
-    bad[5][6 + 18] = 0, bad[5][6 + 19] = 9;           /* value 9 (big-endian) */
-    bad[6][6 + 12] = 0xFF;                            /* unknown type */
-    bad[7][6 + 17] = 2;                               /* count 2 (big-endian) */
+    memcpy(bad[0] + 6, "XX**", 4);              /* unknown byte order */
+    bad[1][6 + 4] = 0xFF, bad[1][6 + 5] = 0xFF; /* IFD0 offset far outside */
+    bad[2][6 + 8] = 0xFF, bad[2][6 + 9] = 0xFF; /* 65535 entries, 1 present */
+    bad[2][6 + 10] = 0, bad[2][6 + 11] = 0;     /* ...and not Orientation */
+    len[3] = 6;                                 /* "Exif\0\0" alone */
+    len[4] = 6 + 11;                            /* cut inside the entry */
+    bad[5][6 + 18] = 0, bad[5][6 + 19] = 9;     /* value 9 (big-endian) */
+    bad[6][6 + 12] = 0xFF;                      /* unknown type */
+    bad[7][6 + 17] = 2;                         /* count 2 (big-endian) */
     size_t n = 0;
     uint8_t *px = tu_pattern(16, 8, 3, 10);
     uint8_t *jpg = tu_jpeg(px, 16, 8, TJPF_RGB, TJSAMP_444, 90, &n);
@@ -686,12 +742,14 @@ int main(void)
     GS_RUN(test_jpeg_truncated);
     GS_RUN(test_jpeg_trailing_garbage_accepted);
     GS_RUN(test_jpeg_corrupt);
+    GS_RUN(test_jpeg_extraneous_bytes);
     GS_RUN(test_jpeg_pixel_limit_from_header);
     GS_RUN(test_not_an_image);
     GS_RUN(test_png_rgb_rgba_alpha_dropped);
     GS_RUN(test_png_gray_depths);
     GS_RUN(test_png_16bit);
     GS_RUN(test_png_palette);
+    GS_RUN(test_png_palette_index_past_plte);
     GS_RUN(test_png_truncated_and_corrupt);
     GS_RUN(test_png_30000_refused_from_header);
     GS_RUN(test_orient_matrix);

@@ -113,14 +113,14 @@ static int run_case(json_t *c, const gs_image_params *prm)
         return 1;
     }
     fprintf(stderr, "CASE %s\n", name);
-#define CHECK(cond, ...)                                      \
-    do {                                                      \
-        if (!(cond)) {                                        \
-            fprintf(stderr, "  FAIL %s: ", name);             \
-            fprintf(stderr, __VA_ARGS__);                     \
-            fprintf(stderr, "\n");                            \
-            fails++;                                          \
-        }                                                     \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "  FAIL %s: ", name);                                                  \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+            fails++;                                                                               \
+        }                                                                                          \
     } while (0)
 
     snprintf(rel, sizeof rel, "ref/%s", file);
@@ -184,8 +184,8 @@ static int run_case(json_t *c, const gs_image_params *prm)
             rw, rh, maxd, sumd / (double)nv, ndiff, nv, strcmp(hex, rsha) ? "DIFFERENT" : "equal",
             t1 - t0);
     /* Pillow's resize is reproduced bit for bit, not approximately. */
-    CHECK(maxd == 0 && strcmp(hex, rsha) == 0, "resize differs from Pillow's: max|d| %d, %zu values",
-          maxd, ndiff);
+    CHECK(maxd == 0 && strcmp(hex, rsha) == 0,
+          "resize differs from Pillow's: max|d| %d, %zu values", maxd, ndiff);
 
     /* pixel_values: ours from the image vs the processor's head rows, and
      * vs the full rows rebuilt from the reference resized image. */
@@ -199,7 +199,8 @@ static int run_case(json_t *c, const gs_image_params *prm)
         CHECK(0, "patchify(ref): %s", d.msg);
         goto out;
     }
-    CHECK(pt->grid_t == json_int_at(c, "grid_thw", 0) && pt->grid_h == json_int_at(c, "grid_thw", 1) &&
+    CHECK(pt->grid_t == json_int_at(c, "grid_thw", 0) &&
+              pt->grid_h == json_int_at(c, "grid_thw", 1) &&
               pt->grid_w == json_int_at(c, "grid_thw", 2),
           "grid_thw [%d,%d,%d]", pt->grid_t, pt->grid_h, pt->grid_w);
     CHECK(pt->n_patches == json_integer_value(json_object_get(c, "n_patches")), "n_patches %lld",
@@ -220,8 +221,8 @@ static int run_case(json_t *c, const gs_image_params *prm)
         goto out;
     }
     CHECK(grid[0] == pt->grid_t && grid[1] == pt->grid_h && grid[2] == pt->grid_w,
-          "grid_thw [%d,%d,%d] != safetensors [%lld,%lld,%lld]", pt->grid_t, pt->grid_h,
-          pt->grid_w, (long long)grid[0], (long long)grid[1], (long long)grid[2]);
+          "grid_thw [%d,%d,%d] != safetensors [%lld,%lld,%lld]", pt->grid_t, pt->grid_h, pt->grid_w,
+          (long long)grid[0], (long long)grid[1], (long long)grid[2]);
     CHECK(nh <= (size_t)pt->n_patches * pt->patch_dim, "head larger than pixel_values");
     if (nh <= (size_t)pt->n_patches * pt->patch_dim) {
         char tn[96];
@@ -249,7 +250,8 @@ static int run_case(json_t *c, const gs_image_params *prm)
             maxe = e > maxe ? e : maxe;
         }
         mean /= (double)n;
-        fprintf(stderr, "  pixel_values full [%lld, %d]: max|d| %.3g  mean|d| %.3g  differing %zu\n",
+        fprintf(stderr,
+                "  pixel_values full [%lld, %d]: max|d| %.3g  mean|d| %.3g  differing %zu\n",
                 (long long)pt->n_patches, pt->patch_dim, maxe, mean, nd);
         CHECK(mean <= 0.01, "pixel_values mean |d| %.3g > 0.01", mean);
         CHECK(maxe == 0, "pixel_values not bit-exact: max |d| %.3g", maxe);

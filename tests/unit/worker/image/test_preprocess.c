@@ -118,8 +118,8 @@ static void test_params_errors_name_the_key(void)
         int rc = parse(cases[i].json, &p, &d);
         GS_ASSERT_MSG(rc == cases[i].code, "case %zu: rc %d, want %d (%s)", i, rc, cases[i].code,
                       d.msg);
-        GS_ASSERT_MSG(strstr(d.msg, cases[i].needle), "case %zu: \"%s\" does not name %s", i,
-                      d.msg, cases[i].needle);
+        GS_ASSERT_MSG(strstr(d.msg, cases[i].needle), "case %zu: \"%s\" does not name %s", i, d.msg,
+                      cases[i].needle);
     }
 }
 
@@ -154,13 +154,27 @@ static void test_smart_resize_table(void)
     static const struct {
         int w, h, rw, rh; /* rw = 0: ValueError (aspect ratio) */
     } t[] = {
-        {336, 336, 336, 336},   {640, 480, 644, 476},     {1024, 768, 1036, 756},
-        {1280, 720, 1288, 728}, {1920, 1080, 1932, 1092}, {4000, 3000, 2520, 1876},
-        {224, 224, 224, 224},   {70, 70, 84, 84},         {20, 90, 56, 168},
-        {2000, 10, 5600, 28},   {2001, 10, 0, 0},         {1, 300, 0, 0},
-        {300, 1, 0, 0},         {28, 5600, 28, 5600},     {27, 5600, 0, 0},
-        {1, 1, 84, 84},         {3, 3, 84, 84},           {100, 27, 168, 56},
-        {12345, 6789, 2940, 1624}, {65535, 65535, 2184, 2184}, {7000, 35, 7000, 28},
+        {336, 336, 336, 336},
+        {640, 480, 644, 476},
+        {1024, 768, 1036, 756},
+        {1280, 720, 1288, 728},
+        {1920, 1080, 1932, 1092},
+        {4000, 3000, 2520, 1876},
+        {224, 224, 224, 224},
+        {70, 70, 84, 84},
+        {20, 90, 56, 168},
+        {2000, 10, 5600, 28},
+        {2001, 10, 0, 0},
+        {1, 300, 0, 0},
+        {300, 1, 0, 0},
+        {28, 5600, 28, 5600},
+        {27, 5600, 0, 0},
+        {1, 1, 84, 84},
+        {3, 3, 84, 84},
+        {100, 27, 168, 56},
+        {12345, 6789, 2940, 1624},
+        {65535, 65535, 2184, 2184},
+        {7000, 35, 7000, 28},
         {294, 322, 280, 336}, /* 10.5 -> 10, 11.5 -> 12: round half to even */
     };
     gs_image_params p;
@@ -210,7 +224,7 @@ static void test_resize_properties(void)
     gs_image_rgb_free(a);
     /* A constant image stays constant whatever the sizes (weights sum to
      * 1 in fixed point up to rounding, which clip8's +0.5 absorbs). */
-    static const int sz[][4] = {{50, 40, 13, 90}, {9, 9, 200, 3}, {300, 2, 1, 1},
+    static const int sz[][4] = {{50, 40, 13, 90}, {9, 9, 200, 3},   {300, 2, 1, 1},
                                 {1, 1, 28, 28},   {64, 64, 63, 65}, {1000, 3, 7, 2}};
     for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
         a = gs_image_rgb_new(sz[i][0], sz[i][1]);
@@ -268,8 +282,8 @@ static void test_patchify_layout(void)
                                 for (int x = 0; x < P; x++) {
                                     float v = pt->pixels[(size_t)row * 1176 +
                                                          (size_t)(((c * T + t) * P + y) * P + x)];
-                                    uint8_t u = img->data[((size_t)(P * h + y) * W + P * w + x) *
-                                                              3 + c];
+                                    uint8_t u =
+                                        img->data[((size_t)(P * h + y) * W + P * w + x) * 3 + c];
                                     if (v != (float)u)
                                         bad = row;
                                 }
