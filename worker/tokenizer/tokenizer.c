@@ -103,10 +103,13 @@ typedef int (*piece_fn)(enc *e, int level, const uint8_t *s, size_t n);
 static int regex_split(enc *e, const pcre2_code *re, int removed, int level, piece_fn fn,
                        const uint8_t *s, size_t n)
 {
-    size_t prev = 0, off = 0;
+    size_t prev = 0, off = 0, jit = 0;
     int rc = 0;
+    /* pcre2_jit_match skips pcre2_match's checks: worth it, one call per piece */
+    pcre2_pattern_info(re, PCRE2_INFO_JITSIZE, &jit);
     while (off < n) {
-        int m = pcre2_match(re, s, n, off, PCRE2_NO_UTF_CHECK, e->md, NULL);
+        int m = jit ? pcre2_jit_match(re, s, n, off, PCRE2_NO_UTF_CHECK, e->md, NULL)
+                    : pcre2_match(re, s, n, off, PCRE2_NO_UTF_CHECK, e->md, NULL);
         if (m == PCRE2_ERROR_JIT_STACKLIMIT) /* the interpreter keeps its frames on the heap */
             m = pcre2_match(re, s, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, e->md, NULL);
         if (m == PCRE2_ERROR_NOMATCH)
