@@ -187,6 +187,48 @@ def bench(args):
     return 0 if same and rows[1][6] == rows[1][7] else 1
 
 
+def random_strings(n, seed, specials):
+    rng = random.Random(seed)
+    pools = [
+        "abcXYZ", "'sStTdDmMlLvVrReE", " ", "  ", "\t", "\n", "\r\n", "\r", "\x0b\x0c",
+        "\x85", "\xa0", "\u2028\u2029", "\u3000", "\u200b", "\u180e", "\x1c\x1d",
+        "0123456789", "٣٤٥", "①Ⅻ", "ſK", "éÉ", "e\u0301", "中文字符测试", "日本語カタカナ",
+        "한국어", "😀👍🏽🇨🇳", "\u200d", "\ufe0f", "𝔘𝔫𝔦", "𠀀𪚥", "!?.,;:", "()[]{}",
+        "\"'`", "#$%&*+-/<=>@\\^_|~", "ﬁ", "Ｆｕｌｌ", "\u0000", "\x7f", "\ufffd",
+        "<|", "|>", "<think>", "/nothink", "<", "user",
+    ] + specials
+    for _ in range(n):
+        k = rng.randint(0, 24)
+        yield "".join(rng.choice(rng.choice(pools)) if rng.random() < 0.5
+                      else rng.choice(pools) for _ in range(k))
+
+
+def check(args):
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(args.tokenizer)
+    specials = [t.content for t in tok.get_added_tokens_decoder().values()]
+    cases = list(random_strings(args.n, args.seed, specials))
+    cli = os.path.join(build_dir(args), "tools", "bench_tokenizer", "gs-tokcli")
+    inp = "".join(json.dumps(s) + "\n" for s in cases)
+    got = subprocess.run([cli, "encode", args.tokenizer], input=inp, capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    bad = 0
+    want_all = [tok.encode(s, add_special_tokens=False).ids for s in cases]
+    dec_in = "".join(json.dumps(w) + "\n" for w in want_all)
+    dec = subprocess.run([cli, "decode", args.tokenizer], input=dec_in, capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    for s, w, g, dg in zip(cases, want_all, got, dec):
+        gi = json.loads(g)
+        hd = tok.decode(w, skip_special_tokens=False)
+        if gi != w or json.loads(dg) != hd:
+            bad += 1
+            if bad <= 10:
+                print("DIFF %r\n  hf %s\n  gs %s\n  hf decode %r\n  gs decode %r"
+                      % (s, w, gi, hd, json.loads(dg)))
+    print("%d/%d strings identical (encode and decode)" % (len(cases) - bad, len(cases)))
+    return 1 if bad else 0
+
+
 WS = ["", " ", "\n", "\n\n", "\t", "\u3000", "\x85", "\xa0 "]
 WORDS = ["A1", "answer", "中文", "</think>", "<think>", "/nothink", "R", "x/nothink", "é", "{x}"]
 
