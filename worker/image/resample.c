@@ -155,13 +155,12 @@ static int coeffs_make(int32_t in_size, int32_t out_size, coeffs *c)
     return 0;
 }
 
+/* Pillow's clip8: floor(v / 2^22) clamped to 0..255 (written so that it
+ * compiles to conditional moves, not branches). */
 static inline uint8_t clip8(int32_t v)
 {
-    if (v < 0)
-        return 0;
-    if (v >= (256 << PRECISION_BITS))
-        return 255;
-    return (uint8_t)(v >> PRECISION_BITS);
+    uint32_t q = v < 0 ? 0u : (uint32_t)v >> PRECISION_BITS;
+    return (uint8_t)(q > 255u ? 255u : q);
 }
 
 /* One output row with a constant tap count K (inlined with K a constant,
@@ -174,6 +173,7 @@ hrow_fixed(const uint8_t *srow, uint8_t *drow, int32_t dw, const coeffs *c, cons
         const int32_t *k = c->fk + (size_t)xx * K;
         const uint8_t *p = srow + (size_t)c->fx[xx] * 3;
         int32_t s0 = half, s1 = half, s2 = half;
+#pragma GCC unroll 8
         for (int j = 0; j < K; j++) {
             s0 += p[3 * j + 0] * k[j];
             s1 += p[3 * j + 1] * k[j];
