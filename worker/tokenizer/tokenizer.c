@@ -151,9 +151,7 @@ static int bytelevel(enc *e, const uint8_t *s, size_t n)
 {
     const gs_tokenizer *tok = e->tok;
     if (tok->add_prefix_space && (n == 0 || s[0] != ' ')) {
-        if (tmp_reserve(e, n + 1))
-            return GS_ENOMEM;
-        /* tmp may be reused below (ignore_merges): work on a private copy */
+        /* A private copy: e->tmp is taken by ignore_merges lookups. */
         uint8_t *buf = malloc(n + 1);
         if (!buf)
             return GS_ENOMEM;
