@@ -472,24 +472,31 @@ static spng_ctx *png_open(const uint8_t *b, size_t len, size_t chunk_limit)
     return ctx;
 }
 
-/* Orientation from the PNG's eXIf chunk, else its XMP iTXt. */
+/* Orientation as Pillow's getexif finds it in a PNG: the eXIf chunk, else
+ * a "Raw profile type exif" text; when neither has the tag, the XMP iTXt
+ * "XML:com.adobe.xmp". */
 static int png_orientation(spng_ctx *ctx)
 {
     struct spng_exif ex;
-    int o = GS_EXIF_NO_TAG;
-    if (spng_get_exif(ctx, &ex) == 0)
+    struct spng_text *t = NULL;
+    uint32_t n = 0;
+    int o = GS_EXIF_NO_TAG, have_exif = spng_get_exif(ctx, &ex) == 0;
+    if (have_exif)
         o = gs_exif_orientation((const uint8_t *)ex.data, ex.length);
     if (o != GS_EXIF_NO_TAG)
         return o;
-    uint32_t n = 0;
     if (spng_get_text(ctx, NULL, &n) != 0 || n == 0 || n > 4096)
         return o;
-    struct spng_text *t = calloc(n, sizeof *t);
-    if (t && spng_get_text(ctx, t, &n) == 0) {
-        for (uint32_t i = 0; i < n && o == GS_EXIF_NO_TAG; i++)
-            if (strcmp(t[i].keyword, "XML:com.adobe.xmp") == 0 && t[i].text)
-                o = gs_xmp_orientation((const uint8_t *)t[i].text, t[i].length);
+    if (!(t = calloc(n, sizeof *t)) || spng_get_text(ctx, t, &n) != 0) {
+        free(t);
+        return o;
     }
+    for (uint32_t i = 0; i < n && !have_exif && o == GS_EXIF_NO_TAG; i++)
+        if (strcmp(t[i].keyword, "Raw profile type exif") == 0 && t[i].text)
+            o = gs_exif_orientation_raw_profile(t[i].text, t[i].length), have_exif = 1;
+    for (uint32_t i = 0; i < n && o == GS_EXIF_NO_TAG; i++)
+        if (strcmp(t[i].keyword, "XML:com.adobe.xmp") == 0 && t[i].text)
+            o = gs_xmp_orientation((const uint8_t *)t[i].text, t[i].length);
     free(t);
     return o;
 }

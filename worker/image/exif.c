@@ -6,6 +6,7 @@
  * values are skipped. Owns nothing; no state; every read bounds-checked. */
 #include "worker/image/exif.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define TAG_ORIENTATION 0x0112
@@ -114,4 +115,47 @@ int gs_xmp_orientation(const uint8_t *data, size_t len)
         p = hit + 1;
     }
     return GS_EXIF_NO_TAG;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int gs_exif_orientation_raw_profile(const char *text, size_t len)
+{
+    if (!text)
+        return GS_EXIF_NO_TAG;
+    size_t i = 0;
+    for (int nl = 0; nl < 3; i++) {
+        if (i >= len)
+            return GS_EXIF_NO_TAG;
+        nl += text[i] == '\n';
+    }
+    uint8_t *buf = malloc(len / 2 + 1);
+    if (!buf)
+        return GS_EXIF_NO_TAG;
+    size_t n = 0;
+    int hi = -1, bad = 0;
+    for (; i < len && !bad; i++) {
+        const char c = text[i];
+        if (c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == '\v' || c == '\f')
+            continue;
+        const int v = hexval(c);
+        if (v < 0)
+            bad = 1;
+        else if (hi < 0)
+            hi = v;
+        else
+            buf[n++] = (uint8_t)(hi << 4 | v), hi = -1;
+    }
+    const int o = bad || hi >= 0 ? GS_EXIF_NO_TAG : gs_exif_orientation(buf, n);
+    free(buf);
+    return o;
 }

@@ -19,6 +19,13 @@
  * wins; entries after a truncation are not seen. Borrows data. */
 int gs_exif_orientation(const uint8_t *data, size_t len);
 
+/* Orientation from a PNG "Raw profile type exif" text (ImageMagick's
+ * form: "\nexif\n<length>\n<hex lines>"), decoded as Pillow does:
+ * everything after the third newline, newlines and other ASCII white
+ * space dropped, hex pairs to bytes, then gs_exif_orientation. Invalid hex
+ * gives GS_EXIF_NO_TAG. Borrows text. */
+int gs_exif_orientation_raw_profile(const char *text, size_t len);
+
 /* Orientation from an XMP packet: the first `tiff:Orientation="D` or
  * `tiff:Orientation>D` with D a digit (Pillow's regex). Returns 0..9, or
  * GS_EXIF_NO_TAG. Borrows data. */

@@ -666,6 +666,18 @@ static void test_exif_png_and_xmp(void)
     GS_ASSERT_EQ(gs_xmp_orientation((const uint8_t *)x3, sizeof x3 - 1), 5);
     GS_ASSERT_EQ(gs_xmp_orientation((const uint8_t *)x4, sizeof x4 - 1), GS_EXIF_NO_TAG);
     GS_ASSERT_EQ(gs_xmp_orientation(NULL, 0), GS_EXIF_NO_TAG);
+    /* ImageMagick's "Raw profile type exif" PNG text: hex after 3 lines. */
+    char raw[200];
+    uint8_t exb[40];
+    size_t exl = tu_exif(exb, 1, 7, 1);
+    int off = snprintf(raw, sizeof raw, "\nexif\n%8zu\n", exl);
+    for (size_t i = 0; i < exl; i++)
+        off += snprintf(raw + off, sizeof raw - (size_t)off, i == 20 ? "%02x\n" : "%02X", exb[i]);
+    GS_ASSERT_EQ(gs_exif_orientation_raw_profile(raw, (size_t)off), 7);
+    GS_ASSERT_EQ(gs_exif_orientation_raw_profile(raw, (size_t)off - 1), GS_EXIF_NO_TAG);
+    raw[off - 3] = 'g';
+    GS_ASSERT_EQ(gs_exif_orientation_raw_profile(raw, (size_t)off), GS_EXIF_NO_TAG);
+    GS_ASSERT_EQ(gs_exif_orientation_raw_profile("\nexif\n", 6), GS_EXIF_NO_TAG);
     size_t n = 0, m = 0;
     uint8_t *px = tu_pattern(16, 8, 3, 9);
     uint8_t *jpg = tu_jpeg(px, 16, 8, TJPF_RGB, TJSAMP_444, 90, &n);
