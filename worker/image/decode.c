@@ -313,18 +313,60 @@ static gs_image_src_mode jpeg_mode(int cs)
     return cs == TJCS_GRAY ? GS_IMAGE_SRC_L : GS_IMAGE_SRC_RGB;
 }
 
+/* Size and component count from the first SOFn segment (the header
+ * segments before it are walked; nothing after). 0, or -1 when there is no
+ * readable frame header. */
+static int jpeg_sof(const uint8_t *b, size_t len, int *w, int *h, int *ncomp)
+{
+    size_t i = 2;
+    while (i < len && b[i] == 0xFF) {
+        while (i < len && b[i] == 0xFF)
+            i++;
+        if (i >= len)
+            return -1;
+        const uint8_t mk = b[i++];
+        if (mk == 0x01 || (mk >= 0xD0 && mk <= 0xD8))
+            continue;
+        if (mk == 0xD9 || mk == 0xDA || len - i < 2)
+            return -1;
+        const size_t seg = (size_t)b[i] << 8 | b[i + 1];
+        if (seg < 2 || len - i < seg)
+            return -1;
+        if (mk >= 0xC0 && mk <= 0xCF && mk != 0xC4 && mk != 0xC8 && mk != 0xCC) {
+            if (seg < 8)
+                return -1;
+            *h = b[i + 3] << 8 | b[i + 4];
+            *w = b[i + 5] << 8 | b[i + 6];
+            *ncomp = b[i + 7];
+            return 0;
+        }
+        i += seg;
+    }
+    return -1;
+}
+
 /* tjDecompressHeader3, accepting a mere warning (e.g. "extraneous bytes
- * before marker", which Pillow ignores) unless strict. 0 or GS_EFORMAT. */
+ * before marker", which Pillow ignores) unless strict. TurboJPEG 2.x also
+ * refuses headers whose chroma sampling is not one of its TJSAMP_* kinds
+ * although tjDecompress2 decodes them (and Pillow does); then the size and
+ * colour space come from the SOF segment. 0 or GS_EFORMAT. */
 static int jpeg_header(tjhandle tj, const uint8_t *b, size_t len, int strict, int *w, int *h,
                        int *cs, gs_diag *d)
 {
-    int ss = -1;
+    int ss = -1, nc = 0;
     *w = *h = 0;
     *cs = -1;
-    if (tjDecompressHeader3(tj, b, (unsigned long)len, w, h, &ss, cs) != 0 &&
-        (strict || tjGetErrorCode(tj) != TJERR_WARNING || *w <= 0 || *h <= 0))
-        return gs_diag_set(d, GS_EFORMAT, "bad JPEG header: %s", tjGetErrorStr2(tj));
-    return 0;
+    if (tjDecompressHeader3(tj, b, (unsigned long)len, w, h, &ss, cs) == 0)
+        return 0;
+    const char *msg = tjGetErrorStr2(tj);
+    if (tjGetErrorCode(tj) == TJERR_WARNING && !strict && *w > 0 && *h > 0)
+        return 0;
+    if (strstr(msg, "subsampling") && jpeg_sof(b, len, w, h, &nc) == 0 &&
+        (nc == 1 || nc == 3 || nc == 4)) {
+        *cs = nc == 1 ? TJCS_GRAY : nc == 4 ? TJCS_CMYK : TJCS_YCbCr;
+        return 0;
+    }
+    return gs_diag_set(d, GS_EFORMAT, "bad JPEG header: %s", msg);
 }
 
 /* Pillow's CMYK;I unpack (Adobe inverted) followed by cmyk2rgb. */

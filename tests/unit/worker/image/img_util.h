@@ -1,14 +1,18 @@
 /* img_util.h - helpers for the image tests: encode JPEG (TurboJPEG) and PNG
  * (libspng) in memory, splice an EXIF APP1 segment, CRC-32 for hand-made
- * PNG chunks, a deterministic synthetic picture. Header-only (static). */
+ * PNG chunks, a deterministic synthetic picture, decode shorthands.
+ * Header-only (static inline). */
 #ifndef GS_TEST_IMG_UTIL_H
 #define GS_TEST_IMG_UTIL_H
 
 #include <spng.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <turbojpeg.h>
+
+#include "worker/image/decode.h"
 
 /* w x h x ch bytes of a smooth, varied pattern (seeded). Caller frees. */
 static inline uint8_t *tu_pattern(int w, int h, int ch, uint32_t seed)
@@ -161,5 +165,46 @@ static inline size_t tu_find_marker(const uint8_t *b, size_t len, uint8_t mk)
             return i;
     return 0;
 }
+
+/* gs_image_decode with default limits and the given flags. */
+static inline int tu_decode(const uint8_t *b, size_t n, uint32_t flags, gs_image_rgb **img,
+                            gs_diag *d)
+{
+    gs_image_decode_params p = gs_image_decode_defaults();
+    p.flags = flags;
+    return gs_image_decode(b, n, &p, img, d);
+}
+
+/* Encodes raw rows as PNG (tu_png) and decodes them. */
+static inline int tu_png_decode(const tu_png_params *pp, const void *raw, size_t raw_len,
+                                gs_image_rgb **img)
+{
+    size_t n = 0;
+    uint8_t *png = tu_png(pp, raw, raw_len, &n);
+    if (!png)
+        return -999;
+    gs_diag d = {0};
+    int rc = tu_decode(png, n, 0, img, &d);
+    if (rc)
+        fprintf(stderr, "  decode: %s\n", d.msg);
+    free(png);
+    return rc;
+}
+
+/* Every pixel i of img must equal (exprR, exprG, exprB) (expressions of
+ * i); otherwise frees img and fails the test (needs test.h). */
+#define CHECK_PIXELS(img, npx, exprR, exprG, exprB)                                                \
+    do {                                                                                           \
+        for (int i = 0; i < (npx); i++) {                                                          \
+            const uint8_t *q = (img)->data + 3 * i;                                                \
+            if (q[0] != (uint8_t)(exprR) || q[1] != (uint8_t)(exprG) ||                            \
+                q[2] != (uint8_t)(exprB)) {                                                        \
+                int r_ = q[0], g_ = q[1], b_ = q[2];                                               \
+                gs_image_rgb_free(img);                                                            \
+                GS_FAIL_("pixel %d = (%d,%d,%d), want (%d,%d,%d)", i, r_, g_, b_,                  \
+                         (int)(uint8_t)(exprR), (int)(uint8_t)(exprG), (int)(uint8_t)(exprB));     \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
 
 #endif
