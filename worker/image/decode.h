@@ -4,7 +4,8 @@
  *
  * - Format from the magic bytes only (JPEG FF D8 FF, PNG signature); other
  *   formats are GS_EUNSUPPORTED with a diag naming what was recognised.
- * - EXIF orientation 1..8 (JPEG APP1 "Exif", PNG eXIf; XMP tiff:Orientation
+ * - EXIF orientation 1..8 (JPEG APP1 "Exif", PNG eXIf or "Raw profile type
+ *   exif" text; XMP tiff:Orientation
  *   when EXIF has no tag, as Pillow's getexif does) is applied exactly as
  *   exif_transpose does. Unreadable EXIF is ignored (orientation 1).
  * - Grey is replicated into R, G, B; palettes are expanded; alpha is
