@@ -5,9 +5,9 @@
  * - Format from the magic bytes only (JPEG FF D8 FF, PNG signature); other
  *   formats are GS_EUNSUPPORTED with a diag naming what was recognised.
  * - EXIF orientation 1..8 (JPEG APP1 "Exif", PNG eXIf or "Raw profile type
- *   exif" text; XMP tiff:Orientation
- *   when EXIF has no tag, as Pillow's getexif does) is applied exactly as
- *   exif_transpose does. Unreadable EXIF is ignored (orientation 1).
+ *   exif" text; XMP tiff:Orientation when EXIF has no tag, as Pillow's
+ *   getexif does) is applied exactly as exif_transpose does. Unreadable
+ *   EXIF is ignored (orientation 1).
  * - Grey is replicated into R, G, B; palettes are expanded; alpha is
  *   DROPPED, not composited (the stored RGB under transparent pixels is
  *   kept); 16-bit RGB/RGBA/grey-alpha keep the high byte; 16-bit grey is
@@ -15,7 +15,9 @@
  *   Pillow's formula (Adobe-inverted CMYK). docs/image.md has the details.
  * - Limits: the pixel count is checked from the header, before any pixel
  *   buffer is allocated; the input size before anything is parsed.
- * - Truncated or corrupt files are errors, never grey-filled images.
+ * - Truncated or corrupt files are errors, never grey-filled images
+ *   (libjpeg warnings Pillow tolerates are tolerated unless
+ *   GS_IMAGE_DECODE_STRICT).
  *
  * Threading: every function is reentrant (no globals; each call makes and
  * frees its own decoder state). */
