@@ -24,6 +24,17 @@
 
 typedef struct gs_cpu_pool gs_cpu_pool;
 
+/* The hot loops are plain C for the auto-vectoriser. The x86-64 baseline
+ * (SSE2) is too narrow to keep up with memory in the BF16 GEMV, so on x86
+ * with GCC the hottest functions are also built for AVX2 and AVX-512 and
+ * picked at load time (ifunc); elsewhere (aarch64: NEON is baseline) they
+ * are built once. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__)
+#define GS_CPU_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GS_CPU_HOT
+#endif
+
 typedef struct gs_cpu {
     struct gs_backend base; /* first member */
     int n_threads;

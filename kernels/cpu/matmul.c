@@ -2,7 +2,7 @@
  *
  * Two paths, both threaded over blocks of output columns (= weight rows):
  *
- *  - GEMV (m <= GS_GEMV_MAX_M, decode): each thread walks its weight rows
+ *  - GEMV (m <= GS_GEMV_MAX_M = 16, decode and small decode batches): each thread walks its weight rows
  *    once, widening 16-bit values to F32 a chunk at a time in L1 and
  *    accumulating all m dot products from that chunk in F32 (16 partial
  *    sums each, a shape compilers vectorise). Reading each weight byte once
@@ -20,11 +20,12 @@
 
 #include "kernels/cpu/cpu_impl.h"
 
-#define GS_GEMV_MAX_M 8
+#define GS_GEMV_MAX_M 16
 #define GEMV_KC 256  /* weight elements widened at a time (1 KiB of F32) */
-#define LANES 16     /* partial sums per dot product */
-#define GEMM_KC 1024 /* panel depth (k) for 16-bit weights */
-#define GEMM_NB 256  /* widest column block */
+#define LANES 16     /* partial sums per dot product (m > 1) */
+#define LANES1 64    /* partial sums of the m == 1 dot products: 4+ vector chains */
+#define GEMM_KC 2048 /* panel depth (k) for 16-bit weights: panels of at most 4 MiB */
+#define GEMM_NB 512  /* widest column block (fewer repacks of x per call) */
 #define GEMM_MB 512  /* rows of x per work item when m is large */
 
 /* Widens n 16-bit weights (2-byte aligned) to F32. */
@@ -53,11 +54,107 @@ typedef struct {
 
 /* ---- GEMV --------------------------------------------------------------- */
 
-static void gemv_cols(void *ctx, int64_t j0, int64_t j1, int tid)
+/* dot(W row, x) for one x row: BF16 widened in registers (a shift), F32 as
+ * is; 16 partial sums. */
+static inline float dot_bf16(const uint16_t *w, const float *x, int64_t k)
+{
+    float acc[LANES1] = {0};
+    const int64_t kv = k - k % LANES1;
+    for (int64_t i = 0; i < kv; i += LANES1)
+        for (int l = 0; l < LANES1; l++) {
+            uint32_t u = (uint32_t)w[i + l] << 16;
+            float f;
+            memcpy(&f, &u, 4);
+            acc[l] += f * x[i + l];
+        }
+    float s = 0.0f;
+    for (int64_t i = kv; i < k; i++)
+        s += gs_bf16_to_f32(w[i]) * x[i];
+    for (int l = 0; l < LANES1; l++)
+        s += acc[l];
+    return s;
+}
+
+/* Two adjacent BF16 rows against one x: shares the x loads and gives the
+ * core two independent streams (measurably faster than one at a time). */
+static inline void dot2_bf16(const uint16_t *w, const float *x, int64_t k, float *s0, float *s1)
+{
+    float a0[LANES1 / 2] = {0}, a1[LANES1 / 2] = {0};
+    const uint16_t *w1 = w + k;
+    const int64_t kv = k - k % (LANES1 / 2);
+    for (int64_t i = 0; i < kv; i += LANES1 / 2)
+        for (int l = 0; l < LANES1 / 2; l++) {
+            uint32_t u = (uint32_t)w[i + l] << 16, v = (uint32_t)w1[i + l] << 16;
+            float f, g;
+            memcpy(&f, &u, 4);
+            memcpy(&g, &v, 4);
+            a0[l] += f * x[i + l];
+            a1[l] += g * x[i + l];
+        }
+    float r0 = 0.0f, r1 = 0.0f;
+    for (int64_t i = kv; i < k; i++) {
+        r0 += gs_bf16_to_f32(w[i]) * x[i];
+        r1 += gs_bf16_to_f32(w1[i]) * x[i];
+    }
+    for (int l = 0; l < LANES1 / 2; l++) {
+        r0 += a0[l];
+        r1 += a1[l];
+    }
+    *s0 = r0;
+    *s1 = r1;
+}
+
+static inline float dot_f32(const float *w, const float *x, int64_t k)
+{
+    float acc[LANES1] = {0};
+    const int64_t kv = k - k % LANES1;
+    for (int64_t i = 0; i < kv; i += LANES1)
+        for (int l = 0; l < LANES1; l++)
+            acc[l] += w[i + l] * x[i + l];
+    float s = 0.0f;
+    for (int64_t i = kv; i < k; i++)
+        s += w[i] * x[i];
+    for (int l = 0; l < LANES1; l++)
+        s += acc[l];
+    return s;
+}
+
+static inline void gemv_store(mm_job *J, int64_t r, int64_t j, float s)
+{
+    if (J->bias)
+        s += J->bias[j];
+    float *o = gs_cpu_row(J->out, r) + j;
+    *o = J->accum ? *o + s : s;
+}
+
+/* Weight rows [j0, j1). m == 1 with BF16 or F32 weights (decode): one fused
+ * pass per row. Otherwise each GEMV_KC chunk of a weight row is widened
+ * once into L1 and used for all m rows of x. */
+GS_CPU_HOT static void gemv_cols(void *ctx, int64_t j0, int64_t j1, int tid)
 {
     mm_job *J = ctx;
     const int64_t k = J->x.cols, m = J->x.rows;
     const gs_dtype dt = J->w->h.dt;
+    if (m == 1 && dt == GS_DT_BF16) {
+        const float *x = gs_cpu_row(J->x, 0);
+        const uint16_t *w = J->w->data;
+        int64_t j = j0;
+        for (; j + 2 <= j1; j += 2) {
+            float s0, s1;
+            dot2_bf16(w + j * k, x, k, &s0, &s1);
+            gemv_store(J, 0, j, s0);
+            gemv_store(J, 0, j + 1, s1);
+        }
+        if (j < j1)
+            gemv_store(J, 0, j, dot_bf16(w + j * k, x, k));
+        return;
+    }
+    if (m == 1 && dt == GS_DT_F32) {
+        const float *x = gs_cpu_row(J->x, 0);
+        for (int64_t j = j0; j < j1; j++)
+            gemv_store(J, 0, j, dot_f32((const float *)J->w->data + j * k, x, k));
+        return;
+    }
     float wbuf[GEMV_KC];
     for (int64_t j = j0; j < j1; j++) {
         float acc[GS_GEMV_MAX_M][LANES];
@@ -88,17 +185,14 @@ static void gemv_cols(void *ctx, int64_t j0, int64_t j1, int tid)
             float s = tail[r];
             for (int l = 0; l < LANES; l++)
                 s += acc[r][l];
-            if (J->bias)
-                s += J->bias[j];
-            float *o = gs_cpu_row(J->out, r) + j;
-            *o = J->accum ? *o + s : s;
+            gemv_store(J, r, j, s);
         }
     }
 }
 
 /* ---- GEMM --------------------------------------------------------------- */
 
-static void gemm_items(void *ctx, int64_t i0, int64_t i1, int tid)
+GS_CPU_HOT static void gemm_items(void *ctx, int64_t i0, int64_t i1, int tid)
 {
     mm_job *J = ctx;
     const int64_t m = J->x.rows, n = J->out.cols, k = J->x.cols;

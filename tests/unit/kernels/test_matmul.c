@@ -1,5 +1,5 @@
 /* test_matmul.c - gs_k_matmul against a double-precision reference:
- * F32 / BF16 / F16 weights (kept 16-bit and converted at load), m = 1, 3,
+ * F32 / BF16 / F16 weights (kept 16-bit and converted at load), m = 1, 3, 16,
  * 17, 64 (GEMV and GEMM paths), with and without bias and GS_MM_ACCUM, on
  * strided views; k deeper than one panel; many rows (row blocks). */
 #include "kt.h"
@@ -82,10 +82,14 @@ static void test_matmul_deep_and_tall(void)
 {
     gs_backend *be = kt_backend(3, 0);
     kt_seed(2);
-    /* k beyond one 16-bit panel (1024), n not a multiple of 16 */
-    GS_ASSERT(mm_case(be, GS_DT_BF16, 17, 45, 1100, 1, 1, 1));
-    GS_ASSERT(mm_case(be, GS_DT_BF16, 2, 45, 1100, 1, 0, 0));
-    GS_ASSERT(mm_case(be, GS_DT_F16, 20, 33, 1030, 0, 1, 0));
+    /* k beyond one 16-bit panel (2048), n not a multiple of 16 */
+    GS_ASSERT(mm_case(be, GS_DT_BF16, 17, 45, 2100, 1, 1, 1));
+    GS_ASSERT(mm_case(be, GS_DT_BF16, 2, 45, 2100, 1, 0, 0));
+    GS_ASSERT(mm_case(be, GS_DT_F16, 20, 33, 2060, 0, 1, 0));
+    /* the last GEMV size and the first GEMM size */
+    GS_ASSERT(mm_case(be, GS_DT_BF16, 16, 37, 70, 1, 1, 1));
+    GS_ASSERT(mm_case(be, GS_DT_F16, 16, 37, 70, 0, 0, 0));
+    GS_ASSERT(mm_case(be, GS_DT_F32, 16, 37, 70, 1, 0, 1));
     /* more rows than one row block (1024) */
     GS_ASSERT(mm_case(be, GS_DT_BF16, 1100, 20, 24, 1, 1, 1));
     GS_ASSERT(mm_case(be, GS_DT_F32, 1100, 20, 24, 1, 0, 0));
