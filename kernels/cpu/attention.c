@@ -7,6 +7,7 @@
  * so K and V are read once per group. Keys are visited in chunks of KC:
  *     S = scale * Qp . Kc^T                   (cblas_sgemm, [M, nk])
  *     online softmax per row: m' = max(m, max S), corr = e^(m - m'),
+ *         (e^ by a vectorisable polynomial, fast_expf, about 1-2 ulp)
  *         l = l * corr + sum e^(S - m'), O *= corr, S <- e^(S - m')
  *     O += S . Vc                              (cblas_sgemm, [M, hd])
  * and out = O / l at the end. Causal rows mask keys past their position.
@@ -28,8 +29,8 @@
 #include "common/log.h"
 #include "kernels/cpu/cpu_impl.h"
 
-#define KC 256      /* keys per chunk */
-#define M_TARGET 64 /* packed query vectors per item */
+#define KC 512       /* keys per chunk */
+#define M_TARGET 256 /* packed query vectors per item (fewer repacks per GEMM) */
 #define MIN_SPLIT 128
 
 typedef struct {
@@ -94,13 +95,80 @@ static void key_chunk(const attn_job *J, const attn_item *it, int32_t k0, int32_
     *ldv = hd;
 }
 
+/* e^x for the softmax, x <= 0 in practice: Cody-Waite range reduction
+ * (x = n ln2 + f, |f| <= ln2/2, ln2 split in two so n ln2 is exact) and a
+ * degree-6 polynomial (the Cephes expf coefficients), about 1-2 ulp;
+ * written with selects instead of branches so the loops vectorise (libm's
+ * expf is a call per element). Below -87.3 it returns 0 (the true value is
+ * under FLT_MIN there), above 88.7 +inf. */
+static inline float fast_expf(float x)
+{
+    const float hi = 88.7f, lo = -87.3f;
+    float xc = x > hi ? hi : (x < lo ? lo : x);
+    float t = xc * 1.44269504088896341f;
+    float fn = (t + 12582912.0f) - 12582912.0f; /* round to nearest integer */
+    float f = xc - fn * 0.693359375f;
+    f = f - fn * -2.12194440e-4f;
+    float z = f * f;
+    float y = ((((1.9875691500e-4f * f + 1.3981999507e-3f) * f + 8.3334519073e-3f) * f +
+                4.1665795894e-2f) * f + 1.6666665459e-1f) * f + 5.0000001201e-1f;
+    y = y * z + f + 1.0f;
+    int32_t n = (int32_t)fn;
+    uint32_t bits = (uint32_t)(n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    float r = y * scale;
+    r = x < lo ? 0.0f : r;
+    return x > hi ? INFINITY : r;
+}
+
+#define SL 16 /* partial maxima / sums per row */
+
+static inline float row_max(const float *s, int32_t n)
+{
+    float m[SL];
+    for (int l = 0; l < SL; l++)
+        m[l] = -INFINITY;
+    const int32_t nv = n - n % SL;
+    for (int32_t t = 0; t < nv; t += SL)
+        for (int l = 0; l < SL; l++)
+            m[l] = s[t + l] > m[l] ? s[t + l] : m[l];
+    float r = -INFINITY;
+    for (int32_t t = nv; t < n; t++)
+        r = s[t] > r ? s[t] : r;
+    for (int l = 0; l < SL; l++)
+        r = m[l] > r ? m[l] : r;
+    return r;
+}
+
+/* s[t] = e^(s[t] - m) for t < n; returns their sum. */
+static inline float exp_row(float *s, int32_t n, float m)
+{
+    float acc[SL] = {0};
+    const int32_t nv = n - n % SL;
+    for (int32_t t = 0; t < nv; t += SL)
+        for (int l = 0; l < SL; l++) {
+            float e = fast_expf(s[t + l] - m);
+            s[t + l] = e;
+            acc[l] += e;
+        }
+    float r = 0.0f;
+    for (int32_t t = nv; t < n; t++) {
+        s[t] = fast_expf(s[t] - m);
+        r += s[t];
+    }
+    for (int l = 0; l < SL; l++)
+        r += acc[l];
+    return r;
+}
+
 static size_t scratch_floats(int32_t M, int32_t hd)
 {
     /* Qp, O: M*hd each; S: M*KC; K, V chunks: KC*hd each; m, l, lim: M each */
     return (size_t)M * hd * 2 + (size_t)M * KC + (size_t)KC * hd * 2 + (size_t)M * 3;
 }
 
-static void run_unit(attn_job *J, const attn_unit *u, int tid)
+GS_CPU_HOT static void run_unit(attn_job *J, const attn_unit *u, int tid)
 {
     const attn_item *it = &J->items[u->item];
     const int32_t G = J->G, hd = J->hd, M = (it->r1 - it->r0) * G;
@@ -136,9 +204,7 @@ static void run_unit(attn_job *J, const attn_unit *u, int tid)
             float *s = S + (size_t)i * nk;
             int32_t vis = lim[i] - k0 + 1;
             vis = vis < 0 ? 0 : (vis > nk ? nk : vis);
-            float mx = -INFINITY;
-            for (int32_t t = 0; t < vis; t++)
-                mx = s[t] > mx ? s[t] : mx;
+            const float mx = row_max(s, vis);
             for (int32_t t = vis; t < nk; t++)
                 s[t] = 0.0f;
             if (vis == 0 || mx == -INFINITY) {
@@ -148,11 +214,7 @@ static void run_unit(attn_job *J, const attn_unit *u, int tid)
             }
             const float mnew = mx > mrow[i] ? mx : mrow[i];
             const float corr = expf(mrow[i] - mnew); /* 0 when mrow was -inf */
-            float sum = 0.0f;
-            for (int32_t t = 0; t < vis; t++) {
-                s[t] = expf(s[t] - mnew);
-                sum += s[t];
-            }
+            const float sum = exp_row(s, vis, mnew);
             lrow[i] = lrow[i] * corr + sum;
             mrow[i] = mnew;
             if (corr != 1.0f) {
