@@ -389,6 +389,18 @@ int main(int argc, char **argv)
         fail("preprocessor_config.json", rc, &d);
         goto out;
     }
+    snprintf(path, sizeof path, "%s/chat_template.jinja", o.model);
+    {
+        size_t tlen = 0;
+        FILE *tf = fopen(path, "rb");
+        unsigned char *tpl = tf ? (fclose(tf), read_file(path, &tlen)) : NULL;
+        if (tpl && gs_chat_template_check((const char *)tpl, tlen, &d) != 0)
+            fprintf(stderr, "glmserve-run: warning: %s is not the GLM-4.6V template this build "
+                            "renders (%s); prompts follow the built-in one\n",
+                    path, d.msg);
+        free(tpl);
+        gs_diag_clear(&d);
+    }
     double t_loaded = now_s();
 
     /* Images and prompt. */
