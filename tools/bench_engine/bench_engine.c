@@ -12,6 +12,7 @@
  *
  * Usage: bench_engine [--model DIR] [--threads N] [--levels 1,4,16,64]
  *        [--max-tokens N] [--page-size N] [--budget N] [--kv-pages N]
+ *        [--weights-f32 0|1]  (CPU: convert 16-bit weights to F32 at load)
  * The default model is the tiny fixture model of the source tree. Token
  * ids and sizes come from the model folder; nothing is model-specific. */
 #include <stdio.h>
@@ -256,7 +257,7 @@ static void repeated_image(gs_engine *e, const gs_model_config *c, int32_t grid,
 int main(int argc, char **argv)
 {
     const char *model_dir = GS_FIXTURES_DIR "/tiny-glm4v", *levels = "1,4,16,64";
-    int threads = 0, max_tokens = 64, page = 16, budget = 512, kv_pages = 4096;
+    int threads = 0, max_tokens = 64, page = 16, budget = 512, kv_pages = 4096, wf32 = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -277,6 +278,8 @@ int main(int argc, char **argv)
             budget = atoi(v);
         else if (!strcmp(a, "--kv-pages"))
             kv_pages = atoi(v);
+        else if (!strcmp(a, "--weights-f32"))
+            wf32 = atoi(v);
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
@@ -284,7 +287,7 @@ int main(int argc, char **argv)
         i++;
     }
     gs_log_set_level(GS_LOG_WARN);
-    gs_backend_params bp = {GS_BACKEND_CPU, threads, 0, 0};
+    gs_backend_params bp = {GS_BACKEND_CPU, threads, 0, wf32};
     gs_backend *be = NULL;
     gs_model *m = NULL;
     gs_engine *e = NULL;
@@ -307,8 +310,10 @@ int main(int argc, char **argv)
         return 1;
     }
     const gs_model_config *c = gs_model_get_config(m);
-    printf("engine benchmark: %s on %s, page %d, budget %d, max tokens %d\n\n", model_dir,
-           gs_backend_name(be), page, budget, max_tokens);
+    printf("engine benchmark: %s on %s (%d threads, %s weights), page %d, budget %d, "
+           "max tokens %d\n\n",
+           model_dir, gs_backend_name(be), threads, wf32 ? "F32" : "16-bit", page, budget,
+           max_tokens);
     printf("| concurrency | requests | out tok/s | mean TTFT ms | p50 TTFT ms | steps | "
            "tokens/step |\n");
     printf("|-------------|----------|-----------|--------------|-------------|--------|"
