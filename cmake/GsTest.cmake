@@ -17,8 +17,17 @@ function(gs_add_test)
     GS_FIXTURES_DIR="${PROJECT_SOURCE_DIR}/tests/fixtures")
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} m)
   add_test(NAME ${T_NAME} COMMAND ${T_NAME})
+  set(env "GS_FIXTURES=${PROJECT_SOURCE_DIR}/tests/fixtures")
+  if(GS_TEST_BLAS_THREADS)
+    list(APPEND env "OPENBLAS_NUM_THREADS=${GS_TEST_BLAS_THREADS}")
+  endif()
+  if(CMAKE_CROSSCOMPILING)
+    # Under qemu-user extra threads only cost time (spinning workers are
+    # emulated too): one CPU thread for the kernels, one for OpenBLAS.
+    list(APPEND env "GS_CPU_THREADS=1" "OPENBLAS_NUM_THREADS=1")
+  endif()
   set_tests_properties(${T_NAME} PROPERTIES
     TIMEOUT ${T_TIMEOUT}
     LABELS "${T_LABELS}"
-    ENVIRONMENT "GS_FIXTURES=${PROJECT_SOURCE_DIR}/tests/fixtures;OPENBLAS_NUM_THREADS=${GS_TEST_BLAS_THREADS}")
+    ENVIRONMENT "${env}")
 endfunction()
