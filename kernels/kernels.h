@@ -258,7 +258,8 @@ int gs_k_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v,
  * backend memory. Sequence s owns q rows cu_q[s]..cu_q[s+1] and has
  * kv_len[s] keys in the cache (including this step's, already stored);
  * its query row i (of n_q = cu_q[s+1]-cu_q[s]) sits at cache position
- * kv_len[s] - n_q + i and sees keys 0..that position (causal). Logical page
+ * kv_len[s] - n_q + i and sees keys 0..that position (causal; with
+ * p->causal == 0 every row sees all kv_len[s] keys). Logical page
  * b of sequence s is physical page block_table[s * max_blocks + b]. */
 typedef struct {
     int32_t n_seqs;
