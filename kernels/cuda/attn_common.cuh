@@ -22,6 +22,8 @@
 #ifndef GS_CUDA_ATTN_COMMON_CUH
 #define GS_CUDA_ATTN_COMMON_CUH
 
+#include <string.h>
+
 #include "kernels/cuda/common.cuh"
 
 #define AT_D 128                  /* head dim of the tensor-core kernels */
@@ -33,57 +35,98 @@
 
 typedef __nv_bfloat16 bf16;
 
-__device__ __forceinline__ unsigned at_smem(const void *p)
+/* Thread / block indices, barriers and shuffles go through these macros so
+ * that tests/gpu/emu_attn.cu can run the same code on the CPU: built with
+ * GS_AT_EMULATE, the host pass maps them (and the warp-collective
+ * ldmatrix / mma / cp.async below) to a thread-per-lane emulation. */
+#if defined(GS_AT_EMULATE) && !defined(__CUDA_ARCH__)
+#define AT_EMU 1
+void at_emu_cp16(void *dst, const void *src, int bytes);
+void at_emu_ldsm4(const void *p, uint32_t r[4], int trans);
+void at_emu_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+float at_emu_shfl_xor(float v, int mask);
+void at_emu_syncthreads(void);
+unsigned at_emu_tid(void);
+unsigned at_emu_bid(int axis);
+#define AT_DEV inline
+#define AT_TID at_emu_tid()
+#define AT_BIDX at_emu_bid(0)
+#define AT_BIDY at_emu_bid(1)
+#define AT_BIDZ at_emu_bid(2)
+#define AT_SYNC() at_emu_syncthreads()
+#define AT_SHFL_XOR(v, m) at_emu_shfl_xor((v), (m))
+#else
+#define AT_EMU 0
+#define AT_DEV __device__ __forceinline__
+#define AT_TID threadIdx.x
+#define AT_BIDX blockIdx.x
+#define AT_BIDY blockIdx.y
+#define AT_BIDZ blockIdx.z
+#define AT_SYNC() __syncthreads()
+#define AT_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
+#endif
+
+AT_DEV int at_min(int a, int b)
 {
-    return (unsigned)__cvta_generic_to_shared(p);
+    return a < b ? a : b;
 }
 
 /* 16-byte async copy global -> shared; src_bytes 0 writes zeros. */
-__device__ __forceinline__ void at_cp16(void *dst, const void *src, int src_bytes)
+AT_DEV void at_cp16(void *dst, const void *src, int src_bytes)
 {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(at_smem(dst)),
+#if AT_EMU
+    at_emu_cp16(dst, src, src_bytes);
+#elif __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+                     (unsigned)__cvta_generic_to_shared(dst)),
                  "l"(src), "r"(src_bytes));
 #endif
 }
 
-__device__ __forceinline__ void at_commit()
+AT_DEV void at_commit()
 {
-#if __CUDA_ARCH__ >= 800
+#if !AT_EMU && __CUDA_ARCH__ >= 800
     asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
 
 template <int N>
-__device__ __forceinline__ void at_wait()
+AT_DEV void at_wait()
 {
-#if __CUDA_ARCH__ >= 800
+#if !AT_EMU && __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }
 
-__device__ __forceinline__ void at_ldsm4(unsigned addr, uint32_t r[4])
+/* ldmatrix .x4: lanes 8i .. 8i+7 give the row addresses of matrix i. */
+AT_DEV void at_ldsm4(const bf16 *p, uint32_t r[4])
 {
-#if __CUDA_ARCH__ >= 800
+#if AT_EMU
+    at_emu_ldsm4(p, r, 0);
+#elif __CUDA_ARCH__ >= 800
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
+                 : "r"((unsigned)__cvta_generic_to_shared(p)));
 #endif
 }
 
-__device__ __forceinline__ void at_ldsm4_t(unsigned addr, uint32_t r[4])
+AT_DEV void at_ldsm4_t(const bf16 *p, uint32_t r[4])
 {
-#if __CUDA_ARCH__ >= 800
+#if AT_EMU
+    at_emu_ldsm4(p, r, 1);
+#elif __CUDA_ARCH__ >= 800
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
+                 : "r"((unsigned)__cvta_generic_to_shared(p)));
 #endif
 }
 
 /* d += a (16x16 row) * b (16x8 col), BF16 in, FP32 accumulate. */
-__device__ __forceinline__ void at_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+AT_DEV void at_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
 {
-#if __CUDA_ARCH__ >= 800
+#if AT_EMU
+    at_emu_mma(d, a, b0, b1);
+#elif __CUDA_ARCH__ >= 800
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -91,10 +134,12 @@ __device__ __forceinline__ void at_mma(float d[4], const uint32_t a[4], uint32_t
 #endif
 }
 
-__device__ __forceinline__ uint32_t at_pack(float lo, float hi)
+AT_DEV uint32_t at_pack(float lo, float hi)
 {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&h;
+    uint32_t u;
+    memcpy(&u, &h, 4);
+    return u;
 }
 
 /* Per-warp state for 16 query rows. */
@@ -105,7 +150,7 @@ struct at_state {
     float l[2];        /* this thread's partial row sums */
 };
 
-__device__ __forceinline__ void at_init(at_state &st)
+AT_DEV void at_init(at_state &st)
 {
 #pragma unroll
     for (int i = 0; i < 16; i++)
@@ -115,13 +160,13 @@ __device__ __forceinline__ void at_init(at_state &st)
 }
 
 /* Q fragments from 16 rows of shared memory (row stride AT_LD). */
-__device__ __forceinline__ void at_load_q(at_state &st, const bf16 *qs)
+AT_DEV void at_load_q(at_state &st, const bf16 *qs)
 {
-    const int lane = threadIdx.x & 31, mi = lane >> 3, r = lane & 7;
+    const int lane = AT_TID & 31, mi = lane >> 3, r = lane & 7;
 #pragma unroll
     for (int c = 0; c < 8; c++) {
         const bf16 *p = qs + ((mi & 1) * 8 + r) * AT_LD + c * 16 + (mi >> 1) * 8;
-        at_ldsm4(at_smem(p), st.qf[c]);
+        at_ldsm4(p, st.qf[c]);
     }
 }
 
@@ -129,10 +174,10 @@ __device__ __forceinline__ void at_load_q(at_state &st, const bf16 *qs)
  * shared memory, whose row 0 is key index key0. lim0 / lim1: the largest
  * key index rows g / g + 8 may see (-1: none). */
 template <int NT>
-__device__ __forceinline__ void at_tile(at_state &st, const bf16 *ks, const bf16 *vs, int key0,
+AT_DEV void at_tile(at_state &st, const bf16 *ks, const bf16 *vs, int key0,
                                         int kofs, int lim0, int lim1, float scale_log2)
 {
-    const int lane = threadIdx.x & 31, mi = lane >> 3, r = lane & 7, tq = lane & 3;
+    const int lane = AT_TID & 31, mi = lane >> 3, r = lane & 7, tq = lane & 3;
     float s[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; j++)
@@ -146,7 +191,7 @@ __device__ __forceinline__ void at_tile(at_state &st, const bf16 *ks, const bf16
             uint32_t b[4];
             const bf16 *p =
                 ks + (kofs + (jp * 2 + (mi >> 1)) * 8 + r) * AT_LD + c * 16 + (mi & 1) * 8;
-            at_ldsm4(at_smem(p), b);
+            at_ldsm4(p, b);
             at_mma(s[2 * jp], st.qf[c], b[0], b[1]);
             at_mma(s[2 * jp + 1], st.qf[c], b[2], b[3]);
         }
@@ -165,10 +210,10 @@ __device__ __forceinline__ void at_tile(at_state &st, const bf16 *ks, const bf16
             mx1 = fmaxf(mx1, s[j][2 + e]);
         }
     }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    mx0 = fmaxf(mx0, AT_SHFL_XOR(mx0, 1));
+    mx0 = fmaxf(mx0, AT_SHFL_XOR(mx0, 2));
+    mx1 = fmaxf(mx1, AT_SHFL_XOR(mx1, 1));
+    mx1 = fmaxf(mx1, AT_SHFL_XOR(mx1, 2));
 
     /* online softmax update; a row that has seen nothing keeps m = -inf and
      * uses 0 as its reference so that no inf - inf appears */
@@ -210,7 +255,7 @@ __device__ __forceinline__ void at_tile(at_state &st, const bf16 *ks, const bf16
             uint32_t b[4];
             const bf16 *p = vs + (kofs + kc * 16 + (mi & 1) * 8 + r) * AT_LD + dp * 16 +
                             (mi >> 1) * 8;
-            at_ldsm4_t(at_smem(p), b);
+            at_ldsm4_t(p, b);
             at_mma(st.o[2 * dp], pa, b[0], b[1]);
             at_mma(st.o[2 * dp + 1], pa, b[2], b[3]);
         }
@@ -218,12 +263,12 @@ __device__ __forceinline__ void at_tile(at_state &st, const bf16 *ks, const bf16
 }
 
 /* Sums the partial row sums over the quad (call once, at the end). */
-__device__ __forceinline__ void at_finish_l(at_state &st)
+AT_DEV void at_finish_l(at_state &st)
 {
 #pragma unroll
     for (int i = 0; i < 2; i++) {
-        st.l[i] += __shfl_xor_sync(0xffffffffu, st.l[i], 1);
-        st.l[i] += __shfl_xor_sync(0xffffffffu, st.l[i], 2);
+        st.l[i] += AT_SHFL_XOR(st.l[i], 1);
+        st.l[i] += AT_SHFL_XOR(st.l[i], 2);
     }
 }
 
@@ -232,14 +277,14 @@ __device__ __forceinline__ void at_finish_l(at_state &st)
  * afterwards each warp holds the merged O for n-tiles 4w .. 4w + 3 and the
  * merged m / l. Needs 4 * (64 * 32 + 2 * 16) floats of shared memory at
  * `sh`, which may overlap the K/V tiles (all loads must be done). */
-__device__ __forceinline__ void at_merge_warps(at_state &st, float *sh)
+AT_DEV void at_merge_warps(at_state &st, float *sh)
 {
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+    const int lane = AT_TID & 31, w = AT_TID >> 5, g = lane >> 2, tq = lane & 3;
     float *so = sh;                       /* [4][64][32] */
     float *sm = sh + 4 * 64 * 32;         /* [4][16] max */
     float *sl = sm + 4 * 16;              /* [4][16] sums */
     at_finish_l(st);
-    __syncthreads(); /* tiles no longer read */
+    AT_SYNC(); /* tiles no longer read */
 #pragma unroll
     for (int d = 0; d < 16; d++)
 #pragma unroll
@@ -251,7 +296,7 @@ __device__ __forceinline__ void at_merge_warps(at_state &st, float *sh)
         sl[w * 16 + g] = st.l[0];
         sl[w * 16 + g + 8] = st.l[1];
     }
-    __syncthreads();
+    AT_SYNC();
     float M[2], f[4][2], L[2];
 #pragma unroll
     for (int i = 0; i < 2; i++) {

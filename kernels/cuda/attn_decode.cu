@@ -25,196 +25,20 @@
  * (query row, head), keys one at a time. */
 #include <string.h>
 
-#include "kernels/cuda/attn_common.cuh"
-
-typedef struct {
-    const void *q;
-    void *out;
-    int64_t ldq, ldo, m; /* m: rows of q and out */
-    const bf16 *kc, *vc;
-    int page_size, n_kv, n_pages;
-    const int32_t *cu_q, *kv_len, *bt;
-    int max_blocks, max_q;
-    int n_heads, group, head_dim, dt;
-    int n_splits;
-    float scale_log2;
-    float *ws_o, *ws_lse; /* [n_splits, m, n_heads, 128] / [n_splits, m, n_heads] */
-    unsigned *err;
-} paged_args;
-
-/* Reads and checks sequence s: q rows q0 .. q0 + nq - 1, L keys. */
-__device__ __forceinline__ bool seq_info(const paged_args &a, int s, int *q0, int *nq, int *L)
-{
-    const int a0 = a.cu_q[s], a1 = a.cu_q[s + 1], len = a.kv_len[s];
-    const bool ok = a0 >= 0 && a1 >= a0 && (int64_t)a1 <= a.m && a1 - a0 <= a.max_q &&
-                    len >= a1 - a0 && (int64_t)len <= (int64_t)a.max_blocks * a.page_size;
-    if (!ok) {
-        if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
-            gs_dev_error(a.err, GS_CUDA_ERR_SEQ);
-        return false;
-    }
-    *q0 = a0;
-    *nq = a1 - a0;
-    *L = len;
-    return true;
-}
-
-/* Physical page of key t of sequence s, or -1 (flagged) when out of range. */
-__device__ __forceinline__ int page_of(const paged_args &a, int s, int t)
-{
-    const int pg = a.bt[(int64_t)s * a.max_blocks + t / a.page_size];
-    if (pg < 0 || pg >= a.n_pages) {
-        gs_dev_error(a.err, GS_CUDA_ERR_PAGE);
-        return -1;
-    }
-    return pg;
-}
-
-/* Element offset of (key t, kv head) in the cache for page pg. */
-__device__ __forceinline__ int64_t cache_off(const paged_args &a, int pg, int t, int kvh)
-{
-    return (((int64_t)pg * a.page_size + t % a.page_size) * a.n_kv + kvh) * a.head_dim;
-}
+#include "kernels/cuda/attn_kernels.cuh"
 
 template <bool KSPLIT>
 __global__ void __launch_bounds__(AT_THREADS) gs_attn_paged_mma(paged_args a)
 {
 #if __CUDA_ARCH__ >= 800
-    constexpr int RT = KSPLIT ? 16 : 64; /* packed rows per CTA */
     extern __shared__ uint4 at_smem_raw[];
-    bf16 *qs = (bf16 *)at_smem_raw;
-    bf16 *ks = qs + RT * AT_LD;
-    bf16 *vs = ks + 2 * AT_TILE;
-    const int rb = blockIdx.x / a.n_splits, sp = blockIdx.x % a.n_splits;
-    const int kvh = blockIdx.y, s = blockIdx.z;
-    int q0, nq, L;
-    if (!seq_info(a, s, &q0, &nq, &L))
-        return;
-    const int P = nq * a.group, p0 = rb * RT;
-    if (p0 >= P)
-        return;
-    const int i_max = min(nq - 1, (p0 + RT - 1) / a.group);
-    const int kend = L - nq + i_max + 1;
-    const int T = (kend + AT_KT - 1) / AT_KT;
-    const int tps = (T + a.n_splits - 1) / a.n_splits;
-    const int t_begin = sp * tps, t_end = min(T, t_begin + tps);
-    const int tid = threadIdx.x, col = (tid & 15) * 8;
-    const bf16 *q = (const bf16 *)a.q;
-
-    for (int r = tid >> 4; r < RT; r += AT_THREADS / 16) {
-        const int p = p0 + r, qi = p / a.group, j = p % a.group;
-        const bool ok = p < P;
-        const bf16 *src = q + (int64_t)(q0 + (ok ? qi : 0)) * a.ldq +
-                          (int64_t)(kvh * a.group + (ok ? j : 0)) * AT_D + col;
-        at_cp16(qs + r * AT_LD + col, src, ok ? 16 : 0);
-    }
-    auto load_kv = [&](int t, int stage) {
-        bf16 *kd = ks + stage * AT_TILE, *vd = vs + stage * AT_TILE;
-        for (int i = 0; i < 8; i++) {
-            const int r = (tid >> 4) + i * 8, key = t * AT_KT + r;
-            const int pg = key < kend ? page_of(a, s, key) : -1;
-            const int64_t off = pg >= 0 ? cache_off(a, pg, key, kvh) + col : 0;
-            at_cp16(kd + r * AT_LD + col, a.kc + off, pg >= 0 ? 16 : 0);
-            at_cp16(vd + r * AT_LD + col, a.vc + off, pg >= 0 ? 16 : 0);
-        }
-    };
-    if (t_begin < t_end)
-        load_kv(t_begin, 0);
-    at_commit();
-
-    at_state st;
-    at_init(st);
-    const int w = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
-    const int rbase = KSPLIT ? 0 : w * 16;
-    int lim[2];
-    for (int u = 0; u < 2; u++) {
-        const int p = p0 + rbase + g + 8 * u;
-        lim[u] = p < P ? L - nq + p / a.group : -1;
-    }
-    for (int t = t_begin; t < t_end; t++) {
-        const int stage = (t - t_begin) & 1;
-        if (t + 1 < t_end) {
-            load_kv(t + 1, stage ^ 1);
-            at_commit();
-            at_wait<1>();
-        } else {
-            at_wait<0>();
-        }
-        __syncthreads();
-        if (t == t_begin)
-            at_load_q(st, qs + rbase * AT_LD);
-        at_tile<KSPLIT ? 2 : 8>(st, ks + stage * AT_TILE, vs + stage * AT_TILE, t * AT_KT,
-                                KSPLIT ? w * 16 : 0, lim[0], lim[1], a.scale_log2);
-        __syncthreads();
-    }
-    at_wait<0>();
-    if (KSPLIT)
-        at_merge_warps(st, (float *)ks);
-    else
-        at_finish_l(st);
-
-    for (int u = 0; u < 2; u++) {
-        const int p = p0 + rbase + g + 8 * u;
-        if (p >= P)
-            continue;
-        const int qi = p / a.group, head = kvh * a.group + p % a.group;
-        const int64_t orow = q0 + qi;
-        const float l = st.l[u], inv = l > 0.0f ? 1.0f / l : 0.0f;
-        if (a.n_splits == 1) {
-            bf16 *o = (bf16 *)a.out + orow * a.ldo + (int64_t)head * AT_D + tq * 2;
-#pragma unroll
-            for (int d = 0; d < 16; d++)
-                if (!KSPLIT || (d >> 2) == w)
-                    *(uint32_t *)(o + d * 8) =
-                        at_pack(st.o[d][2 * u] * inv, st.o[d][2 * u + 1] * inv);
-        } else {
-            const int64_t hrow = ((int64_t)sp * a.m + orow) * a.n_heads + head;
-            float *o = a.ws_o + hrow * AT_D + tq * 2;
-#pragma unroll
-            for (int d = 0; d < 16; d++)
-                if (!KSPLIT || (d >> 2) == w)
-                    *(float2 *)(o + d * 8) =
-                        make_float2(st.o[d][2 * u] * inv, st.o[d][2 * u + 1] * inv);
-            if (tq == 0 && (!KSPLIT || w == 0))
-                a.ws_lse[hrow] = l > 0.0f ? st.m[u] + log2f(l) : -INFINITY;
-        }
-    }
+    at_paged_cta<KSPLIT>(a, (bf16 *)at_smem_raw);
 #endif
 }
 
-/* Combines the split partials: one warp per (query row, head). */
 __global__ void __launch_bounds__(128) gs_attn_merge_kernel(paged_args a)
 {
-    const int s = blockIdx.y, w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int q0, nq, L;
-    if (!seq_info(a, s, &q0, &nq, &L))
-        return;
-    const int idx = blockIdx.x * 4 + w;
-    if (idx >= nq * a.n_heads)
-        return;
-    const int64_t row = q0 + idx / a.n_heads;
-    const int head = idx % a.n_heads;
-    float M = -INFINITY;
-    for (int sp = 0; sp < a.n_splits; sp++)
-        M = fmaxf(M, a.ws_lse[((int64_t)sp * a.m + row) * a.n_heads + head]);
-    const float ref = M == -INFINITY ? 0.0f : M;
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, wsum = 0.0f;
-    for (int sp = 0; sp < a.n_splits; sp++) {
-        const int64_t hrow = ((int64_t)sp * a.m + row) * a.n_heads + head;
-        const float f = exp2f(a.ws_lse[hrow] - ref);
-        if (f == 0.0f)
-            continue;
-        const float4 v = *(const float4 *)(a.ws_o + hrow * AT_D + lane * 4);
-        acc[0] += f * v.x;
-        acc[1] += f * v.y;
-        acc[2] += f * v.z;
-        acc[3] += f * v.w;
-        wsum += f;
-    }
-    const float inv = wsum > 0.0f ? 1.0f / wsum : 0.0f;
-    bf16 *o = (bf16 *)a.out + row * a.ldo + (int64_t)head * AT_D + lane * 4;
-    *(uint32_t *)o = at_pack(acc[0] * inv, acc[1] * inv);
-    *(uint32_t *)(o + 2) = at_pack(acc[2] * inv, acc[3] * inv);
+    at_merge_block(a);
 }
 
 /* Fallback: one warp per (query row, head), any head_dim <= 256. */
@@ -271,8 +95,6 @@ __global__ void __launch_bounds__(128) gs_attn_paged_simple(paged_args a)
             gs_st(a.out, a.dt, oo + d, ov[u] * inv);
     }
 }
-
-#define PG_SMEM(rt) (((rt) * AT_LD + 4 * AT_TILE) * (int)sizeof(bf16))
 
 void gs_cuda_attn_paged_setup(gs_cuda *c)
 {

@@ -15,106 +15,13 @@
  * Segment offsets come from device memory; a segment that is longer than
  * max_len or runs past the rows of q is skipped and reported (GS_ERANGE at
  * the next sync). */
-#include "kernels/cuda/attn_common.cuh"
-
-typedef struct {
-    const void *q, *k, *v;
-    void *out;
-    int64_t ldq, ldk, ldv, ldo;
-    const int32_t *cu;
-    int64_t m; /* rows of q / k / v / out */
-    int n_heads, group, head_dim, causal, max_len, dt;
-    float scale_log2;
-    unsigned *err;
-} prefill_args;
-
-#define PF_SMEM_BYTES (5 * AT_TILE * (int)sizeof(bf16))
-
-/* Validates segment s; returns its length or -1 (and flags the error). */
-__device__ __forceinline__ int seg_len(const prefill_args &a, int s, int *start)
-{
-    const int st = a.cu[s], en = a.cu[s + 1];
-    if (st < 0 || en < st || (int64_t)en > a.m || en - st > a.max_len) {
-        if (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
-            gs_dev_error(a.err, GS_CUDA_ERR_SEQ);
-        return -1;
-    }
-    *start = st;
-    return en - st;
-}
+#include "kernels/cuda/attn_kernels.cuh"
 
 __global__ void __launch_bounds__(AT_THREADS) gs_attn_prefill_mma(prefill_args a)
 {
 #if __CUDA_ARCH__ >= 800
     extern __shared__ uint4 at_smem_raw[];
-    bf16 *qs = (bf16 *)at_smem_raw;
-    bf16 *ks = qs + AT_TILE; /* 2 stages */
-    bf16 *vs = ks + 2 * AT_TILE;
-    const int s = blockIdx.z, h = blockIdx.y;
-    int start = 0;
-    const int len = seg_len(a, s, &start);
-    const int q0 = blockIdx.x * AT_KT;
-    if (len < 0 || q0 >= len)
-        return;
-    const bf16 *q = (const bf16 *)a.q, *k = (const bf16 *)a.k, *v = (const bf16 *)a.v;
-    const int kvh = h / a.group;
-    const int kend = a.causal ? min(len, q0 + AT_KT) : len;
-    const int n_tiles = (kend + AT_KT - 1) / AT_KT;
-    const int tid = threadIdx.x, col = (tid & 15) * 8;
-
-    for (int i = 0; i < 8; i++) {
-        const int r = (tid >> 4) + i * 8;
-        const bool ok = q0 + r < len;
-        const bf16 *src = q + (int64_t)(start + (ok ? q0 + r : 0)) * a.ldq + (int64_t)h * AT_D + col;
-        at_cp16(qs + r * AT_LD + col, src, ok ? 16 : 0);
-    }
-    auto load_kv = [&](int t, int stage) {
-        bf16 *kd = ks + stage * AT_TILE, *vd = vs + stage * AT_TILE;
-        for (int i = 0; i < 8; i++) {
-            const int r = (tid >> 4) + i * 8, key = t * AT_KT + r;
-            const bool ok = key < kend;
-            const int64_t row = start + (ok ? key : 0);
-            at_cp16(kd + r * AT_LD + col, k + row * a.ldk + (int64_t)kvh * AT_D + col, ok ? 16 : 0);
-            at_cp16(vd + r * AT_LD + col, v + row * a.ldv + (int64_t)kvh * AT_D + col, ok ? 16 : 0);
-        }
-    };
-    load_kv(0, 0);
-    at_commit();
-
-    at_state st;
-    at_init(st);
-    const int w = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
-    const int row0 = q0 + w * 16 + g, row1 = row0 + 8;
-    const int lim0 = row0 < len ? (a.causal ? row0 : len - 1) : -1;
-    const int lim1 = row1 < len ? (a.causal ? row1 : len - 1) : -1;
-    for (int t = 0; t < n_tiles; t++) {
-        if (t + 1 < n_tiles) {
-            load_kv(t + 1, (t + 1) & 1);
-            at_commit();
-            at_wait<1>();
-        } else {
-            at_wait<0>();
-        }
-        __syncthreads();
-        if (t == 0)
-            at_load_q(st, qs + w * 16 * AT_LD);
-        at_tile<8>(st, ks + (t & 1) * AT_TILE, vs + (t & 1) * AT_TILE, t * AT_KT, 0, lim0, lim1,
-                   a.scale_log2);
-        __syncthreads();
-    }
-    at_finish_l(st);
-    const float inv0 = st.l[0] > 0.0f ? 1.0f / st.l[0] : 0.0f;
-    const float inv1 = st.l[1] > 0.0f ? 1.0f / st.l[1] : 0.0f;
-    bf16 *out = (bf16 *)a.out;
-    bf16 *o0 = out + (int64_t)(start + row0) * a.ldo + (int64_t)h * AT_D + tq * 2;
-    bf16 *o1 = out + (int64_t)(start + row1) * a.ldo + (int64_t)h * AT_D + tq * 2;
-#pragma unroll
-    for (int d = 0; d < 16; d++) {
-        if (row0 < len)
-            *(uint32_t *)(o0 + d * 8) = at_pack(st.o[d][0] * inv0, st.o[d][1] * inv0);
-        if (row1 < len)
-            *(uint32_t *)(o1 + d * 8) = at_pack(st.o[d][2] * inv1, st.o[d][3] * inv1);
-    }
+    at_prefill_cta(a, (bf16 *)at_smem_raw);
 #endif
 }
 

@@ -260,7 +260,7 @@ __device__ __forceinline__ float gs_block_max(float v, float *sh)
  * pinned host memory: a plain store, no atomics over PCIe; when several
  * kernels fail at once one of their bits survives, which is enough to
  * report the failure. */
-__device__ __forceinline__ void gs_dev_error(unsigned *err, unsigned bit)
+__host__ __device__ inline void gs_dev_error(unsigned *err, unsigned bit)
 {
     if (err)
         *(volatile unsigned *)err = bit;
