@@ -58,8 +58,8 @@ typedef struct gs_backend_ops {
                       gs_weight **out);
     /* Element (r, c) must equal gs_rand_uniform(seed, r * cols + c, scale)
      * rounded to the stored dtype (so every backend makes the same model). */
-    int (*weight_new_random)(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols,
-                             uint64_t seed, float scale, gs_weight **out);
+    int (*weight_new_random)(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols, uint64_t seed,
+                             float scale, gs_weight **out);
     void (*weight_free)(gs_backend *be, gs_weight *w); /* w never NULL */
 
     /* Ops: same arguments and meaning as the gs_k_* verbs of kernels.h. */

@@ -347,15 +347,15 @@ static int eps_ok(const char *op, float eps)
     return 1;
 }
 
-#define CHECK(c)              \
-    do {                      \
-        if (!(c))             \
-            return GS_EINVAL; \
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            return GS_EINVAL;                                                                      \
     } while (0)
-#define BAD(...)                     \
-    do {                             \
-        gs_log_error(__VA_ARGS__);   \
-        return GS_EINVAL;            \
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        gs_log_error(__VA_ARGS__);                                                                 \
+        return GS_EINVAL;                                                                          \
     } while (0)
 
 /* ---- ops ---------------------------------------------------------------- */
@@ -393,8 +393,7 @@ int gs_k_rmsnorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, float ep
     return be->ops->rmsnorm(be, out, x, w, eps);
 }
 
-int gs_k_add_rmsnorm(gs_backend *be, gs_mat out, gs_mat resid, gs_mat x, const gs_vec *w,
-                     float eps)
+int gs_k_add_rmsnorm(gs_backend *be, gs_mat out, gs_mat resid, gs_mat x, const gs_vec *w, float eps)
 {
     static const char op[] = "gs_k_add_rmsnorm";
     if (!be)
@@ -539,8 +538,8 @@ int gs_k_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_
         p->rotary_dim % 2 || p->rotary_dim > p->head_dim || s[0] < 0 || s[1] < 0 || s[2] < 0 ||
         (int64_t)s[0] + s[1] + s[2] != p->rotary_dim / 2 || !(p->theta > 0.0f) ||
         !isfinite(p->theta))
-        BAD("%s: bad params: heads %d head_dim %d rotary_dim %d sections [%d,%d,%d] theta %g",
-            op, p->n_heads, p->head_dim, p->rotary_dim, s[0], s[1], s[2], (double)p->theta);
+        BAD("%s: bad params: heads %d head_dim %d rotary_dim %d sections [%d,%d,%d] theta %g", op,
+            p->n_heads, p->head_dim, p->rotary_dim, s[0], s[1], s[2], (double)p->theta);
     if (qk.cols != (int64_t)p->n_heads * p->head_dim)
         BAD("%s: qk has %lld cols, expected %d heads x %d", op, (long long)qk.cols, p->n_heads,
             p->head_dim);
@@ -551,8 +550,7 @@ int gs_k_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_
     return be->ops->rope_text(be, qk, pos, p);
 }
 
-int gs_k_rope_vision(gs_backend *be, gs_mat qk, const int32_t *pos,
-                     const gs_rope_vision_params *p)
+int gs_k_rope_vision(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_vision_params *p)
 {
     static const char op[] = "gs_k_rope_vision";
     if (!be || !p)
@@ -594,9 +592,8 @@ static int attn_params_ok(const char *op, const gs_attn_params *p)
     if (!p || p->n_heads < 1 || p->n_kv_heads < 1 || p->n_heads % p->n_kv_heads ||
         p->head_dim < 1 || !isfinite(p->scale) || (p->causal != 0 && p->causal != 1)) {
         if (p)
-            gs_log_error("%s: bad params: heads %d kv heads %d head_dim %d scale %g causal %d",
-                         op, p->n_heads, p->n_kv_heads, p->head_dim, (double)p->scale,
-                         p->causal);
+            gs_log_error("%s: bad params: heads %d kv heads %d head_dim %d scale %g causal %d", op,
+                         p->n_heads, p->n_kv_heads, p->head_dim, (double)p->scale, p->causal);
         else
             gs_log_error("%s: params is NULL", op);
         return 0;
@@ -654,9 +651,8 @@ int gs_k_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v, con
     CHECK(mat_ok(op, "k", k, act_mask(be)) && mat_ok(op, "v", v, act_mask(be)));
     const int64_t kd = (int64_t)kv->n_kv_heads * kv->head_dim;
     if (k.cols != kd || v.cols != kd || k.rows != v.rows)
-        BAD("%s: k [%lld x %lld], v [%lld x %lld] vs cache rows of %d x %d", op,
-            (long long)k.rows, (long long)k.cols, (long long)v.rows, (long long)v.cols,
-            kv->n_kv_heads, kv->head_dim);
+        BAD("%s: k [%lld x %lld], v [%lld x %lld] vs cache rows of %d x %d", op, (long long)k.rows,
+            (long long)k.cols, (long long)v.rows, (long long)v.cols, kv->n_kv_heads, kv->head_dim);
     if (k.rows == 0)
         return 0;
     if (!slots)
@@ -672,8 +668,8 @@ int gs_k_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer
         return GS_EINVAL;
     CHECK(attn_params_ok(op, p) && kv_ok(op, kv));
     if (p->n_kv_heads != kv->n_kv_heads || p->head_dim != kv->head_dim)
-        BAD("%s: params (%d kv heads of %d) do not match the cache (%d of %d)", op,
-            p->n_kv_heads, p->head_dim, kv->n_kv_heads, kv->head_dim);
+        BAD("%s: params (%d kv heads of %d) do not match the cache (%d of %d)", op, p->n_kv_heads,
+            p->head_dim, kv->n_kv_heads, kv->head_dim);
     CHECK(mat_ok(op, "q", q, act_mask(be)) && mat_ok(op, "out", out, act_mask(be)));
     if (q.cols != (int64_t)p->n_heads * p->head_dim)
         BAD("%s: q has %lld cols, expected %d heads x %d", op, (long long)q.cols, p->n_heads,

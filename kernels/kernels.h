@@ -58,8 +58,8 @@ typedef enum { GS_BACKEND_CPU = 0, GS_BACKEND_CUDA = 1 } gs_backend_kind;
 
 typedef struct {
     gs_backend_kind kind;
-    int n_threads;   /* CPU: threads; <= 0: $GS_CPU_THREADS if set, else all usable cores */
-    int device;      /* CUDA: device ordinal */
+    int n_threads; /* CPU: threads; <= 0: $GS_CPU_THREADS if set, else all usable cores */
+    int device;    /* CUDA: device ordinal */
     /* CPU: how gs_weight_new stores BF16/F16 weights. 0 = keep them 16-bit
      * (half the memory; converted tile by tile inside the GEMM), 1 =
      * convert to F32 once at load (fastest prefill, twice the memory). */
@@ -215,8 +215,7 @@ typedef struct {
     int32_t n_heads, head_dim;
     float theta;
 } gs_rope_vision_params;
-int gs_k_rope_vision(gs_backend *be, gs_mat qk, const int32_t *pos,
-                     const gs_rope_vision_params *p);
+int gs_k_rope_vision(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_vision_params *p);
 
 /* Adds the learned vision position embedding, bicubic-resampled from a
  * side x side table (weight [side*side, hidden], row = r*side + c) to the
@@ -251,8 +250,7 @@ typedef struct {
 
 /* Writes k[m, n_kv_heads*hd] and v into the cache at slots[i] (= page *
  * page_size + offset; int32 in backend memory; slot < 0 skips the row). */
-int gs_k_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v,
-                  const int32_t *slots);
+int gs_k_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v, const int32_t *slots);
 
 /* A batch of sequences reading the paged cache. All arrays int32 in
  * backend memory. Sequence s owns q rows cu_q[s]..cu_q[s+1] and has

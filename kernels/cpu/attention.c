@@ -111,7 +111,11 @@ static inline float fast_expf(float x)
     f = f - fn * -2.12194440e-4f;
     float z = f * f;
     float y = ((((1.9875691500e-4f * f + 1.3981999507e-3f) * f + 8.3334519073e-3f) * f +
-                4.1665795894e-2f) * f + 1.6666665459e-1f) * f + 5.0000001201e-1f;
+                4.1665795894e-2f) *
+                   f +
+               1.6666665459e-1f) *
+                  f +
+              5.0000001201e-1f;
     y = y * z + f + 1.0f;
     int32_t n = (int32_t)fn;
     uint32_t bits = (uint32_t)(n + 127) << 23;
@@ -223,8 +227,8 @@ GS_CPU_HOT static void run_unit(attn_job *J, const attn_unit *u, int tid)
                     o[d] *= corr;
             }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, hd, nk, 1.0f, S, nk, vp,
-                    (int)ldv, 1.0f, O, hd);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, hd, nk, 1.0f, S, nk, vp, (int)ldv,
+                    1.0f, O, hd);
     }
 
     if (it->n_split > 1) {
@@ -377,8 +381,9 @@ int gs_cpu_attention(gs_backend *be, gs_mat out, gs_mat q, gs_mat k, gs_mat v, c
     for (int32_t s = 0; s < n_seqs; s++)
         if (cu[s + 1] < cu[s] || cu[s + 1] > q.rows || cu[s + 1] - cu[s] > max_len)
             goto bad;
-    attn_job J = {gs_cpu_of(be), out, q, k, v, p->n_heads / p->n_kv_heads, p->head_dim,
-                  p->n_kv_heads, p->causal, p->scale, cu, NULL, NULL, NULL, NULL, NULL};
+    attn_job J = {gs_cpu_of(be), out,           q,         k,        v,  p->n_heads / p->n_kv_heads,
+                  p->head_dim,   p->n_kv_heads, p->causal, p->scale, cu, NULL,
+                  NULL,          NULL,          NULL,      NULL};
     return attn_run(&J, n_seqs);
 bad:
     gs_log_error("gs_k_attention: cu_seqlens are not increasing within [0, %lld] with segments "
@@ -407,13 +412,27 @@ int gs_cpu_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_lay
         const int32_t *bt = b->block_table + (int64_t)s * b->max_blocks;
         for (int32_t blk = 0; blk < (L + ps - 1) / ps; blk++)
             if (bt[blk] < 0 || bt[blk] >= kv->n_pages) {
-                gs_log_error("gs_k_attention_paged: sequence %d block %d -> page %d of %d", s,
-                             blk, bt[blk], kv->n_pages);
+                gs_log_error("gs_k_attention_paged: sequence %d block %d -> page %d of %d", s, blk,
+                             bt[blk], kv->n_pages);
                 return GS_EINVAL;
             }
     }
-    attn_job J = {gs_cpu_of(be), out, q, q, q, p->n_heads / p->n_kv_heads, p->head_dim,
-                  p->n_kv_heads, p->causal, p->scale, b->cu_q, kv, b, NULL, NULL, NULL};
+    attn_job J = {gs_cpu_of(be),
+                  out,
+                  q,
+                  q,
+                  q,
+                  p->n_heads / p->n_kv_heads,
+                  p->head_dim,
+                  p->n_kv_heads,
+                  p->causal,
+                  p->scale,
+                  b->cu_q,
+                  kv,
+                  b,
+                  NULL,
+                  NULL,
+                  NULL};
     return attn_run(&J, b->n_seqs);
 }
 
@@ -433,13 +452,14 @@ static void store_rows(void *ctx, int64_t r0, int64_t r1, int tid)
         const int32_t slot = J->slots[r];
         if (slot < 0)
             continue;
-        memcpy((float *)J->kv->k + (int64_t)slot * w, gs_cpu_row(J->k, r), sizeof(float) * (size_t)w);
-        memcpy((float *)J->kv->v + (int64_t)slot * w, gs_cpu_row(J->v, r), sizeof(float) * (size_t)w);
+        memcpy((float *)J->kv->k + (int64_t)slot * w, gs_cpu_row(J->k, r),
+               sizeof(float) * (size_t)w);
+        memcpy((float *)J->kv->v + (int64_t)slot * w, gs_cpu_row(J->v, r),
+               sizeof(float) * (size_t)w);
     }
 }
 
-int gs_cpu_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v,
-                    const int32_t *slots)
+int gs_cpu_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v, const int32_t *slots)
 {
     gs_cpu *c = gs_cpu_of(be);
     const int64_t n_slots = (int64_t)kv->n_pages * kv->page_size;
@@ -450,7 +470,7 @@ int gs_cpu_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v,
             return GS_EINVAL;
         }
     store_job J = {kv, k, v, slots};
-    gs_cpu_parallel(c, k.rows, gs_cpu_grain(c, k.rows, 2, (8192 + k.cols - 1) / k.cols),
-                    store_rows, &J);
+    gs_cpu_parallel(c, k.rows, gs_cpu_grain(c, k.rows, 2, (8192 + k.cols - 1) / k.cols), store_rows,
+                    &J);
     return 0;
 }

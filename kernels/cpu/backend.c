@@ -328,8 +328,7 @@ static void weight_random_rows(void *ctx, int64_t r0, int64_t r1, int tid)
     }
 }
 
-static int weight_alloc(gs_cpu *c, gs_dtype src_dt, int64_t rows, int64_t cols,
-                        gs_cpu_weight **out)
+static int weight_alloc(gs_cpu *c, gs_dtype src_dt, int64_t rows, int64_t cols, gs_cpu_weight **out)
 {
     gs_dtype dt = (c->weights_f32 || src_dt == GS_DT_F32) ? GS_DT_F32 : src_dt;
     size_t bytes = (size_t)rows * (size_t)cols * gs_dtype_size(dt);
@@ -339,8 +338,8 @@ static int weight_alloc(gs_cpu *c, gs_dtype src_dt, int64_t rows, int64_t cols,
     w->data = cpu_alloc(&c->base, bytes);
     if (!w->data) {
         free(w);
-        gs_log_error("cpu: cannot allocate a [%lld x %lld] %s weight (%zu bytes)",
-                     (long long)rows, (long long)cols, gs_dtype_name(dt), bytes);
+        gs_log_error("cpu: cannot allocate a [%lld x %lld] %s weight (%zu bytes)", (long long)rows,
+                     (long long)cols, gs_dtype_name(dt), bytes);
         return GS_ENOMEM;
     }
     w->h.rows = rows;
@@ -351,8 +350,8 @@ static int weight_alloc(gs_cpu *c, gs_dtype src_dt, int64_t rows, int64_t cols,
     return 0;
 }
 
-static int cpu_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t rows,
-                          int64_t cols, gs_weight **out)
+static int cpu_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t rows, int64_t cols,
+                          gs_weight **out)
 {
     gs_cpu *c = gs_cpu_of(be);
     gs_cpu_weight *w;

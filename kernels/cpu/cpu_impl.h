@@ -29,7 +29,7 @@ typedef struct gs_cpu_pool gs_cpu_pool;
  * with GCC the hottest functions are also built for AVX2 and AVX-512 and
  * picked at load time (ifunc); elsewhere (aarch64: NEON is baseline) they
  * are built once. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__) && \
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__ELF__) &&         \
     !defined(__SANITIZE_THREAD__) /* TSan instruments ifunc resolvers: crash at load */
 #define GS_CPU_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 #else

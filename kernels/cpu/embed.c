@@ -42,8 +42,8 @@ int gs_cpu_embed(gs_backend *be, gs_mat out, const gs_weight *table, const int32
     gs_cpu *c = gs_cpu_of(be);
     for (int64_t i = 0; i < out.rows; i++)
         if (ids[i] < 0 || ids[i] >= table->rows) {
-            gs_log_error("gs_k_embed: ids[%lld] = %d outside the table's %lld rows",
-                         (long long)i, ids[i], (long long)table->rows);
+            gs_log_error("gs_k_embed: ids[%lld] = %d outside the table's %lld rows", (long long)i,
+                         ids[i], (long long)table->rows);
             return GS_EINVAL;
         }
     emb_job J = {out, out, gs_cpu_w(table), ids, NULL, 0};

@@ -2,11 +2,10 @@
  *
  * Two paths, both threaded over blocks of output columns (= weight rows):
  *
- *  - GEMV (m <= GS_GEMV_MAX_M = 16, decode and small decode batches): each thread walks its weight rows
- *    once, widening 16-bit values to F32 a chunk at a time in L1 and
- *    accumulating all m dot products from that chunk in F32 (16 partial
- *    sums each, a shape compilers vectorise). Reading each weight byte once
- *    makes it memory-bandwidth-bound, as decode must be.
+ *  - GEMV (m <= GS_GEMV_MAX_M = 16, decode and small decode batches): each thread walks its weight
+ * rows once, widening 16-bit values to F32 a chunk at a time in L1 and accumulating all m dot
+ * products from that chunk in F32 (16 partial sums each, a shape compilers vectorise). Reading each
+ * weight byte once makes it memory-bandwidth-bound, as decode must be.
  *  - GEMM (larger m, prefill and vision): work items are (row block of x,
  *    column block of out). F32 weights go straight to cblas_sgemm. 16-bit
  *    weights are widened a [NB x KC] panel at a time into the thread's
@@ -208,8 +207,8 @@ GS_CPU_HOT static void gemm_items(void *ctx, int64_t i0, int64_t i1, int tid)
         float *oc = gs_cpu_row(J->out, r0) + c0;
         if (dt == GS_DT_F32) {
             const float *wb = (const float *)J->w->data + c0 * k;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mr, (int)nc, (int)k, 1.0f,
-                        xa, (int)J->x.stride, wb, (int)k, J->accum ? 1.0f : 0.0f, oc,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mr, (int)nc, (int)k, 1.0f, xa,
+                        (int)J->x.stride, wb, (int)k, J->accum ? 1.0f : 0.0f, oc,
                         (int)J->out.stride);
         } else {
             for (int64_t k0 = 0; k0 < k; k0 += GEMM_KC) {
@@ -239,8 +238,8 @@ int gs_cpu_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, cons
     const int64_t m = x.rows, n = out.cols, k = x.cols;
     if (k > INT32_MAX || n > INT32_MAX || x.stride > INT32_MAX || out.stride > INT32_MAX)
         return GS_EINVAL; /* cblas takes int */
-    mm_job J = {out, x, gs_cpu_w(w), bias ? bias->data : NULL, (flags & GS_MM_ACCUM) != 0,
-                0, 0, 0, c};
+    mm_job J = {out, x, gs_cpu_w(w), bias ? bias->data : NULL, (flags & GS_MM_ACCUM) != 0, 0, 0,
+                0,   c};
     const int T = c->n_threads;
 
     if (m <= GS_GEMV_MAX_M) {
@@ -265,8 +264,8 @@ int gs_cpu_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, cons
     if (J.nb > n)
         J.nb = n;
     J.n_nblk = (n + J.nb - 1) / J.nb;
-    if (w->dt != GS_DT_F32 &&
-        gs_cpu_scratch_reserve(c, sizeof(float) * (size_t)J.nb * (size_t)(k < GEMM_KC ? k : GEMM_KC)))
+    if (w->dt != GS_DT_F32 && gs_cpu_scratch_reserve(c, sizeof(float) * (size_t)J.nb *
+                                                            (size_t)(k < GEMM_KC ? k : GEMM_KC)))
         return GS_ENOMEM;
     gs_cpu_parallel(c, n_mblk * J.n_nblk, 1, gemm_items, &J);
     return 0;

@@ -89,8 +89,16 @@ int gs_cpu_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rop
     }
     for (int32_t j = 0; j < n_pairs; j++)
         inv[j] = gs_rope_inv_freq(p->theta, j, p->rotary_dim);
-    rope_job J = {qk,         pos, inv, p->n_heads, p->head_dim, n_pairs, p->mrope_section[0],
-                  p->mrope_section[0] + p->mrope_section[1], 0, c};
+    rope_job J = {qk,
+                  pos,
+                  inv,
+                  p->n_heads,
+                  p->head_dim,
+                  n_pairs,
+                  p->mrope_section[0],
+                  p->mrope_section[0] + p->mrope_section[1],
+                  0,
+                  c};
     gs_cpu_parallel(c, qk.rows, rope_grain(c, qk), text_rows, &J);
     free(inv);
     return 0;

@@ -36,13 +36,13 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-#define CK(e)                                                                  \
-    do {                                                                       \
-        int rc_ = (e);                                                         \
-        if (rc_ != 0) {                                                        \
-            fprintf(stderr, "bench_cpu: %s failed: %s\n", #e, gs_strerror(rc_)); \
-            exit(1);                                                           \
-        }                                                                      \
+#define CK(e)                                                                                      \
+    do {                                                                                           \
+        int rc_ = (e);                                                                             \
+        if (rc_ != 0) {                                                                            \
+            fprintf(stderr, "bench_cpu: %s failed: %s\n", #e, gs_strerror(rc_));                   \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 /* ---- memory bandwidth (STREAM-style) ------------------------------------ */
@@ -126,8 +126,7 @@ static double sgemm_peak(int T, int m, int n, int k, int reps)
     double best = 0;
     for (int r = 0; r < reps + 1; r++) {
         double t0 = now_s();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, A, k, B, k, 0.0f, C,
-                    n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, A, k, B, k, 0.0f, C, n);
         double dt = now_s() - t0;
         if (r > 0 && 2.0 * m * n * k / dt / 1e9 > best) /* first run warms up */
             best = 2.0 * m * n * k / dt / 1e9;
@@ -169,7 +168,7 @@ static void layer_new(gs_backend *be, const shapes *s, int idx, int32_t n_pages,
     free(ones);
     size_t bytes = (size_t)n_pages * (size_t)ps * (size_t)kd * 4;
     L->kv = (gs_kv_layer){gs_buf_alloc(be, bytes), gs_buf_alloc(be, bytes), n_pages, ps,
-                          (int32_t)s->nkv, (int32_t)s->hd};
+                          (int32_t)s->nkv,         (int32_t)s->hd};
     if (!L->kv.k || !L->kv.v) {
         fprintf(stderr, "bench_cpu: no memory for the KV cache\n");
         exit(1);
@@ -217,7 +216,8 @@ static void layer_step(gs_backend *be, const shapes *s, layer *L, acts *A, int64
 {
     const int64_t qd = s->nh * s->hd, kd = s->nkv * s->hd;
     const float eps = 1e-5f;
-    int32_t *pos = malloc(sizeof(int32_t) * (size_t)(3 * n)), *slots = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)(3 * n)),
+            *slots = malloc(sizeof(int32_t) * (size_t)n);
     for (int64_t i = 0; i < n; i++) {
         pos[i] = pos[n + i] = pos[2 * n + i] = p0 + (int32_t)i;
         slots[i] = p0 + (int32_t)i; /* block table is the identity */
@@ -232,8 +232,8 @@ static void layer_step(gs_backend *be, const shapes *s, layer *L, acts *A, int64
     gs_mat x = gs_mat_rows(A->x, 0, n), h = gs_mat_rows(A->h, 0, n), o = gs_mat_rows(A->o, 0, n);
     gs_mat qkv = gs_mat_rows(A->qkv, 0, n), at = gs_mat_rows(A->at, 0, n);
     gs_mat gu = gs_mat_rows(A->gu, 0, n), a = gs_mat_rows(A->a, 0, n);
-    gs_rope_text_params rq = {(int32_t)s->nh, (int32_t)s->hd, (int32_t)(s->hd / 2), {8, 12, 12},
-                              500000.0f};
+    gs_rope_text_params rq = {
+        (int32_t)s->nh, (int32_t)s->hd, (int32_t)(s->hd / 2), {8, 12, 12}, 500000.0f};
     if (rq.rotary_dim / 2 != 32) { /* other shapes: all pairs on axis 0 */
         rq.mrope_section[0] = rq.rotary_dim / 2;
         rq.mrope_section[1] = rq.mrope_section[2] = 0;
@@ -244,15 +244,16 @@ static void layer_step(gs_backend *be, const shapes *s, layer *L, acts *A, int64
                          1.0f / sqrtf((float)s->hd), 1};
     gs_paged_batch pb = {1, A->cu, A->kvlen, A->bt, max_blocks, (int32_t)n, p0 + (int32_t)n};
     double t0 = now_s(), t1;
-#define LAP(field)          \
-    t1 = now_s();           \
-    tm->field += t1 - t0;   \
+#define LAP(field)                                                                                 \
+    t1 = now_s();                                                                                  \
+    tm->field += t1 - t0;                                                                          \
     t0 = t1
     CK(gs_k_rmsnorm(be, h, x, &L->ln[0], eps));
     LAP(other);
     CK(gs_k_matmul(be, qkv, h, L->qkv, &L->qkv_b, 0));
     LAP(mm);
-    gs_mat q = gs_mat_cols(qkv, 0, qd), k = gs_mat_cols(qkv, qd, kd), v = gs_mat_cols(qkv, qd + kd, kd);
+    gs_mat q = gs_mat_cols(qkv, 0, qd), k = gs_mat_cols(qkv, qd, kd),
+           v = gs_mat_cols(qkv, qd + kd, kd);
     CK(gs_k_rope_text(be, q, A->pos, &rq));
     CK(gs_k_rope_text(be, k, A->pos, &rk));
     CK(gs_k_kv_store(be, &L->kv, k, v, A->slots));
@@ -332,9 +333,18 @@ int main(int argc, char **argv)
     double t_init = now_s() - t0;
     int64_t nmax = P > 1 ? P : 1;
     const int64_t qd = s.nh * s.hd, kd = s.nkv * s.hd;
-    acts A = {mat_alloc(be, nmax, s.H), mat_alloc(be, nmax, s.H), mat_alloc(be, nmax, s.H),
-              mat_alloc(be, nmax, qd + 2 * kd), mat_alloc(be, nmax, qd), mat_alloc(be, nmax, 2 * s.inter),
-              mat_alloc(be, nmax, s.inter), NULL, NULL, NULL, NULL, NULL};
+    acts A = {mat_alloc(be, nmax, s.H),
+              mat_alloc(be, nmax, s.H),
+              mat_alloc(be, nmax, s.H),
+              mat_alloc(be, nmax, qd + 2 * kd),
+              mat_alloc(be, nmax, qd),
+              mat_alloc(be, nmax, 2 * s.inter),
+              mat_alloc(be, nmax, s.inter),
+              NULL,
+              NULL,
+              NULL,
+              NULL,
+              NULL};
     A.pos = gs_buf_alloc(be, sizeof(int32_t) * 3 * (size_t)nmax);
     A.slots = gs_buf_alloc(be, sizeof(int32_t) * (size_t)nmax);
     A.cu = gs_buf_alloc(be, sizeof(int32_t) * 2);
@@ -404,7 +414,8 @@ int main(int argc, char **argv)
            dec_gbs, bw_copy, 100.0 * dec_gbs / bw_copy);
     printf("| | | read %.1f GB/s | %.0f%% |\n", bw_read, 100.0 * dec_gbs / bw_read);
     printf("| decode, matmuls alone | %.1f GB/s | read %.1f GB/s | %.0f%% |\n",
-           wbytes * n_layers / dec.mm / 1e9, bw_read, 100.0 * wbytes * n_layers / dec.mm / 1e9 / bw_read);
+           wbytes * n_layers / dec.mm / 1e9, bw_read,
+           100.0 * wbytes * n_layers / dec.mm / 1e9 / bw_read);
     printf("| prefill %lld tokens: time per layer | %.1f ms | | |\n", (long long)P, pre_s * 1e3);
     printf("|   split: matmul / attention / other | %.1f / %.1f / %.1f ms | | |\n",
            pre.mm / n_layers * 1e3, pre.attn / n_layers * 1e3, pre.other / n_layers * 1e3);

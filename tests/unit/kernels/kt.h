@@ -126,8 +126,8 @@ static inline gs_mat kt_mat_up(gs_backend *be, const float *host, int64_t rows, 
         tmp[i] = 1e30f; /* garbage in the gaps must not leak into results */
     for (int64_t r = 0; r < rows; r++)
         memcpy(tmp + r * stride, host + r * cols, sizeof(float) * (size_t)cols);
-    gs_mat m = {kt_up(be, tmp, sizeof(float) * (size_t)(rows * stride + 1)), GS_DT_F32, rows,
-                cols, stride};
+    gs_mat m = {kt_up(be, tmp, sizeof(float) * (size_t)(rows * stride + 1)), GS_DT_F32, rows, cols,
+                stride};
     free(tmp);
     return m;
 }

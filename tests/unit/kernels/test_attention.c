@@ -57,7 +57,8 @@ static int contiguous_case(gs_backend *be, const attn_case *c, float **qkv_host,
     const float scale = c->scale ? c->scale : 1.0f / sqrtf((float)c->hd);
     float *qkv = kt_rand((size_t)T * w, -2, 2);
     gs_mat all = kt_mat_up(be, qkv, T, w, w + 5);
-    gs_mat q = gs_mat_cols(all, 0, qd), k = gs_mat_cols(all, qd, kd), v = gs_mat_cols(all, qd + kd, kd);
+    gs_mat q = gs_mat_cols(all, 0, qd), k = gs_mat_cols(all, qd, kd),
+           v = gs_mat_cols(all, qd + kd, kd);
     float *zero = calloc((size_t)T * qd, sizeof(float));
     gs_mat out = kt_mat_up(be, zero, T, qd, qd);
     int32_t *dcu = kt_up(be, c->cu, sizeof(int32_t) * (size_t)(c->n_seg + 1));
@@ -106,7 +107,7 @@ static void test_attention_contiguous(void)
     const int32_t cu2[3] = {0, 20, 84};
     attn_case b = {3, 3, 128, 0, 2, cu2, 0}; /* vision: full, per image */
     GS_ASSERT(contiguous_case(be, &b, NULL, NULL));
-    const int32_t cu3[2] = {0, 300}; /* > one key chunk, > one row block */
+    const int32_t cu3[2] = {0, 300};        /* > one key chunk, > one row block */
     attn_case c = {4, 2, 72, 1, 1, cu3, 0}; /* GQA 2:1, odd head_dim */
     GS_ASSERT(contiguous_case(be, &c, NULL, NULL));
     attn_case d = {4, 2, 72, 0, 1, cu3, 0};
@@ -153,8 +154,8 @@ static void test_attention_paged(void)
             bt[s * MAXB + b] = b < (L[s] + PS - 1) / PS ? perm[next++] : 99999; /* unused: junk */
     size_t cache_floats = (size_t)n_pages * PS * kd;
     float *junk = kt_rand(cache_floats, 50, 60); /* unwritten slots hold junk */
-    gs_kv_layer kv = {kt_up(be, junk, cache_floats * 4), kt_up(be, junk, cache_floats * 4),
-                      n_pages, PS, KV, hd};
+    gs_kv_layer kv = {
+        kt_up(be, junk, cache_floats * 4), kt_up(be, junk, cache_floats * 4), n_pages, PS, KV, hd};
     /* store all tokens, plus one extra row with slot -1 (skipped) */
     int32_t *slots = malloc(sizeof(int32_t) * (size_t)(T + 1));
     for (int s = 0; s < NS; s++)
@@ -167,8 +168,8 @@ static void test_attention_paged(void)
         qkv1[(size_t)T * w + i] = 1e6f;
     gs_mat all = kt_mat_up(be, qkv1, T + 1, w, w);
     int32_t *dslots = kt_up(be, slots, sizeof(int32_t) * (size_t)(T + 1));
-    GS_ASSERT_OK(gs_k_kv_store(be, &kv, gs_mat_cols(all, qd, kd), gs_mat_cols(all, qd + kd, kd),
-                               dslots));
+    GS_ASSERT_OK(
+        gs_k_kv_store(be, &kv, gs_mat_cols(all, qd, kd), gs_mat_cols(all, qd + kd, kd), dslots));
     float *kc = kt_down(be, kv.k, cache_floats);
     int bad = 0;
     for (size_t i = 0; i < cache_floats; i++)
@@ -192,12 +193,14 @@ static void test_attention_paged(void)
         }
         nq_tot = cuq[NS];
         /* q rows: the last nq rows of each sequence, packed */
-        float *qh = malloc(sizeof(float) * (size_t)nq_tot * qd), *want = malloc(sizeof(float) * (size_t)nq_tot * qd);
+        float *qh = malloc(sizeof(float) * (size_t)nq_tot * qd),
+              *want = malloc(sizeof(float) * (size_t)nq_tot * qd);
         for (int s = 0; s < NS; s++)
             for (int i = 0; i < nqs[cs][s]; i++) {
                 int src = cu[s] + L[s] - nqs[cs][s] + i;
                 memcpy(qh + (size_t)(cuq[s] + i) * qd, qkv + (size_t)src * w, sizeof(float) * qd);
-                memcpy(want + (size_t)(cuq[s] + i) * qd, full + (size_t)src * qd, sizeof(float) * qd);
+                memcpy(want + (size_t)(cuq[s] + i) * qd, full + (size_t)src * qd,
+                       sizeof(float) * qd);
             }
         gs_mat q = kt_mat_up(be, qh, nq_tot, qd, qd + 1);
         gs_mat out = kt_mat_up(be, qh, nq_tot, qd, qd);
@@ -280,7 +283,7 @@ static void test_attention_malformed(void)
     p.n_kv_heads = 3; /* does not divide */
     GS_ASSERT_EQ(gs_k_attention(be, out, q, kv, kv, d3, 2, 5, &p), GS_EINVAL);
     p.n_kv_heads = 2;
-    GS_ASSERT_EQ(gs_k_attention(be, q, q, kv, kv, d3, 2, 5, &p), GS_EINVAL); /* out == q */
+    GS_ASSERT_EQ(gs_k_attention(be, q, q, kv, kv, d3, 2, 5, &p), GS_EINVAL);  /* out == q */
     GS_ASSERT_EQ(gs_k_attention(be, out, q, q, kv, d3, 2, 5, &p), GS_EINVAL); /* k width */
     free(h);
     gs_buf_free(be, q.data);

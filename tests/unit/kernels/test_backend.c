@@ -68,8 +68,8 @@ static float *random_rows(int threads, gs_dtype dt, int64_t rows, int64_t cols, 
     for (int64_t i = 0; i < rows; i++)
         ids[i] = (int32_t)i;
     int32_t *dids = kt_up(be, ids, sizeof(int32_t) * (size_t)rows);
-    gs_mat out = gs_mat_make(gs_buf_alloc(be, sizeof(float) * (size_t)(rows * cols)), GS_DT_F32,
-                             rows, cols);
+    gs_mat out =
+        gs_mat_make(gs_buf_alloc(be, sizeof(float) * (size_t)(rows * cols)), GS_DT_F32, rows, cols);
     if (gs_k_embed(be, out, w, dids) != 0)
         exit(2);
     float *h = kt_down(be, out.data, (size_t)(rows * cols));
@@ -116,7 +116,8 @@ static void test_validation(void)
 {
     gs_backend *be = kt_backend(2, 0);
     float *h = kt_rand(64 * 64, -1, 1);
-    void *buf = kt_up(be, h, sizeof(float) * 64 * 64), *buf2 = kt_up(be, h, sizeof(float) * 64 * 64);
+    void *buf = kt_up(be, h, sizeof(float) * 64 * 64),
+         *buf2 = kt_up(be, h, sizeof(float) * 64 * 64);
     gs_mat a = gs_mat_make(buf, GS_DT_F32, 4, 8), b = gs_mat_make(buf2, GS_DT_F32, 4, 8);
     gs_mat b7 = gs_mat_make(buf2, GS_DT_F32, 4, 7), b16 = gs_mat_make(buf2, GS_DT_F32, 4, 16);
     gs_mat bad_stride = {buf2, GS_DT_F32, 4, 8, 7};
@@ -129,12 +130,12 @@ static void test_validation(void)
 
     /* matmul */
     GS_ASSERT_OK(gs_k_matmul(be, b16, a, W, NULL, 0));
-    GS_ASSERT_EQ(gs_k_matmul(be, b, a, W, NULL, 0), GS_EINVAL);             /* out cols */
-    GS_ASSERT_EQ(gs_k_matmul(be, b16, b7, W, NULL, 0), GS_EINVAL);          /* k */
-    GS_ASSERT_EQ(gs_k_matmul(be, b16, a, W, &w8, 0), GS_EINVAL);            /* bias n */
-    GS_ASSERT_EQ(gs_k_matmul(be, b16, a, W, NULL, 4), GS_EINVAL);           /* flags */
-    GS_ASSERT_EQ(gs_k_matmul(be, b16, a, NULL, NULL, 0), GS_EINVAL);        /* weight */
-    GS_ASSERT_EQ(gs_k_matmul(be, b16, bf, W, NULL, 0), GS_EINVAL);          /* x dtype */
+    GS_ASSERT_EQ(gs_k_matmul(be, b, a, W, NULL, 0), GS_EINVAL);      /* out cols */
+    GS_ASSERT_EQ(gs_k_matmul(be, b16, b7, W, NULL, 0), GS_EINVAL);   /* k */
+    GS_ASSERT_EQ(gs_k_matmul(be, b16, a, W, &w8, 0), GS_EINVAL);     /* bias n */
+    GS_ASSERT_EQ(gs_k_matmul(be, b16, a, W, NULL, 4), GS_EINVAL);    /* flags */
+    GS_ASSERT_EQ(gs_k_matmul(be, b16, a, NULL, NULL, 0), GS_EINVAL); /* weight */
+    GS_ASSERT_EQ(gs_k_matmul(be, b16, bf, W, NULL, 0), GS_EINVAL);   /* x dtype */
     GS_ASSERT_EQ(gs_k_matmul(be, gs_mat_make(buf, GS_DT_F32, 4, 16), a, W, NULL, 0),
                  GS_EINVAL); /* out overlaps x */
     GS_ASSERT_EQ(gs_k_matmul(NULL, b16, a, W, NULL, 0), GS_EINVAL);
@@ -159,8 +160,8 @@ static void test_validation(void)
                  GS_EINVAL); /* partial overlap */
     /* gathers */
     int32_t ids[4] = {0, 1, 2, 16}, *dids = kt_up(be, ids, sizeof ids);
-    GS_ASSERT_EQ(gs_k_embed(be, a, W, dids), GS_EINVAL);     /* id 16 of 16 rows */
-    GS_ASSERT_EQ(gs_k_embed(be, b16, W, dids), GS_EINVAL);   /* cols */
+    GS_ASSERT_EQ(gs_k_embed(be, a, W, dids), GS_EINVAL);   /* id 16 of 16 rows */
+    GS_ASSERT_EQ(gs_k_embed(be, b16, W, dids), GS_EINVAL); /* cols */
     GS_ASSERT_EQ(gs_k_embed(be, a, W, NULL), GS_EINVAL);
     GS_ASSERT_EQ(gs_k_gather_rows(be, b, a, dids), GS_EINVAL); /* idx 16 of 4 rows */
     ids[3] = -1;

@@ -19,8 +19,8 @@ static gs_mat strided_input(gs_backend *be, int64_t m, int64_t n, float lo, floa
     float *wide = kt_rand((size_t)(m * (n + 5)), lo, hi);
     for (int64_t r = 0; r < m; r++)
         memcpy(wide + r * (n + 5) + 3, *h + r * n, sizeof(float) * (size_t)n);
-    gs_mat all = gs_mat_make(kt_up(be, wide, sizeof(float) * (size_t)(m * (n + 5))), GS_DT_F32,
-                             m, n + 5);
+    gs_mat all =
+        gs_mat_make(kt_up(be, wide, sizeof(float) * (size_t)(m * (n + 5))), GS_DT_F32, m, n + 5);
     free(wide);
     *base = all.data;
     return gs_mat_cols(all, 3, n);
@@ -78,7 +78,8 @@ static void test_add_rmsnorm(void)
     gs_mat h = strided_input(be, m, n, -20, 20, &hh, &hb);
     gs_vec w;
     GS_ASSERT_OK(gs_vec_new(be, wh, n, &w));
-    double *rs = malloc(sizeof(double) * (size_t)(m * n)), *ref = malloc(sizeof(double) * (size_t)(m * n));
+    double *rs = malloc(sizeof(double) * (size_t)(m * n)),
+           *ref = malloc(sizeof(double) * (size_t)(m * n));
     for (int64_t r = 0; r < m; r++) {
         double ss = 0;
         for (int64_t i = 0; i < n; i++) {
@@ -126,7 +127,8 @@ static void test_layernorm(void)
     gs_vec w, b;
     GS_ASSERT_OK(gs_vec_new(be, wh, n, &w));
     GS_ASSERT_OK(gs_vec_new(be, bh, n, &b));
-    double *ref = malloc(sizeof(double) * (size_t)(m * n)), *refnb = malloc(sizeof(double) * (size_t)(m * n));
+    double *ref = malloc(sizeof(double) * (size_t)(m * n)),
+           *refnb = malloc(sizeof(double) * (size_t)(m * n));
     for (int64_t r = 0; r < m; r++) {
         double mu = 0, var = 0;
         for (int64_t i = 0; i < n; i++)
@@ -236,10 +238,11 @@ static void test_copy_dtypes(void)
     kt_seed(14);
     const int64_t m = 4, n = 77;
     float *xh = kt_rand((size_t)(m * n), -100, 100);
-    xh[0] = 1e-6f; /* f16 subnormal on the way */
+    xh[0] = 1e-6f;    /* f16 subnormal on the way */
     xh[1] = 70000.0f; /* f16 overflow -> inf */
     gs_mat x = kt_mat_up(be, xh, m, n, n + 4);
-    void *bfb = gs_buf_alloc(be, (size_t)(m * (n + 1)) * 2), *f16b = gs_buf_alloc(be, (size_t)(m * n) * 2);
+    void *bfb = gs_buf_alloc(be, (size_t)(m * (n + 1)) * 2),
+         *f16b = gs_buf_alloc(be, (size_t)(m * n) * 2);
     gs_mat xb = {bfb, GS_DT_BF16, m, n, n + 1}, xf = {f16b, GS_DT_F16, m, n, n};
     gs_mat back = kt_mat_up(be, xh, m, n, n);
     GS_ASSERT_OK(gs_k_copy(be, xb, x));
@@ -250,8 +253,8 @@ static void test_copy_dtypes(void)
     for (int64_t i = 0; i < m * n; i++) {
         float want = gs_f16_to_f32(gs_f32_to_f16(gs_bf16_to_f32(gs_f32_to_bf16(xh[i]))));
         if (memcmp(&want, &got[i], 4) != 0 && bad++ < 3)
-            fprintf(stderr, "  copy chain [%lld]: %g -> %g, want %g\n", (long long)i, xh[i],
-                    got[i], want);
+            fprintf(stderr, "  copy chain [%lld]: %g -> %g, want %g\n", (long long)i, xh[i], got[i],
+                    want);
     }
     fprintf(stderr, "TENSOR copy f32>bf16>f16>f32 bit-exact: %s\n", bad ? "FAIL" : "OK");
     GS_ASSERT_EQ(bad, 0);

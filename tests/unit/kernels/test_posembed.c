@@ -122,8 +122,8 @@ static void test_posembed_grids(void)
     double *ref24 = malloc(sizeof(double) * (size_t)(rows * hidden));
     for (int64_t i = 0; i < rows; i++)
         for (int64_t c = 0; c < hidden; c++)
-            ref24[i * hidden + c] = ref_val(tab, side, hidden, c, (int)(i / side),
-                                            (int)(i % side), side, side);
+            ref24[i * hidden + c] =
+                ref_val(tab, side, hidden, c, (int)(i / side), (int)(i % side), side, side);
     GS_ASSERT(kt_check("posembed 24x24", got, ref24, (size_t)(rows * hidden), 2e-6));
     free(ref24);
     free(got);
@@ -148,9 +148,9 @@ static void test_posembed_grids(void)
     double *ref = malloc(sizeof(double) * (size_t)(m * hidden));
     for (i = 0; i < m; i++)
         for (int64_t c = 0; c < hidden; c++)
-            ref[i * hidden + c] = x0[i * hidden + c] + ref_val(tab, side, hidden, c, hw[i],
-                                                               hw[m + i], hw[2 * m + i],
-                                                               hw[3 * m + i]);
+            ref[i * hidden + c] =
+                x0[i * hidden + c] +
+                ref_val(tab, side, hidden, c, hw[i], hw[m + i], hw[2 * m + i], hw[3 * m + i]);
     got = run_pe(be, T, side, x0, m, hidden, hw, &rc);
     GS_ASSERT_OK(rc);
     GS_ASSERT(kt_check("posembed 5x7 + 30x22 + 2x50", got, ref, (size_t)(m * hidden), 2e-6));

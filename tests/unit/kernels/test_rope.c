@@ -10,17 +10,15 @@
 
 /* torch 2.15 CPU, `1.0 / (theta ** (arange(0, 64, 2).float() / 64))` */
 static const uint32_t inv_10000[32] = {
-    0x3f800000, 0x3f3ff911, 0x3f0ff59a, 0x3ed7e89b, 0x3ea1e89b, 0x3e72d423, 0x3e361887,
-    0x3e088d77, 0x3dcccccd, 0x3d99940d, 0x3d6655c2, 0x3d2cba15, 0x3d0186e3, 0x3cc2434f,
-    0x3c91ad39, 0x3c5a7bf2, 0x3c23d70a, 0x3bf5b9b0, 0x3bb8449c, 0x3b8a2e77, 0x3b4f3e38,
-    0x3b1b690d, 0x3ae91528, 0x3aaec98e, 0x3a83126f, 0x3a44948c, 0x3a136a16, 0x39dd1725,
-    0x39a5cb60, 0x3978a815, 0x393a7753, 0x390bd472};
+    0x3f800000, 0x3f3ff911, 0x3f0ff59a, 0x3ed7e89b, 0x3ea1e89b, 0x3e72d423, 0x3e361887, 0x3e088d77,
+    0x3dcccccd, 0x3d99940d, 0x3d6655c2, 0x3d2cba15, 0x3d0186e3, 0x3cc2434f, 0x3c91ad39, 0x3c5a7bf2,
+    0x3c23d70a, 0x3bf5b9b0, 0x3bb8449c, 0x3b8a2e77, 0x3b4f3e38, 0x3b1b690d, 0x3ae91528, 0x3aaec98e,
+    0x3a83126f, 0x3a44948c, 0x3a136a16, 0x39dd1725, 0x39a5cb60, 0x3978a815, 0x393a7753, 0x390bd472};
 static const uint32_t inv_500000[32] = {
-    0x3f800000, 0x3f29e1c6, 0x3ee177bc, 0x3e959ee3, 0x3e4693b0, 0x3e03c6a0, 0x3daee4ad,
-    0x3d681e67, 0x3d1a08c8, 0x3ccc6f49, 0x3c87a9c3, 0x3c340d6d, 0x3beef74f, 0x3b9e9402,
-    0x3b527720, 0x3b0baa41, 0x3ab95d21, 0x3a7603ea, 0x3a23418d, 0x39d8ac81, 0x398fc8f8,
-    0x393ed4f4, 0x38fd45c3, 0x38a8126b, 0x385f10c4, 0x381406cb, 0x37c47610, 0x37825f34,
-    0x372d07a7, 0x36e5a54d, 0x369864a7, 0x364a41b0};
+    0x3f800000, 0x3f29e1c6, 0x3ee177bc, 0x3e959ee3, 0x3e4693b0, 0x3e03c6a0, 0x3daee4ad, 0x3d681e67,
+    0x3d1a08c8, 0x3ccc6f49, 0x3c87a9c3, 0x3c340d6d, 0x3beef74f, 0x3b9e9402, 0x3b527720, 0x3b0baa41,
+    0x3ab95d21, 0x3a7603ea, 0x3a23418d, 0x39d8ac81, 0x398fc8f8, 0x393ed4f4, 0x38fd45c3, 0x38a8126b,
+    0x385f10c4, 0x381406cb, 0x37c47610, 0x37825f34, 0x372d07a7, 0x36e5a54d, 0x369864a7, 0x364a41b0};
 
 static void test_inv_freq_bits(void)
 {
@@ -29,8 +27,8 @@ static void test_inv_freq_bits(void)
         uint32_t a = gs_f32_bits(gs_rope_inv_freq(10000.0f, j, 64));
         uint32_t b = gs_f32_bits(gs_rope_inv_freq(500000.0f, j, 64));
         if (a != inv_10000[j] || b != inv_500000[j]) {
-            fprintf(stderr, "  j %d: %08x (want %08x), %08x (want %08x)\n", j, a, inv_10000[j],
-                    b, inv_500000[j]);
+            fprintf(stderr, "  j %d: %08x (want %08x), %08x (want %08x)\n", j, a, inv_10000[j], b,
+                    inv_500000[j]);
             bad++;
         }
     }
@@ -46,9 +44,9 @@ static void test_rope_text_mrope(void)
     const int64_t n = (int64_t)heads * hd;
     int32_t pos[3 * 11];
     for (int32_t i = 0; i < m; i++) {
-        pos[i] = 5 + i;                      /* t */
-        pos[m + i] = 5 + (i % 4);            /* h */
-        pos[2 * m + i] = 100000 + 37 * i;    /* w: large, distinct */
+        pos[i] = 5 + i;                   /* t */
+        pos[m + i] = 5 + (i % 4);         /* h */
+        pos[2 * m + i] = 100000 + 37 * i; /* w: large, distinct */
     }
     float *x = kt_rand((size_t)(m * n), -2, 2);
     /* spec 4.3, F32 angle float(pos) * inv_freq, rotation in double */
