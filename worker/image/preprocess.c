@@ -75,7 +75,7 @@ static int key_rgb(json_t *obj, const char *key, int positive, float out[3], gs_
 
 static int parse_root(json_t *root, gs_image_params *p, gs_diag *d)
 {
-    int64_t v;
+    int64_t v = 0;
     int rc;
     memset(p, 0, sizeof *p);
     if (!json_is_object(root))

@@ -689,7 +689,7 @@ static int lookup_n(const gs_st *st, const char *name, size_t n, gs_diag *diag,
 
 int gs_st_read_f32(const gs_st *st, const char *name, float *dst, size_t n, gs_diag *diag)
 {
-    const gs_st_tensor *t;
+    const gs_st_tensor *t = NULL;
     int rc = lookup_n(st, name, n, diag, &t);
     if (rc != 0)
         return rc;
@@ -720,7 +720,7 @@ int gs_st_read_f32(const gs_st *st, const char *name, float *dst, size_t n, gs_d
 
 int gs_st_read_i64(const gs_st *st, const char *name, int64_t *dst, size_t n, gs_diag *diag)
 {
-    const gs_st_tensor *t;
+    const gs_st_tensor *t = NULL;
     int rc = lookup_n(st, name, n, diag, &t);
     if (rc != 0)
         return rc;

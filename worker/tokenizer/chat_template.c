@@ -479,7 +479,7 @@ static int render(rctx *c, const json_t *messages, const json_t *tools, const gs
     if (n == 0)
         return gs_diag_set(c->d, GS_EINVAL, "messages: empty conversation");
     long last_user = -1;
-    role_t r, prev = R_SYSTEM;
+    role_t r = R_SYSTEM, prev = R_SYSTEM;
     int rc;
     for (size_t i = 0; i < n; i++) {
         if ((rc = parse_role(c, i, json_array_get(messages, i), &r)))
