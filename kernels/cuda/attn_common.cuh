@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/simt.cuh"
 
 #define AT_D 128                  /* head dim of the tensor-core kernels */
 #define AT_KT 64                  /* keys per tile */
@@ -35,35 +36,22 @@
 
 typedef __nv_bfloat16 bf16;
 
-/* Thread / block indices, barriers and shuffles go through these macros so
- * that tests/gpu/emu_attn.cu can run the same code on the CPU: built with
- * GS_AT_EMULATE, the host pass maps them (and the warp-collective
- * ldmatrix / mma / cp.async below) to a thread-per-lane emulation. */
-#if defined(GS_AT_EMULATE) && !defined(__CUDA_ARCH__)
-#define AT_EMU 1
+/* Indices, barriers and shuffles come from simt.cuh so that
+ * tests/gpu/emu_attn.cu can run this code on the CPU; built with
+ * GS_AT_EMULATE, the host pass also maps the warp-collective ldmatrix / mma
+ * and cp.async below to that emulator. */
+#define AT_EMU GS_EMU
+#define AT_DEV GS_DEV
+#define AT_TID GS_TID
+#define AT_BIDX GS_BIDX
+#define AT_BIDY GS_BIDY
+#define AT_BIDZ GS_BIDZ
+#define AT_SYNC() GS_SYNC()
+#define AT_SHFL_XOR(v, m) gs_shfl_xor((v), (m))
+#if AT_EMU
 void at_emu_cp16(void *dst, const void *src, int bytes);
 void at_emu_ldsm4(const void *p, uint32_t r[4], int trans);
 void at_emu_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
-float at_emu_shfl_xor(float v, int mask);
-void at_emu_syncthreads(void);
-unsigned at_emu_tid(void);
-unsigned at_emu_bid(int axis);
-#define AT_DEV inline
-#define AT_TID at_emu_tid()
-#define AT_BIDX at_emu_bid(0)
-#define AT_BIDY at_emu_bid(1)
-#define AT_BIDZ at_emu_bid(2)
-#define AT_SYNC() at_emu_syncthreads()
-#define AT_SHFL_XOR(v, m) at_emu_shfl_xor((v), (m))
-#else
-#define AT_EMU 0
-#define AT_DEV __device__ __forceinline__
-#define AT_TID threadIdx.x
-#define AT_BIDX blockIdx.x
-#define AT_BIDY blockIdx.y
-#define AT_BIDZ blockIdx.z
-#define AT_SYNC() __syncthreads()
-#define AT_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
 #endif
 
 AT_DEV int at_min(int a, int b)

@@ -1,11 +1,11 @@
 /* emu_attn.cu - runs the tensor-core attention kernels of kernels/cuda
  * (the CTA bodies in attn_kernels.cuh, unchanged) on the CPU, and checks
  * them against a double-precision reference. Needs no GPU: built with
- * GS_AT_EMULATE, the host pass of attn_common.cuh maps thread and block
- * indices, __syncthreads, shuffles, cp.async, ldmatrix(.trans) and
- * mma.sync.m16n8k16 to this file's emulation: one POSIX thread per CUDA
- * thread (128 per CTA, CTAs one after another), warp-collective operations
- * exchange their operands through per-warp arrays between two barriers.
+ * GS_AT_EMULATE, the host pass of simt.cuh / attn_common.cuh maps thread
+ * and block indices, __syncthreads, shuffles (emu_simt.h), cp.async,
+ * ldmatrix(.trans) and mma.sync.m16n8k16 (this file) to an emulation: one
+ * POSIX thread per CUDA thread (128 per CTA, CTAs one after another),
+ * warp-collective operations exchange operands between two barriers.
  * ldmatrix and mma follow the fragment layouts of the PTX ISA ("Matrix
  * fragments for mma.m16n8k16", "ldmatrix"), so this tests the kernels'
  * indexing, masking, pipelining, online softmax, warp merge, paging and
@@ -19,20 +19,15 @@
 #include <string.h>
 
 #include "kernels/cuda/attn_kernels.cuh"
+#include "tests/gpu/emu_simt.h"
 
-/* ---- emulated primitives ---------------------------------------------------- */
+/* ---- emulated primitives ----------------------------------------------------
+ * Indices, barriers and shuffles: emu_simt.h. Here: cp.async (a plain
+ * copy), ldmatrix and mma.sync, as warp-collective exchanges. */
 
-static __thread unsigned t_tid;
-static unsigned g_bid[3];
-static pthread_barrier_t bar_cta, bar_warp[4];
 static const void *dep_ptr[4][32];
 static uint32_t dep_a[4][32][4], dep_b[4][32][2];
-static float dep_c[4][32][4], dep_f[4][32];
-
-static void wbar(int w)
-{
-    pthread_barrier_wait(&bar_warp[w]);
-}
+static float dep_c[4][32][4];
 
 void at_emu_cp16(void *dst, const void *src, int bytes)
 {
@@ -42,36 +37,11 @@ void at_emu_cp16(void *dst, const void *src, int bytes)
         memset(dst, 0, 16);
 }
 
-unsigned at_emu_tid(void)
-{
-    return t_tid;
-}
-
-unsigned at_emu_bid(int axis)
-{
-    return g_bid[axis];
-}
-
-void at_emu_syncthreads(void)
-{
-    pthread_barrier_wait(&bar_cta);
-}
-
-float at_emu_shfl_xor(float v, int mask)
-{
-    const int w = t_tid >> 5, l = t_tid & 31;
-    dep_f[w][l] = v;
-    wbar(w);
-    const float r = dep_f[w][l ^ mask];
-    wbar(w);
-    return r;
-}
-
 void at_emu_ldsm4(const void *p, uint32_t r[4], int trans)
 {
-    const int w = t_tid >> 5, l = t_tid & 31;
+    const int w = emu_tid >> 5, l = emu_tid & 31;
     dep_ptr[w][l] = p;
-    wbar(w);
+    emu_wbar();
     for (int i = 0; i < 4; i++) {
         const uint16_t *rows[8];
         for (int j = 0; j < 8; j++)
@@ -86,7 +56,7 @@ void at_emu_ldsm4(const void *p, uint32_t r[4], int trans)
         }
         r[i] = lo | hi << 16;
     }
-    wbar(w);
+    emu_wbar();
 }
 
 static float bf_lo(uint32_t u)
@@ -107,12 +77,12 @@ static float bf_hi(uint32_t u)
 
 void at_emu_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
 {
-    const int w = t_tid >> 5, l = t_tid & 31;
+    const int w = emu_tid >> 5, l = emu_tid & 31;
     memcpy(dep_a[w][l], a, sizeof dep_a[w][l]);
     dep_b[w][l][0] = b0;
     dep_b[w][l][1] = b1;
     memcpy(dep_c[w][l], d, sizeof dep_c[w][l]);
-    wbar(w);
+    emu_wbar();
     float A[16][16], B[16][8], C[16][8];
     for (int L = 0; L < 32; L++) {
         const int g = L >> 2, t = L & 3;
@@ -134,45 +104,7 @@ void at_emu_mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
             s += A[rr[e]][k] * B[k][cc[e]];
         d[e] = s;
     }
-    wbar(w);
-}
-
-/* ---- running a grid ----------------------------------------------------------- */
-
-typedef void (*cta_fn)(void *arg);
-
-typedef struct {
-    cta_fn fn;
-    void *arg;
-    unsigned tid;
-} thread_job;
-
-static void *thread_main(void *p)
-{
-    thread_job *j = (thread_job *)p;
-    t_tid = j->tid;
-    j->fn(j->arg);
-    return NULL;
-}
-
-static void run_grid(unsigned gx, unsigned gy, unsigned gz, cta_fn fn, void *arg)
-{
-    pthread_t th[AT_THREADS];
-    thread_job jobs[AT_THREADS];
-    for (unsigned z = 0; z < gz; z++)
-        for (unsigned y = 0; y < gy; y++)
-            for (unsigned x = 0; x < gx; x++) {
-                g_bid[0] = x, g_bid[1] = y, g_bid[2] = z;
-                for (unsigned i = 0; i < AT_THREADS; i++) {
-                    jobs[i] = (thread_job){fn, arg, i};
-                    if (pthread_create(&th[i], NULL, thread_main, &jobs[i])) {
-                        fprintf(stderr, "pthread_create failed\n");
-                        exit(2);
-                    }
-                }
-                for (unsigned i = 0; i < AT_THREADS; i++)
-                    pthread_join(th[i], NULL);
-            }
+    emu_wbar();
 }
 
 /* ---- data helpers ----------------------------------------------------------------- */
@@ -286,7 +218,7 @@ static void test_prefill(int causal)
     prefill_args a = {qkv, qkv + nh * AT_D, qkv + (nh + nkv) * AT_D, out, w, w, w, od, cu, m,
                       nh, nh / nkv, AT_D, causal, 100, GS_DT_BF16, scale * AT_LOG2E, &err};
     g_pa = a;
-    run_grid((100 + AT_KT - 1) / AT_KT, nh, n_seqs, prefill_cta, smem);
+    emu_run_grid((100 + AT_KT - 1) / AT_KT, nh, n_seqs, AT_THREADS, prefill_cta, smem);
     int ok = err == 0;
     double maxerr = 0, ref[AT_D];
     const uint16_t **kr = (const uint16_t **)malloc(sizeof(void *) * m);
@@ -377,10 +309,10 @@ static void test_paged(const char *name, int nh, int nkv, const int *nq, const i
     a.n_splits = n_splits, a.scale_log2 = scale * AT_LOG2E;
     a.ws_o = ws, a.ws_lse = ws + (size_t)n_splits * total_q * nh * AT_D, a.err = &err;
     g_ga = a;
-    run_grid((unsigned)(n_rb * n_splits), (unsigned)nkv, (unsigned)n_seqs,
-             ksplit ? paged_cta_k : paged_cta_r, smem);
+    emu_run_grid((unsigned)(n_rb * n_splits), (unsigned)nkv, (unsigned)n_seqs, AT_THREADS,
+                 ksplit ? paged_cta_k : paged_cta_r, smem);
     if (n_splits > 1)
-        run_grid((unsigned)((max_q * nh + 3) / 4), (unsigned)n_seqs, 1, merge_cta, NULL);
+        emu_run_grid((unsigned)((max_q * nh + 3) / 4), (unsigned)n_seqs, 1, 128, merge_cta, NULL);
     int ok = err == 0;
     double maxerr = 0, ref[AT_D];
     const int max_kv = max_blocks * ps;
@@ -415,9 +347,6 @@ static void test_paged(const char *name, int nh, int nkv, const int *nq, const i
 
 int main(void)
 {
-    pthread_barrier_init(&bar_cta, NULL, AT_THREADS);
-    for (int w = 0; w < 4; w++)
-        pthread_barrier_init(&bar_warp[w], NULL, 32);
     test_prefill(1);
     test_prefill(0);
     const int dq[3] = {1, 1, 1}, dk[3] = {1, 17, 130};

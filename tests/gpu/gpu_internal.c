@@ -11,6 +11,7 @@
 #include "kernels/cuda/graph.h"
 #include "kernels/cuda/sample.h"
 #include "tests/gpu/gpu_util.h"
+#include "tests/gpu/sample_model.h"
 
 enum { H = 4096, VOCAB = 151552 };
 
@@ -24,91 +25,7 @@ static void row(gt_ctx *t, const char *op, const char *shape, int ok, const char
         t->n_fail++;
 }
 
-/* ---- sampling: host model of sample.h ---------------------------------------- */
-
-static uint64_t fixmass(float p)
-{
-    return (uint64_t)nearbyint((double)(p * 1099511627776.0f));
-}
-
-static uint32_t key_of(float p)
-{
-    uint32_t u;
-    memcpy(&u, &p, 4);
-    return u;
-}
-
-static int key_desc(const void *a, const void *b)
-{
-    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? 1 : (x > y ? -1 : 0);
-}
-
-/* Penalised logits -> argmax; or the smallest kept key for sampled rows
- * (p = exp((l - max) / T), top-k / top-p / min-p with ties kept). */
-static int host_model(float *l, int V, const gs_cuda_sample_row *P, const int32_t *ids,
-                      const int32_t *cnt, int n_pen, float **probs, uint32_t *floor_key)
-{
-    for (int i = 0; i < n_pen; i++) {
-        float *x = &l[ids[i]];
-        if (P->repetition_penalty > 0 && P->repetition_penalty != 1.0f)
-            *x = *x > 0 ? *x / P->repetition_penalty : *x * P->repetition_penalty;
-        if (cnt[i] > 0)
-            *x -= P->presence_penalty + P->frequency_penalty * (float)cnt[i];
-    }
-    int best = -1;
-    float bv = -INFINITY;
-    for (int i = 0; i < V; i++)
-        if (l[i] > bv) {
-            bv = l[i];
-            best = i;
-        }
-    *probs = NULL;
-    if (best < 0 || !(P->temperature > 0))
-        return best;
-    float *p = gt_xmalloc(sizeof(float) * (size_t)V);
-    const float inv_t = 1.0f / P->temperature;
-    for (int i = 0; i < V; i++) {
-        float z = (l[i] - bv) * inv_t;
-        p[i] = z >= -27.6310211f ? expf(z) : 0.0f;
-    }
-    /* keys sorted descending: the k-th largest, and the top-p walk */
-    uint32_t *keys = gt_xmalloc(sizeof(uint32_t) * (size_t)V);
-    for (int i = 0; i < V; i++)
-        keys[i] = key_of(p[i]);
-    qsort(keys, (size_t)V, sizeof *keys, key_desc);
-    uint32_t fk = 0;
-    if (P->top_k > 0 && P->top_k < V)
-        fk = keys[P->top_k - 1];
-    if (P->top_p > 0 && P->top_p < 1.0f) {
-        uint64_t s = 0;
-        for (int i = 0; i < V; i++)
-            if (key_of(p[i]) >= fk)
-                s += fixmass(p[i]);
-        uint64_t target = (uint64_t)((double)P->top_p * (double)s);
-        if (target < 1)
-            target = 1;
-        /* the largest key K with mass(keys >= K) >= target */
-        uint64_t acc = 0;
-        for (int i = 0; i < V && keys[i] >= fk; i++) {
-            float pv;
-            memcpy(&pv, &keys[i], 4);
-            acc += fixmass(pv);
-            if (acc >= target && (i + 1 == V || keys[i + 1] != keys[i])) {
-                fk = keys[i];
-                break;
-            }
-        }
-    }
-    free(keys);
-    if (P->min_p > 0) {
-        uint32_t mk = key_of(P->min_p > 1 ? 1.0f : P->min_p);
-        fk = mk > fk ? mk : fk;
-    }
-    *probs = p;
-    *floor_key = fk;
-    return best;
-}
+/* ---- sampling (host model: sample_model.h) ------------------------------------ */
 
 static void test_sampling(gt_ctx *t)
 {
@@ -173,31 +90,28 @@ static void test_sampling(gt_ctx *t)
         static const char *names[] = {"greedy", "greedy + penalties", "top_k 1",
                                       "top_k 50 top_p 0.9", "min_p 0.1", "top_p 0.5 + rep"};
         for (int r = 0; r < R; r++) {
-            float *p = NULL;
-            uint32_t fk = 0;
-            int best = host_model(logits + (size_t)r * V, V, &P[r], ids + off[r], cnt + off[r],
-                                  off[r + 1] - off[r], &p, &fk);
-            char sh[64], det[96];
+            sm_result m = sm_model(logits + (size_t)r * V, V, &P[r], ids + off[r], cnt + off[r],
+                                   off[r + 1] - off[r],
+                                   gs_cuda_sample_uniform(P[r].seed, P[r].offset));
+            char sh[64], det[128];
             snprintf(sh, sizeof sh, "%s, vocab %d", names[r], V);
             int ok;
-            if (!p) {
-                ok = out[r] == best;
-                snprintf(det, sizeof det, "(cuda %d, host argmax %d)", out[r], best);
+            if (!m.p) {
+                ok = out[r] == m.best;
+                snprintf(det, sizeof det, "(cuda %d, host argmax %d)", out[r], m.best);
             } else {
                 /* kept: at or above the floor (1e-5 slack: the GPU's expf may differ
                  * from the host's by an ulp at the boundary) */
                 float fv;
-                memcpy(&fv, &fk, 4);
-                ok = out[r] >= 0 && out[r] < V && p[out[r]] >= fv * (1.0f - 1e-5f);
-                int kept = 0;
-                for (int i = 0; i < V; i++)
-                    kept += key_of(p[i]) >= fk;
-                snprintf(det, sizeof det, "(cuda %d, p %.3g, %d ids kept)", out[r],
-                         out[r] >= 0 && out[r] < V ? (double)p[out[r]] : -1.0, kept);
+                memcpy(&fv, &m.floor, 4);
+                ok = out[r] >= 0 && out[r] < V && m.p[out[r]] >= fv * (1.0f - 1e-5f);
+                snprintf(det, sizeof det, "(cuda %d, host model %d%s, p %.3g, %d kept)", out[r],
+                         m.draw, out[r] == m.draw ? "" : " differs (expf ulps?)",
+                         out[r] >= 0 && out[r] < V ? (double)m.p[out[r]] : -1.0, m.kept);
             }
             ok = ok && again[r] == out[r]; /* same seed, offset, logits: same id */
             row(t, "sample", sh, ok, det);
-            free(p);
+            free(m.p);
         }
     }
     /* an all -inf row: id -1 and GS_ERANGE at the next download */
