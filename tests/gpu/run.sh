@@ -5,12 +5,11 @@
 #   unit   the ctest unit tests of that build (CPU code, CUDA backend linked)
 #   ops    tests/gpu/test_kernels_vs_cpu: every CUDA op vs the CPU backend at
 #          the real GLM-4.6V-Flash shapes, sampling, graphs, bad indices
-#   e2e    smoke test: glmserve-run on the tiny fixture model (text, and an
-#          image) with --backend cuda must succeed; its greedy text is shown
-#          next to the CPU backend's (they may differ legitimately after a
-#          few tokens: BF16 vs F32 on near-tied random-weight logits). The
-#          real check, CUDA logits vs tests/fixtures/ref, needs the fixture
-#          test to take a backend choice: not implemented yet.
+#   e2e    the tiny fixture model on the GPU against the transformers
+#          references (tests/fixture/model/test_model with
+#          GS_TEST_BACKEND=cuda: vision taps, hidden states, logits, greedy
+#          ids of the BF16 run), then glmserve-run --backend cuda next to
+#          --backend cpu (text and an image).
 #   bench  real-shape benchmarks with --dummy-weights    (not implemented yet)
 # Usage: tests/gpu/run.sh [phase...]   env: GS_CUDA_DEVICE (default 0),
 #        BUILD_DIR (default build/gpu-sm<arch>), JOBS (default nproc).
@@ -62,6 +61,12 @@ phase_e2e() {
     [ -f "$model/config.json" ] || { echo "e2e: $model missing"; return 1; }
     local img=tests/fixtures/ref/images/model_84x56.png
     local args
+    if GS_CUDA_DEVICE=$dev GS_TEST_BACKEND=cuda "$build/tests/fixture/model/test_model"; then
+        echo "e2e: fixture comparison on the GPU passed"
+    else
+        echo "e2e: fixture comparison on the GPU FAILED"
+        rc=1
+    fi
     for i in 0 1; do
         if [ $i = 0 ]; then args=(--prompt "Hello, who are you?"); else args=(--prompt "Describe the image." --image "$img"); fi
         local out_c out_g
