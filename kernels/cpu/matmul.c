@@ -2,10 +2,12 @@
  *
  * Two paths, both threaded over blocks of output columns (= weight rows):
  *
- *  - GEMV (m <= GS_GEMV_MAX_M = 16, decode and small decode batches): each thread walks its weight
- * rows once, widening 16-bit values to F32 a chunk at a time in L1 and accumulating all m dot
- * products from that chunk in F32 (16 partial sums each, a shape compilers vectorise). Reading each
- * weight byte once makes it memory-bandwidth-bound, as decode must be.
+ *  - GEMV (m <= GS_GEMV_MAX_M = 32: decode and decode batches): register tiles of
+ *    4 weight rows x 4 rows of x, 16-bit weights widened to F32 in registers,
+ *    so each weight byte comes from memory once for all m rows and m = 2..8
+ *    cost about what m = 1 costs (memory-bound). Every output element is
+ *    summed in one fixed order whatever m is (see "GEMV" below): a row's
+ *    result never depends on which other rows share the batch.
  *  - GEMM (larger m, prefill and vision): work items are (row block of x,
  *    column block of out). F32 weights go straight to cblas_sgemm. 16-bit
  *    weights are widened a [NB x KC] panel at a time into the thread's
@@ -19,10 +21,7 @@
 
 #include "kernels/cpu/cpu_impl.h"
 
-#define GS_GEMV_MAX_M 16
-#define GEMV_KC 256  /* weight elements widened at a time (1 KiB of F32) */
-#define LANES 16     /* partial sums per dot product (m > 1) */
-#define LANES1 64    /* partial sums of the m == 1 dot products: 4+ vector chains */
+#define GS_GEMV_MAX_M 32
 #define GEMM_KC 2048 /* panel depth (k) for 16-bit weights: panels of at most 4 MiB */
 #define GEMM_NB 512  /* widest column block (fewer repacks of x per call) */
 #define GEMM_MB 512  /* rows of x per work item when m is large */
@@ -53,69 +52,106 @@ typedef struct {
 
 /* ---- GEMV --------------------------------------------------------------- */
 
-/* dot(W row, x) for one x row: BF16 widened in registers (a shift), F32 as
- * is; 16 partial sums. */
-static inline float dot_bf16(const uint16_t *w, const float *x, int64_t k)
+/* Every GEMV output element out[r, j] = dot(x row r, W row j) is summed in
+ * one fixed order, whatever m is and whichever tile computes it: GV_L lane
+ * partial sums (lane l accumulates elements i with i % GV_L == l, in order of
+ * i, over the first k - k % GV_L elements), then s = the tail elements in
+ * order, then s += lane 0, 1, ..., GV_L - 1. So a row's result is bitwise the
+ * same alone (m = 1) or in any batch: decode batching never changes a
+ * sequence's tokens. Tiles of GV_NR weight rows x GV_MR rows of x keep their
+ * GV_NR * GV_MR lane vectors in registers; each weight tile is read from
+ * memory once and from cache for every further group of GV_MR rows of x. */
+#define GV_L 16
+#define GV_NR 4
+#define GV_MR 4
+
+/* a + w * x may fuse into one FMA (one rounding) where the ISA has it: twice
+ * the multiply-adds per cycle, which keeps m = 8 near memory speed. All GEMV
+ * tiles are the same code, so they all fuse or all do not in one build and
+ * clone (contraction never depends on m). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=fast")
+#elif defined(__clang__)
+#pragma clang fp contract(fast)
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+/* GCC/Clang vector extensions: one GV_L-float vector (a zmm, 2 ymm, 4 NEON
+ * registers); the compiler lowers it for each target_clones ISA. */
+#define GV_VEC 1
+#define GV_INLINE static inline __attribute__((always_inline))
+typedef float gv_f __attribute__((vector_size(4 * GV_L)));
+typedef uint32_t gv_u __attribute__((vector_size(4 * GV_L)));
+typedef uint16_t gv_h __attribute__((vector_size(2 * GV_L)));
+#else
+#define GV_INLINE static inline
+typedef struct {
+    float v[GV_L];
+} gv_f;
+#endif
+
+/* (Vectors pass by pointer: by value they would change the psABI.) */
+GV_INLINE void gv_zero(gv_f *a)
 {
-    float acc[LANES1] = {0};
-    const int64_t kv = k - k % LANES1;
-    for (int64_t i = 0; i < kv; i += LANES1)
-        for (int l = 0; l < LANES1; l++) {
-            uint32_t u = (uint32_t)w[i + l] << 16;
-            float f;
-            memcpy(&f, &u, 4);
-            acc[l] += f * x[i + l];
-        }
-    float s = 0.0f;
-    for (int64_t i = kv; i < k; i++)
-        s += gs_bf16_to_f32(w[i]) * x[i];
-    for (int l = 0; l < LANES1; l++)
-        s += acc[l];
-    return s;
+    memset(a, 0, sizeof *a);
 }
 
-/* Two adjacent BF16 rows against one x: shares the x loads and gives the
- * core two independent streams (measurably faster than one at a time). */
-static inline void dot2_bf16(const uint16_t *w, const float *x, int64_t k, float *s0, float *s1)
+/* GV_L floats (any alignment). */
+GV_INLINE void gv_load_f32(gv_f *a, const float *p)
 {
-    float a0[LANES1 / 2] = {0}, a1[LANES1 / 2] = {0};
-    const uint16_t *w1 = w + k;
-    const int64_t kv = k - k % (LANES1 / 2);
-    for (int64_t i = 0; i < kv; i += LANES1 / 2)
-        for (int l = 0; l < LANES1 / 2; l++) {
-            uint32_t u = (uint32_t)w[i + l] << 16, v = (uint32_t)w1[i + l] << 16;
-            float f, g;
-            memcpy(&f, &u, 4);
-            memcpy(&g, &v, 4);
-            a0[l] += f * x[i + l];
-            a1[l] += g * x[i + l];
-        }
-    float r0 = 0.0f, r1 = 0.0f;
-    for (int64_t i = kv; i < k; i++) {
-        r0 += gs_bf16_to_f32(w[i]) * x[i];
-        r1 += gs_bf16_to_f32(w1[i]) * x[i];
-    }
-    for (int l = 0; l < LANES1 / 2; l++) {
-        r0 += a0[l];
-        r1 += a1[l];
-    }
-    *s0 = r0;
-    *s1 = r1;
+    memcpy(a, p, sizeof *a);
 }
 
-static inline float dot_f32(const float *w, const float *x, int64_t k)
+/* GV_L weights of dtype dt at p, widened to F32 (BF16: in registers). */
+GV_INLINE void gv_load_w(gv_f *a, const void *p, gs_dtype dt)
 {
-    float acc[LANES1] = {0};
-    const int64_t kv = k - k % LANES1;
-    for (int64_t i = 0; i < kv; i += LANES1)
-        for (int l = 0; l < LANES1; l++)
-            acc[l] += w[i + l] * x[i + l];
-    float s = 0.0f;
-    for (int64_t i = kv; i < k; i++)
-        s += w[i] * x[i];
-    for (int l = 0; l < LANES1; l++)
-        s += acc[l];
-    return s;
+    if (dt == GS_DT_F32) {
+        gv_load_f32(a, p);
+        return;
+    }
+#ifdef GV_VEC
+    if (dt == GS_DT_BF16) {
+        gv_h h;
+        memcpy(&h, p, sizeof h);
+        gv_u u = __builtin_convertvector(h, gv_u) << 16;
+        memcpy(a, &u, sizeof *a);
+        return;
+    }
+#endif
+    float f[GV_L];
+    const uint16_t *h = p;
+    for (int l = 0; l < GV_L; l++)
+        f[l] = dt == GS_DT_BF16 ? gs_bf16_to_f32(h[l]) : gs_f16_to_f32(h[l]);
+    memcpy(a, f, sizeof *a);
+}
+
+/* a += w * x, lane by lane. */
+GV_INLINE void gv_madd(gv_f *a, const gv_f *w, const gv_f *x)
+{
+#ifdef GV_VEC
+    *a = *a + *w * *x;
+#else
+    for (int l = 0; l < GV_L; l++)
+        a->v[l] = a->v[l] + w->v[l] * x->v[l];
+#endif
+}
+
+GV_INLINE float gv_lane(const gv_f *a, int l)
+{
+#ifdef GV_VEC
+    return (*a)[l];
+#else
+    return a->v[l];
+#endif
+}
+
+/* Scalar weight i of a row of dtype dt. */
+GV_INLINE float gv_w1(const void *row, gs_dtype dt, int64_t i)
+{
+    if (dt == GS_DT_F32)
+        return ((const float *)row)[i];
+    uint16_t h = ((const uint16_t *)row)[i];
+    return dt == GS_DT_BF16 ? gs_bf16_to_f32(h) : gs_f16_to_f32(h);
 }
 
 static inline void gemv_store(mm_job *J, int64_t r, int64_t j, float s)
@@ -126,66 +162,87 @@ static inline void gemv_store(mm_job *J, int64_t r, int64_t j, float s)
     *o = J->accum ? *o + s : s;
 }
 
-/* Weight rows [j0, j1). m == 1 with BF16 or F32 weights (decode): one fused
- * pass per row. Otherwise each GEMV_KC chunk of a weight row is widened
- * once into L1 and used for all m rows of x. */
+/* out[r0 .. r0+mr, j .. j+nr] in the fixed order above; nr <= GV_NR,
+ * mr <= GV_MR and dt are compile-time constants where it is inlined. */
+GV_INLINE void gv_tile(mm_job *J, gs_dtype dt, int64_t j, int64_t r0, int nr, int mr)
+{
+    const int64_t k = J->x.cols, kv = k - k % GV_L;
+    const size_t esz = dt == GS_DT_F32 ? 4 : 2;
+    const char *w[GV_NR];
+    const float *x[GV_MR];
+    gv_f acc[GV_NR][GV_MR];
+    for (int t = 0; t < nr; t++)
+        w[t] = (const char *)J->w->data + (size_t)(j + t) * (size_t)k * esz;
+    for (int r = 0; r < mr; r++) {
+        x[r] = gs_cpu_row(J->x, r0 + r);
+        for (int t = 0; t < nr; t++)
+            gv_zero(&acc[t][r]);
+    }
+    for (int64_t i = 0; i < kv; i += GV_L) {
+        gv_f wv[GV_NR];
+        for (int t = 0; t < nr; t++)
+            gv_load_w(&wv[t], w[t] + (size_t)i * esz, dt);
+        for (int r = 0; r < mr; r++) {
+            gv_f xv;
+            gv_load_f32(&xv, x[r] + i);
+            for (int t = 0; t < nr; t++)
+                gv_madd(&acc[t][r], &wv[t], &xv);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int t = 0; t < nr; t++) {
+            float s = 0.0f;
+            for (int64_t i = kv; i < k; i++)
+                s = s + gv_w1(w[t], dt, i) * x[r][i];
+            for (int l = 0; l < GV_L; l++)
+                s += gv_lane(&acc[t][r], l);
+            gemv_store(J, r0 + r, j + t, s);
+        }
+}
+
+/* All rows of x against weight rows [j, j + nr), nr = GV_NR or 1. */
+#define GV_ROWS(DT, NR)                                                                            \
+    for (int64_t r0 = 0; r0 < m; r0 += GV_MR) {                                                    \
+        switch (m - r0 < GV_MR ? (int)(m - r0) : GV_MR) {                                          \
+        case 1:                                                                                    \
+            gv_tile(J, DT, j, r0, NR, 1);                                                          \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            gv_tile(J, DT, j, r0, NR, 2);                                                          \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            gv_tile(J, DT, j, r0, NR, 3);                                                          \
+            break;                                                                                 \
+        default:                                                                                   \
+            gv_tile(J, DT, j, r0, NR, GV_MR);                                                      \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+#define GV_COLS(DT)                                                                                \
+    do {                                                                                           \
+        int64_t j = j0;                                                                            \
+        for (; j + GV_NR <= j1; j += GV_NR)                                                        \
+            GV_ROWS(DT, GV_NR)                                                                     \
+        for (; j < j1; j++)                                                                        \
+            GV_ROWS(DT, 1)                                                                         \
+    } while (0)
+
+/* Weight rows [j0, j1) against all m rows of x. */
 GS_CPU_HOT static void gemv_cols(void *ctx, int64_t j0, int64_t j1, int tid)
 {
     mm_job *J = ctx;
-    const int64_t k = J->x.cols, m = J->x.rows;
-    const gs_dtype dt = J->w->h.dt;
-    if (m == 1 && dt == GS_DT_BF16) {
-        const float *x = gs_cpu_row(J->x, 0);
-        const uint16_t *w = J->w->data;
-        int64_t j = j0;
-        for (; j + 2 <= j1; j += 2) {
-            float s0, s1;
-            dot2_bf16(w + j * k, x, k, &s0, &s1);
-            gemv_store(J, 0, j, s0);
-            gemv_store(J, 0, j + 1, s1);
-        }
-        if (j < j1)
-            gemv_store(J, 0, j, dot_bf16(w + j * k, x, k));
-        return;
-    }
-    if (m == 1 && dt == GS_DT_F32) {
-        const float *x = gs_cpu_row(J->x, 0);
-        for (int64_t j = j0; j < j1; j++)
-            gemv_store(J, 0, j, dot_f32((const float *)J->w->data + j * k, x, k));
-        return;
-    }
-    float wbuf[GEMV_KC];
-    for (int64_t j = j0; j < j1; j++) {
-        float acc[GS_GEMV_MAX_M][LANES];
-        float tail[GS_GEMV_MAX_M];
-        memset(acc, 0, sizeof acc);
-        memset(tail, 0, sizeof tail);
-        for (int64_t k0 = 0; k0 < k; k0 += GEMV_KC) {
-            const int64_t kb = k - k0 < GEMV_KC ? k - k0 : GEMV_KC;
-            const float *wf;
-            if (dt == GS_DT_F32) {
-                wf = (const float *)J->w->data + j * k + k0;
-            } else {
-                widen((const uint16_t *)J->w->data + j * k + k0, dt, wbuf, kb);
-                wf = wbuf;
-            }
-            const int64_t kv = kb - kb % LANES;
-            for (int64_t r = 0; r < m; r++) {
-                const float *xr = gs_cpu_row(J->x, r) + k0;
-                float *a = acc[r];
-                for (int64_t i = 0; i < kv; i += LANES)
-                    for (int l = 0; l < LANES; l++)
-                        a[l] += wf[i + l] * xr[i + l];
-                for (int64_t i = kv; i < kb; i++)
-                    tail[r] += wf[i] * xr[i];
-            }
-        }
-        for (int64_t r = 0; r < m; r++) {
-            float s = tail[r];
-            for (int l = 0; l < LANES; l++)
-                s += acc[r][l];
-            gemv_store(J, r, j, s);
-        }
+    const int64_t m = J->x.rows;
+    switch (J->w->h.dt) {
+    case GS_DT_BF16:
+        GV_COLS(GS_DT_BF16);
+        break;
+    case GS_DT_F16:
+        GV_COLS(GS_DT_F16);
+        break;
+    default:
+        GV_COLS(GS_DT_F32);
+        break;
     }
 }
 

@@ -10,13 +10,18 @@
  *    KV) per second, compared with the copy and read bandwidths;
  *  - prefill: `prefill` tokens through the same layers; GFLOP/s of the
  *    layer (matmuls + attention) against OpenBLAS's own multi-threaded
- *    SGEMM on one large square-ish problem, measured here too.
+ *    SGEMM on one large square-ish problem, measured here too;
+ *  - matmul alone: time and weight GB/s for m = 1, 2, 4, ..., 32 rows of x
+ *    (decode batches) at the layer's o, gate_up and down shapes, each call
+ *    on cold caches (a --bw-mib read flushes them), against the read
+ *    bandwidth (--no-mm-table skips it).
  * Prints one table. Shapes default to GLM-4.6V-Flash's text config
  * (glm4v-spec.md 1.1) and can be changed on the command line.
  *
  * Usage: bench_cpu [--threads N] [--layers L] [--ctx N] [--prefill N]
  *                  [--reps N] [--hidden N --heads N --kv-heads N
- *                   --head-dim N --inter N --vocab N] [--weights-f32] [--bw-mib N] */
+ *                   --head-dim N --inter N --vocab N] [--weights-f32] [--bw-mib N]
+ *                  [--no-mm-table] */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -278,6 +283,81 @@ static void layer_step(gs_backend *be, const shapes *s, layer *L, acts *A, int64
 #undef LAP
 }
 
+/* ---- matmul time vs rows of x (decode batches) -------------------------- */
+
+/* Evicts the caches: reads n floats (past any LLC) and returns their sum. */
+static float flush_caches(const float *buf, size_t n)
+{
+    float acc[16] = {0};
+    for (size_t i = 0; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++)
+            acc[l] += buf[i + l];
+    float s = 0;
+    for (int l = 0; l < 16; l++)
+        s += acc[l];
+    return s;
+}
+
+/* One table row per weight: best time of gs_k_matmul for m = 1, 2, 4, ..., 32
+ * rows of x, each call on cold caches (flush before it), and the weight bytes
+ * read per second against the read bandwidth measured above. */
+static void mm_table(gs_backend *be, gs_weight *const *ws, int n_ws, int wf32, int reps,
+                     double bw_read, const float *flush, size_t flush_n)
+{
+    static const int ms[] = {1, 2, 4, 8, 16, 32};
+    enum { N_MS = sizeof ms / sizeof ms[0] };
+    int64_t kmax = 0, nmax = 0;
+    for (int i = 0; i < n_ws; i++) {
+        if (gs_weight_cols(ws[i]) > kmax)
+            kmax = gs_weight_cols(ws[i]);
+        if (gs_weight_rows(ws[i]) > nmax)
+            nmax = gs_weight_rows(ws[i]);
+    }
+    const int64_t M = ms[N_MS - 1];
+    gs_mat X = mat_alloc(be, M, kmax), O = mat_alloc(be, M, nmax);
+    float *xin = malloc(sizeof(float) * (size_t)(M * kmax));
+    for (int64_t i = 0; i < M * kmax; i++)
+        xin[i] = (float)((i * 37) % 101) * 0.01f - 0.5f;
+    CK(gs_buf_upload(be, X.data, xin, sizeof(float) * (size_t)(M * kmax)));
+    free(xin);
+    volatile float sink = 0;
+    printf("\n%s-weight matmul time per call and weight bytes read per second vs rows of x (m),"
+           " cold caches; memory read %.1f GB/s\n",
+           wf32 ? "F32" : "BF16", bw_read);
+    printf("| weight [n, k] |");
+    for (int i = 0; i < N_MS; i++)
+        printf(" m = %d |", ms[i]);
+    printf(" m = 8 / m = 1 |\n|---|");
+    for (int i = 0; i <= N_MS; i++)
+        printf("---|");
+    printf("\n");
+    for (int wi = 0; wi < n_ws; wi++) {
+        const int64_t n = gs_weight_rows(ws[wi]), k = gs_weight_cols(ws[wi]);
+        const double bytes = (double)gs_weight_bytes(ws[wi]);
+        double t[N_MS];
+        printf("| %lld x %lld |", (long long)n, (long long)k);
+        for (int i = 0; i < N_MS; i++) {
+            gs_mat x = gs_mat_make(X.data, GS_DT_F32, ms[i], k);
+            gs_mat o = gs_mat_make(O.data, GS_DT_F32, ms[i], n);
+            t[i] = 1e30;
+            for (int r = 0; r < reps; r++) {
+                sink += flush_caches(flush, flush_n);
+                double a0 = now_s();
+                CK(gs_k_matmul(be, o, x, ws[wi], NULL, 0));
+                CK(gs_backend_sync(be));
+                double dt = now_s() - a0;
+                if (dt < t[i])
+                    t[i] = dt;
+            }
+            printf(" %.2f ms, %.1f GB/s |", t[i] * 1e3, bytes / t[i] / 1e9);
+        }
+        printf(" %.2fx |\n", t[3] / t[0]);
+    }
+    (void)sink;
+    gs_buf_free(be, X.data);
+    gs_buf_free(be, O.data);
+}
+
 static int64_t arg_i(int argc, char **argv, const char *name, int64_t def)
 {
     for (int i = 1; i + 1 < argc; i++)
@@ -429,6 +509,19 @@ int main(int argc, char **argv)
     const double lm_bytes = 2.0 * (double)vocab * (double)s.H;
     printf("| decode tokens/s, 40 layers + lm_head %lldx%lld (extrapolated) | %.2f | | |\n",
            (long long)vocab, (long long)s.H, 1.0 / (dec_s * 40 + lm_bytes / (dec_gbs * 1e9)));
+
+    if (!arg_flag(argc, argv, "--no-mm-table")) {
+        float *flush = malloc(bw_n * sizeof(float));
+        if (!flush) {
+            fprintf(stderr, "bench_cpu: no memory for the cache flush buffer\n");
+            return 1;
+        }
+        for (size_t i = 0; i < bw_n; i++)
+            flush[i] = (float)(i & 255);
+        gs_weight *ws[3] = {Ls[0].o, Ls[0].gu, Ls[0].down};
+        mm_table(be, ws, 3, wf32, reps, bw_read, flush, bw_n);
+        free(flush);
+    }
 
     for (int l = 0; l < n_layers; l++) {
         gs_weight_free(be, Ls[l].qkv);

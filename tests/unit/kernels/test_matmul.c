@@ -1,7 +1,10 @@
 /* test_matmul.c - gs_k_matmul against a double-precision reference:
- * F32 / BF16 / F16 weights (kept 16-bit and converted at load), m = 1, 3, 16,
- * 17, 64 (GEMV and GEMM paths), with and without bias and GS_MM_ACCUM, on
- * strided views; k deeper than one panel; many rows (row blocks). */
+ * F32 / BF16 / F16 weights (kept 16-bit and converted at load), m = 1 .. 33
+ * and 64 (GEMV and GEMM paths), with and without bias and GS_MM_ACCUM, on
+ * strided views; k deeper than one panel; many rows (row blocks). Batching
+ * invariance: in the GEMV range (m <= 32) every row of an m-row result is
+ * bitwise the 1-row result for that row, whatever rows share the batch and
+ * however many threads run it. */
 #include "kt.h"
 
 /* out[m, n] (+)= x . w^T + bias, in double; w already rounded to its dtype. */
@@ -87,9 +90,11 @@ static void test_matmul_deep_and_tall(void)
     GS_ASSERT(mm_case(be, GS_DT_BF16, 2, 45, 2100, 1, 0, 0));
     GS_ASSERT(mm_case(be, GS_DT_F16, 20, 33, 2060, 0, 1, 0));
     /* the last GEMV size and the first GEMM size */
-    GS_ASSERT(mm_case(be, GS_DT_BF16, 16, 37, 70, 1, 1, 1));
-    GS_ASSERT(mm_case(be, GS_DT_F16, 16, 37, 70, 0, 0, 0));
-    GS_ASSERT(mm_case(be, GS_DT_F32, 16, 37, 70, 1, 0, 1));
+    GS_ASSERT(mm_case(be, GS_DT_BF16, 32, 37, 70, 1, 1, 1));
+    GS_ASSERT(mm_case(be, GS_DT_F16, 32, 37, 70, 0, 0, 0));
+    GS_ASSERT(mm_case(be, GS_DT_F32, 32, 37, 70, 1, 0, 1));
+    GS_ASSERT(mm_case(be, GS_DT_BF16, 33, 37, 70, 1, 1, 1));
+    GS_ASSERT(mm_case(be, GS_DT_F32, 33, 37, 70, 0, 0, 0));
     /* more rows than one row block (1024) */
     GS_ASSERT(mm_case(be, GS_DT_BF16, 1100, 20, 24, 1, 1, 1));
     GS_ASSERT(mm_case(be, GS_DT_F32, 1100, 20, 24, 1, 0, 0));
@@ -155,11 +160,100 @@ static void test_matmul_unaligned_host(void)
     gs_backend_free(be);
 }
 
+static void test_matmul_small_batches(void)
+{
+    /* every m of the GEMV range against the reference (tile remainders) */
+    gs_backend *be = kt_backend(2, 0);
+    kt_seed(5);
+    for (int64_t m = 2; m <= 32; m++) {
+        gs_dtype dt = m % 3 == 0 ? GS_DT_F32 : m % 3 == 1 ? GS_DT_BF16 : GS_DT_F16;
+        GS_ASSERT(mm_case(be, dt, m, 23 + m % 5, 35 + 3 * m, (int)(m & 1), (int)((m >> 1) & 1),
+                          (int)((m >> 2) & 1)));
+    }
+    gs_backend_free(be);
+}
+
+/* Rows [r0, r0 + m) of x through one matmul; returns owned [m, n] floats. */
+static float *mm_rows(gs_backend *be, const float *x, int64_t r0, int64_t m, int64_t k,
+                      const gs_weight *W, const gs_vec *bias, int64_t n)
+{
+    gs_mat X = kt_mat_up(be, x + r0 * k, m, k, k + 5);
+    gs_mat O = kt_mat_up(be, x, m, n, n); /* contents overwritten (no accum) */
+    float *got = NULL;
+    if (gs_k_matmul(be, O, X, W, bias, 0) == 0)
+        got = kt_mat_down(be, O);
+    gs_buf_free(be, X.data);
+    gs_buf_free(be, O.data);
+    return got;
+}
+
+/* One weight dtype: 1-row results on one thread vs every batch of m <= 32 rows
+ * (starting at row 0 and at row 3) on three threads, compared bit for bit. */
+static int invariance_case(gs_dtype dt, int weights_f32, int64_t n, int64_t k)
+{
+    const int64_t rows = 35;
+    gs_backend *b1 = kt_backend(1, weights_f32), *b3 = kt_backend(3, weights_f32);
+    float *x = kt_rand((size_t)(rows * k), -1.0f, 1.0f);
+    float *w = kt_rand((size_t)(n * k), -1.0f, 1.0f);
+    float *bias = kt_rand((size_t)n, -1.0f, 1.0f);
+    void *wp = kt_pack(w, (size_t)(n * k), dt);
+    gs_weight *W1 = NULL, *W3 = NULL;
+    gs_vec v1 = {0}, v3 = {0};
+    int ok = gs_weight_new(b1, wp, dt, n, k, &W1) == 0 &&
+             gs_weight_new(b3, wp, dt, n, k, &W3) == 0 && gs_vec_new(b1, bias, n, &v1) == 0 &&
+             gs_vec_new(b3, bias, n, &v3) == 0;
+    float *one = calloc((size_t)(rows * n), sizeof(float));
+    for (int64_t r = 0; ok && r < rows; r++) {
+        float *o = mm_rows(b1, x, r, 1, k, W1, &v1, n);
+        ok = o != NULL;
+        if (ok)
+            memcpy(one + r * n, o, sizeof(float) * (size_t)n);
+        free(o);
+    }
+    for (int64_t r0 = 0; ok && r0 <= 3; r0 += 3)
+        for (int64_t m = 1; ok && m <= 32; m++) {
+            float *o = mm_rows(b3, x, r0, m, k, W3, &v3, n);
+            ok = o != NULL && memcmp(o, one + r0 * n, sizeof(float) * (size_t)(m * n)) == 0;
+            if (!ok)
+                fprintf(stderr,
+                        "batch invariance: %s%s n%lld k%lld rows [%lld, %lld) differ "
+                        "from the 1-row results\n",
+                        gs_dtype_name(dt), weights_f32 ? " (as f32)" : "", (long long)n,
+                        (long long)k, (long long)r0, (long long)(r0 + m));
+            free(o);
+        }
+    free(one);
+    gs_vec_free(b1, &v1);
+    gs_vec_free(b3, &v3);
+    gs_weight_free(b1, W1);
+    gs_weight_free(b3, W3);
+    gs_backend_free(b1);
+    gs_backend_free(b3);
+    free(wp);
+    free(bias);
+    free(w);
+    free(x);
+    return ok;
+}
+
+static void test_matmul_batch_invariance(void)
+{
+    kt_seed(6);
+    /* n not a multiple of the weight-row tile, k with a tail past the lanes */
+    GS_ASSERT(invariance_case(GS_DT_BF16, 0, 37, 100));
+    GS_ASSERT(invariance_case(GS_DT_BF16, 0, 19, 2100));
+    GS_ASSERT(invariance_case(GS_DT_F16, 0, 21, 70));
+    GS_ASSERT(invariance_case(GS_DT_F32, 0, 22, 67));
+    GS_ASSERT(invariance_case(GS_DT_BF16, 1, 18, 45));
+}
+
 int main(void)
 {
     GS_RUN(test_matmul_dtypes_and_sizes);
     GS_RUN(test_matmul_deep_and_tall);
     GS_RUN(test_matmul_weights_f32);
     GS_RUN(test_matmul_unaligned_host);
+    GS_RUN(test_matmul_small_batches);
+    GS_RUN(test_matmul_batch_invariance);
     return gs_test_summary();
 }
