@@ -13,7 +13,7 @@
 
 #include "common/dtype.h"
 #include "kernels/kernels.h"
-#include "tests/gpu/tolerances.h"
+#include "kernels/tolerances.h"
 
 typedef struct {
     gs_backend *cpu, *gpu;

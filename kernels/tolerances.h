@@ -1,6 +1,5 @@
 /* tolerances.h - CUDA-vs-CPU tolerances per op, printed with every run of
- * tests/gpu/run.sh. (Meant to move to kernels/tolerances.h, shared with the
- * docs, once the kernel owners agree; kept here until then.)
+ * tests/gpu/run.sh; shared by the GPU tests and the docs.
  *
  * An element passes when |cuda - cpu| <= atol * rms(cpu) + rtol * |cpu|:
  * atol is relative to the RMS of the reference so the table does not depend
