@@ -35,7 +35,7 @@ host_arch="$(dpkg --print-architecture)"
 pkgs=(
     build-essential cmake pkg-config ninja-build git ca-certificates
     libuv1-dev node-llhttp libnng-dev libjansson-dev libturbojpeg0-dev
-    libjpeg62-turbo-dev libspng-dev libpng-dev zlib1g-dev libopenblas-dev
+    libspng-dev libpng-dev zlib1g-dev libopenblas-dev
     libssl-dev libpcre2-dev libwslay-dev
     python3 python3-venv python3-pip
     curl
@@ -46,7 +46,7 @@ cross_pkgs=(crossbuild-essential-arm64 qemu-user-static)
 # arm64 twin); the cross build does not need it.
 arm64_libs=(
     libuv1-dev:arm64 libnng-dev:arm64 libjansson-dev:arm64
-    libturbojpeg0-dev:arm64 libjpeg62-turbo-dev:arm64 libspng-dev:arm64
+    libturbojpeg0-dev:arm64 libspng-dev:arm64
     libpng-dev:arm64 zlib1g-dev:arm64 libopenblas-dev:arm64
     libssl-dev:arm64 libpcre2-dev:arm64
 )
