@@ -10,9 +10,12 @@
 #          GS_TEST_BACKEND=cuda: vision taps, hidden states, logits, greedy
 #          ids of the BF16 run), then glmserve-run --backend cuda next to
 #          --backend cpu (text and an image).
-#   bench  real-shape benchmarks with --dummy-weights    (not implemented yet)
+#   bench  tools/bench_gpu: real GLM-4.6V-Flash shapes with dummy weights
+#          (decode vs bandwidth bound, batched decode, prefill vs cuBLASLt,
+#          image TTFT, memory) as one table with the issue's targets
 # Usage: tests/gpu/run.sh [phase...]   env: GS_CUDA_DEVICE (default 0),
-#        BUILD_DIR (default build/gpu-sm<arch>), JOBS (default nproc).
+#        BUILD_DIR (default build/gpu-sm<arch>), JOBS (default nproc),
+#        BENCH_ARGS (extra bench_gpu options, e.g. "--batches 1,64").
 # Exit status: 0 when every requested phase passed.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -85,8 +88,15 @@ phase_e2e() {
 }
 
 phase_bench() {
-    echo "bench: not implemented yet (real shapes with --dummy-weights: decode tok/s, TTFT, GEMV TB/s)"
-    return 1
+    # tools/bench_gpu: GLM-4.6V-Flash shapes with dummy weights (config in
+    # tools/bench_gpu/glm46v-flash): decode vs the bandwidth bound, batched
+    # decode, prefill vs cuBLASLt, image TTFT, memory; one markdown table
+    # with the targets (PASS/MISS). Passes when the tool ran; a MISS is a
+    # result to read, not a failure. BENCH_ARGS adds options.
+    local exe="$build/tools/bench_gpu/bench_gpu"
+    [ -x "$exe" ] || { echo "bench: $exe not built (run the build phase)"; return 1; }
+    # shellcheck disable=SC2086
+    GS_CUDA_DEVICE=$dev "$exe" --backend cuda --device "$dev" ${BENCH_ARGS:-}
 }
 
 for p in "${phases[@]}"; do
