@@ -89,7 +89,7 @@ extern "C" int gs_bench_cuda_bandwidth(int device, size_t bytes, int reps, doubl
     uint32_t *sink = NULL;
     cudaEvent_t e0 = NULL, e1 = NULL;
     std::vector<double> tr, tc;
-    size_t n16 = 0, half = 0;
+    size_t n16 = 0, half_b = 0;
     snprintf(err, errlen, "no error");
     if (bytes < ((size_t)1 << 20) || reps < 1) {
         snprintf(err, errlen, "bandwidth: buffer %zu B or reps %d too small", bytes, reps);
@@ -97,7 +97,7 @@ extern "C" int gs_bench_cuda_bandwidth(int device, size_t bytes, int reps, doubl
     }
     bytes &= ~(size_t)255;
     n16 = bytes / 16;
-    half = bytes / 2;
+    half_b = bytes / 2;
     BC_CUDA(cudaSetDevice(device));
     BC_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     BC_CUDA(cudaMalloc((void **)&buf, bytes));
@@ -120,7 +120,7 @@ extern "C" int gs_bench_cuda_bandwidth(int device, size_t bytes, int reps, doubl
     for (int r = -1; r < reps; r++) {
         float ms = 0;
         BC_CUDA(cudaEventRecord(e0));
-        BC_CUDA(cudaMemcpyAsync(buf + half, buf, half, cudaMemcpyDeviceToDevice));
+        BC_CUDA(cudaMemcpyAsync(buf + half_b, buf, half_b, cudaMemcpyDeviceToDevice));
         BC_CUDA(cudaEventRecord(e1));
         BC_CUDA(cudaEventSynchronize(e1));
         BC_CUDA(cudaEventElapsedTime(&ms, e0, e1));
@@ -132,7 +132,7 @@ extern "C" int gs_bench_cuda_bandwidth(int device, size_t bytes, int reps, doubl
         goto done;
     }
     *read_gbs = (double)(n16 * 16) / median(tr) / 1e9;
-    *d2d_gbs = 2.0 * (double)half / median(tc) / 1e9;
+    *d2d_gbs = 2.0 * (double)half_b / median(tc) / 1e9;
     rc = 0;
 done:
     if (e0)
