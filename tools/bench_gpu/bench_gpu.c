@@ -532,13 +532,13 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < o.n_batches && max_b > 0; i++) {
         int B = o.batches[i];
-        double ms = 0;
+        double ms = 0, dl = 0;
         char metric[160];
         if (B == 1)
             fmt(metric, sizeof metric, "decode, 1 stream, ctx %d (ms/token)", o.ctx);
         else
             fmt(metric, sizeof metric, "decode, batch %d, ctx %d (output tok/s)", B, o.ctx);
-        if ((rc = bg_decode(&c, B, o.ctx, &ms, &d))) {
+        if ((rc = bg_decode(&c, B, o.ctx, &ms, &dl, &d))) {
             fail_row(metric, &d, rc);
             continue;
         }
@@ -552,7 +552,8 @@ int main(int argc, char **argv)
         } else {
             double tps = B / (ms * 1e-3);
             int has_t = B == 64;
-            add_row(metric, fmt(b1, sizeof b1, "%.0f tok/s (%.2f ms/step)", tps, ms), "", "",
+            add_row(metric, fmt(b1, sizeof b1, "%.0f tok/s (%.2f ms/step)", tps, ms),
+                    fmt(b2, sizeof b2, "of which logits D2H %.2f ms", dl), "",
                     has_t ? ">= 8,000 tok/s" : "",
                     !has_t ? "" : pass(tps >= 8000));
         }

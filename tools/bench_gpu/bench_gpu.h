@@ -34,8 +34,9 @@ int bg_fill_context(bg_ctx *c, int32_t ctx, int32_t n_seqs, double *sec, gs_diag
 /* `batch` sequences (already filled to ctx) each decode one token per
  * step: c->warmup untimed steps, then c->steps timed ones (gs_model_forward
  * with logits for every sequence, which downloads them: a full step).
- * *ms: median step time in ms. */
-int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, gs_diag *d);
+ * *ms: median step time in ms; *dl_ms: median time of downloading that
+ * many logits rows alone (part of every step with this model API). */
+int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, double *dl_ms, gs_diag *d);
 
 /* One sequence of n text tokens from position 0 (pages from 0), logits of
  * the last row. *sec: median over c->reps after one warm-up. */

@@ -155,7 +155,7 @@ int bg_fill_context(bg_ctx *c, int32_t ctx, int32_t n_seqs, double *sec, gs_diag
     return rc;
 }
 
-int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, gs_diag *d)
+int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, double *dl_ms, gs_diag *d)
 {
     const gs_model_config *cfg = gs_model_get_config(c->m);
     int n_steps = c->warmup + c->steps;
@@ -207,6 +207,24 @@ int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, gs_diag *d)
     }
     if (!rc)
         *ms = 1e3 * bg_median(t, c->steps);
+    /* What downloading the step's logits alone costs (same size, same
+     * pageable host buffer), to read the step time against. */
+    size_t lbytes = sizeof(float) * (size_t)batch * (size_t)cfg->text.vocab_size;
+    void *dev = rc ? NULL : gs_buf_alloc(c->be, lbytes);
+    if (!rc && !dev)
+        rc = gs_diag_set(d, GS_ENOMEM, "bench: no backend memory for a logits buffer");
+    if (!rc && (rc = gs_buf_zero(c->be, dev, lbytes)))
+        gs_diag_set(d, rc, "bench: gs_buf_zero failed: %s", gs_strerror(rc));
+    for (int k = -1; k < c->steps && !rc; k++) {
+        double t0 = bg_now();
+        if ((rc = gs_buf_download(c->be, a.logits, dev, lbytes)))
+            gs_diag_set(d, rc, "bench: logits download failed: %s", gs_strerror(rc));
+        if (k >= 0)
+            t[k] = bg_now() - t0;
+    }
+    if (!rc)
+        *dl_ms = 1e3 * bg_median(t, c->steps);
+    gs_buf_free(c->be, dev);
     free(t);
     fwd_free(&a);
     return rc;
