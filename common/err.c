@@ -9,8 +9,8 @@ const char *gs_err_name(int code)
     switch (code) {
     case GS_OK:
         return "OK";
-#define XX(name, val, http, type, msg) \
-    case (val):                        \
+#define XX(name, val, http, type, msg)                                                             \
+    case (val):                                                                                    \
         return #name;
         GS_ERR_MAP(XX)
 #undef XX
@@ -23,8 +23,8 @@ const char *gs_strerror(int code)
     switch (code) {
     case GS_OK:
         return "success";
-#define XX(name, val, http, type, msg) \
-    case (val):                        \
+#define XX(name, val, http, type, msg)                                                             \
+    case (val):                                                                                    \
         return msg;
         GS_ERR_MAP(XX)
 #undef XX
@@ -37,8 +37,8 @@ int gs_err_http_status(int code)
     switch (code) {
     case GS_OK:
         return 200;
-#define XX(name, val, http, type, msg) \
-    case (val):                        \
+#define XX(name, val, http, type, msg)                                                             \
+    case (val):                                                                                    \
         return http;
         GS_ERR_MAP(XX)
 #undef XX
@@ -49,8 +49,8 @@ int gs_err_http_status(int code)
 const char *gs_err_type(int code)
 {
     switch (code) {
-#define XX(name, val, http, type, msg) \
-    case (val):                        \
+#define XX(name, val, http, type, msg)                                                             \
+    case (val):                                                                                    \
         return type;
         GS_ERR_MAP(XX)
 #undef XX

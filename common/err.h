@@ -12,25 +12,25 @@
 #include <stddef.h>
 
 /* XX(name, value, http status, openai type, message) */
-#define GS_ERR_MAP(XX)                                                                     \
-    XX(EINVAL, -1, 400, "invalid_request_error", "invalid argument")                      \
-    XX(ENOMEM, -2, 503, "server_error", "out of memory")                                  \
-    XX(EIO, -3, 500, "server_error", "i/o error")                                         \
-    XX(ENOENT, -4, 404, "invalid_request_error", "no such file or entry")                 \
-    XX(EFORMAT, -5, 400, "invalid_request_error", "malformed data")                       \
-    XX(ERANGE, -6, 400, "invalid_request_error", "value out of range")                    \
-    XX(ETOOBIG, -7, 413, "invalid_request_error", "input too large")                      \
-    XX(EUNSUPPORTED, -8, 415, "invalid_request_error", "unsupported format")              \
-    XX(EUTF8, -9, 400, "invalid_request_error", "invalid UTF-8 text")                     \
-    XX(EAGAIN, -10, 503, "server_error", "resource temporarily unavailable")              \
-    XX(EBUSY, -11, 429, "rate_limit_error", "busy, try again later")                      \
-    XX(ECANCELED, -12, 499, "server_error", "operation canceled")                         \
-    XX(EINTERNAL, -13, 500, "server_error", "internal error")                             \
-    XX(EDEVICE, -14, 500, "server_error", "device error")                                 \
-    XX(ECONFIG, -15, 400, "invalid_request_error", "invalid configuration")               \
-    XX(ENOTSUP, -16, 501, "server_error", "not supported by this build")                  \
-    XX(ETIMEDOUT, -17, 504, "server_error", "timed out")                                  \
-    XX(EAUTH, -18, 401, "authentication_error", "invalid or missing API key")             \
+#define GS_ERR_MAP(XX)                                                                             \
+    XX(EINVAL, -1, 400, "invalid_request_error", "invalid argument")                               \
+    XX(ENOMEM, -2, 503, "server_error", "out of memory")                                           \
+    XX(EIO, -3, 500, "server_error", "i/o error")                                                  \
+    XX(ENOENT, -4, 404, "invalid_request_error", "no such file or entry")                          \
+    XX(EFORMAT, -5, 400, "invalid_request_error", "malformed data")                                \
+    XX(ERANGE, -6, 400, "invalid_request_error", "value out of range")                             \
+    XX(ETOOBIG, -7, 413, "invalid_request_error", "input too large")                               \
+    XX(EUNSUPPORTED, -8, 415, "invalid_request_error", "unsupported format")                       \
+    XX(EUTF8, -9, 400, "invalid_request_error", "invalid UTF-8 text")                              \
+    XX(EAGAIN, -10, 503, "server_error", "resource temporarily unavailable")                       \
+    XX(EBUSY, -11, 429, "rate_limit_error", "busy, try again later")                               \
+    XX(ECANCELED, -12, 499, "server_error", "operation canceled")                                  \
+    XX(EINTERNAL, -13, 500, "server_error", "internal error")                                      \
+    XX(EDEVICE, -14, 500, "server_error", "device error")                                          \
+    XX(ECONFIG, -15, 400, "invalid_request_error", "invalid configuration")                        \
+    XX(ENOTSUP, -16, 501, "server_error", "not supported by this build")                           \
+    XX(ETIMEDOUT, -17, 504, "server_error", "timed out")                                           \
+    XX(EAUTH, -18, 401, "authentication_error", "invalid or missing API key")                      \
     XX(ECONTEXT, -19, 400, "invalid_request_error", "context length exceeded")
 
 typedef enum {
@@ -58,8 +58,7 @@ typedef struct {
 
 /* Sets d->code and a printf-formatted d->msg (d may be NULL); returns code
  * so that `return gs_diag_set(d, GS_EFORMAT, "...")` reads naturally. */
-int gs_diag_set(gs_diag *d, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int gs_diag_set(gs_diag *d, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Clears d (code 0, empty message). d may be NULL. */
 void gs_diag_clear(gs_diag *d);
 

@@ -11,8 +11,14 @@
 static gs_log_level g_level = GS_LOG_INFO;
 static const char *g_tag = "glmserve";
 
-void gs_log_set_level(gs_log_level lvl) { g_level = lvl; }
-void gs_log_set_tag(const char *tag) { g_tag = tag ? tag : "glmserve"; }
+void gs_log_set_level(gs_log_level lvl)
+{
+    g_level = lvl;
+}
+void gs_log_set_tag(const char *tag)
+{
+    g_tag = tag ? tag : "glmserve";
+}
 
 int gs_log_parse_level(const char *s, gs_log_level *out)
 {
@@ -35,9 +41,10 @@ void gs_log(gs_log_level lvl, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, names[lvl], g_tag);
+    int n = snprintf(line, sizeof line,
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, names[lvl], g_tag);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

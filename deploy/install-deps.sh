@@ -37,7 +37,7 @@ pkgs=(
     libuv1-dev node-llhttp libnng-dev libjansson-dev libturbojpeg0-dev
     libspng-dev libpng-dev zlib1g-dev libopenblas-dev
     libssl-dev libpcre2-dev libwslay-dev
-    python3 python3-venv python3-pip
+    python3 python3-venv python3-pip clang-format
     curl
 )
 # The aarch64 cross build + emulation used by .ci/run on x86-64.

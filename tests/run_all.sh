@@ -16,6 +16,18 @@ jobs="${JOBS:-$(nproc)}"
 status=0
 stage() { printf '\n=== %s ===\n' "$*"; }
 
+stage "format (clang-format, .clang-format)"
+fmt="$(command -v clang-format-14 || command -v clang-format || true)"
+if [ -n "$fmt" ]; then
+    bad=0
+    while IFS= read -r f; do
+        "$fmt" --dry-run -Werror "$f" >/dev/null 2>&1 || { echo "not formatted: $f"; bad=1; }
+    done < <(git ls-files '*.c' '*.h' 2>/dev/null)
+    [ "$bad" = 0 ] && echo "format: ok" || { echo "format: run clang-format -i on the files above"; status=1; }
+else
+    echo "format: clang-format not installed, skipped"
+fi
+
 stage "native build (ASan + UBSan, -Werror)"
 cmake -S . -B build/test-native -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGS_WERROR=ON \
     -DGS_SANITIZE=ON -DGS_CUDA=OFF >/dev/null

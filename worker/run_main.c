@@ -67,8 +67,8 @@ static int parse_num(const char *flag, const char *s, double lo, double hi, doub
     errno = 0;
     double v = s ? strtod(s, &end) : 0;
     if (!s || errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "glmserve-run: %s: expected a number in [%g, %g], got '%s'\n", flag, lo,
-                hi, s ? s : "");
+        fprintf(stderr, "glmserve-run: %s: expected a number in [%g, %g], got '%s'\n", flag, lo, hi,
+                s ? s : "");
         return -1;
     }
     *out = v;
@@ -282,8 +282,8 @@ static json_t *build_messages(const options *o)
 {
     json_t *msgs = json_array();
     if (o->system)
-        json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content",
-                                              o->system));
+        json_array_append_new(msgs,
+                              json_pack("{s:s, s:s}", "role", "system", "content", o->system));
     json_t *content = json_array();
     for (int i = 0; i < o->n_images; i++)
         json_array_append_new(content, json_pack("{s:s}", "type", "image"));
@@ -319,8 +319,7 @@ static int is_stop_id(const int32_t *ids, int n, int32_t id)
 
 static void fail(const char *what, int rc, const gs_diag *d)
 {
-    fprintf(stderr, "glmserve-run: %s: %s\n", what,
-            d && d->msg[0] ? d->msg : gs_strerror(rc));
+    fprintf(stderr, "glmserve-run: %s: %s\n", what, d && d->msg[0] ? d->msg : gs_strerror(rc));
     g_reported = 1;
 }
 
@@ -395,8 +394,9 @@ int main(int argc, char **argv)
         FILE *tf = fopen(path, "rb");
         unsigned char *tpl = tf ? (fclose(tf), read_file(path, &tlen)) : NULL;
         if (tpl && gs_chat_template_check((const char *)tpl, tlen, &d) != 0)
-            fprintf(stderr, "glmserve-run: warning: %s is not the GLM-4.6V template this build "
-                            "renders (%s); prompts follow the built-in one\n",
+            fprintf(stderr,
+                    "glmserve-run: warning: %s is not the GLM-4.6V template this build "
+                    "renders (%s); prompts follow the built-in one\n",
                     path, d.msg);
         free(tpl);
         gs_diag_clear(&d);
@@ -414,8 +414,8 @@ int main(int argc, char **argv)
         goto out;
     }
     int32_t n_ids = 0;
-    if ((rc = gs_prompt_encode(tok, text, cfg->image_token_id, im.tokens, o.n_images, &ids,
-                               &n_ids, &d))) {
+    if ((rc = gs_prompt_encode(tok, text, cfg->image_token_id, im.tokens, o.n_images, &ids, &n_ids,
+                               &d))) {
         fail("prompt", rc, &d);
         goto out;
     }
@@ -483,8 +483,8 @@ int main(int argc, char **argv)
         img_row[i] = ids[i] == cfg->image_token_id ? r++ : -1;
     }
     int32_t cu[2] = {0, L}, kvlen[1] = {L}, last = L - 1;
-    gs_text_batch b = {L,       ids, pos, slots, o.n_images ? img_row : NULL, img, 1, cu, kvlen,
-                       bt,      n_pages, 1,     &last};
+    gs_text_batch b = {L,  ids,     pos, slots, o.n_images ? img_row : NULL, img, 1, cu, kvlen,
+                       bt, n_pages, 1,   &last};
     if ((rc = gs_model_forward(model, kv, &b, logits))) {
         fail("prefill", rc, NULL);
         goto out;
@@ -558,8 +558,8 @@ int main(int argc, char **argv)
             "tokens, %.1f tok/s | finish %s\n",
             t_loaded - t_start, o.n_images, (long long)im.n_patches, (t_pre - t_loaded) * 1e3,
             (t_vis - t_pre) * 1e3, L, (t_prefill - t_vis) * 1e3, L / (t_prefill - t_vis),
-            (t_first - t_loaded) * 1e3, n_gen,
-            n_gen > 1 ? (n_gen - 1) / (t_end - t_first) : 0.0, finish);
+            (t_first - t_loaded) * 1e3, n_gen, n_gen > 1 ? (n_gen - 1) / (t_end - t_first) : 0.0,
+            finish);
     status = 0;
 out:
     if (status && !g_reported)

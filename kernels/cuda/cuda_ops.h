@@ -46,7 +46,7 @@ int gs_cuda_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d
  * On success *out owns the context (gs_cuda_ctx_free). GS_EDEVICE when
  * there is no usable device (d says why). */
 int gs_cuda_ctx_new(const gs_backend_params *p, gs_cuda **out, gs_diag *d);
-void gs_cuda_ctx_free(gs_cuda *c); /* NULL: no-op; waits for the stream */
+void gs_cuda_ctx_free(gs_cuda *c);          /* NULL: no-op; waits for the stream */
 const char *gs_cuda_name(const gs_cuda *c); /* "cuda:0 NVIDIA H100 (sm_90)" */
 /* Compute capability as 10 * major + minor (90 for H100). */
 int gs_cuda_arch(const gs_cuda *c);
@@ -83,8 +83,7 @@ void gs_cuda_weight_release(gs_cuda *c, void *data); /* NULL: no-op */
 int gs_cuda_matmul(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_vec *bias,
                    unsigned flags);
 int gs_cuda_rmsnorm(gs_cuda *c, gs_mat out, gs_mat x, const gs_vec *w, float eps);
-int gs_cuda_add_rmsnorm(gs_cuda *c, gs_mat out, gs_mat resid, gs_mat x, const gs_vec *w,
-                        float eps);
+int gs_cuda_add_rmsnorm(gs_cuda *c, gs_mat out, gs_mat resid, gs_mat x, const gs_vec *w, float eps);
 int gs_cuda_layernorm(gs_cuda *c, gs_mat out, gs_mat x, const gs_vec *w, const gs_vec *b,
                       float eps);
 int gs_cuda_add(gs_cuda *c, gs_mat out, gs_mat a, gs_mat b);
@@ -95,14 +94,12 @@ int gs_cuda_copy(gs_cuda *c, gs_mat out, gs_mat x);
 int gs_cuda_embed(gs_cuda *c, gs_mat out, gs_cuda_wview table, const int32_t *ids);
 int gs_cuda_gather_rows(gs_cuda *c, gs_mat out, gs_mat x, const int32_t *idx);
 int gs_cuda_rope_text(gs_cuda *c, gs_mat qk, const int32_t *pos, const gs_rope_text_params *p);
-int gs_cuda_rope_vision(gs_cuda *c, gs_mat qk, const int32_t *pos,
-                        const gs_rope_vision_params *p);
+int gs_cuda_rope_vision(gs_cuda *c, gs_mat qk, const int32_t *pos, const gs_rope_vision_params *p);
 int gs_cuda_posembed_add(gs_cuda *c, gs_mat x, gs_cuda_wview table, int32_t side,
                          const int32_t *hw);
 int gs_cuda_attention(gs_cuda *c, gs_mat out, gs_mat q, gs_mat k, gs_mat v, const int32_t *cu,
                       int32_t n_seqs, int32_t max_len, const gs_attn_params *p);
-int gs_cuda_kv_store(gs_cuda *c, const gs_kv_layer *kv, gs_mat k, gs_mat v,
-                     const int32_t *slots);
+int gs_cuda_kv_store(gs_cuda *c, const gs_kv_layer *kv, gs_mat k, gs_mat v, const int32_t *slots);
 int gs_cuda_attention_paged(gs_cuda *c, gs_mat out, gs_mat q, const gs_kv_layer *kv,
                             const gs_paged_batch *b, const gs_attn_params *p);
 

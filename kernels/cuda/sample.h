@@ -52,8 +52,8 @@ typedef struct {
 
 typedef struct {
     int32_t n_rows, vocab;
-    float *logits;   /* [n_rows, ld] F32 device memory; OVERWRITTEN (scratch) */
-    int64_t ld;      /* row stride in elements (>= vocab) */
+    float *logits;                    /* [n_rows, ld] F32 device memory; OVERWRITTEN (scratch) */
+    int64_t ld;                       /* row stride in elements (>= vocab) */
     const gs_cuda_sample_row *params; /* [n_rows] device memory */
     /* Penalty lists, CSR, device memory; pen_off NULL: no penalties. Row r
      * owns pen_ids / pen_cnt[pen_off[r] .. pen_off[r+1]): each id at most

@@ -197,8 +197,7 @@ static int cu_copy(gs_backend *be, gs_mat out, gs_mat x)
     return gs_cuda_copy(ctx(be), out, x);
 }
 
-static int cu_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos,
-                        const gs_rope_text_params *p)
+static int cu_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_text_params *p)
 {
     return gs_cuda_rope_text(ctx(be), qk, pos, p);
 }
@@ -215,9 +214,8 @@ static int cu_posembed_add(gs_backend *be, gs_mat x, const gs_weight *table, int
     return gs_cuda_posembed_add(ctx(be), x, wv(table), side, hw);
 }
 
-static int cu_attention(gs_backend *be, gs_mat out, gs_mat q, gs_mat k, gs_mat v,
-                        const int32_t *cu, int32_t n_seqs, int32_t max_len,
-                        const gs_attn_params *p)
+static int cu_attention(gs_backend *be, gs_mat out, gs_mat q, gs_mat k, gs_mat v, const int32_t *cu,
+                        int32_t n_seqs, int32_t max_len, const gs_attn_params *p)
 {
     return gs_cuda_attention(ctx(be), out, q, k, v, cu, n_seqs, max_len, p);
 }

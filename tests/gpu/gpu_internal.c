@@ -17,8 +17,8 @@ enum { H = 4096, VOCAB = 151552 };
 
 static void row(gt_ctx *t, const char *op, const char *shape, int ok, const char *detail)
 {
-    printf("%-16s %-40s %-11s %-11s %-22s %s%s%s\n", op, shape, "-", "-", "exact", ok ? "ok" : "FAIL",
-           detail && *detail ? " " : "", detail ? detail : "");
+    printf("%-16s %-40s %-11s %-11s %-22s %s%s%s\n", op, shape, "-", "-", "exact",
+           ok ? "ok" : "FAIL", detail && *detail ? " " : "", detail ? detail : "");
     if (ok)
         t->n_pass++;
     else
@@ -87,12 +87,13 @@ static void test_sampling(gt_ctx *t)
     if (rc) {
         gt_fail(t, "sample", "6 rows x 151552", "run", rc);
     } else {
-        static const char *names[] = {"greedy", "greedy + penalties", "top_k 1",
-                                      "top_k 50 top_p 0.9", "min_p 0.1", "top_p 0.5 + rep"};
+        static const char *names[] = {"greedy",    "greedy + penalties",
+                                      "top_k 1",   "top_k 50 top_p 0.9",
+                                      "min_p 0.1", "top_p 0.5 + rep"};
         for (int r = 0; r < R; r++) {
-            sm_result m = sm_model(logits + (size_t)r * V, V, &P[r], ids + off[r], cnt + off[r],
-                                   off[r + 1] - off[r],
-                                   gs_cuda_sample_uniform(P[r].seed, P[r].offset));
+            sm_result m =
+                sm_model(logits + (size_t)r * V, V, &P[r], ids + off[r], cnt + off[r],
+                         off[r + 1] - off[r], gs_cuda_sample_uniform(P[r].seed, P[r].offset));
             char sh[64], det[128];
             snprintf(sh, sizeof sh, "%s, vocab %d", names[r], V);
             int ok;
@@ -220,7 +221,8 @@ static void graph_case(gt_ctx *t, int m)
     const size_t bytes = (size_t)m * H * 2;
     const int32_t key = gs_cuda_graph_bucket(m);
     uint16_t *hb = gt_xmalloc(bytes), *ref = gt_xmalloc(bytes), *got = gt_xmalloc(bytes);
-    void *dx = gs_buf_alloc(be, bytes), *dh = gs_buf_alloc(be, bytes), *dout = gs_buf_alloc(be, bytes);
+    void *dx = gs_buf_alloc(be, bytes), *dh = gs_buf_alloc(be, bytes),
+         *dout = gs_buf_alloc(be, bytes);
     gs_mat x = gs_mat_make(dx, GS_DT_BF16, m, H), h = gs_mat_make(dh, GS_DT_BF16, m, H),
            o = gs_mat_make(dout, GS_DT_BF16, m, H);
     int rc = gs_cuda_graphs_new(be, &g);

@@ -71,8 +71,8 @@ static inline float *gt_rand(size_t n, float lo, float hi)
 
 static inline void gt_fail(gt_ctx *t, const char *op, const char *shape, const char *why, int rc)
 {
-    printf("%-16s %-40s %-11s %-11s %-22s FAIL (%s, rc %d %s)\n", op, shape, "-", "-", "-", why,
-           rc, gs_err_name(rc));
+    printf("%-16s %-40s %-11s %-11s %-22s FAIL (%s, rc %d %s)\n", op, shape, "-", "-", "-", why, rc,
+           gs_err_name(rc));
     t->n_fail++;
 }
 
@@ -181,10 +181,10 @@ static inline void gt_i32_free(gt_ctx *t, gt_i32 *a)
 
 static inline void gt_header(void)
 {
-    printf("%-16s %-40s %-11s %-11s %-22s %s\n", "op", "shape", "max_abs", "rel_err",
-           "tolerance", "pass");
-    printf("%-16s %-40s %-11s %-11s %-22s %s\n", "----------------", "-----", "-------",
-           "-------", "---------", "----");
+    printf("%-16s %-40s %-11s %-11s %-22s %s\n", "op", "shape", "max_abs", "rel_err", "tolerance",
+           "pass");
+    printf("%-16s %-40s %-11s %-11s %-22s %s\n", "----------------", "-----", "-------", "-------",
+           "---------", "----");
 }
 
 /* Compares got (CUDA) with ref (CPU), n values, under the tolerance of
@@ -215,8 +215,8 @@ static inline int gt_compare(gt_ctx *t, const char *tol_op, const char *op, cons
     }
     char tb[32];
     snprintf(tb, sizeof tb, "%.0e*rms+%.0e*|r|", tol ? tol->atol : 0, tol ? tol->rtol : 0);
-    printf("%-16s %-40s %-11.3e %-11.3e %-22s %s", op, shape, maxabs, maxref > 0 ? maxabs / maxref : maxabs,
-           tb, bad ? "FAIL" : "ok");
+    printf("%-16s %-40s %-11.3e %-11.3e %-22s %s", op, shape, maxabs,
+           maxref > 0 ? maxabs / maxref : maxabs, tb, bad ? "FAIL" : "ok");
     if (bad)
         printf(" (%zu of %zu; first at %zu: cuda %g cpu %g)", bad, n, first_bad,
                (double)got[first_bad], (double)ref[first_bad]);

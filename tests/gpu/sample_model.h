@@ -32,11 +32,11 @@ static int sm_key_desc(const void *a, const void *b)
 }
 
 typedef struct {
-    int best;         /* argmax after penalties (-1: none) */
-    float *p;         /* sampled rows: [V] unnormalised probabilities (free) */
-    uint32_t floor;   /* kept: key(p) >= floor */
-    int draw;         /* the id a draw with u picks */
-    int kept;         /* how many ids are kept */
+    int best;       /* argmax after penalties (-1: none) */
+    float *p;       /* sampled rows: [V] unnormalised probabilities (free) */
+    uint32_t floor; /* kept: key(p) >= floor */
+    int draw;       /* the id a draw with u picks */
+    int kept;       /* how many ids are kept */
 } sm_result;
 
 /* l: [V] logits, modified (penalties applied). ids / cnt: the row's

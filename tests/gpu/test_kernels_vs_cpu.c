@@ -211,9 +211,10 @@ static void test_elementwise(gt_ctx *t)
         char sh[64];
         gt_mat gu = gt_mat_rand(t, m, 2 * INTER, 2 * INTER, -6.0f, 6.0f);
         gt_mat a = gt_mat_new(t, m, INTER, INTER, -1, NULL);
-        snprintf(sh, sizeof sh, "[%lld, %d] -> [%lld, %d]", (long long)m, 2 * INTER,
-                 (long long)m, INTER);
-        if (both(t, "silu_mul", sh, gs_k_silu_mul(t->cpu, a.c, gu.c), gs_k_silu_mul(t->gpu, a.g, gu.g)))
+        snprintf(sh, sizeof sh, "[%lld, %d] -> [%lld, %d]", (long long)m, 2 * INTER, (long long)m,
+                 INTER);
+        if (both(t, "silu_mul", sh, gs_k_silu_mul(t->cpu, a.c, gu.c),
+                 gs_k_silu_mul(t->gpu, a.g, gu.g)))
             gt_check(t, "silu_mul", "silu_mul", sh, a);
         gt_mat x = gt_mat_rand(t, m, H, H, -4.0f, 4.0f), y = gt_mat_rand(t, m, H, H, -4.0f, 4.0f);
         gt_mat o = gt_mat_new(t, m, H, H, -1, NULL);
@@ -245,7 +246,8 @@ static void test_elementwise(gt_ctx *t)
     float *px = gt_rand(50 * 1176, -2.0f, 2.0f);
     gt_mat f = gt_mat_new(t, 50, 1176, 1176, GS_DT_F32, px);
     gt_mat d = gt_mat_new(t, 50, 1176, 1176, -1, NULL);
-    if (both(t, "copy", "[50, 1176] f32 -> act", gs_k_copy(t->cpu, d.c, f.c), gs_k_copy(t->gpu, d.g, f.g)))
+    if (both(t, "copy", "[50, 1176] f32 -> act", gs_k_copy(t->cpu, d.c, f.c),
+             gs_k_copy(t->gpu, d.g, f.g)))
         gt_check(t, "copy", "copy", "[50, 1176] f32 -> act", d);
     free(px);
     gt_mat_free(t, &f);
@@ -275,8 +277,9 @@ static void test_gathers(gt_ctx *t, gt_w *table)
     for (int i = 0; i < 70; i++)
         idx[i] = (int32_t)(gt_next() % 300);
     gt_i32 di = gt_i32_new(t, idx, 70);
-    if (di.c && both(t, "gather_rows", "70 of [300, 4096]", gs_k_gather_rows(t->cpu, o.c, x.c, di.c),
-                     gs_k_gather_rows(t->gpu, o.g, x.g, di.g)))
+    if (di.c &&
+        both(t, "gather_rows", "70 of [300, 4096]", gs_k_gather_rows(t->cpu, o.c, x.c, di.c),
+             gs_k_gather_rows(t->gpu, o.g, x.g, di.g)))
         gt_check(t, "gather_rows", "gather_rows", "70 of [300, 4096], strided out", o);
     gt_i32_free(t, &di);
     gt_mat_free(t, &x);
@@ -313,8 +316,9 @@ static void test_rope(gt_ctx *t)
     gs_rope_text_params rq = {NH, HD, 64, {8, 12, 12}, 500000.0f}, rk = rq;
     rk.n_heads = NKV;
     gt_mat q = gt_cols(qkv, 0, H), k = gt_cols(qkv, H, NKV * HD);
-    if (dp.c && both(t, "rope_text", "q", gs_k_rope_text(t->cpu, q.c, dp.c, &rq),
-                     gs_k_rope_text(t->gpu, q.g, dp.g, &rq)) &&
+    if (dp.c &&
+        both(t, "rope_text", "q", gs_k_rope_text(t->cpu, q.c, dp.c, &rq),
+             gs_k_rope_text(t->gpu, q.g, dp.g, &rq)) &&
         both(t, "rope_text", "k", gs_k_rope_text(t->cpu, k.c, dp.c, &rk),
              gs_k_rope_text(t->gpu, k.g, dp.g, &rk)))
         gt_check(t, "rope_text", "rope_text", "qkv [300, 4608], pos to 100299", qkv);
@@ -330,8 +334,9 @@ static void test_rope(gt_ctx *t)
     gt_mat vqkv = gt_mat_rand(t, n, vw, vw, -2.0f, 2.0f);
     gs_rope_vision_params rv = {VNH, HD, 10000.0f};
     gt_mat vq = gt_cols(vqkv, 0, VH), vk = gt_cols(vqkv, VH, VH);
-    if (dv.c && both(t, "rope_vision", "q", gs_k_rope_vision(t->cpu, vq.c, dv.c, &rv),
-                     gs_k_rope_vision(t->gpu, vq.g, dv.g, &rv)) &&
+    if (dv.c &&
+        both(t, "rope_vision", "q", gs_k_rope_vision(t->cpu, vq.c, dv.c, &rv),
+             gs_k_rope_vision(t->gpu, vq.g, dv.g, &rv)) &&
         both(t, "rope_vision", "k", gs_k_rope_vision(t->cpu, vk.c, dv.c, &rv),
              gs_k_rope_vision(t->gpu, vk.g, dv.g, &rv)))
         gt_check(t, "rope_vision", "rope_vision", "qkv [1100, 4608], grid 22x50", vqkv);
@@ -358,8 +363,9 @@ static void test_posembed(gt_ctx *t)
     gt_i32 d = gt_i32_new(t, hw, 4 * n);
     gt_w tab = w_random(t, side * side, VH, 21, 2.0f);
     gt_mat x = gt_mat_rand(t, n, VH, VH, -1.0f, 1.0f);
-    if (d.c && tab.c && both(t, "posembed_add", "", gs_k_posembed_add(t->cpu, x.c, tab.c, side, d.c),
-                             gs_k_posembed_add(t->gpu, x.g, tab.g, side, d.g)))
+    if (d.c && tab.c &&
+        both(t, "posembed_add", "", gs_k_posembed_add(t->cpu, x.c, tab.c, side, d.c),
+             gs_k_posembed_add(t->gpu, x.g, tab.g, side, d.g)))
         gt_check(t, "posembed_add", "posembed_add", "[1676, 1536], 22x50 + 24x24", x);
     gt_mat_free(t, &x);
     w_free(t, &tab);

@@ -82,15 +82,16 @@ static void paged_case(gt_ctx *t, const char *name, int nh, int nkv, const seqsp
     }
 
     const int64_t cache_rows = (int64_t)n_pages * PAGE;
-    gt_mat kc = gt_mat_new(t, cache_rows, kd, kd, -1, NULL), vc = gt_mat_new(t, cache_rows, kd, kd, -1, NULL);
+    gt_mat kc = gt_mat_new(t, cache_rows, kd, kd, -1, NULL),
+           vc = gt_mat_new(t, cache_rows, kd, kd, -1, NULL);
     gt_mat k = gt_mat_rand(t, total_kv + 1, kd, kd, -2.0f, 2.0f);
     gt_mat v = gt_mat_rand(t, total_kv + 1, kd, kd, -2.0f, 2.0f);
     gt_mat q = gt_mat_rand(t, total_q, qd, qd, -2.0f, 2.0f);
     gt_mat o = gt_mat_new(t, total_q, qd, qd, -1, NULL);
     gt_i32 dsl = gt_i32_new(t, slots, total_kv + 1), dcu = gt_i32_new(t, cu, n_seqs + 1);
     gt_i32 dkl = gt_i32_new(t, kvl, n_seqs), dbt = gt_i32_new(t, bt, (int64_t)n_seqs * max_blocks);
-    if (!kc.c.data || !kc.g.data || !vc.c.data || !vc.g.data || !q.c.data || !o.g.data ||
-        !dsl.c || !dcu.c || !dkl.c || !dbt.c) {
+    if (!kc.c.data || !kc.g.data || !vc.c.data || !vc.g.data || !q.c.data || !o.g.data || !dsl.c ||
+        !dcu.c || !dkl.c || !dbt.c) {
         gt_fail(t, "attention_paged", sh, "setup", GS_ENOMEM);
         goto done;
     }
@@ -135,8 +136,8 @@ done:
 int gt_paged_tests(gt_ctx *t)
 {
     /* decode, long contexts: the split-KV path (few CTAs, max_kv >= 512) */
-    const seqspec dec_long[] = {{1, 1}, {1, 15}, {1, 16}, {1, 17}, {1, 100},
-                                {1, 1000}, {1, 4000}, {1, 257}};
+    const seqspec dec_long[] = {{1, 1},   {1, 15},   {1, 16},   {1, 17},
+                                {1, 100}, {1, 1000}, {1, 4000}, {1, 257}};
     paged_case(t, "decode", 32, 2, dec_long, 8, 600);
     /* decode, short contexts, 64 sequences: no split */
     seqspec dec_short[64];

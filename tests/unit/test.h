@@ -16,63 +16,63 @@
 
 static int gs__t_failed_tests, gs__t_passed_tests, gs__t_cur_failed;
 
-#define GS_FAIL_(...)                                        \
-    do {                                                     \
-        fprintf(stderr, "  FAIL %s:%d: ", __FILE__, __LINE__); \
-        fprintf(stderr, __VA_ARGS__);                        \
-        fprintf(stderr, "\n");                               \
-        gs__t_cur_failed = 1;                                \
-        return;                                              \
+#define GS_FAIL_(...)                                                                              \
+    do {                                                                                           \
+        fprintf(stderr, "  FAIL %s:%d: ", __FILE__, __LINE__);                                     \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fprintf(stderr, "\n");                                                                     \
+        gs__t_cur_failed = 1;                                                                      \
+        return;                                                                                    \
     } while (0)
 
-#define GS_ASSERT(c)                               \
-    do {                                           \
-        if (!(c))                                  \
-            GS_FAIL_("assertion failed: %s", #c);  \
+#define GS_ASSERT(c)                                                                               \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            GS_FAIL_("assertion failed: %s", #c);                                                  \
     } while (0)
-#define GS_ASSERT_MSG(c, ...)          \
-    do {                               \
-        if (!(c))                      \
-            GS_FAIL_(__VA_ARGS__);     \
+#define GS_ASSERT_MSG(c, ...)                                                                      \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            GS_FAIL_(__VA_ARGS__);                                                                 \
     } while (0)
-#define GS_ASSERT_EQ(a, b)                                                           \
-    do {                                                                             \
-        long long gs__a = (long long)(a), gs__b = (long long)(b);                    \
-        if (gs__a != gs__b)                                                          \
-            GS_FAIL_("%s == %s: %lld != %lld", #a, #b, gs__a, gs__b);                \
+#define GS_ASSERT_EQ(a, b)                                                                         \
+    do {                                                                                           \
+        long long gs__a = (long long)(a), gs__b = (long long)(b);                                  \
+        if (gs__a != gs__b)                                                                        \
+            GS_FAIL_("%s == %s: %lld != %lld", #a, #b, gs__a, gs__b);                              \
     } while (0)
 /* Expects a function result of 0 (GS_OK). */
-#define GS_ASSERT_OK(e)                                                      \
-    do {                                                                     \
-        long long gs__r = (long long)(e);                                    \
-        if (gs__r != 0)                                                      \
-            GS_FAIL_("%s returned %lld, expected 0", #e, gs__r);             \
+#define GS_ASSERT_OK(e)                                                                            \
+    do {                                                                                           \
+        long long gs__r = (long long)(e);                                                          \
+        if (gs__r != 0)                                                                            \
+            GS_FAIL_("%s returned %lld, expected 0", #e, gs__r);                                   \
     } while (0)
-#define GS_ASSERT_STREQ(a, b)                                                      \
-    do {                                                                           \
-        const char *gs__a = (a), *gs__b = (b);                                     \
-        if (!gs__a || !gs__b || strcmp(gs__a, gs__b) != 0)                         \
-            GS_FAIL_("%s == %s:\n    \"%s\"\n != \"%s\"", #a, #b, gs__a ? gs__a : "(null)", \
-                     gs__b ? gs__b : "(null)");                                    \
+#define GS_ASSERT_STREQ(a, b)                                                                      \
+    do {                                                                                           \
+        const char *gs__a = (a), *gs__b = (b);                                                     \
+        if (!gs__a || !gs__b || strcmp(gs__a, gs__b) != 0)                                         \
+            GS_FAIL_("%s == %s:\n    \"%s\"\n != \"%s\"", #a, #b, gs__a ? gs__a : "(null)",        \
+                     gs__b ? gs__b : "(null)");                                                    \
     } while (0)
-#define GS_ASSERT_NEAR(a, b, tol)                                                      \
-    do {                                                                               \
-        double gs__a = (double)(a), gs__b = (double)(b), gs__t = (double)(tol);        \
-        if (!(fabs(gs__a - gs__b) <= gs__t))                                           \
-            GS_FAIL_("%s ~= %s: %.9g vs %.9g (tol %g)", #a, #b, gs__a, gs__b, gs__t);  \
+#define GS_ASSERT_NEAR(a, b, tol)                                                                  \
+    do {                                                                                           \
+        double gs__a = (double)(a), gs__b = (double)(b), gs__t = (double)(tol);                    \
+        if (!(fabs(gs__a - gs__b) <= gs__t))                                                       \
+            GS_FAIL_("%s ~= %s: %.9g vs %.9g (tol %g)", #a, #b, gs__a, gs__b, gs__t);              \
     } while (0)
 
-#define GS_RUN(fn)                                             \
-    do {                                                       \
-        gs__t_cur_failed = 0;                                  \
-        fn();                                                  \
-        if (gs__t_cur_failed) {                                \
-            gs__t_failed_tests++;                              \
-            fprintf(stderr, "[FAIL] %s\n", #fn);               \
-        } else {                                               \
-            gs__t_passed_tests++;                              \
-            fprintf(stderr, "[ ok ] %s\n", #fn);               \
-        }                                                      \
+#define GS_RUN(fn)                                                                                 \
+    do {                                                                                           \
+        gs__t_cur_failed = 0;                                                                      \
+        fn();                                                                                      \
+        if (gs__t_cur_failed) {                                                                    \
+            gs__t_failed_tests++;                                                                  \
+            fprintf(stderr, "[FAIL] %s\n", #fn);                                                   \
+        } else {                                                                                   \
+            gs__t_passed_tests++;                                                                  \
+            fprintf(stderr, "[ ok ] %s\n", #fn);                                                   \
+        }                                                                                          \
     } while (0)
 
 static inline int gs_test_summary(void)
@@ -123,8 +123,8 @@ static inline char *gs_test_read_file(const char *path, size_t *len)
 
 /* Compares two float tensors; prints "TENSOR name max_abs=.. rel=.. OK|FAIL"
  * (llm.c style) and returns 1 when max|a-b| <= rel_tol * max|ref|. */
-static inline int gs_check_tensor(const char *name, const float *got, const float *ref,
-                                  size_t n, double rel_tol)
+static inline int gs_check_tensor(const char *name, const float *got, const float *ref, size_t n,
+                                  double rel_tol)
 {
     double maxd = 0, maxr = 0;
     for (size_t i = 0; i < n; i++) {

@@ -22,8 +22,8 @@ extern "C" {
  * thread that never fires), and cudaMemcpy device-to-device bandwidth
  * over bytes/2 -> bytes/2, counted as bytes read + bytes written. GB/s
  * (1e9). */
-int gs_bench_cuda_bandwidth(int device, size_t bytes, int reps, double *read_gbs,
-                            double *d2d_gbs, char *err, size_t errlen);
+int gs_bench_cuda_bandwidth(int device, size_t bytes, int reps, double *read_gbs, double *d2d_gbs,
+                            char *err, size_t errlen);
 
 /* cuBLASLt BF16 x BF16 -> BF16 GEMM, FP32 compute, n x n x n, the
  * heuristic's first algorithm with a 32 MiB workspace. TFLOP/s (2 n^3 per

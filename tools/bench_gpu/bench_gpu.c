@@ -65,7 +65,8 @@ static void add_row(const char *metric, const char *meas, const char *ref, const
     g_n_rows++;
 }
 
-static const char *fmt(char *buf, size_t n, const char *f, ...) __attribute__((format(printf, 3, 4)));
+static const char *fmt(char *buf, size_t n, const char *f, ...)
+    __attribute__((format(printf, 3, 4)));
 static const char *fmt(char *buf, size_t n, const char *f, ...)
 {
     va_list ap;
@@ -174,12 +175,12 @@ static int parse_opts(int argc, char **argv, opts *o)
             if (parse_images(v, o))
                 goto bad;
         } else {
-            static const char *names[] = {"--device", "--layers", "--vision-depth", "--ctx",
-                                          "--question", "--steps", "--warmup", "--reps",
-                                          "--page", "--threads", "--bw-mib", "--gemm-n"};
-            int *ptrs[] = {&o->device, &o->layers, &o->vdepth, &o->ctx, &o->question,
-                           &o->steps, &o->warmup, &o->reps, &o->page, &o->threads,
-                           &o->bw_mib, &o->gemm_n};
+            static const char *names[] = {"--device",   "--layers",  "--vision-depth", "--ctx",
+                                          "--question", "--steps",   "--warmup",       "--reps",
+                                          "--page",     "--threads", "--bw-mib",       "--gemm-n"};
+            int *ptrs[] = {&o->device,   &o->layers,  &o->vdepth, &o->ctx,
+                           &o->question, &o->steps,   &o->warmup, &o->reps,
+                           &o->page,     &o->threads, &o->bw_mib, &o->gemm_n};
             for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
                 if (!strcmp(a, names[k]))
                     ip = ptrs[k], lo = (k == 0 || k == 6) ? 0 : 1;
@@ -328,8 +329,7 @@ static int cpu_gemm(int n, int reps, double *gflops)
         a[i] = (float)(i % 7) * 0.1f, b[i] = (float)(i % 5) * 0.1f;
     for (int r = -1; r < reps; r++) {
         double t0 = bg_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
-                    n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         if (r >= 0)
             t[r] = bg_now() - t0;
     }
@@ -359,8 +359,7 @@ static double prefill_flops(const gs_text_config *t, double n)
     double mats, vecs;
     layer_elems(t, &mats, &vecs);
     double attn = 4.0 * t->num_attention_heads * t->head_dim * n * (n + 1) / 2;
-    return t->num_hidden_layers * (2 * n * mats + attn) +
-           2.0 * t->vocab_size * t->hidden_size;
+    return t->num_hidden_layers * (2 * n * mats + attn) + 2.0 * t->vocab_size * t->hidden_size;
 }
 
 /* The verdict: PASS/MISS on the full model on a GPU; otherwise "n/a"
@@ -428,8 +427,8 @@ int main(int argc, char **argv)
     char err[512] = "";
     if (is_cuda) {
 #ifdef GS_BENCH_HAVE_CUDA
-        rc = gs_bench_cuda_bandwidth(o.device, (size_t)o.bw_mib << 20, o.reps * 2, &rd_bw,
-                                     &cp_bw, err, sizeof err);
+        rc = gs_bench_cuda_bandwidth(o.device, (size_t)o.bw_mib << 20, o.reps * 2, &rd_bw, &cp_bw,
+                                     err, sizeof err);
         if (!rc)
             rc = gs_bench_cuda_gemm(o.device, o.gemm_n, o.reps * 2, &gemm_tf, err, sizeof err);
 #endif
@@ -452,9 +451,9 @@ int main(int argc, char **argv)
             fmt(b2, sizeof b2, "%.0f GB/s", rd_bw), "", "", "", "");
     add_row(is_cuda ? "cudaMemcpy D2D (read + write)" : "memcpy (read + write)",
             fmt(b2, sizeof b2, "%.0f GB/s", cp_bw), "", "", "", "");
-    add_row(fmt(b1, sizeof b1, "%s %d^3", is_cuda ? "cuBLASLt BF16 GEMM" : "OpenBLAS SGEMM",
-                o.gemm_n),
-            fmt(b2, sizeof b2, "%.1f TFLOP/s", gemm_tf), "", "", "", "");
+    add_row(
+        fmt(b1, sizeof b1, "%s %d^3", is_cuda ? "cuBLASLt BF16 GEMM" : "OpenBLAS SGEMM", o.gemm_n),
+        fmt(b2, sizeof b2, "%.1f TFLOP/s", gemm_tf), "", "", "", "");
 
     /* Load. */
     size_t free0 = 0, total = 0, free1 = 0;
@@ -503,8 +502,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_gpu: image %dx%d: %s\n", o.img_w[i], o.img_h[i], d.msg);
             goto out;
         }
-        need = (n_prompt[i] + o.page - 1) / o.page > need ? (n_prompt[i] + o.page - 1) / o.page
-                                                          : need;
+        need =
+            (n_prompt[i] + o.page - 1) / o.page > need ? (n_prompt[i] + o.page - 1) / o.page : need;
     }
     if (need > INT32_MAX / o.page) {
         fprintf(stderr, "bench_gpu: KV cache of %lld pages is too large\n", (long long)need);
@@ -555,8 +554,7 @@ int main(int argc, char **argv)
             int has_t = B == 64;
             add_row(metric, fmt(b1, sizeof b1, "%.0f tok/s (%.2f ms/step)", tps, ms),
                     fmt(b2, sizeof b2, "of which logits D2H %.2f ms", dl), "",
-                    has_t ? ">= 8,000 tok/s" : "",
-                    !has_t ? "" : pass(tps >= 8000));
+                    has_t ? ">= 8,000 tok/s" : "", !has_t ? "" : pass(tps >= 8000));
         }
     }
 
@@ -572,8 +570,7 @@ int main(int argc, char **argv)
         double tf = prefill_flops(tc, o.prefill[i]) / s / 1e12, r = tf / gemm_tf;
         add_row(metric, fmt(b1, sizeof b1, "%.1f TFLOP/s (%.1f ms)", tf, s * 1e3),
                 fmt(b2, sizeof b2, "GEMM %.1f TFLOP/s", gemm_tf),
-                fmt(b3, sizeof b3, "%.0f%% of GEMM", 100 * r), ">= 60% of GEMM",
-                pass(r >= 0.60));
+                fmt(b3, sizeof b3, "%.0f%% of GEMM", 100 * r), ">= 60% of GEMM", pass(r >= 0.60));
     }
 
     /* Image TTFT. */
@@ -594,22 +591,20 @@ int main(int argc, char **argv)
         if (target > 0)
             fmt(b3, sizeof b3, "<= %.0f ms", target);
         add_row(metric, fmt(b1, sizeof b1, "%.1f ms", tot),
-                fmt(b2, sizeof b2, "preprocess %.1f + vision %.1f + prefill %.1f ms (%d img / %d tok)",
-                    1e3 * t[0], 1e3 * t[1], 1e3 * t[2], ni, np),
-                "", target > 0 ? b3 : "",
-                target <= 0 ? "" : pass(tot <= target));
+                fmt(b2, sizeof b2,
+                    "preprocess %.1f + vision %.1f + prefill %.1f ms (%d img / %d tok)", 1e3 * t[0],
+                    1e3 * t[1], 1e3 * t[2], ni, np),
+                "", target > 0 ? b3 : "", target <= 0 ? "" : pass(tot <= target));
     }
 
     /* Memory. */
-    add_row("backend memory used by the load",
-            fmt(b1, sizeof b1, "%.2f GB", used / 1e9),
-            fmt(b2, sizeof b2, "free %.2f -> %.2f of %.2f GB", free0 / 1e9, free1 / 1e9,
-                total / 1e9),
-            "", "", "");
+    add_row(
+        "backend memory used by the load", fmt(b1, sizeof b1, "%.2f GB", used / 1e9),
+        fmt(b2, sizeof b2, "free %.2f -> %.2f of %.2f GB", free0 / 1e9, free1 / 1e9, total / 1e9),
+        "", "", "");
     add_row("weight bytes (gs_model_weight_bytes)", fmt(b1, sizeof b1, "%.3f GB", wbytes / 1e9),
-            "HF checkpoint 20.586 GB (BF16)",
-            fmt(b3, sizeof b3, "%.3f", wbytes / 20.585554944e9), "<= 20.6 GB",
-            pass(wbytes <= 20.6e9));
+            "HF checkpoint 20.586 GB (BF16)", fmt(b3, sizeof b3, "%.3f", wbytes / 20.585554944e9),
+            "<= 20.6 GB", pass(wbytes <= 20.6e9));
 
     printf("\nbench_gpu: %s backend%s, model %s: %d text layers, vision depth %d; "
            "dummy BF16 weights; KV filled by one %d-token prefill (%.1f ms) copied to each "
@@ -619,8 +614,8 @@ int main(int argc, char **argv)
     printf("| metric | measured | reference | ratio | target | result |\n");
     printf("|---|---|---|---|---|---|\n");
     for (int r = 0; r < g_n_rows; r++)
-        printf("| %s | %s | %s | %s | %s | %s |\n", g_rows[r].c[0], g_rows[r].c[1],
-               g_rows[r].c[2], g_rows[r].c[3], g_rows[r].c[4], g_rows[r].c[5]);
+        printf("| %s | %s | %s | %s | %s | %s |\n", g_rows[r].c[0], g_rows[r].c[1], g_rows[r].c[2],
+               g_rows[r].c[3], g_rows[r].c[4], g_rows[r].c[5]);
     fflush(stdout);
     rc = g_failed ? 1 : 0;
 out:

@@ -51,7 +51,7 @@ int bg_ttft(bg_ctx *c, const gs_image_params *ip, int32_t w, int32_t h, int32_t 
             int32_t *n_prompt, int32_t *n_img, gs_diag *d);
 
 /* Tokens of the image prompt used by bg_ttft (for sizing the cache). */
-int bg_ttft_prompt_len(const gs_model_config *cfg, const gs_image_params *ip, int32_t w,
-                       int32_t h, int32_t n_q, int32_t *n_prompt, gs_diag *d);
+int bg_ttft_prompt_len(const gs_model_config *cfg, const gs_image_params *ip, int32_t w, int32_t h,
+                       int32_t n_q, int32_t *n_prompt, gs_diag *d);
 
 #endif

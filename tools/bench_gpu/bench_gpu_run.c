@@ -37,9 +37,9 @@ static int32_t text_id(const gs_model_config *cfg, int64_t i)
 {
     int32_t V = cfg->text.vocab_size, base = V > 2000 ? 1000 : 0;
     int32_t id = base + (int32_t)((i * 7919) % (V - base));
-    if (id == cfg->image_token_id || id == cfg->video_token_id ||
-        id == cfg->image_start_token_id || id == cfg->image_end_token_id ||
-        id == cfg->video_start_token_id || id == cfg->video_end_token_id)
+    if (id == cfg->image_token_id || id == cfg->video_token_id || id == cfg->image_start_token_id ||
+        id == cfg->image_end_token_id || id == cfg->video_start_token_id ||
+        id == cfg->video_end_token_id)
         id = base;
     return id;
 }
@@ -92,8 +92,8 @@ static int forward_one(bg_ctx *c, fwd_arrays *a, int32_t n, const int32_t *pos3,
 {
     int32_t nb = (n + c->page - 1) / c->page;
     if (nb > gs_kv_cache_pages(c->kv))
-        return gs_diag_set(d, GS_EINVAL, "bench: %d tokens need %d KV pages, cache has %d", n,
-                           nb, gs_kv_cache_pages(c->kv));
+        return gs_diag_set(d, GS_EINVAL, "bench: %d tokens need %d KV pages, cache has %d", n, nb,
+                           gs_kv_cache_pages(c->kv));
     for (int32_t i = 0; i < n; i++) {
         if (!pos3)
             a->pos[i] = a->pos[n + i] = a->pos[2 * n + i] = i;
@@ -200,8 +200,7 @@ int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, double *dl_ms, 
             rc = gs_backend_sync(c->be);
         double dt = bg_now() - t0;
         if (rc)
-            gs_diag_set(d, rc, "bench: decode step (batch %d) failed: %s", batch,
-                        gs_strerror(rc));
+            gs_diag_set(d, rc, "bench: decode step (batch %d) failed: %s", batch, gs_strerror(rc));
         else if (k >= c->warmup)
             t[k - c->warmup] = dt;
     }
@@ -288,8 +287,8 @@ static unsigned char *make_jpeg(int32_t w, int32_t h, unsigned long *len, gs_dia
     return jpg;
 }
 
-int bg_ttft_prompt_len(const gs_model_config *cfg, const gs_image_params *ip, int32_t w,
-                       int32_t h, int32_t n_q, int32_t *n_prompt, gs_diag *d)
+int bg_ttft_prompt_len(const gs_model_config *cfg, const gs_image_params *ip, int32_t w, int32_t h,
+                       int32_t n_q, int32_t *n_prompt, gs_diag *d)
 {
     int32_t rh = 0, rw = 0, f = ip->patch_size * ip->merge_size;
     int rc = gs_image_smart_resize(ip, h, w, &rh, &rw, d);
@@ -362,12 +361,12 @@ int bg_ttft(bg_ctx *c, const gs_image_params *ip, int32_t w, int32_t h, int32_t 
             *n_img = ni;
             *n_prompt = n;
         }
-        gs_mat out = gs_mat_make(vis, gs_backend_act_dtype(c->be), *n_img,
-                                 cfg->vision.out_hidden_size);
+        gs_mat out =
+            gs_mat_make(vis, gs_backend_act_dtype(c->be), *n_img, cfg->vision.out_hidden_size);
         int32_t grid[1][3] = {{pt->grid_t, pt->grid_h, pt->grid_w}};
         if (!rc) {
-            rc = gs_model_encode_images(c->m, pt->pixels, pt->n_patches,
-                                        (const int32_t(*)[3])grid, 1, out);
+            rc = gs_model_encode_images(c->m, pt->pixels, pt->n_patches, (const int32_t(*)[3])grid,
+                                        1, out);
             if (!rc)
                 rc = gs_backend_sync(c->be);
             if (rc)

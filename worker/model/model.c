@@ -232,9 +232,9 @@ int gs_kv_cache_copy_page(gs_kv_cache *kv, int32_t dst, int32_t src)
         void *bufs[2] = {kv->layers[l].k, kv->layers[l].v};
         for (int j = 0; j < 2; j++) {
             gs_mat all = gs_mat_make(bufs[j], dt, (int64_t)kv->n_pages * kv->page_size, row);
-            int rc = gs_k_copy(kv->m->be, gs_mat_rows(all, (int64_t)dst * kv->page_size,
-                                                      kv->page_size),
-                               gs_mat_rows(all, (int64_t)src * kv->page_size, kv->page_size));
+            int rc =
+                gs_k_copy(kv->m->be, gs_mat_rows(all, (int64_t)dst * kv->page_size, kv->page_size),
+                          gs_mat_rows(all, (int64_t)src * kv->page_size, kv->page_size));
             if (rc)
                 return rc;
         }

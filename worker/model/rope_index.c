@@ -2,12 +2,12 @@
 #include "rope_index.h"
 
 int gs_rope_index(const gs_rope_index_params *p, const int32_t *ids, int32_t n,
-                  const int32_t (*grids)[3], int32_t n_images, int32_t *pos,
-                  int32_t *rope_delta, gs_diag *d)
+                  const int32_t (*grids)[3], int32_t n_images, int32_t *pos, int32_t *rope_delta,
+                  gs_diag *d)
 {
     int32_t *pt = pos, *ph = pos + n, *pw = pos + 2 * n;
-    int32_t st = 0;      /* first position of the next group */
-    int32_t img = 0;     /* next grid */
+    int32_t st = 0;  /* first position of the next group */
+    int32_t img = 0; /* next grid */
     int in_video = 0;
     int32_t m = p->merge_size > 0 ? p->merge_size : 1;
     int32_t i = 0;
@@ -35,9 +35,8 @@ int gs_rope_index(const gs_rope_index_params *p, const int32_t *ids, int32_t n,
             return gs_diag_set(d, GS_EINVAL, "image %d: bad grid (%d, %d, %d)", img, t, gh, gw);
         int32_t hm = gh / m, wm = gw / m;
         if ((int64_t)(j - i) != (int64_t)t * hm * wm)
-            return gs_diag_set(d, GS_EINVAL,
-                               "image %d: %d image tokens but its grid needs %lld", img, j - i,
-                               (long long)t * hm * wm);
+            return gs_diag_set(d, GS_EINVAL, "image %d: %d image tokens but its grid needs %lld",
+                               img, j - i, (long long)t * hm * wm);
         int32_t k = i, mx = st;
         for (int32_t tt = 0; tt < t; tt++)
             for (int32_t r = 0; r < hm; r++)
@@ -56,8 +55,7 @@ int gs_rope_index(const gs_rope_index_params *p, const int32_t *ids, int32_t n,
         i = j;
     }
     if (img != n_images)
-        return gs_diag_set(d, GS_EINVAL, "%d image(s) given but the prompt has %d", n_images,
-                           img);
+        return gs_diag_set(d, GS_EINVAL, "%d image(s) given but the prompt has %d", n_images, img);
     *rope_delta = st - n; /* max + 1 - n; st == max + 1 (0 for empty) */
     return 0;
 }

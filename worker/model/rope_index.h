@@ -16,7 +16,7 @@ typedef struct {
     int32_t image_token_id;
     int32_t video_start_token_id; /* <|image|> inside a video span is video */
     int32_t video_end_token_id;
-    int32_t merge_size;           /* spatial_merge_size */
+    int32_t merge_size; /* spatial_merge_size */
 } gs_rope_index_params;
 
 /* ids: [n]; grids: [n_images][3] (t, gh, gw in patches), in order of
@@ -24,7 +24,7 @@ typedef struct {
  * *rope_delta. GS_EINVAL (with d naming the image) when the image tokens
  * and grids disagree; GS_ENOTSUP for video spans. Borrows everything. */
 int gs_rope_index(const gs_rope_index_params *p, const int32_t *ids, int32_t n,
-                  const int32_t (*grids)[3], int32_t n_images, int32_t *pos,
-                  int32_t *rope_delta, gs_diag *d);
+                  const int32_t (*grids)[3], int32_t n_images, int32_t *pos, int32_t *rope_delta,
+                  gs_diag *d);
 
 #endif

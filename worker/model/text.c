@@ -48,8 +48,7 @@ static int check_batch(const gs_model *m, const gs_kv_cache *kv, const gs_text_b
     }
     for (int32_t s = 0; s < b->n_seqs; s++) {
         int32_t nq = b->cu_q[s + 1] - b->cu_q[s];
-        if (nq < 0 || b->kv_len[s] < nq ||
-            b->kv_len[s] > (int64_t)b->max_blocks * kv->page_size)
+        if (nq < 0 || b->kv_len[s] < nq || b->kv_len[s] > (int64_t)b->max_blocks * kv->page_size)
             return GS_EINVAL;
         for (int32_t p = 0; p < (b->kv_len[s] + kv->page_size - 1) / kv->page_size; p++) {
             int32_t pg = b->block_table[(int64_t)s * b->max_blocks + p];
@@ -86,9 +85,9 @@ int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float
             max_kv = b->kv_len[s];
     }
 
-    size_t need = (size_t)(n + n_img) * (size_t)H * es           /* embeddings */
-                  + (size_t)n * (size_t)(3 * H + qd + 2 * kvd + qd + 2 * I + I) * es
-                  + (size_t)nl * (size_t)H * es + (size_t)nl * (size_t)V * 4 +
+    size_t need = (size_t)(n + n_img) * (size_t)H * es /* embeddings */
+                  + (size_t)n * (size_t)(3 * H + qd + 2 * kvd + qd + 2 * I + I) * es +
+                  (size_t)nl * (size_t)H * es + (size_t)nl * (size_t)V * 4 +
                   sizeof(int32_t) * (size_t)(8 * n + 2 * b->n_seqs + 2 +
                                              (int64_t)b->n_seqs * b->max_blocks + nl) +
                   32 * 256;
@@ -140,7 +139,9 @@ int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float
     gs_model_tap(m, "text.embed", x);
 
     const float eps = (float)tc->rms_norm_eps;
-    gs_rope_text_params rq = {tc->num_attention_heads, tc->head_dim, tc->rotary_dim,
+    gs_rope_text_params rq = {tc->num_attention_heads,
+                              tc->head_dim,
+                              tc->rotary_dim,
                               {tc->mrope_section[0], tc->mrope_section[1], tc->mrope_section[2]},
                               (float)tc->rope_theta};
     gs_rope_text_params rk = rq;

@@ -17,8 +17,7 @@
 /* Host-side per-patch coordinates: pos2 [2, N] (h, w), hw4 [4, N] (h, w,
  * gh, gw) and cu [n_segments + 1] (one segment per image frame). */
 static int patch_coords(const int32_t (*grids)[3], int32_t n_images, int32_t merge, int64_t N,
-                        int32_t *pos2, int32_t *hw4, int32_t *cu, int32_t *n_seg,
-                        int32_t *max_len)
+                        int32_t *pos2, int32_t *hw4, int32_t *cu, int32_t *n_seg, int32_t *max_len)
 {
     int64_t i = 0;
     int32_t s = 0;
@@ -56,8 +55,8 @@ static int patch_coords(const int32_t (*grids)[3], int32_t n_images, int32_t mer
             goto done;                                                                             \
     } while (0)
 
-int gs_model_encode_images(gs_model *m, const float *pixels, int64_t N,
-                           const int32_t (*grids)[3], int32_t n_images, gs_mat out)
+int gs_model_encode_images(gs_model *m, const float *pixels, int64_t N, const int32_t (*grids)[3],
+                           int32_t n_images, gs_mat out)
 {
     const gs_vision_config *vc = &m->cfg.vision;
     const gs_weights *w = m->w;
@@ -65,8 +64,8 @@ int gs_model_encode_images(gs_model *m, const float *pixels, int64_t N,
     const gs_dtype act = gs_backend_act_dtype(be);
     const int32_t merge = vc->spatial_merge_size, mm = merge * merge;
     const int64_t vh = vc->hidden_size, oh = vc->out_hidden_size, vi = vc->intermediate_size;
-    const int64_t pin = (int64_t)vc->in_channels * vc->temporal_patch_size * vc->patch_size *
-                        vc->patch_size;
+    const int64_t pin =
+        (int64_t)vc->in_channels * vc->temporal_patch_size * vc->patch_size * vc->patch_size;
     if (!pixels || N <= 0 || n_images <= 0 || N % mm)
         return GS_EINVAL;
     int64_t n_seg_max = 0, total = 0;

@@ -93,8 +93,8 @@ static int load_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_
 /* Row-wise concatenation of n tensors with the same cols into one weight;
  * all parts must share a dtype. perm: optional element permutation applied
  * within each row of the single part (downsample), NULL for none. */
-static int load_cat(loader *L, const char *const *names, const int64_t *rows, int n,
-                    int64_t cols, gs_weight **out)
+static int load_cat(loader *L, const char *const *names, const int64_t *rows, int n, int64_t cols,
+                    gs_weight **out)
 {
     const gs_st_tensor *t[4];
     int64_t total_rows = 0;
@@ -265,13 +265,13 @@ static int load_all(loader *L, const gs_model_config *cfg)
 #undef NM
     }
     TRY(load_vec(L, "model.language_model.norm.weight", H, &w->norm));
-    TRY(load_mat(L, cfg->tie_word_embeddings ? "model.language_model.embed_tokens.weight"
-                                             : "lm_head.weight",
-                 V, H, &w->lm_head));
+    TRY(load_mat(
+        L, cfg->tie_word_embeddings ? "model.language_model.embed_tokens.weight" : "lm_head.weight",
+        V, H, &w->lm_head));
 
     const int64_t vh = vc->hidden_size, oh = vc->out_hidden_size, vi = vc->intermediate_size;
-    const int64_t pin = (int64_t)vc->in_channels * vc->temporal_patch_size * vc->patch_size *
-                        vc->patch_size;
+    const int64_t pin =
+        (int64_t)vc->in_channels * vc->temporal_patch_size * vc->patch_size * vc->patch_size;
     TRY(load_mat(L, "model.visual.patch_embed.proj.weight", vh, pin, &w->patch_embed));
     TRY(load_vec(L, "model.visual.patch_embed.proj.bias", vh, &w->patch_bias));
     TRY(load_vec(L, "model.visual.post_conv_layernorm.weight", vh, &w->post_conv_ln));
@@ -388,8 +388,8 @@ static int const_vec(gs_backend *be, int64_t n, float v, gs_vec *out)
     return rc;
 }
 
-int gs_weights_dummy(gs_backend *be, const gs_model_config *cfg, uint64_t seed,
-                     gs_weights **out, gs_diag *d)
+int gs_weights_dummy(gs_backend *be, const gs_model_config *cfg, uint64_t seed, gs_weights **out,
+                     gs_diag *d)
 {
     *out = NULL;
     const gs_text_config *tc = &cfg->text;
@@ -418,8 +418,8 @@ int gs_weights_dummy(gs_backend *be, const gs_model_config *cfg, uint64_t seed,
     TRY(const_vec(be, H, 1.0f, &w->norm));
     TRY(rnd_mat(be, V, H, &seed, &w->lm_head));
     const int64_t vh = vc->hidden_size, oh = vc->out_hidden_size, vi = vc->intermediate_size;
-    const int64_t pin = (int64_t)vc->in_channels * vc->temporal_patch_size * vc->patch_size *
-                        vc->patch_size;
+    const int64_t pin =
+        (int64_t)vc->in_channels * vc->temporal_patch_size * vc->patch_size * vc->patch_size;
     TRY(rnd_mat(be, vh, pin, &seed, &w->patch_embed));
     TRY(const_vec(be, vh, 0.0f, &w->patch_bias));
     TRY(const_vec(be, vh, 1.0f, &w->post_conv_ln));

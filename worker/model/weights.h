@@ -22,7 +22,7 @@
 
 typedef struct {
     gs_vec input_ln, post_self_attn_ln, post_attention_ln, post_mlp_ln; /* [hidden] */
-    gs_weight *qkv; /* [q_dim + 2 kv_dim, hidden] */
+    gs_weight *qkv;  /* [q_dim + 2 kv_dim, hidden] */
     gs_vec qkv_bias; /* [q_dim + 2 kv_dim] */
     gs_weight *o;    /* [hidden, q_dim] */
     gs_weight *gu;   /* [2 inter, hidden] gate rows first */
@@ -50,13 +50,13 @@ typedef struct {
     gs_vec post_conv_ln;    /* [vh] */
     gs_weight *pos_embed;   /* [side * side, vh] */
     gs_vision_block_w *blocks;
-    gs_vec post_ln;           /* [vh] */
-    gs_weight *downsample;    /* [out_hidden, 4 vh] (permuted) */
-    gs_vec downsample_bias;   /* [out_hidden] */
-    gs_weight *merger_proj;   /* [out_hidden, out_hidden] */
+    gs_vec post_ln;                  /* [vh] */
+    gs_weight *downsample;           /* [out_hidden, 4 vh] (permuted) */
+    gs_vec downsample_bias;          /* [out_hidden] */
+    gs_weight *merger_proj;          /* [out_hidden, out_hidden] */
     gs_vec merger_ln_w, merger_ln_b; /* [out_hidden] */
-    gs_weight *merger_gu;     /* [2 inter, out_hidden] */
-    gs_weight *merger_down;   /* [out_hidden, inter] */
+    gs_weight *merger_gu;            /* [2 inter, out_hidden] */
+    gs_weight *merger_down;          /* [out_hidden, inter] */
     int n_layers, n_blocks;
     size_t bytes; /* backend bytes of all weights */
 } gs_weights;
@@ -70,8 +70,8 @@ typedef void (*gs_weights_progress_fn)(void *user, size_t done, size_t total);
 int gs_weights_load(gs_backend *be, const gs_model_config *cfg, const gs_st *st,
                     gs_weights_progress_fn progress, void *user, gs_weights **out, gs_diag *d);
 /* Random weights of the real shapes made in the backend (dtype BF16). */
-int gs_weights_dummy(gs_backend *be, const gs_model_config *cfg, uint64_t seed,
-                     gs_weights **out, gs_diag *d);
+int gs_weights_dummy(gs_backend *be, const gs_model_config *cfg, uint64_t seed, gs_weights **out,
+                     gs_diag *d);
 void gs_weights_free(gs_backend *be, gs_weights *w); /* NULL: no-op */
 
 #endif

@@ -216,8 +216,8 @@ static void test_validate(void)
 }
 
 /* Streams `parts` through a stopper and returns the concatenated output. */
-static int run_stopper(const char *const *stops, int n, const char *const *parts, int np,
-                       char *out, size_t cap)
+static int run_stopper(const char *const *stops, int n, const char *const *parts, int np, char *out,
+                       size_t cap)
 {
     gs_stopper *st;
     if (gs_stopper_new(stops, n, &st))
