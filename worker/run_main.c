@@ -29,6 +29,7 @@
 #include "worker/tokenizer/chat_template.h"
 #include "worker/tokenizer/detok.h"
 #include "worker/tokenizer/tokenizer.h"
+#include "worker/tokenizer/utf8.h"
 
 #define MAX_IMAGES 16
 #define MAX_STOPS 8
@@ -278,17 +279,37 @@ static int load_images(const options *o, const gs_image_params *ip, images *im)
 
 /* Builds the chat messages as JSON: optional system turn, one user turn
  * with the images first and then the prompt text. Returns owned json. */
+/* 0 when s is valid UTF-8; else prints which flag and byte are wrong. */
+static int check_utf8(const char *flag, const char *s)
+{
+    size_t n = strlen(s), bad = gs_utf8_invalid_at((const uint8_t *)s, n);
+    if (bad >= n)
+        return 0;
+    fprintf(stderr, "glmserve-run: %s: invalid UTF-8 at byte %zu\n", flag, bad);
+    g_reported = 1;
+    return GS_EUTF8;
+}
+
+/* Builds the chat messages as JSON: optional system turn, one user turn
+ * with the images first and then the prompt text. Returns owned json, or
+ * NULL when out of memory (the strings are valid UTF-8 by then). */
 static json_t *build_messages(const options *o)
 {
-    json_t *msgs = json_array();
+    json_t *msgs = json_array(), *content = json_array();
+    int bad = !msgs || !content;
     if (o->system)
-        json_array_append_new(msgs,
-                              json_pack("{s:s, s:s}", "role", "system", "content", o->system));
-    json_t *content = json_array();
+        bad |= json_array_append_new(
+            msgs, json_pack("{s:s, s:s}", "role", "system", "content", o->system));
     for (int i = 0; i < o->n_images; i++)
-        json_array_append_new(content, json_pack("{s:s}", "type", "image"));
-    json_array_append_new(content, json_pack("{s:s, s:s}", "type", "text", "text", o->prompt));
-    json_array_append_new(msgs, json_pack("{s:s, s:o}", "role", "user", "content", content));
+        bad |= json_array_append_new(content, json_pack("{s:s}", "type", "image"));
+    bad |=
+        json_array_append_new(content, json_pack("{s:s, s:s}", "type", "text", "text", o->prompt));
+    bad |= json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", "user", "content", content));
+    json_decref(content);
+    if (bad) {
+        json_decref(msgs);
+        return NULL;
+    }
     return msgs;
 }
 
@@ -407,7 +428,13 @@ int main(int argc, char **argv)
     if ((rc = load_images(&o, &ip, &im)))
         goto out;
     double t_pre = now_s();
-    msgs = build_messages(&o);
+    if ((rc = check_utf8("--prompt", o.prompt)) ||
+        (o.system && (rc = check_utf8("--system", o.system))))
+        goto out;
+    if (!(msgs = build_messages(&o))) {
+        rc = GS_ENOMEM;
+        goto out;
+    }
     gs_chat_options co = {o.no_think ? GS_THINK_OFF : GS_THINK_DEFAULT, 1};
     if ((rc = gs_chat_render(msgs, &co, &text, &d))) {
         fail("chat template", rc, &d);

@@ -86,3 +86,18 @@ def test_usage_errors(run_bin, fixtures):
     assert r.returncode != 0 and "max-tokens" in r.stderr
     r = run(run_bin, "--model", fixtures / "tiny-glm4v", "--prompt", "x", "--bogus")
     assert r.returncode != 0 and "bogus" in r.stderr
+
+
+def test_invalid_utf8_prompt(run_bin, fixtures):
+    r = subprocess.run([str(run_bin), "--model", str(fixtures / "tiny-glm4v"),
+                        "--prompt", b"ok\xff\xfe"], capture_output=True, timeout=60)
+    assert r.returncode != 0
+    assert b"invalid UTF-8 at byte 2" in r.stderr
+
+
+def test_prompt_with_image_placeholder_text_is_refused_clearly(run_bin, fixtures):
+    # Typing the image placeholder without an image must not shift images
+    # or crash: it is a clear error.
+    r = run(run_bin, "--model", fixtures / "tiny-glm4v", "--prompt", "look <|image|>")
+    assert r.returncode != 0
+    assert "image" in r.stderr
