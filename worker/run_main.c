@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/file.h"
 #include "common/log.h"
 #include "kernels/kernels.h"
 #include "worker/image/decode.h"
@@ -186,45 +187,6 @@ static int parse_args(int argc, char **argv, options *o)
 /* 1 once an error line has been printed, so main adds no second one. */
 static int g_reported;
 
-/* Reads a whole file; returns owned bytes or NULL with a message. */
-static unsigned char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "glmserve-run: %s: %s\n", path, strerror(errno));
-        g_reported = 1;
-        return NULL;
-    }
-    unsigned char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 1 << 16;
-            unsigned char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        fprintf(stderr, "glmserve-run: %s: read error\n", path);
-        g_reported = 1;
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 typedef struct {
     float *pixels; /* [n_patches, 1176] */
     int64_t n_patches;
@@ -237,13 +199,17 @@ static int load_images(const options *o, const gs_image_params *ip, images *im)
     memset(im, 0, sizeof *im);
     for (int i = 0; i < o->n_images; i++) {
         size_t len = 0;
-        unsigned char *bytes = read_file(o->images[i], &len);
-        if (!bytes)
-            return GS_EIO;
+        char *bytes = NULL;
         gs_diag d;
         gs_image_rgb *rgb = NULL;
         gs_image_decode_params dp = gs_image_decode_defaults();
-        int rc = gs_image_decode(bytes, len, &dp, &rgb, &d);
+        int rc = gs_read_file(o->images[i], dp.max_bytes, &bytes, &len, &d);
+        if (rc) {
+            fprintf(stderr, "glmserve-run: %s\n", d.msg);
+            g_reported = 1;
+            return rc;
+        }
+        rc = gs_image_decode(bytes, len, &dp, &rgb, &d);
         free(bytes);
         if (rc) {
             fprintf(stderr, "glmserve-run: %s: %s\n", o->images[i], d.msg);
@@ -411,10 +377,12 @@ int main(int argc, char **argv)
     }
     snprintf(path, sizeof path, "%s/chat_template.jinja", o.model);
     {
+        /* Absent or unreadable: nothing to compare (the folder may carry the
+         * template in tokenizer_config.json instead). */
         size_t tlen = 0;
-        FILE *tf = fopen(path, "rb");
-        unsigned char *tpl = tf ? (fclose(tf), read_file(path, &tlen)) : NULL;
-        if (tpl && gs_chat_template_check((const char *)tpl, tlen, &d) != 0)
+        char *tpl = NULL;
+        if (gs_read_file(path, (size_t)64 << 20, &tpl, &tlen, NULL) == 0 &&
+            gs_chat_template_check(tpl, tlen, &d) != 0)
             fprintf(stderr,
                     "glmserve-run: warning: %s is not the GLM-4.6V template this build "
                     "renders (%s); prompts follow the built-in one\n",

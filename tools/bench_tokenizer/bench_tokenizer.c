@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/file.h"
 #include "worker/tokenizer/tokenizer.h"
 
 static double now_s(void)
@@ -20,27 +21,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = 0;
-        *len = (size_t)n;
-    }
-    return b;
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -95,13 +75,13 @@ int main(int argc, char **argv)
         return 2;
     }
     size_t len;
-    char *text = read_file(xpath, &len);
-    if (!text) {
-        fprintf(stderr, "bench_tokenizer: cannot read %s\n", xpath);
-        return 1;
-    }
+    char *text = NULL;
     gs_diag d;
     gs_diag_clear(&d);
+    if (gs_read_file(xpath, (size_t)1 << 30, &text, &len, &d)) {
+        fprintf(stderr, "bench_tokenizer: %s\n", d.msg);
+        return 1;
+    }
     gs_tokenizer *tok;
     double t0 = now_s();
     if (gs_tokenizer_load(tpath, &tok, &d)) {

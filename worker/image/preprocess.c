@@ -18,10 +18,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/file.h"
 #include "worker/image/resample.h"
 
 #define CONFIG_NAME "preprocessor_config.json"
-#define CONFIG_MAX_BYTES ((long)1 << 20)
+#define CONFIG_MAX_BYTES ((size_t)1 << 20)
 
 /* ------------------------------------------------------------------ */
 /* preprocessor_config.json                                            */
@@ -173,33 +174,11 @@ int gs_image_params_load(const char *path, gs_image_params *out, gs_diag *d)
         snprintf(full, n, "%s/%s", path, CONFIG_NAME);
         path = full;
     }
-    int rc = 0;
     char *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        rc = gs_diag_set(d, GS_ENOENT, "%s: cannot open", path);
-        goto out;
-    }
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
-        n = ftell(f);
-    if (n < 0 || n > CONFIG_MAX_BYTES || fseek(f, 0, SEEK_SET) != 0) {
-        rc = gs_diag_set(d, n > CONFIG_MAX_BYTES ? GS_ETOOBIG : GS_EIO, "%s: cannot read%s", path,
-                         n > CONFIG_MAX_BYTES ? " (over 1 MiB)" : "");
-        goto out;
-    }
-    if (!(buf = malloc((size_t)n + 1))) {
-        rc = gs_diag_set(d, GS_ENOMEM, "out of memory");
-        goto out;
-    }
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        rc = gs_diag_set(d, GS_EIO, "%s: read error", path);
-        goto out;
-    }
-    rc = gs_image_params_parse(buf, (size_t)n, out, d);
-out:
-    if (f)
-        fclose(f);
+    size_t n = 0;
+    int rc = gs_read_file(path, CONFIG_MAX_BYTES, &buf, &n, d);
+    if (!rc)
+        rc = gs_image_params_parse(buf, n, out, d);
     free(buf);
     free(full);
     return rc;

@@ -8,12 +8,13 @@
  * Thread-safe: no globals. */
 #include "worker/model/model_config.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/file.h"
 
 #define CFG_MAX_FILE (16u * 1024u * 1024u)
 
@@ -475,27 +476,7 @@ static int read_folder_file(const char *dir, const char *name, char **out, size_
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
         return gs_diag_set(diag, GS_EINVAL, "%s: path too long", name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return gs_diag_set(diag, errno == ENOENT ? GS_ENOENT : GS_EIO, "%s: cannot open: %s", path,
-                           strerror(errno));
-    char *buf = malloc(CFG_MAX_FILE + 1);
-    if (!buf) {
-        fclose(f);
-        return gs_diag_set(diag, GS_ENOMEM, "%s: out of memory", name);
-    }
-    size_t n = fread(buf, 1, CFG_MAX_FILE + 1, f);
-    int err = ferror(f);
-    fclose(f);
-    if (err || n > CFG_MAX_FILE) {
-        free(buf);
-        return gs_diag_set(diag, err ? GS_EIO : GS_ETOOBIG, "%s: %s", path,
-                           err ? "read error" : "larger than 16 MB");
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
+    return gs_read_file(path, CFG_MAX_FILE, out, len, diag);
 }
 
 int gs_model_config_load(const char *model_dir, gs_model_config *out, gs_diag *diag)

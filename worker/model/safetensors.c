@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/dtype.h"
+#include "common/file.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
 #error "safetensors data is little-endian; big-endian hosts are not supported"
@@ -329,50 +330,6 @@ static int load_file(gs_st *st, const char *path, gs_diag *diag)
 /* ------------------------------------------------------------------------
  * Sharded folders */
 
-static int read_small_file(const char *path, size_t cap, char **out, size_t *len, gs_diag *diag)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return gs_diag_set(diag, errno == ENOENT ? GS_ENOENT : GS_EIO, "%s: cannot open: %s", path,
-                           strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, c = 0;
-    int rc = 0;
-    for (;;) {
-        if (n == c) {
-            if (c >= cap) {
-                rc = gs_diag_set(diag, GS_ETOOBIG, "%s: larger than %zu bytes", path, cap);
-                break;
-            }
-            c = c ? c * 2 : 65536;
-            char *nb = realloc(buf, c + 1);
-            if (!nb) {
-                rc = gs_diag_set(diag, GS_ENOMEM, "%s: out of memory", path);
-                break;
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, c - n, fp);
-        n += r;
-        if (r == 0) {
-            if (ferror(fp))
-                rc = gs_diag_set(diag, GS_EIO, "%s: read error", path);
-            break;
-        }
-    }
-    fclose(fp);
-    if (rc != 0) {
-        free(buf);
-        return rc;
-    }
-    if (!buf && !(buf = malloc(1)))
-        return gs_diag_set(diag, GS_ENOMEM, "%s: out of memory", path);
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
-}
-
 /* Shard file names must stay inside the folder. */
 static int safe_rel_name(const char *s)
 {
@@ -398,7 +355,7 @@ static int load_index(gs_st *st, const char *index_path, const char *dir, gs_dia
     const char *iname = base_name(index_path);
     char *text = NULL;
     size_t len = 0;
-    int rc = read_small_file(index_path, GS_ST_MAX_INDEX, &text, &len, diag);
+    int rc = gs_read_file(index_path, GS_ST_MAX_INDEX, &text, &len, diag);
     if (rc != 0)
         return rc;
     json_error_t jerr;

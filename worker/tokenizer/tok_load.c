@@ -6,16 +6,16 @@
  * compiled Split patterns. Every error names the JSON key.
  * Owns what it builds until it hands the tokenizer over.
  * Thread-safe: no globals. */
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/file.h"
 #include "common/log.h"
 #include "worker/tokenizer/tok_impl.h"
 
-#define MAX_FILE (1ull << 30)
+#define MAX_FILE ((size_t)1 << 30)
 #define MAX_ID (1 << 24) /* ids above this are taken as a malformed file */
 
 /* GPT-2's split pattern, which ByteLevel uses when use_regex is true (a
@@ -564,26 +564,11 @@ int gs_tokenizer_load_json(const char *json, size_t len, gs_tokenizer **out, gs_
 int gs_tokenizer_load(const char *path, gs_tokenizer **out, gs_diag *d)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return gs_diag_set(d, errno == ENOENT ? GS_ENOENT : GS_EIO, "%s: %s", path,
-                           strerror(errno));
     char *buf = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
-        n = ftell(f);
-    if (n < 0 || (unsigned long long)n > MAX_FILE || fseek(f, 0, SEEK_SET)) {
-        fclose(f);
-        return gs_diag_set(d, GS_EIO, "%s: cannot size the file (or larger than 1 GiB)", path);
-    }
-    buf = malloc((size_t)n + 1);
-    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        fclose(f);
-        free(buf);
-        return gs_diag_set(d, buf ? GS_EIO : GS_ENOMEM, "%s: read failed", path);
-    }
-    fclose(f);
-    int rc = gs_tokenizer_load_json(buf, (size_t)n, out, d);
+    size_t n = 0;
+    int rc = gs_read_file(path, MAX_FILE, &buf, &n, d);
+    if (!rc)
+        rc = gs_tokenizer_load_json(buf, n, out, d);
     free(buf);
     return rc;
 }
