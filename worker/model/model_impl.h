@@ -34,6 +34,15 @@ void gs_scratch_release(gs_scratch *s);
 /* A [rows, cols] act-dtype matrix from the scratch (data NULL if full). */
 gs_mat gs_scratch_mat(gs_scratch *s, gs_dtype dt, int64_t rows, int64_t cols);
 
+/* In the forward passes: rc = x; on an error jump to the function's
+ * `done:` cleanup. */
+#define CK(x)                                                                                      \
+    do {                                                                                           \
+        rc = (x);                                                                                  \
+        if (rc)                                                                                    \
+            goto done;                                                                             \
+    } while (0)
+
 static inline void gs_model_tap(gs_model *m, const char *name, gs_mat x)
 {
     if (m->tap)

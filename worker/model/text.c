@@ -14,13 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        rc = (x);                                                                                  \
-        if (rc)                                                                                    \
-            goto done;                                                                             \
-    } while (0)
-
 /* Uploads n int32 from host into the scratch; NULL when full or on error. */
 static int32_t *up_i32(gs_scratch *s, const int32_t *src, int64_t n)
 {

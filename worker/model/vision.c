@@ -14,10 +14,11 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* Host-side per-patch coordinates: pos2 [2, N] (h, w), hw4 [4, N] (h, w,
- * gh, gw) and cu [n_segments + 1] (one segment per image frame). */
+/* Host-side per-patch coordinates: hw4 [4, N] (h, w, gh, gw; its first two
+ * rows are the [2, N] positions the 2-D rope takes) and cu [n_segments + 1]
+ * (one segment per image frame). */
 static int patch_coords(const int32_t (*grids)[3], int32_t n_images, int32_t merge, int64_t N,
-                        int32_t *pos2, int32_t *hw4, int32_t *cu, int32_t *n_seg, int32_t *max_len)
+                        int32_t *hw4, int32_t *cu, int32_t *n_seg, int32_t *max_len)
 {
     int64_t i = 0;
     int32_t s = 0;
@@ -31,8 +32,6 @@ static int patch_coords(const int32_t (*grids)[3], int32_t n_images, int32_t mer
                     for (int32_t mh = 0; mh < merge; mh++)
                         for (int32_t mw = 0; mw < merge; mw++, i++) {
                             int32_t h = bh * merge + mh, w = bw * merge + mw;
-                            pos2[i] = h;
-                            pos2[N + i] = w;
                             hw4[i] = h;
                             hw4[N + i] = w;
                             hw4[2 * N + i] = gh;
@@ -47,13 +46,6 @@ static int patch_coords(const int32_t (*grids)[3], int32_t n_images, int32_t mer
     *n_seg = s;
     return i == N ? 0 : GS_EINVAL;
 }
-
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        rc = (x);                                                                                  \
-        if (rc)                                                                                    \
-            goto done;                                                                             \
-    } while (0)
 
 int gs_model_encode_images(gs_model *m, const float *pixels, int64_t N, const int32_t (*grids)[3],
                            int32_t n_images, gs_mat out)
@@ -80,11 +72,11 @@ int gs_model_encode_images(gs_model *m, const float *pixels, int64_t N, const in
         return GS_EINVAL;
 
     int rc = 0;
-    int32_t *host = malloc(sizeof *host * (size_t)(6 * N + n_seg_max + 1));
+    int32_t *host = malloc(sizeof *host * (size_t)(4 * N + n_seg_max + 1));
     if (!host)
         return GS_ENOMEM;
-    int32_t *pos2 = host, *hw4 = host + 2 * N, *cu = host + 6 * N, n_seg, max_len;
-    if (patch_coords(grids, n_images, merge, N, pos2, hw4, cu, &n_seg, &max_len)) {
+    int32_t *hw4 = host, *cu = host + 4 * N, n_seg, max_len;
+    if (patch_coords(grids, n_images, merge, N, hw4, cu, &n_seg, &max_len)) {
         free(host);
         return GS_EINVAL;
     }
@@ -93,13 +85,12 @@ int gs_model_encode_images(gs_model *m, const float *pixels, int64_t N, const in
     size_t need = (size_t)N * (size_t)pin * 4 + (size_t)N * (size_t)pin * es +
                   (size_t)N * (size_t)(6 * vh + 3 * oh) * es +
                   (size_t)(N / mm) * (size_t)(2 * oh + 3 * vi) * es +
-                  sizeof(int32_t) * (size_t)(6 * N + n_seg + 1) + 64 * 256;
+                  sizeof(int32_t) * (size_t)(4 * N + n_seg + 1) + 64 * 256;
     gs_scratch s;
     if (gs_scratch_init(&s, be, need)) {
         free(host);
         return GS_ENOMEM;
     }
-    int32_t *d_pos2 = gs_scratch_take(&s, sizeof(int32_t) * 2 * (size_t)N);
     int32_t *d_hw4 = gs_scratch_take(&s, sizeof(int32_t) * 4 * (size_t)N);
     int32_t *d_cu = gs_scratch_take(&s, sizeof(int32_t) * (size_t)(n_seg + 1));
     gs_mat px32 = gs_scratch_mat(&s, GS_DT_F32, N, pin);
@@ -114,11 +105,10 @@ int gs_model_encode_images(gs_model *m, const float *pixels, int64_t N, const in
     gs_mat y = gs_scratch_mat(&s, act, N / mm, oh);
     gs_mat mgu = gs_scratch_mat(&s, act, N / mm, 2 * vi);
     gs_mat ma = gs_scratch_mat(&s, act, N / mm, vi);
-    if (!d_pos2 || !d_hw4 || !d_cu || !px.data || !ma.data) {
+    if (!d_hw4 || !d_cu || !px.data || !ma.data) {
         rc = GS_ENOMEM;
         goto done;
     }
-    CK(gs_buf_upload(be, d_pos2, pos2, sizeof(int32_t) * 2 * (size_t)N));
     CK(gs_buf_upload(be, d_hw4, hw4, sizeof(int32_t) * 4 * (size_t)N));
     CK(gs_buf_upload(be, d_cu, cu, sizeof(int32_t) * (size_t)(n_seg + 1)));
     CK(gs_buf_upload(be, px32.data, pixels, sizeof(float) * (size_t)(N * pin)));
@@ -142,8 +132,9 @@ int gs_model_encode_images(gs_model *m, const float *pixels, int64_t N, const in
         CK(gs_k_matmul(be, qkv, h, bl->qkv, bl->qkv_bias.n ? &bl->qkv_bias : NULL, 0));
         gs_mat q = gs_mat_cols(qkv, 0, vh), k = gs_mat_cols(qkv, vh, vh),
                v = gs_mat_cols(qkv, 2 * vh, vh);
-        CK(gs_k_rope_vision(be, q, d_pos2, &rp));
-        CK(gs_k_rope_vision(be, k, d_pos2, &rp));
+        /* Rows h and w of hw4 are the [2, N] rope positions (row stride N). */
+        CK(gs_k_rope_vision(be, q, d_hw4, &rp));
+        CK(gs_k_rope_vision(be, k, d_hw4, &rp));
         CK(gs_k_attention(be, at, q, k, v, d_cu, n_seg, max_len, &ap));
         CK(gs_k_matmul(be, x, at, bl->proj, NULL, GS_MM_ACCUM));
         CK(gs_k_rmsnorm(be, h, x, &bl->norm2, veps));
