@@ -24,11 +24,11 @@
 #include "kernels/kernels.h"
 #include "worker/image/decode.h"
 #include "worker/image/preprocess.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/engine_detok.h"
 #include "worker/model/model.h"
-#include "worker/model/rope_index.h"
 #include "worker/sampler.h"
 #include "worker/tokenizer/chat_template.h"
-#include "worker/tokenizer/detok.h"
 #include "worker/tokenizer/tokenizer.h"
 #include "worker/tokenizer/utf8.h"
 
@@ -188,10 +188,10 @@ static int parse_args(int argc, char **argv, options *o)
 static int g_reported;
 
 typedef struct {
-    float *pixels; /* [n_patches, 1176] */
+    gs_image_patches *p[MAX_IMAGES]; /* owned, one per image */
+    gs_engine_image job[MAX_IMAGES]; /* views of p for the engine job */
+    int32_t tokens[MAX_IMAGES];      /* LLM tokens per image */
     int64_t n_patches;
-    int32_t grids[MAX_IMAGES][3];
-    int32_t tokens[MAX_IMAGES];
 } images;
 
 static int load_images(const options *o, const gs_image_params *ip, images *im)
@@ -224,27 +224,50 @@ static int load_images(const options *o, const gs_image_params *ip, images *im)
             g_reported = 1;
             return rc;
         }
-        float *np = realloc(im->pixels, sizeof(float) * (size_t)(im->n_patches + p->n_patches) *
-                                            (size_t)p->patch_dim);
-        if (!np) {
-            gs_image_patches_free(p);
-            return GS_ENOMEM;
-        }
-        im->pixels = np;
-        memcpy(im->pixels + im->n_patches * p->patch_dim, p->pixels,
-               sizeof(float) * (size_t)(p->n_patches * p->patch_dim));
-        im->n_patches += p->n_patches;
-        im->grids[i][0] = p->grid_t;
-        im->grids[i][1] = p->grid_h;
-        im->grids[i][2] = p->grid_w;
+        im->p[i] = p;
+        gs_engine_image *j = &im->job[i];
+        memset(j, 0, sizeof *j); /* all-zero hash: the engine hashes the pixels */
+        j->pixels = p->pixels;
+        j->n_patches = p->n_patches;
+        j->grid[0] = p->grid_t;
+        j->grid[1] = p->grid_h;
+        j->grid[2] = p->grid_w;
         im->tokens[i] = p->n_tokens;
-        gs_image_patches_free(p);
+        im->n_patches += p->n_patches;
     }
     return 0;
 }
 
-/* Builds the chat messages as JSON: optional system turn, one user turn
- * with the images first and then the prompt text. Returns owned json. */
+static void images_free(images *im)
+{
+    for (int i = 0; i < MAX_IMAGES; i++)
+        gs_image_patches_free(im->p[i]);
+}
+
+/* What the engine reported for the one job. */
+typedef struct {
+    gs_finish_reason finish;
+    int error;
+    gs_engine_usage usage;
+    gs_engine_timings timings;
+} run_result;
+
+/* Engine event: stream the text, keep the final report. */
+static void on_event(void *user, const gs_engine_event *ev)
+{
+    run_result *r = user;
+    if (ev->text_len) {
+        fwrite(ev->text, 1, ev->text_len, stdout);
+        fflush(stdout);
+    }
+    if (ev->finish != GS_FINISH_NONE) {
+        r->finish = ev->finish;
+        r->error = ev->error;
+        r->usage = ev->usage;
+        r->timings = ev->timings;
+    }
+}
+
 /* 0 when s is valid UTF-8; else prints which flag and byte are wrong. */
 static int check_utf8(const char *flag, const char *s)
 {
@@ -296,14 +319,6 @@ static void apply_generation_defaults(options *o, const gs_generation_config *g)
         o->sp.repetition_penalty = (float)g->repetition_penalty;
 }
 
-static int is_stop_id(const int32_t *ids, int n, int32_t id)
-{
-    for (int i = 0; i < n; i++)
-        if (ids[i] == id)
-            return 1;
-    return 0;
-}
-
 static void fail(const char *what, int rc, const gs_diag *d)
 {
     fprintf(stderr, "glmserve-run: %s: %s\n", what, d && d->msg[0] ? d->msg : gs_strerror(rc));
@@ -330,16 +345,11 @@ int main(int argc, char **argv)
     gs_backend *be = NULL;
     gs_model *model = NULL;
     gs_tokenizer *tok = NULL;
-    gs_detok *dt = NULL;
-    gs_sampler *smp = NULL;
-    gs_stopper *stp = NULL;
-    gs_kv_cache *kv = NULL;
+    gs_engine *eng = NULL;
     json_t *msgs = NULL;
     char *text = NULL;
-    int32_t *ids = NULL, *pos = NULL, *img_row = NULL, *slots = NULL, *bt = NULL;
-    float *logits = NULL;
+    int32_t *ids = NULL;
     images im = {0};
-    gs_mat img = {0};
 
     gs_backend_params bp = {strcmp(o.backend, "cuda") == 0 ? GS_BACKEND_CUDA : GS_BACKEND_CPU,
                             o.threads, 0, 0};
@@ -414,7 +424,7 @@ int main(int argc, char **argv)
         fail("prompt", rc, &d);
         goto out;
     }
-    const int32_t L = n_ids, V = cfg->text.vocab_size;
+    const int32_t L = n_ids;
     if (L + o.max_tokens > cfg->text.max_position_embeddings) {
         fprintf(stderr, "glmserve-run: prompt (%d tokens) + max tokens exceeds the context (%d)\n",
                 L, cfg->text.max_position_embeddings);
@@ -422,158 +432,71 @@ int main(int argc, char **argv)
         rc = GS_ECONTEXT;
         goto out;
     }
-    pos = malloc(sizeof *pos * 3 * (size_t)L);
-    img_row = malloc(sizeof *img_row * (size_t)L);
-    slots = malloc(sizeof *slots * (size_t)L);
-    logits = malloc(sizeof *logits * (size_t)V);
-    if (!pos || !img_row || !slots || !logits) {
-        rc = GS_ENOMEM;
+
+    /* One job through the engine, with a KV cache just large enough for it
+     * (pages of 16, plus the engine's null page). */
+    const gs_engine_detok_ctx dctx = {tok, 0};
+    gs_engine_params ep = {0};
+    ep.model = model;
+    ep.page_size = 16;
+    ep.n_pages = (int32_t)((L + o.max_tokens + 15) / 16) + 1;
+    ep.max_seqs = 1;
+    ep.max_model_len = (int32_t)(L + o.max_tokens);
+    ep.detok = gs_engine_tokenizer_detok(&dctx);
+    if ((rc = gs_engine_new(&ep, &eng, &d))) {
+        fail("engine", rc, &d);
         goto out;
     }
-    gs_rope_index_params rp = {cfg->image_token_id, cfg->video_start_token_id,
-                               cfg->video_end_token_id, cfg->vision.spatial_merge_size};
-    int32_t delta = 0;
-    if ((rc = gs_rope_index(&rp, ids, L, (const int32_t(*)[3])im.grids, o.n_images, pos, &delta,
-                            &d))) {
+    run_result res = {0};
+    gs_engine_job job = {0};
+    job.prompt = ids;
+    job.n_prompt = L;
+    job.images = im.job;
+    job.n_images = o.n_images;
+    job.sampling = o.sp;
+    /* generation_config.json's eos ids stop too (the model's always do). */
+    if (gen.present && gen.has_eos) {
+        job.stop_ids = gen.eos_token_ids;
+        job.n_stop_ids = gen.n_eos;
+    }
+    job.stop_strings = o.stops;
+    job.n_stop_strings = o.n_stops;
+    job.max_tokens = (int32_t)o.max_tokens;
+    job.on_event = on_event;
+    job.user = &res;
+    int64_t id;
+    if ((rc = gs_engine_submit(eng, &job, &id, &d))) {
         fail("prompt", rc, &d);
         goto out;
     }
-
-    /* Vision tower: every image in one batch. */
-    const int32_t mm = cfg->vision.spatial_merge_size * cfg->vision.spatial_merge_size;
-    if (o.n_images) {
-        gs_dtype act = gs_backend_act_dtype(be);
-        img = gs_mat_make(gs_buf_alloc(be, gs_dtype_size(act) * (size_t)(im.n_patches / mm) *
-                                               (size_t)cfg->text.hidden_size),
-                          act, im.n_patches / mm, cfg->text.hidden_size);
-        if (!img.data) {
-            rc = GS_ENOMEM;
-            goto out;
-        }
-        if ((rc = gs_model_encode_images(model, im.pixels, im.n_patches,
-                                         (const int32_t(*)[3])im.grids, o.n_images, img))) {
-            fail("vision encoder", rc, NULL);
-            goto out;
-        }
-    }
-    double t_vis = now_s();
-
-    /* KV cache for the whole answer: one sequence, pages in order. */
-    const int32_t page = 16;
-    const int32_t n_pages = (int32_t)((L + o.max_tokens + page - 1) / page);
-    if ((rc = gs_kv_cache_new(model, n_pages, page, &kv))) {
-        fail("KV cache", rc, NULL);
-        goto out;
-    }
-    bt = malloc(sizeof *bt * (size_t)n_pages);
-    if (!bt) {
-        rc = GS_ENOMEM;
-        goto out;
-    }
-    for (int32_t i = 0; i < n_pages; i++)
-        bt[i] = i;
-    int32_t r = 0;
-    for (int32_t i = 0; i < L; i++) {
-        slots[i] = i;
-        img_row[i] = ids[i] == cfg->image_token_id ? r++ : -1;
-    }
-    int32_t cu[2] = {0, L}, kvlen[1] = {L}, last = L - 1;
-    gs_text_batch b = {L,  ids,     pos, slots, o.n_images ? img_row : NULL, img, 1, cu, kvlen,
-                       bt, n_pages, 1,   &last};
-    if ((rc = gs_model_forward(model, kv, &b, logits))) {
-        fail("prefill", rc, NULL);
-        goto out;
-    }
-    double t_prefill = now_s();
-
-    /* Decode. */
-    const int32_t *eos = gen.present && gen.has_eos ? gen.eos_token_ids : cfg->text.eos_token_ids;
-    const int n_eos = gen.present && gen.has_eos ? gen.n_eos : cfg->text.n_eos;
-    if ((rc = gs_sampler_new(&o.sp, V, ids, L, &smp, &d)) ||
-        (rc = gs_stopper_new(o.stops, o.n_stops, &stp)) || (rc = gs_detok_new(tok, 0, &dt))) {
-        fail("sampler", rc, &d);
-        goto out;
-    }
-    double t_first = 0;
-    long n_gen = 0;
-    const char *finish = "length";
-    for (long step = 0; step < o.max_tokens; step++) {
-        int32_t id = gs_sampler_sample(smp, logits);
-        if (id < 0) {
-            rc = id;
-            fail("sampler", rc, NULL);
-            goto out;
-        }
-        if (step == 0)
-            t_first = now_s();
-        gs_sampler_accept(smp, id);
-        n_gen++;
-        if (is_stop_id(eos, n_eos, id)) {
-            finish = "stop";
+    while (gs_engine_busy(eng)) /* the engine's clock: CLOCK_MONOTONIC ns */
+        if ((rc = gs_engine_step(eng, (uint64_t)(now_s() * 1e9))))
             break;
-        }
-        const char *piece, *emit;
-        size_t plen, elen;
-        if ((rc = gs_detok_push(dt, id, &piece, &plen)))
-            goto out;
-        int stopped = gs_stopper_feed(stp, piece, plen, &emit, &elen);
-        fwrite(emit, 1, elen, stdout);
-        fflush(stdout);
-        if (stopped == 1) {
-            finish = "stop";
-            break;
-        }
-        if (step + 1 == o.max_tokens)
-            break;
-        int32_t p = L + (int32_t)step, p3[3] = {p + delta, p + delta, p + delta}, slot = p, row = 0;
-        int32_t cu1[2] = {0, 1}, kl[1] = {p + 1};
-        gs_text_batch db = {1, &id, p3, &slot, NULL, img, 1, cu1, kl, bt, n_pages, 1, &row};
-        if ((rc = gs_model_forward(model, kv, &db, logits))) {
-            fail("decode", rc, NULL);
-            goto out;
-        }
-    }
-    {
-        const char *tail, *emit;
-        size_t tlen, elen;
-        gs_detok_flush(dt, &tail, &tlen);
-        if (!strcmp(finish, "length") || tlen) {
-            gs_stopper_feed(stp, tail, tlen, &emit, &elen);
-            fwrite(emit, 1, elen, stdout);
-            gs_stopper_flush(stp, &emit, &elen);
-            fwrite(emit, 1, elen, stdout);
-        }
+    if (res.finish == GS_FINISH_ERROR || rc) {
+        fail("generation", rc ? rc : res.error, NULL);
+        rc = rc ? rc : res.error;
+        goto out;
     }
     fputc('\n', stdout);
     fflush(stdout);
-    double t_end = now_s();
+    const double ttft = res.timings.ttft_ns * 1e-6, dec = res.timings.decode_ns * 1e-9;
+    const int32_t n_gen = res.usage.completion_tokens;
     fprintf(stderr,
-            "glmserve-run: load %.2fs | images %d (%lld patches) preprocess %.1f ms, vision %.1f "
-            "ms | prompt %d tokens, prefill %.1f ms (%.1f tok/s) | TTFT %.1f ms | decode %ld "
-            "tokens, %.1f tok/s | finish %s\n",
-            t_loaded - t_start, o.n_images, (long long)im.n_patches, (t_pre - t_loaded) * 1e3,
-            (t_vis - t_pre) * 1e3, L, (t_prefill - t_vis) * 1e3, L / (t_prefill - t_vis),
-            (t_first - t_loaded) * 1e3, n_gen, n_gen > 1 ? (n_gen - 1) / (t_end - t_first) : 0.0,
-            finish);
+            "glmserve-run: load %.2fs | images %d (%lld patches) preprocess %.1f ms | prompt %d "
+            "tokens (%.1f tok/s through vision + prefill) | TTFT %.1f ms | decode %d tokens, "
+            "%.1f tok/s | finish %s\n",
+            t_loaded - t_start, o.n_images, (long long)im.n_patches, (t_pre - t_loaded) * 1e3, L,
+            ttft > 0 ? L / (ttft * 1e-3) : 0.0, ttft, n_gen,
+            n_gen > 1 && dec > 0 ? (n_gen - 1) / dec : 0.0, gs_finish_reason_name(res.finish));
     status = 0;
 out:
     if (status && !g_reported)
         fprintf(stderr, "glmserve-run: failed: %s\n", gs_strerror(rc));
     free(ids);
-    free(pos);
-    free(img_row);
-    free(slots);
-    free(bt);
-    free(logits);
     free(text);
-    free(im.pixels);
+    images_free(&im);
     json_decref(msgs);
-    gs_detok_free(dt);
-    gs_stopper_free(stp);
-    gs_sampler_free(smp);
-    gs_kv_cache_free(kv);
-    if (img.data)
-        gs_buf_free(be, img.data);
+    gs_engine_free(eng);
     gs_tokenizer_free(tok);
     gs_model_free(model);
     gs_backend_free(be);
