@@ -14,6 +14,7 @@
 #include "worker/image/decode.h"
 #include "worker/image/preprocess.h"
 #include "worker/image/resample.h"
+#include "worker/model/safetensors.h"
 
 static double now_ms(void)
 {
@@ -29,46 +30,6 @@ static void sha256_hex(const uint8_t *p, size_t n, char out[65])
     EVP_Digest(p, n, md, &len, EVP_sha256(), NULL);
     for (int i = 0; i < 32; i++)
         snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
-/* A minimal safetensors reader for the small reference files: 8-byte
- * little-endian header length, JSON header, data. Returns a malloc'd copy
- * of tensor `name` (caller frees) and its dtype/element count, or NULL. */
-static void *st_read(const char *path, const char *name, const char *dtype, size_t *numel,
-                     int64_t *dim1)
-{
-    size_t len = 0;
-    char *f = gs_test_read_file(path, &len);
-    void *out = NULL;
-    if (!f || len < 8)
-        goto out;
-    uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--)
-        hl = hl << 8 | (uint8_t)f[i];
-    if (hl > len - 8)
-        goto out;
-    json_error_t jerr;
-    json_t *h = json_loadb(f + 8, (size_t)hl, 0, &jerr);
-    json_t *t = json_object_get(h, name);
-    json_t *off = json_object_get(t, "data_offsets"), *shape = json_object_get(t, "shape");
-    const char *dt = json_string_value(json_object_get(t, "dtype"));
-    if (t && dt && strcmp(dt, dtype) == 0 && json_array_size(off) == 2) {
-        size_t a = (size_t)json_integer_value(json_array_get(off, 0));
-        size_t b = (size_t)json_integer_value(json_array_get(off, 1));
-        size_t n = 1;
-        for (size_t i = 0; i < json_array_size(shape); i++)
-            n *= (size_t)json_integer_value(json_array_get(shape, i));
-        *dim1 = json_array_size(shape) == 2 ? json_integer_value(json_array_get(shape, 1)) : 0;
-        const size_t es = strcmp(dtype, "F32") == 0 ? 4 : 8;
-        if (a <= b && b <= len - 8 - hl && b - a == n * es && (out = malloc(b - a + 1))) {
-            memcpy(out, f + 8 + hl + a, b - a);
-            *numel = n;
-        }
-    }
-    json_decref(h);
-out:
-    free(f);
-    return out;
 }
 
 static gs_image_rgb *load_image(const char *rel, gs_diag *d)
@@ -108,6 +69,7 @@ static int run_case(json_t *c, const gs_image_params *prm)
     gs_image_patches *pt = NULL, *ptref = NULL;
     float *head = NULL;
     int64_t *grid = NULL;
+    gs_st *st = NULL;
     if (!name || !file || !png || !st_rel || !dsha || !rsha) {
         fprintf(stderr, "  FAIL: case without name/file/resized_png/pixel_values/sha256\n");
         return 1;
@@ -211,11 +173,21 @@ static int run_case(json_t *c, const gs_image_params *prm)
             pt->grid_t, pt->grid_h, pt->grid_w, (long long)pt->n_patches, pt->n_tokens, t1 - t0);
 
     snprintf(rel, sizeof rel, "ref/%s", st_rel);
-    size_t nh = 0, ng = 0;
-    int64_t hdim = 0, gdim = 0;
-    head = st_read(gs_fixture_path(rel), "pixel_values_head", "F32", &nh, &hdim);
-    grid = st_read(gs_fixture_path(rel), "grid_thw", "I64", &ng, &gdim);
-    if (!head || hdim != pt->patch_dim || !grid || ng != 3) {
+    const gs_st_tensor *th = NULL, *tg = NULL;
+    if (gs_st_open(gs_fixture_path(rel), &d, &st) == 0) {
+        th = gs_st_get(st, "pixel_values_head");
+        tg = gs_st_get(st, "grid_thw");
+    }
+    const size_t nh = th ? (size_t)th->numel : 0;
+    if (th && th->dtype == GS_ST_F32 && th->ndim == 2 && th->shape[1] == pt->patch_dim && tg &&
+        tg->dtype == GS_ST_I64 && tg->numel == 3 && (head = malloc(sizeof *head * nh)) &&
+        (grid = malloc(sizeof *grid * 3)) &&
+        (gs_st_read_f32(st, "pixel_values_head", head, nh, &d) != 0 ||
+         gs_st_read_i64(st, "grid_thw", grid, 3, &d) != 0)) {
+        free(head);
+        head = NULL;
+    }
+    if (!head || !grid) {
         CHECK(0, "%s: pixel_values_head F32 [16, %d] / grid_thw I64 [3] missing", rel,
               pt->patch_dim);
         goto out;
@@ -262,6 +234,7 @@ out:
 #undef CHECK
     free(head);
     free(grid);
+    gs_st_free(st);
     gs_image_patches_free(pt);
     gs_image_patches_free(ptref);
     gs_image_rgb_free(img);
