@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/file.h"
+
 static int gs__t_failed_tests, gs__t_passed_tests, gs__t_cur_failed;
 
 #define GS_FAIL_(...)                                                                              \
@@ -97,27 +99,16 @@ static inline const char *gs_fixture_path(const char *rel)
     return buf;
 }
 
-/* Reads a whole file; returns malloc'd buffer (caller frees) with a NUL
- * after the data, or NULL. */
+/* Reads a whole file (up to 1 GiB) with gs_read_file; returns a malloc'd
+ * buffer (caller frees) with a NUL after the data, or NULL. */
 static inline char *gs_test_read_file(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    char *b = NULL;
+    size_t n = 0;
+    if (gs_read_file(path, (size_t)1 << 30, &b, &n, NULL) != 0)
         return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = (char *)malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = 0;
-        if (len)
-            *len = (size_t)n;
-    }
+    if (len)
+        *len = n;
     return b;
 }
 
