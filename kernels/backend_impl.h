@@ -88,12 +88,29 @@ typedef struct gs_backend_ops {
                     const int32_t *slots);
     int (*attention_paged)(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer *kv,
                            const gs_paged_batch *b, const gs_attn_params *p);
+    int (*sample)(gs_backend *be, int32_t *out_ids, gs_mat logits, const gs_sample_row *rows,
+                  const int32_t *pen_off, const int32_t *pen_ids, const int32_t *pen_cnt);
+
+    /* Native graphs (optional: NULL everywhere means kernels.c records the
+     * calls itself and replays them through this table). graph_begin starts
+     * a capture; graph_end returns the backend's owned handle in *native;
+     * graph_launch returns GS_EAGAIN when the handle went stale. While a
+     * native capture runs, the backend itself refuses uploads, downloads,
+     * syncs and allocations. */
+    int (*graph_begin)(gs_backend *be);
+    int (*graph_end)(gs_backend *be, void **native);
+    void (*graph_abort)(gs_backend *be);
+    int (*graph_launch)(gs_backend *be, void *native);
+    void (*graph_free)(gs_backend *be, void *native);
 } gs_backend_ops;
 
 struct gs_backend {
     const gs_backend_ops *ops;
     gs_backend_kind kind;
     gs_dtype act_dt; /* activation dtype: F32 on the CPU, BF16 on CUDA */
+    /* Graph recording state, owned by kernels.c (zero at creation). */
+    int recording;            /* 1 between gs_graph_begin and _end / _abort */
+    struct gs_graph *rec;     /* the recording of kernels.c's own recorder */
 };
 
 /* Backend constructors (called by gs_backend_new only). On success *out owns

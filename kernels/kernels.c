@@ -683,3 +683,24 @@ int gs_k_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer
         return 0;
     return be->ops->attention_paged(be, out, q, kv, b, p);
 }
+
+int gs_k_sample(gs_backend *be, int32_t *out_ids, gs_mat logits, const gs_sample_row *rows,
+                const int32_t *pen_off, const int32_t *pen_ids, const int32_t *pen_cnt)
+{
+    static const char op[] = "gs_k_sample";
+    if (!be)
+        return GS_EINVAL;
+    CHECK(mat_ok(op, "logits", logits, DT_F32));
+    if (logits.cols > INT32_MAX)
+        BAD("%s: %lld logits per row do not fit int32 ids", op, (long long)logits.cols);
+    if (logits.rows == 0)
+        return 0;
+    if (!out_ids || !rows)
+        BAD("%s: out_ids %s, rows %s", op, out_ids ? "set" : "NULL", rows ? "set" : "NULL");
+    if (pen_off && (!pen_ids || !pen_cnt))
+        BAD("%s: penalty lists incomplete (pen_off set, pen_ids %s, pen_cnt %s)", op,
+            pen_ids ? "set" : "NULL", pen_cnt ? "set" : "NULL");
+    if (!be->ops->sample)
+        BAD("%s: the %s backend cannot sample", op, be->ops->name);
+    return be->ops->sample(be, out_ids, logits, rows, pen_off, pen_ids, pen_cnt);
+}

@@ -270,6 +270,90 @@ typedef struct {
 int gs_k_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer *kv,
                          const gs_paged_batch *b, const gs_attn_params *p);
 
+/* ---------------------------------------------------------------------------
+ * Sampling: next-token choice on the backend, so that a decode step brings
+ * back 4 bytes per sequence instead of a row of logits. */
+
+/* Per-row parameters, in backend memory (plain 4/8-byte fields; the same
+ * layout on every backend). Ranges as gs_sampling_validate (sampler.h). */
+typedef struct {
+    float temperature;        /* <= 0: greedy */
+    int32_t top_k;            /* <= 0: off */
+    float top_p;              /* >= 1 (or <= 0): off */
+    float min_p;              /* <= 0: off */
+    float repetition_penalty; /* 1 (or <= 0): off */
+    float presence_penalty;   /* 0: off */
+    float frequency_penalty;  /* 0: off */
+    int32_t pad_;             /* keeps seed 8-byte aligned; set to 0 */
+    uint64_t seed;
+    uint64_t offset; /* draw counter: the number of tokens generated so far */
+} gs_sample_row;
+
+/* For each row r of logits [n, vocab] (F32, OVERWRITTEN: used as scratch),
+ * writes the chosen id to out_ids[r] (int32, backend memory):
+ *   repetition penalty (ids listed for the row: logit > 0 -> logit / p,
+ *   else logit * p) -> presence / frequency penalties (listed ids with
+ *   count > 0: logit -= presence + frequency * count) -> greedy argmax when
+ *   temperature <= 0 (ties to the lowest id, NaN never wins) -> else
+ *   p = exp((logit - max) / temperature), ids below 1e-12 of the best
+ *   dropped -> top-k -> top-p -> min-p (p >= min_p * p_max) -> one draw.
+ * Ids tied exactly at the top-k / top-p boundary are all kept; masses are
+ * summed in 2^-40 fixed point (independent of thread order); the draw is
+ * gs_sample_uniform(seed, offset) scanned over the kept ids in id order. So
+ * the same (seed, offset, logits) gives the same id on every backend, up to
+ * the rounding of exp. A row whose logits are all NaN / -inf gets -1.
+ * rows: [n] gs_sample_row; penalties in CSR form, pen_off NULL for none:
+ * row r owns pen_ids / pen_cnt[pen_off[r] .. pen_off[r+1]), each id at most
+ * once per row (prompt and output merged), pen_cnt = occurrences in the
+ * output (0: prompt only). All arrays in backend memory. */
+int gs_k_sample(gs_backend *be, int32_t *out_ids, gs_mat logits, const gs_sample_row *rows,
+                const int32_t *pen_off, const int32_t *pen_ids, const int32_t *pen_cnt);
+
+/* The uniform [0, 1) number a row with (seed, offset) draws:
+ * Philox4x32-10 keyed by seed, counter (offset, 0, 0, 0). */
+double gs_sample_uniform(uint64_t seed, uint64_t offset);
+
+/* ---------------------------------------------------------------------------
+ * Graphs: record a sequence of ops once, replay it many times (a decode
+ * step is ~360 ops; one replay removes the launch gap of each on a GPU).
+ *
+ * Between gs_graph_begin and gs_graph_end the gs_k_* verbs are recorded,
+ * not run: they validate their arguments as usual and return 0 (or the
+ * validation error). gs_buf_upload / download / zero, gs_buf_alloc / free
+ * and gs_backend_sync refuse (GS_EINVAL / NULL) while recording, so a
+ * recording never depends on host work in the middle.
+ * A graph bakes in every argument of the recorded calls: buffer addresses,
+ * shapes and host-side values (max_len, max_kv, eps ...). Whatever changes
+ * between replays must live in backend memory at the addresses recorded;
+ * the caller rewrites it (gs_buf_upload) before each gs_graph_launch.
+ * Weights, vecs and buffers a graph uses must outlive it.
+ *
+ * CUDA captures its stream (cudaGraph); run the same ops once eagerly
+ * before recording them, so that lazily made device state (scratch for
+ * split-KV partials, bias copies, GEMM plans) exists before the capture.
+ * The CPU backend records the calls and replays them in order. */
+
+typedef struct gs_graph gs_graph; /* opaque */
+
+/* Starts recording. GS_EBUSY if a recording is running, GS_ENOTSUP if the
+ * backend cannot record. */
+int gs_graph_begin(gs_backend *be);
+/* Stops recording; on success *out owns the graph (gs_graph_free).
+ * GS_EDEVICE when the device refused the capture (an op that cannot be
+ * captured); the backend is usable again either way. */
+int gs_graph_end(gs_backend *be, gs_graph **out);
+/* Stops recording and drops it (after an op failed mid-recording).
+ * No-op when nothing is recording. */
+void gs_graph_abort(gs_backend *be);
+/* 1 while recording. */
+int gs_graph_recording(const gs_backend *be);
+/* Runs the recorded ops (asynchronously on a GPU, like any op). GS_EAGAIN
+ * when the graph went stale (the backend moved memory the capture used):
+ * free it, run the ops eagerly once and record again. Other codes: an op
+ * failed during the replay (CPU) or the launch failed. */
+int gs_graph_launch(gs_backend *be, gs_graph *g);
+void gs_graph_free(gs_backend *be, gs_graph *g); /* NULL: no-op */
+
 #ifdef __cplusplus
 }
 #endif

@@ -429,6 +429,7 @@ static const gs_backend_ops cpu_ops = {
     .attention = gs_cpu_attention,
     .kv_store = gs_cpu_kv_store,
     .attention_paged = gs_cpu_attention_paged,
+    .sample = gs_cpu_sample,
 };
 
 /* Cores this process may run on (affinity mask, e.g. a container's

@@ -142,5 +142,8 @@ int gs_cpu_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v,
                     const int32_t *slots);
 int gs_cpu_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer *kv,
                            const gs_paged_batch *b, const gs_attn_params *p);
+/* gs_k_sample (sample.c): rows in parallel over the pool. */
+int gs_cpu_sample(gs_backend *be, int32_t *out_ids, gs_mat logits, const gs_sample_row *rows,
+                  const int32_t *pen_off, const int32_t *pen_ids, const int32_t *pen_cnt);
 
 #endif

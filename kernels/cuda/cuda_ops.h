@@ -108,6 +108,22 @@ int gs_cuda_attention_paged(gs_cuda *c, gs_mat out, gs_mat q, const gs_kv_layer 
 /* 1 while a stream capture is in progress on the context's stream. */
 int gs_cuda_capturing(const gs_cuda *c);
 
+/* ---- sampling and graphs (sample.cu, graph.cu) ---------------------------- */
+
+/* gs_k_sample on the context's stream (kernels.h has the semantics). */
+int gs_cuda_k_sample(gs_cuda *c, int32_t *out_ids, gs_mat logits, const gs_sample_row *rows,
+                     const int32_t *pen_off, const int32_t *pen_ids, const int32_t *pen_cnt);
+
+/* Native graphs behind gs_graph_* (kernels.h): stream capture of the
+ * context's stream. _end returns an owned handle (gs_cuda_graph_free) in
+ * *native; _launch returns GS_EAGAIN when scratch memory or a bias copy
+ * moved since the capture. */
+int gs_cuda_graph_begin(gs_cuda *c);
+int gs_cuda_graph_end(gs_cuda *c, void **native);
+void gs_cuda_graph_abort(gs_cuda *c);
+int gs_cuda_graph_launch(gs_cuda *c, void *native);
+void gs_cuda_graph_free(gs_cuda *c, void *native);
+
 #ifdef __cplusplus
 }
 #endif

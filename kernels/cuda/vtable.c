@@ -232,6 +232,37 @@ static int cu_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_
     return gs_cuda_attention_paged(ctx(be), out, q, kv, b, p);
 }
 
+static int cu_sample(gs_backend *be, int32_t *out_ids, gs_mat logits, const gs_sample_row *rows,
+                     const int32_t *pen_off, const int32_t *pen_ids, const int32_t *pen_cnt)
+{
+    return gs_cuda_k_sample(ctx(be), out_ids, logits, rows, pen_off, pen_ids, pen_cnt);
+}
+
+static int cu_graph_begin(gs_backend *be)
+{
+    return gs_cuda_graph_begin(ctx(be));
+}
+
+static int cu_graph_end(gs_backend *be, void **native)
+{
+    return gs_cuda_graph_end(ctx(be), native);
+}
+
+static void cu_graph_abort(gs_backend *be)
+{
+    gs_cuda_graph_abort(ctx(be));
+}
+
+static int cu_graph_launch(gs_backend *be, void *native)
+{
+    return gs_cuda_graph_launch(ctx(be), native);
+}
+
+static void cu_graph_free(gs_backend *be, void *native)
+{
+    gs_cuda_graph_free(ctx(be), native);
+}
+
 static const gs_backend_ops cuda_ops = {
     .name = "cuda",
     .destroy = cu_destroy,
@@ -262,6 +293,12 @@ static const gs_backend_ops cuda_ops = {
     .attention = cu_attention,
     .kv_store = cu_kv_store,
     .attention_paged = cu_attention_paged,
+    .sample = cu_sample,
+    .graph_begin = cu_graph_begin,
+    .graph_end = cu_graph_end,
+    .graph_abort = cu_graph_abort,
+    .graph_launch = cu_graph_launch,
+    .graph_free = cu_graph_free,
 };
 
 int gs_cuda_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)

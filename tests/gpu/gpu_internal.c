@@ -1,29 +1,19 @@
 /* gpu_internal.c - the CUDA backend's own APIs and failure paths, checked
  * on the GPU: sampling (kernels/cuda/sample.h) against a host model of the
- * same semantics, CUDA graph capture / replay (graph.h) against eager
- * results (bit for bit), and bad indices found on the device (GS_ERANGE at
- * the next sync, never a crash). Rows go into the same table as the ops. */
+ * same semantics and bad indices found on the device (GS_ERANGE at the next
+ * sync, never a crash). Rows go into the same table as the ops (gt_row).
+ * Graphs are in gpu_graphs.c. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/cuda/graph.h"
 #include "kernels/cuda/sample.h"
 #include "tests/gpu/gpu_util.h"
 #include "tests/gpu/sample_model.h"
 
 enum { H = 4096, VOCAB = 151552 };
 
-static void row(gt_ctx *t, const char *op, const char *shape, int ok, const char *detail)
-{
-    printf("%-16s %-40s %-11s %-11s %-22s %s%s%s\n", op, shape, "-", "-", "exact",
-           ok ? "ok" : "FAIL", detail && *detail ? " " : "", detail ? detail : "");
-    if (ok)
-        t->n_pass++;
-    else
-        t->n_fail++;
-}
 
 /* ---- sampling (host model: sample_model.h) ------------------------------------ */
 
@@ -111,7 +101,7 @@ static void test_sampling(gt_ctx *t)
                          out[r] >= 0 && out[r] < V ? (double)m.p[out[r]] : -1.0, m.kept);
             }
             ok = ok && again[r] == out[r]; /* same seed, offset, logits: same id */
-            row(t, "sample", sh, ok, det);
+            gt_row(t, "sample", sh, ok, det);
             free(m.p);
         }
     }
@@ -126,7 +116,7 @@ static void test_sampling(gt_ctx *t)
         int r2 = r1 ? r1 : gs_cuda_sample(t->gpu, &b);
         int r3 = r2 ? r2 : gs_buf_download(t->gpu, &id, d_out, 4);
         int r4 = gs_backend_sync(t->gpu);
-        row(t, "sample", "all -inf row", !r1 && !r2 && r3 == GS_ERANGE && id == -1 && r4 == 0,
+        gt_row(t, "sample", "all -inf row", !r1 && !r2 && r3 == GS_ERANGE && id == -1 && r4 == 0,
             "(expects id -1, GS_ERANGE once)");
         free(ninf);
     }
@@ -186,121 +176,13 @@ static void test_sampling_distribution(gt_ctx *t)
     tv *= 0.5;
     char det[64];
     snprintf(det, sizeof det, "(total variation %.4f, limit 0.02)", tv);
-    row(t, "sample", "131072 draws, 64 ids, exp(-0.1 i)", !rc && tv < 0.02, det);
+    gt_row(t, "sample", "131072 draws, 64 ids, exp(-0.1 i)", !rc && tv < 0.02, det);
     gs_buf_free(t->gpu, d_l);
     gs_buf_free(t->gpu, d_p);
     gs_buf_free(t->gpu, d_o);
     free(l);
     free(P);
     free(o);
-}
-
-/* ---- graphs -------------------------------------------------------------------- */
-
-static int step(gs_backend *be, gs_mat x, gs_mat h, gs_mat o, const gs_weight *w, const gs_vec *nw)
-{
-    int rc = gs_k_rmsnorm(be, h, x, nw, 1e-5f);
-    if (!rc)
-        rc = gs_k_matmul(be, o, h, w, NULL, 0);
-    if (!rc)
-        rc = gs_k_add_rmsnorm(be, h, x, o, nw, 1e-5f);
-    return rc;
-}
-
-/* Eager vs captured-and-replayed, m = 4 (GEMV path) and m = 16 (cuBLASLt). */
-static void graph_case(gt_ctx *t, int m)
-{
-    gs_backend *be = t->gpu;
-    gs_cuda_graphs *g = NULL;
-    gs_weight *w = NULL;
-    gs_vec nw = {NULL, 0};
-    float *x0 = gt_rand((size_t)m * H, -2, 2), *x1 = gt_rand((size_t)m * H, -2, 2);
-    float *ones = gt_xmalloc(sizeof(float) * H);
-    for (int i = 0; i < H; i++)
-        ones[i] = 1.0f + 0.001f * (float)(i % 7);
-    const size_t bytes = (size_t)m * H * 2;
-    const int32_t key = gs_cuda_graph_bucket(m);
-    uint16_t *hb = gt_xmalloc(bytes), *ref = gt_xmalloc(bytes), *got = gt_xmalloc(bytes);
-    void *dx = gs_buf_alloc(be, bytes), *dh = gs_buf_alloc(be, bytes),
-         *dout = gs_buf_alloc(be, bytes);
-    gs_mat x = gs_mat_make(dx, GS_DT_BF16, m, H), h = gs_mat_make(dh, GS_DT_BF16, m, H),
-           o = gs_mat_make(dout, GS_DT_BF16, m, H);
-    int rc = gs_cuda_graphs_new(be, &g);
-    if (!rc)
-        rc = gs_weight_new_random(be, GS_DT_BF16, H, H, 5, 1.0f / 64, &w);
-    if (!rc)
-        rc = gs_vec_new(be, ones, H, &nw);
-    if (!rc && (!dx || !dh || !dout))
-        rc = GS_ENOMEM;
-    int ok_bits = 1, ok_err = 1;
-    const float *inputs[2] = {x0, x1};
-    for (int it = 0; it < 2 && !rc; it++) {
-        gs_f32_to_bf16_row(inputs[it], hb, (size_t)m * H);
-        /* eager */
-        rc = gs_buf_upload(be, dx, hb, bytes);
-        if (!rc)
-            rc = step(be, x, h, o, w, &nw);
-        if (!rc)
-            rc = gs_buf_download(be, ref, dh, bytes);
-        /* capture once (first iteration), replay every iteration */
-        if (!rc && it == 0) {
-            rc = gs_cuda_graph_begin(g, key);
-            if (!rc) {
-                /* refused inside a capture, without breaking it */
-                ok_err = gs_buf_upload(be, dx, hb, bytes) != 0 && gs_backend_sync(be) != 0 &&
-                         gs_buf_alloc(be, 64) == NULL;
-                rc = step(be, x, h, o, w, &nw);
-                if (rc)
-                    gs_cuda_graph_abort(g);
-                else
-                    rc = gs_cuda_graph_end(g, key);
-            }
-        }
-        if (!rc)
-            rc = gs_buf_upload(be, dx, hb, bytes);
-        if (!rc)
-            rc = gs_buf_zero(be, dh, bytes);
-        if (!rc)
-            rc = gs_cuda_graph_launch(g, key);
-        if (!rc)
-            rc = gs_buf_download(be, got, dh, bytes);
-        if (!rc && memcmp(ref, got, bytes) != 0)
-            ok_bits = 0;
-    }
-    char sh[64];
-    snprintf(sh, sizeof sh, "norm+matmul+add_norm m=%d, 2 inputs", m);
-    if (rc) {
-        gt_fail(t, "graph", sh, "run", rc);
-    } else {
-        row(t, "graph", sh, ok_bits, "(replay == eager, bit for bit)");
-        row(t, "graph", "upload/sync/alloc refused in capture", ok_err, "");
-        gs_cuda_graph_invalidate(g, -1);
-        row(t, "graph", "launch after invalidate",
-            gs_cuda_graph_launch(g, key) == GS_ENOENT && !gs_cuda_graph_has(g, key), "(GS_ENOENT)");
-    }
-    gs_cuda_graphs_free(g);
-    gs_weight_free(be, w);
-    gs_vec_free(be, &nw);
-    gs_buf_free(be, dx);
-    gs_buf_free(be, dh);
-    gs_buf_free(be, dout);
-    free(x0);
-    free(x1);
-    free(ones);
-    free(hb);
-    free(ref);
-    free(got);
-}
-
-static void test_graphs(gt_ctx *t)
-{
-    graph_case(t, 4);
-    graph_case(t, 16);
-    row(t, "graph", "buckets 1 3 5 9 65 300",
-        gs_cuda_graph_bucket(1) == 1 && gs_cuda_graph_bucket(3) == 4 &&
-            gs_cuda_graph_bucket(5) == 8 && gs_cuda_graph_bucket(9) == 16 &&
-            gs_cuda_graph_bucket(65) == 96 && gs_cuda_graph_bucket(300) == 384,
-        "");
 }
 
 /* ---- device-side index checks ------------------------------------------------------ */
@@ -321,7 +203,7 @@ static void test_bad_indices(gt_ctx *t)
     int rc = gs_buf_upload(be, d, ids, sizeof ids);
     int r_op = rc ? rc : gs_k_embed(be, o, tab, d);
     int r_sync = gs_backend_sync(be), r_again = gs_backend_sync(be);
-    row(t, "bad index", "embed ids 100, -1 of 100 rows",
+    gt_row(t, "bad index", "embed ids 100, -1 of 100 rows",
         !rc && r_op == 0 && r_sync == GS_ERANGE && r_again == 0, "(GS_ERANGE at sync, once)");
 
     gs_kv_layer kv = {kc, vc, 4, 16, 2, 128};
@@ -329,7 +211,7 @@ static void test_bad_indices(gt_ctx *t)
     rc = gs_buf_upload(be, d, slots, sizeof slots);
     r_op = rc ? rc : gs_k_kv_store(be, &kv, o, o, d);
     r_sync = gs_backend_sync(be);
-    row(t, "bad index", "kv_store slot 64 of 64", !rc && r_op == 0 && r_sync == GS_ERANGE, "");
+    gt_row(t, "bad index", "kv_store slot 64 of 64", !rc && r_op == 0 && r_sync == GS_ERANGE, "");
 
     /* seq 0: 20 keys over pages {1, 7}: page 7 does not exist */
     int32_t arr[8] = {0, 1, 20, 1, 7, 0, 0, 0}; /* cu_q[2], kv_len[1], bt[2] */
@@ -340,11 +222,11 @@ static void test_bad_indices(gt_ctx *t)
     gs_mat oo = gs_mat_make((char *)out + 1024, GS_DT_BF16, 1, 256);
     r_op = rc ? rc : gs_k_attention_paged(be, oo, q, &kv, &b, &ap);
     r_sync = gs_backend_sync(be);
-    row(t, "bad index", "attention_paged page 7 of 4", !rc && r_op == 0 && r_sync == GS_ERANGE, "");
+    gt_row(t, "bad index", "attention_paged page 7 of 4", !rc && r_op == 0 && r_sync == GS_ERANGE, "");
 
     /* host-visible shape errors stop in kernels.c */
     gs_mat wrong = gs_mat_make(out, GS_DT_BF16, 4, 255);
-    row(t, "bad args", "matmul cols mismatch -> GS_EINVAL",
+    gt_row(t, "bad args", "matmul cols mismatch -> GS_EINVAL",
         gs_k_matmul(be, o, wrong, tab, NULL, 0) == GS_EINVAL && gs_backend_sync(be) == 0, "");
 done:
     gs_weight_free(be, tab);
@@ -358,7 +240,6 @@ int gt_internal_tests(gt_ctx *t)
 {
     test_sampling(t);
     test_sampling_distribution(t);
-    test_graphs(t);
     test_bad_indices(t);
     return 0;
 }

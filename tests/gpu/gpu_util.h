@@ -77,6 +77,17 @@ static inline void gt_fail(gt_ctx *t, const char *op, const char *shape, const c
 }
 
 /* Uploads host[rows * stride] (F32) into m, converting to m.dt. */
+/* A row of the table for a check with no numeric error (exact or refused). */
+static inline void gt_row(gt_ctx *t, const char *op, const char *shape, int ok, const char *detail)
+{
+    printf("%-16s %-40s %-11s %-11s %-22s %s%s%s\n", op, shape, "-", "-", "exact",
+           ok ? "ok" : "FAIL", detail && *detail ? " " : "", detail ? detail : "");
+    if (ok)
+        t->n_pass++;
+    else
+        t->n_fail++;
+}
+
 static inline int gt_upload(gs_backend *be, gs_mat m, const float *host)
 {
     const size_t n = (size_t)(m.rows * m.stride);

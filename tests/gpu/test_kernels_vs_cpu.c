@@ -21,6 +21,7 @@ enum { H = 4096, NH = 32, NKV = 2, HD = 128, INTER = 13696, VOCAB = 151552 };
 enum { VH = 1536, VNH = 12, VMLP = 4096, PAGE = 16 };
 
 int gt_internal_tests(gt_ctx *t); /* gpu_internal.c */
+int gt_graph_tests(gt_ctx *t);    /* gpu_graphs.c */
 
 typedef struct {
     gs_weight *c, *g;
@@ -449,6 +450,7 @@ int main(int argc, char **argv)
     gt_paged_tests(&t);
     if (argc < 2 || strcmp(argv[1], "--ops-only") != 0)
         gt_internal_tests(&t);
+        gt_graph_tests(&t);
 
     printf("\n%d passed, %d failed\n", t.n_pass, t.n_fail);
     gs_backend_free(t.gpu);
