@@ -448,9 +448,10 @@ int main(int argc, char **argv)
     test_posembed(&t);
     test_attention(&t);
     gt_paged_tests(&t);
-    if (argc < 2 || strcmp(argv[1], "--ops-only") != 0)
+    if (argc < 2 || strcmp(argv[1], "--ops-only") != 0) {
         gt_internal_tests(&t);
         gt_graph_tests(&t);
+    }
 
     printf("\n%d passed, %d failed\n", t.n_pass, t.n_fail);
     gs_backend_free(t.gpu);
