@@ -4,6 +4,17 @@
  * dtypes allowed, head counts divide, pointers non-NULL, no overlap where
  * an op cannot run in place). A failed check logs one line naming the op
  * and the shapes and returns GS_EINVAL; nothing reaches a backend then.
+ * Each verb then packs its arguments into one gs_op value and hands it to
+ * gs_op_submit (graph.c), which runs it or, while a graph is recorded on a
+ * backend without native graphs, records it.
+ * While a graph is recorded (either kind) the host-side calls refuse here,
+ * the same on every backend: upload, download, zero and sync return
+ * GS_EINVAL, gs_buf_alloc returns NULL, gs_weight_new(_random) and
+ * gs_vec_new return GS_EINVAL. Frees (gs_buf_free, gs_vec_free,
+ * gs_weight_free, gs_graph_free) are DEFERRED, not refused: logged, queued
+ * on the recording and done when it ends or is aborted (they return void,
+ * so a refusal would be a silent leak). gs_backend_free aborts a running
+ * recording first.
  * Does not own: the arithmetic (kernels/cpu, kernels/cuda) or the content
  * of index arrays in backend memory (the backends check what they can).
  * Threading: no state of its own; a backend is used by one thread at a time. */
@@ -13,6 +24,7 @@
 
 #include "common/log.h"
 #include "kernels/backend_impl.h"
+#include "kernels/graph_impl.h"
 #include "kernels/kernels.h"
 
 size_t gs_dtype_size(gs_dtype dt)
@@ -68,8 +80,13 @@ int gs_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
 
 void gs_backend_free(gs_backend *be)
 {
-    if (be)
-        be->ops->destroy(be);
+    if (!be)
+        return;
+    if (be->recording) {
+        gs_log_warn("gs_backend_free: a graph recording is running; aborting it");
+        gs_graph_abort(be);
+    }
+    be->ops->destroy(be);
 }
 
 const char *gs_backend_name(const gs_backend *be)
@@ -87,9 +104,19 @@ gs_dtype gs_backend_act_dtype(const gs_backend *be)
     return be->act_dt;
 }
 
+/* 1 (with a log line naming op) when be is recording a graph: host-side
+ * calls refuse then. */
+static int recording(const gs_backend *be, const char *op)
+{
+    if (!be || !be->recording)
+        return 0;
+    gs_log_error("%s: not allowed while a graph is being recorded", op);
+    return 1;
+}
+
 int gs_backend_sync(gs_backend *be)
 {
-    if (!be)
+    if (!be || recording(be, "gs_backend_sync"))
         return GS_EINVAL;
     return be->ops->sync(be);
 }
@@ -111,19 +138,27 @@ int gs_backend_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes)
 
 void *gs_buf_alloc(gs_backend *be, size_t bytes)
 {
-    if (!be)
+    if (!be || recording(be, "gs_buf_alloc"))
         return NULL;
     return be->ops->alloc(be, bytes ? bytes : 1);
 }
 
 void gs_buf_free(gs_backend *be, void *p)
 {
-    if (be && p)
-        be->ops->free(be, p);
+    if (!be || !p)
+        return;
+    if (be->recording) {
+        gs_log_warn("gs_buf_free: called while a graph is being recorded; freed when it ends");
+        gs_graph_defer_free(be, GS_DEFER_BUF, p);
+        return;
+    }
+    be->ops->free(be, p);
 }
 
 int gs_buf_upload(gs_backend *be, void *dst, const void *src, size_t bytes)
 {
+    if (recording(be, "gs_buf_upload"))
+        return GS_EINVAL;
     if (!bytes)
         return 0;
     if (!be || !dst || !src) {
@@ -135,7 +170,7 @@ int gs_buf_upload(gs_backend *be, void *dst, const void *src, size_t bytes)
 
 int gs_buf_download(gs_backend *be, void *dst, const void *src, size_t bytes)
 {
-    if (!be)
+    if (!be || recording(be, "gs_buf_download"))
         return GS_EINVAL;
     if (!bytes)
         return be->ops->sync(be);
@@ -148,6 +183,8 @@ int gs_buf_download(gs_backend *be, void *dst, const void *src, size_t bytes)
 
 int gs_buf_zero(gs_backend *be, void *dst, size_t bytes)
 {
+    if (recording(be, "gs_buf_zero"))
+        return GS_EINVAL;
     if (!bytes)
         return 0;
     if (!be || !dst) {
@@ -172,6 +209,8 @@ static int weight_args(const char *op, gs_backend *be, gs_dtype dt, int64_t rows
         return GS_EINVAL;
     }
     *out = NULL;
+    if (recording(be, op))
+        return GS_EINVAL;
     if (!float_dt(dt) || rows < 1 || cols < 1 ||
         (uint64_t)rows > (uint64_t)(SIZE_MAX / 4) / (uint64_t)cols) {
         gs_log_error("%s: bad weight [%lld x %lld] %s", op, (long long)rows, (long long)cols,
@@ -209,8 +248,14 @@ int gs_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols
 
 void gs_weight_free(gs_backend *be, gs_weight *w)
 {
-    if (be && w)
-        be->ops->weight_free(be, w);
+    if (!be || !w)
+        return;
+    if (be->recording) {
+        gs_log_warn("gs_weight_free: called while a graph is being recorded; freed when it ends");
+        gs_graph_defer_free(be, GS_DEFER_WEIGHT, w);
+        return;
+    }
+    be->ops->weight_free(be, w);
 }
 
 int64_t gs_weight_rows(const gs_weight *w)
@@ -234,6 +279,8 @@ int gs_vec_new(gs_backend *be, const float *host, int64_t n, gs_vec *out)
         return GS_EINVAL;
     out->data = NULL;
     out->n = 0;
+    if (recording(be, "gs_vec_new"))
+        return GS_EINVAL;
     if (!be || !host || n < 1 || (uint64_t)n > SIZE_MAX / 4) {
         gs_log_error("gs_vec_new: bad arguments (n %lld)", (long long)n);
         return GS_EINVAL;
@@ -358,7 +405,21 @@ static int eps_ok(const char *op, float eps)
         return GS_EINVAL;                                                                          \
     } while (0)
 
-/* ---- ops ---------------------------------------------------------------- */
+/* An optional vector by value; data NULL for none (also for v NULL). */
+static gs_vec opt_vec(const gs_vec *v)
+{
+    gs_vec none = {NULL, 0};
+    return v && v->data ? *v : none;
+}
+
+/* The elementwise ops: out, a and (add only) b; see gs_op.ew. */
+static int submit_ew(gs_backend *be, gs_op_kind kind, gs_mat out, gs_mat a, gs_mat b)
+{
+    gs_op o = {.kind = kind, .ew = {out, a, b}};
+    return gs_op_submit(be, &o);
+}
+
+/* ---- ops: validate, then gs_op_submit (graph.c) -------------------------- */
 
 int gs_k_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const gs_vec *bias,
                 unsigned flags)
@@ -378,7 +439,8 @@ int gs_k_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const 
     CHECK(no_overlap(op, "out", out, "x", x));
     if (x.rows == 0)
         return 0;
-    return be->ops->matmul(be, out, x, w, bias && bias->data ? bias : NULL, flags);
+    gs_op o = {.kind = GS_OP_MATMUL, .matmul = {out, x, w, opt_vec(bias), flags}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_rmsnorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, float eps)
@@ -390,7 +452,8 @@ int gs_k_rmsnorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, float ep
     CHECK(same_shape(op, "out", out, "x", x) && vec_ok(op, "w", w, x.cols) && eps_ok(op, eps));
     if (x.rows == 0)
         return 0;
-    return be->ops->rmsnorm(be, out, x, w, eps);
+    gs_op o = {.kind = GS_OP_RMSNORM, .norm = {.out = out, .x = x, .w = *w, .eps = eps}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_add_rmsnorm(gs_backend *be, gs_mat out, gs_mat resid, gs_mat x, const gs_vec *w, float eps)
@@ -404,7 +467,9 @@ int gs_k_add_rmsnorm(gs_backend *be, gs_mat out, gs_mat resid, gs_mat x, const g
     CHECK(vec_ok(op, "w", w, x.cols) && eps_ok(op, eps));
     if (x.rows == 0)
         return 0;
-    return be->ops->add_rmsnorm(be, out, resid, x, w, eps);
+    gs_op o = {.kind = GS_OP_ADD_RMSNORM,
+               .norm = {.out = out, .resid = resid, .x = x, .w = *w, .eps = eps}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_layernorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, const gs_vec *b,
@@ -419,7 +484,9 @@ int gs_k_layernorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, const 
         CHECK(vec_ok(op, "b", b, x.cols));
     if (x.rows == 0)
         return 0;
-    return be->ops->layernorm(be, out, x, w, b && b->data ? b : NULL, eps);
+    gs_op o = {.kind = GS_OP_LAYERNORM,
+               .norm = {.out = out, .x = x, .w = *w, .b = opt_vec(b), .eps = eps}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_add(gs_backend *be, gs_mat out, gs_mat a, gs_mat b)
@@ -432,7 +499,7 @@ int gs_k_add(gs_backend *be, gs_mat out, gs_mat a, gs_mat b)
     CHECK(same_shape(op, "out", out, "a", a) && same_shape(op, "b", b, "a", a));
     if (a.rows == 0)
         return 0;
-    return be->ops->add(be, out, a, b);
+    return submit_ew(be, GS_OP_ADD, out, a, b);
 }
 
 int gs_k_silu_mul(gs_backend *be, gs_mat out, gs_mat gu)
@@ -448,7 +515,7 @@ int gs_k_silu_mul(gs_backend *be, gs_mat out, gs_mat gu)
         CHECK(no_overlap(op, "out", out, "gu", gu));
     if (out.rows == 0)
         return 0;
-    return be->ops->silu_mul(be, out, gu);
+    return submit_ew(be, GS_OP_SILU_MUL, out, gu, gu);
 }
 
 int gs_k_gelu(gs_backend *be, gs_mat out, gs_mat x)
@@ -460,7 +527,7 @@ int gs_k_gelu(gs_backend *be, gs_mat out, gs_mat x)
     CHECK(same_shape(op, "out", out, "x", x));
     if (x.rows == 0)
         return 0;
-    return be->ops->gelu(be, out, x);
+    return submit_ew(be, GS_OP_GELU, out, x, x);
 }
 
 int gs_k_softmax(gs_backend *be, gs_mat out, gs_mat x)
@@ -474,7 +541,7 @@ int gs_k_softmax(gs_backend *be, gs_mat out, gs_mat x)
         CHECK(no_overlap(op, "out", out, "x", x));
     if (x.rows == 0)
         return 0;
-    return be->ops->softmax(be, out, x);
+    return submit_ew(be, GS_OP_SOFTMAX, out, x, x);
 }
 
 int gs_k_embed(gs_backend *be, gs_mat out, const gs_weight *table, const int32_t *ids)
@@ -490,7 +557,8 @@ int gs_k_embed(gs_backend *be, gs_mat out, const gs_weight *table, const int32_t
         return 0;
     if (!ids)
         BAD("%s: ids is NULL", op);
-    return be->ops->embed(be, out, table, ids);
+    gs_op o = {.kind = GS_OP_EMBED, .gather = {.out = out, .table = table, .idx = ids}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_gather_rows(gs_backend *be, gs_mat out, gs_mat x, const int32_t *idx)
@@ -509,7 +577,8 @@ int gs_k_gather_rows(gs_backend *be, gs_mat out, gs_mat x, const int32_t *idx)
         return 0;
     if (!idx || x.rows < 1)
         BAD("%s: idx is NULL or x is empty", op);
-    return be->ops->gather_rows(be, out, x, idx);
+    gs_op o = {.kind = GS_OP_GATHER_ROWS, .gather = {.out = out, .x = x, .idx = idx}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_copy(gs_backend *be, gs_mat out, gs_mat x)
@@ -524,7 +593,7 @@ int gs_k_copy(gs_backend *be, gs_mat out, gs_mat x)
         CHECK(no_overlap(op, "out", out, "x", x));
     if (x.rows == 0 || out.data == x.data)
         return 0;
-    return be->ops->copy(be, out, x);
+    return submit_ew(be, GS_OP_COPY, out, x, x);
 }
 
 int gs_k_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_text_params *p)
@@ -547,7 +616,8 @@ int gs_k_rope_text(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_
         return 0;
     if (!pos)
         BAD("%s: pos is NULL", op);
-    return be->ops->rope_text(be, qk, pos, p);
+    gs_op o = {.kind = GS_OP_ROPE_TEXT, .rope_text = {qk, pos, *p}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_rope_vision(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rope_vision_params *p)
@@ -567,7 +637,8 @@ int gs_k_rope_vision(gs_backend *be, gs_mat qk, const int32_t *pos, const gs_rop
         return 0;
     if (!pos)
         BAD("%s: pos is NULL", op);
-    return be->ops->rope_vision(be, qk, pos, p);
+    gs_op o = {.kind = GS_OP_ROPE_VISION, .rope_vision = {qk, pos, *p}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_posembed_add(gs_backend *be, gs_mat x, const gs_weight *table, int32_t side,
@@ -584,7 +655,8 @@ int gs_k_posembed_add(gs_backend *be, gs_mat x, const gs_weight *table, int32_t 
         return 0;
     if (!hw)
         BAD("%s: hw is NULL", op);
-    return be->ops->posembed_add(be, x, table, side, hw);
+    gs_op o = {.kind = GS_OP_POSEMBED_ADD, .posembed = {x, table, side, hw}};
+    return gs_op_submit(be, &o);
 }
 
 static int attn_params_ok(const char *op, const gs_attn_params *p)
@@ -624,7 +696,8 @@ int gs_k_attention(gs_backend *be, gs_mat out, gs_mat q, gs_mat k, gs_mat v, con
         return 0;
     if (!cu || n_seqs < 1 || max_len < 1)
         BAD("%s: cu %s, n_seqs %d, max_len %d", op, cu ? "set" : "NULL", n_seqs, max_len);
-    return be->ops->attention(be, out, q, k, v, cu, n_seqs, max_len, p);
+    gs_op o = {.kind = GS_OP_ATTENTION, .attention = {out, q, k, v, cu, n_seqs, max_len, *p}};
+    return gs_op_submit(be, &o);
 }
 
 static int kv_ok(const char *op, const gs_kv_layer *kv)
@@ -657,7 +730,8 @@ int gs_k_kv_store(gs_backend *be, const gs_kv_layer *kv, gs_mat k, gs_mat v, con
         return 0;
     if (!slots)
         BAD("%s: slots is NULL", op);
-    return be->ops->kv_store(be, kv, k, v, slots);
+    gs_op o = {.kind = GS_OP_KV_STORE, .kv_store = {*kv, k, v, slots}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer *kv,
@@ -681,7 +755,8 @@ int gs_k_attention_paged(gs_backend *be, gs_mat out, gs_mat q, const gs_kv_layer
             b ? b->max_blocks : 0);
     if (q.rows == 0)
         return 0;
-    return be->ops->attention_paged(be, out, q, kv, b, p);
+    gs_op o = {.kind = GS_OP_ATTENTION_PAGED, .paged = {out, q, *kv, *b, *p}};
+    return gs_op_submit(be, &o);
 }
 
 int gs_k_sample(gs_backend *be, int32_t *out_ids, gs_mat logits, const gs_sample_row *rows,
@@ -702,5 +777,6 @@ int gs_k_sample(gs_backend *be, int32_t *out_ids, gs_mat logits, const gs_sample
             pen_ids ? "set" : "NULL", pen_cnt ? "set" : "NULL");
     if (!be->ops->sample)
         BAD("%s: the %s backend cannot sample", op, be->ops->name);
-    return be->ops->sample(be, out_ids, logits, rows, pen_off, pen_ids, pen_cnt);
+    gs_op o = {.kind = GS_OP_SAMPLE, .sample = {out_ids, logits, rows, pen_off, pen_ids, pen_cnt}};
+    return gs_op_submit(be, &o);
 }
