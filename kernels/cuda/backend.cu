@@ -125,10 +125,10 @@ const __nv_bfloat16 *gs_cuda_bias_bf16(gs_cuda *c, const float *f32, int64_t n)
     bias_ent *e = bias_find(c->bias_map, f32);
     if (e && e->n >= n)
         return e->bf;
+    if (c->capturing) /* no free or alloc inside a capture: keep a short copy */
+        return NULL;
     if (e)
         bias_drop(c, f32);
-    if (c->capturing)
-        return NULL;
     __nv_bfloat16 *bf = (__nv_bfloat16 *)gs_cuda_alloc(c, (size_t)n * 2);
     if (!bf)
         return NULL;
@@ -153,6 +153,8 @@ __global__ void gs_probe_kernel(int *p)
 
 static void ctx_release(gs_cuda *c)
 {
+    if (c->capturing) /* kernels.c aborts first; a direct caller may not */
+        gs_cuda_graph_abort(c);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
     gs_cuda_gemm_cache_free(c);
