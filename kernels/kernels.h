@@ -319,9 +319,13 @@ double gs_sample_uniform(uint64_t seed, uint64_t offset);
  *
  * Between gs_graph_begin and gs_graph_end the gs_k_* verbs are recorded,
  * not run: they validate their arguments as usual and return 0 (or the
- * validation error). gs_buf_upload / download / zero, gs_buf_alloc / free
- * and gs_backend_sync refuse (GS_EINVAL / NULL) while recording, so a
- * recording never depends on host work in the middle.
+ * validation error; the recording goes on, the caller decides to abort).
+ * gs_buf_upload / download / zero, gs_backend_sync, gs_weight_new(_random)
+ * and gs_vec_new refuse (GS_EINVAL) and gs_buf_alloc returns NULL while
+ * recording, so a recording never depends on host work in the middle;
+ * gs_buf_free, gs_vec_free, gs_weight_free and gs_graph_free are deferred
+ * (logged) until the recording ends or is aborted. gs_backend_free aborts
+ * a running recording.
  * A graph bakes in every argument of the recorded calls: buffer addresses,
  * shapes and host-side values (max_len, max_kv, eps ...). Whatever changes
  * between replays must live in backend memory at the addresses recorded;
@@ -340,7 +344,8 @@ typedef struct gs_graph gs_graph; /* opaque */
 int gs_graph_begin(gs_backend *be);
 /* Stops recording; on success *out owns the graph (gs_graph_free).
  * GS_EDEVICE when the device refused the capture (an op that cannot be
- * captured); the backend is usable again either way. */
+ * captured); GS_EINVAL without a recording or with out NULL (the
+ * recording is dropped). The backend is usable again either way. */
 int gs_graph_end(gs_backend *be, gs_graph **out);
 /* Stops recording and drops it (after an op failed mid-recording).
  * No-op when nothing is recording. */
@@ -348,9 +353,10 @@ void gs_graph_abort(gs_backend *be);
 /* 1 while recording. */
 int gs_graph_recording(const gs_backend *be);
 /* Runs the recorded ops (asynchronously on a GPU, like any op). GS_EAGAIN
- * when the graph went stale (the backend moved memory the capture used):
- * free it, run the ops eagerly once and record again. Other codes: an op
- * failed during the replay (CPU) or the launch failed. */
+ * when the graph went stale (the backend moved memory the capture used),
+ * and again at every launch until it is freed: run the ops eagerly once and
+ * record again. GS_EINVAL while recording or for another backend's graph.
+ * Other codes: an op failed during the replay (CPU) or the launch failed. */
 int gs_graph_launch(gs_backend *be, gs_graph *g);
 void gs_graph_free(gs_backend *be, gs_graph *g); /* NULL: no-op */
 

@@ -1,6 +1,6 @@
 /* cuda_ops.h - the CUDA backend's internal entry points, one per verb of
  * kernels.h, on a gs_cuda device context. C linkage; used by the vtable
- * glue (vtable.c), by sample.h / graph.h and by tests/gpu. The model never
+ * glue (vtable.c), by sample.cu / graph.cu and by tests/gpu. The model never
  * includes this header: it calls kernels.h.
  *
  * Every function returns 0 or a negative GS_E* code. Argument errors are
