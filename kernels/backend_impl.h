@@ -109,9 +109,9 @@ struct gs_backend {
     gs_backend_kind kind;
     gs_dtype act_dt; /* activation dtype: F32 on the CPU, BF16 on CUDA */
     /* Graph recording state, owned by kernels.c (zero at creation). */
-    int recording;            /* 1 between gs_graph_begin and _end / _abort */
-    struct gs_graph *rec;     /* the recording (graph.c), native or not: it also
-                                 holds the frees deferred until it stops */
+    int recording;        /* 1 between gs_graph_begin and _end / _abort */
+    struct gs_graph *rec; /* the recording (graph.c), native or not: it also
+                             holds the frees deferred until it stops */
 };
 
 /* Backend constructors (called by gs_backend_new only). On success *out owns
