@@ -123,6 +123,13 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
         return gs_diag_set(d, rc, "engine: cannot allocate %d KV pages of %zu bytes", n_pages,
                            page_bytes);
     }
+    int graphs = p->graphs ? p->graphs > 0 : gs_backend_get_kind(e->be) == GS_BACKEND_CUDA;
+    if (graphs && (rc = gs_model_enable_graphs(e->model, e->kv, sp.max_seqs, e->max_model_len))) {
+        gs_engine_free(e);
+        return gs_diag_set(d, rc, "engine: cannot set up decode graphs for %d sequences",
+                           sp.max_seqs);
+    }
+    e->graphs_on = graphs;
     gs_log_info("engine: %d KV pages x %d tokens (%.1f MB), budget %d tokens, %d seqs, "
                 "prefix cache %s",
                 n_pages - 1, e->page_size, (double)page_bytes * n_pages / 1e6, sp.token_budget,
@@ -144,8 +151,14 @@ void gs_engine_free(gs_engine *e)
     gs_sched_free(e->sched);
     gs_prefix_cache_free(e->pc);
     gs_kv_pool_free(e->pool);
+    if (e->graphs_on)
+        gs_model_disable_graphs(e->model); /* its graphs write e->kv */
     gs_kv_cache_free(e->kv);
-    free(e->logits);
+    free(e->smp_rows);
+    free(e->smp_ids);
+    free(e->pen_off);
+    free(e->pen_ids);
+    free(e->pen_cnt);
     free(e->text);
     free(e);
 }
@@ -559,6 +572,10 @@ void gs_engine_get_stats(const gs_engine *e, gs_engine_stats *out)
     out->n_images_encoded = e->n_images_encoded;
     out->n_images_cache_hits = e->n_image_hits;
     out->n_jobs_finished = e->n_finished;
+    gs_model_graph_stats gst;
+    gs_model_graph_stats_get(e->model, &gst);
+    out->n_graph_replays = gst.replays;
+    out->n_graph_captures = gst.captures;
 }
 
 void gs_engine_reset_caches(gs_engine *e)

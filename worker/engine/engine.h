@@ -64,6 +64,10 @@ typedef struct {
     int32_t max_seqs;      /* running sequences; 0: 64 */
     int32_t max_model_len; /* tokens per sequence; 0: max_position_embeddings */
     unsigned flags;        /* GS_ENGINE_* */
+    /* Decode steps through recorded graphs (gs_model_enable_graphs):
+     * 0 = on for a CUDA backend, off on the CPU (no launch cost to save
+     * there); 1 = on; -1 = off. */
+    int graphs;
     gs_engine_detok detok; /* open == NULL: events carry ids, no text */
     /* Clock for event timings (ns, monotonic); NULL: CLOCK_MONOTONIC. The
      * `now` given to gs_engine_step and jobs' arrival_ns must use it. */
@@ -153,6 +157,8 @@ typedef struct {
     int64_t n_images_encoded;    /* images through the vision tower */
     int64_t n_images_cache_hits; /* images served by the encoder cache */
     int64_t n_jobs_finished;
+    int64_t n_graph_replays;  /* decode steps replayed from a graph */
+    int64_t n_graph_captures; /* graphs recorded */
 } gs_engine_stats;
 
 /* On success *out owns the engine (gs_engine_free), with its KV cache

@@ -39,6 +39,7 @@ struct gs_engine {
     gs_dtype act;
     int32_t page_size, max_model_len, vocab, hidden, patch_dim, merge;
     gs_kv_cache *kv;
+    int graphs_on; /* this engine enabled the model's decode graphs for kv */
     gs_kv_pool *pool;
     gs_prefix_cache *pc; /* NULL with GS_ENGINE_NO_PREFIX_CACHE */
     gs_emb_cache *ec;    /* NULL with GS_ENGINE_NO_ENCODER_CACHE */
@@ -47,8 +48,13 @@ struct gs_engine {
     gs_job *jobs; /* every job inside, newest first */
     int32_t n_jobs;
     int64_t next_id;
-    float *logits; /* [cap_logits] */
-    size_t cap_logits;
+    /* Sampling requests of a step, grown as needed (engine_step.c). */
+    gs_sample_row *smp_rows; /* [cap_rows] */
+    int32_t *smp_ids;        /* [cap_rows] chosen ids */
+    int32_t *pen_off;        /* [cap_rows + 1] */
+    int32_t cap_rows;
+    int32_t *pen_ids, *pen_cnt; /* [cap_pen] */
+    int32_t cap_pen;
     char *text; /* event text scratch */
     size_t text_len, text_cap;
     int64_t n_generated, n_images_encoded, n_image_hits, n_finished;

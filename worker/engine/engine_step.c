@@ -1,5 +1,6 @@
 /* engine_step.c - one engine iteration: plan -> page copies -> image
- * encoding -> flattened batch -> one forward -> commit -> sample -> events.
+ * encoding -> flattened batch -> one forward with sampling on the backend
+ * (only token ids come back) -> commit -> events.
  *
  * Failure handling: a step that fails before the forward (a page copy, the
  * vision encoder, the batch) ends only the jobs involved with
@@ -158,6 +159,76 @@ static int gather_image_rows(gs_engine *e, const gs_batch_out *bo, gs_mat *img)
     return 0;
 }
 
+/* The capacity to use for n entries when cap is too small: the next power
+ * of two (at least 64); -1 when n is absurd. */
+static int32_t next_cap(int32_t cap, int64_t n)
+{
+    if (n > INT32_MAX / 2)
+        return -1;
+    int32_t nc = cap ? cap : 64;
+    while (nc < n)
+        nc *= 2;
+    return nc;
+}
+
+#define RESIZE(ptr, n)                                                                             \
+    do {                                                                                           \
+        void *q_ = realloc((ptr), sizeof *(ptr) * (size_t)(n));                                    \
+        if (!q_)                                                                                   \
+            return GS_ENOMEM;                                                                      \
+        (ptr) = q_;                                                                                \
+    } while (0)
+
+/* The sampling request of every logit row: each job's parameters with
+ * offset = tokens generated so far, and the penalty lists (CSR) of the
+ * jobs that use penalties. */
+static int sample_requests(gs_engine *e, const gs_step_plan *pl, const gs_batch_out *bo,
+                           gs_sample_batch *sb)
+{
+    const int32_t n = bo->tb.n_logits;
+    if (n + 1 > e->cap_rows) {
+        int32_t nc = next_cap(e->cap_rows, (int64_t)n + 1);
+        if (nc < 0)
+            return GS_ENOMEM;
+        RESIZE(e->smp_rows, nc);
+        RESIZE(e->smp_ids, nc);
+        RESIZE(e->pen_off, nc);
+        e->cap_rows = nc;
+    }
+    int64_t total = 0;
+    int any = 0;
+    for (int32_t k = 0; k < n; k++) {
+        const gs_job *j = pl->items[bo->logit_item[k]].seq->user;
+        gs_sampler_row(j->sampler, &e->smp_rows[k]);
+        int32_t np = gs_sampler_n_penalty_ids(j->sampler);
+        e->pen_off[k] = (int32_t)total;
+        total += np;
+        any |= np > 0;
+    }
+    e->pen_off[n] = (int32_t)total;
+    sb->rows = e->smp_rows;
+    sb->pen_off = NULL;
+    sb->pen_ids = sb->pen_cnt = NULL;
+    if (!any)
+        return 0;
+    if (total > e->cap_pen) {
+        int32_t nc = next_cap(e->cap_pen, total);
+        if (nc < 0)
+            return GS_ENOMEM;
+        RESIZE(e->pen_ids, nc);
+        RESIZE(e->pen_cnt, nc);
+        e->cap_pen = nc;
+    }
+    for (int32_t k = 0; k < n; k++) {
+        const gs_job *j = pl->items[bo->logit_item[k]].seq->user;
+        gs_sampler_penalty_ids(j->sampler, e->pen_ids + e->pen_off[k], e->pen_cnt + e->pen_off[k]);
+    }
+    sb->pen_off = e->pen_off;
+    sb->pen_ids = e->pen_ids;
+    sb->pen_cnt = e->pen_cnt;
+    return 0;
+}
+
 /* Releases image embeddings that their sequence's prefill has passed. */
 static void drop_passed_images(gs_engine *e, const gs_step_plan *pl)
 {
@@ -205,19 +276,12 @@ int gs_engine_step(gs_engine *e, uint64_t now)
     rc = gs_batch_build(e->batch, &pl, e->page_size, &bo);
     if (!rc && bo.n_img_rows > 0)
         rc = gather_image_rows(e, &bo, &img);
-    size_t need = (size_t)(bo.tb.n_logits > 0 ? bo.tb.n_logits : 1) * (size_t)e->vocab;
-    if (!rc && need > e->cap_logits) {
-        float *l = realloc(e->logits, need * sizeof *l);
-        if (l) {
-            e->logits = l;
-            e->cap_logits = need;
-        } else {
-            rc = GS_ENOMEM;
-        }
-    }
+    gs_sample_batch sb;
+    if (!rc)
+        rc = sample_requests(e, &pl, &bo, &sb);
     if (!rc) {
         bo.tb.img = img;
-        rc = gs_model_forward(e->model, e->kv, &bo.tb, e->logits);
+        rc = gs_model_step(e->model, e->kv, &bo.tb, &sb, e->smp_ids);
     }
     gs_buf_free(e->be, img.data);
     if (!rc)
@@ -230,17 +294,19 @@ int gs_engine_step(gs_engine *e, uint64_t now)
     }
     drop_passed_images(e, &pl);
 
-    /* Sample. A job that finishes is dropped at once; the plan's arrays
-     * stay valid (they belong to the scheduler) and each job appears in
-     * one item only. */
+    /* Hand out the ids. A job that finishes is dropped at once; the plan's
+     * arrays stay valid (they belong to the scheduler) and each job
+     * appears in one item only. */
     uint64_t t = gs_engine__now(e);
     for (int32_t k = 0; k < bo.tb.n_logits; k++) {
         gs_job *j = pl.items[bo.logit_item[k]].seq->user;
-        int32_t id = gs_sampler_sample(j->sampler, e->logits + (size_t)k * (size_t)e->vocab);
-        if (id < 0)
-            gs_engine__finish(e, j, GS_FINISH_ERROR, id);
-        else
+        int32_t id = e->smp_ids[k];
+        if (id < 0) {
+            gs_log_warn("engine: job %lld: no finite logit to sample from", (long long)j->id);
+            gs_engine__finish(e, j, GS_FINISH_ERROR, GS_EINVAL);
+        } else {
             gs_engine__on_token(e, j, id, t);
+        }
     }
     return 0;
 }

@@ -123,6 +123,7 @@ void gs_model_free(gs_model *m)
 {
     if (!m)
         return;
+    gs_model_disable_graphs(m);
     gs_weights_free(m->be, m->w);
     free(m);
 }

@@ -97,4 +97,48 @@ typedef struct {
 
 int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *logits);
 
+/* Sampling requests for the logit rows of a step (gs_k_sample in kernels.h
+ * has the semantics). Host memory, borrowed for the call. */
+typedef struct {
+    const gs_sample_row *rows; /* [n_logits] */
+    /* Penalty lists, CSR; pen_off NULL: no penalties. Row k owns
+     * pen_ids / pen_cnt[pen_off[k] .. pen_off[k+1]). */
+    const int32_t *pen_off; /* [n_logits + 1] */
+    const int32_t *pen_ids;
+    const int32_t *pen_cnt;
+} gs_sample_batch;
+
+/* One forward step, then sampling on the backend: ids[k] (host, n_logits
+ * entries) is the next token of logit row k, or -1 when that row's logits
+ * were all NaN / -inf. Only the ids come back from the backend. A decode
+ * batch (one token per sequence, no image rows, logit_rows = 0, 1, ...)
+ * replays a recorded graph when gs_model_enable_graphs was called for kv;
+ * every other batch runs op by op. Errors as gs_model_forward. */
+int gs_model_step(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, const gs_sample_batch *s,
+                  int32_t *ids);
+
+/* Records decode steps as graphs (gs_graph_* in kernels.h), one per batch
+ * bucket (1, 2, 4, 8, then multiples of 8 up to 64, of 32 up to 256) and
+ * context bucket (powers of two from 256 tokens up to max_len), each made
+ * the first time a step of that shape comes. Padded rows are harmless
+ * (no KV write, one key of page 0). Allocates a fixed workspace for
+ * max_batch sequences of max_len tokens (max_batch <= 256). Graphs are tied
+ * to kv: steps on another cache run op by op. Also turns on vision graphs
+ * by patch bucket (gs_model_encode_images; vision_graph.c), whose
+ * workspace grows to the largest batch seen. Calling it again replaces the
+ * workspaces and drops every graph. GS_EINVAL for bad sizes, GS_ENOMEM. */
+int gs_model_enable_graphs(gs_model *m, const gs_kv_cache *kv, int32_t max_batch, int32_t max_len);
+void gs_model_disable_graphs(gs_model *m);
+
+typedef struct {
+    int64_t replays;         /* decode steps run by a graph */
+    int64_t captures;        /* decode graphs recorded */
+    int64_t eager;           /* decode steps that ran op by op to make a graph */
+    int64_t vision_replays;  /* vision batches run by a graph */
+    int64_t vision_captures; /* vision graphs recorded */
+    int32_t n_graphs;        /* graphs held now */
+    size_t ws_bytes;         /* backend bytes of the graph workspaces */
+} gs_model_graph_stats;
+void gs_model_graph_stats_get(const gs_model *m, gs_model_graph_stats *out);
+
 #endif

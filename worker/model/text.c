@@ -7,12 +7,16 @@
  *   h = RMSNorm_pre_mlp(x); x += RMSNorm_post_mlp(down(silu(g) * u))
  * The residual add and the next norm are one fused op (add_rmsnorm), and
  * the last layer's add fuses with the final norm. Logits are computed only
- * for the requested rows. Single-threaded. */
+ * for the requested rows; gs_model_step samples them on the backend and
+ * brings back only the ids. Decode batches may go through a recorded graph
+ * instead (decode.c); this file runs everything else op by op, with the
+ * activations of one call in a scratch buffer. Single-threaded. */
 #include "model_impl.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Uploads n int32 from host into the scratch; NULL when full or on error. */
 static int32_t *up_i32(gs_scratch *s, const int32_t *src, int64_t n)
@@ -23,7 +27,7 @@ static int32_t *up_i32(gs_scratch *s, const int32_t *src, int64_t n)
     return d;
 }
 
-static int check_batch(const gs_model *m, const gs_kv_cache *kv, const gs_text_batch *b)
+int gs_text_check_batch(const gs_model *m, const gs_kv_cache *kv, const gs_text_batch *b)
 {
     const int32_t V = m->cfg.text.vocab_size;
     if (b->n_tokens <= 0 || b->n_seqs <= 0 || !b->ids || !b->pos || !b->slots || !b->cu_q ||
@@ -55,10 +59,122 @@ static int check_batch(const gs_model *m, const gs_kv_cache *kv, const gs_text_b
     return 0;
 }
 
-int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *logits)
+int gs_text_layers(gs_model *m, gs_kv_cache *kv, const gs_text_acts *t, const int32_t *pos,
+                   const int32_t *slots, const gs_paged_batch *pb)
 {
-    if (!m || !kv || !b || kv->m != m || check_batch(m, kv, b))
+    const gs_text_config *tc = &m->cfg.text;
+    const gs_weights *w = m->w;
+    gs_backend *be = m->be;
+    const int64_t qd = (int64_t)tc->num_attention_heads * tc->head_dim;
+    const int64_t kvd = (int64_t)tc->num_key_value_heads * tc->head_dim;
+    const float eps = (float)tc->rms_norm_eps;
+    const gs_rope_text_params rq = {
+        tc->num_attention_heads,
+        tc->head_dim,
+        tc->rotary_dim,
+        {tc->mrope_section[0], tc->mrope_section[1], tc->mrope_section[2]},
+        (float)tc->rope_theta};
+    gs_rope_text_params rk = rq;
+    rk.n_heads = tc->num_key_value_heads;
+    const gs_attn_params ap = {tc->num_attention_heads, tc->num_key_value_heads, tc->head_dim,
+                               1.0f / sqrtf((float)tc->head_dim), 1};
+    int rc = 0;
+    CK(gs_k_rmsnorm(be, t->h, t->x, &w->layers[0].input_ln, eps));
+    for (int l = 0; l < w->n_layers; l++) {
+        const gs_text_layer_w *ly = &w->layers[l];
+        CK(gs_k_matmul(be, t->qkv, t->h, ly->qkv, &ly->qkv_bias, 0));
+        gs_mat q = gs_mat_cols(t->qkv, 0, qd), k = gs_mat_cols(t->qkv, qd, kvd),
+               v = gs_mat_cols(t->qkv, qd + kvd, kvd);
+        CK(gs_k_rope_text(be, q, pos, &rq));
+        CK(gs_k_rope_text(be, k, pos, &rk));
+        CK(gs_k_kv_store(be, &kv->layers[l], k, v, slots));
+        CK(gs_k_attention_paged(be, t->at, q, &kv->layers[l], pb, &ap));
+        CK(gs_k_matmul(be, t->o, t->at, ly->o, NULL, 0));
+        CK(gs_k_rmsnorm(be, t->o, t->o, &ly->post_self_attn_ln, eps));
+        CK(gs_k_add_rmsnorm(be, t->h, t->x, t->o, &ly->post_attention_ln, eps));
+        CK(gs_k_matmul(be, t->gu, t->h, ly->gu, NULL, 0));
+        CK(gs_k_silu_mul(be, t->a, t->gu));
+        CK(gs_k_matmul(be, t->o, t->a, ly->down, NULL, 0));
+        CK(gs_k_rmsnorm(be, t->o, t->o, &ly->post_mlp_ln, eps));
+        const gs_vec *next = l + 1 < w->n_layers ? &w->layers[l + 1].input_ln : &w->norm;
+        CK(gs_k_add_rmsnorm(be, t->h, t->x, t->o, next, eps));
+        if (m->tap) {
+            char name[32];
+            snprintf(name, sizeof name, "text.layer.%d", l);
+            gs_model_tap(m, name, t->x);
+        }
+    }
+    gs_model_tap(m, "text.norm", t->h);
+done:
+    return rc;
+}
+
+/* Host-side checks of a sampling request for n rows. */
+static int check_sample(const gs_model *m, const gs_sample_batch *sb, int32_t n)
+{
+    if (n == 0)
+        return 0;
+    if (!sb || !sb->rows)
         return GS_EINVAL;
+    if (!sb->pen_off)
+        return 0;
+    if (!sb->pen_ids || !sb->pen_cnt || sb->pen_off[0] != 0)
+        return GS_EINVAL;
+    for (int32_t r = 0; r < n; r++)
+        if (sb->pen_off[r + 1] < sb->pen_off[r])
+            return GS_EINVAL;
+    for (int32_t i = 0; i < sb->pen_off[n]; i++)
+        if (sb->pen_ids[i] < 0 || sb->pen_ids[i] >= m->cfg.text.vocab_size || sb->pen_cnt[i] < 0)
+            return GS_EINVAL;
+    return 0;
+}
+
+int gs_model__sample(gs_model *m, gs_mat lg, const gs_sample_batch *sb, int32_t *ids)
+{
+    const int32_t n = (int32_t)lg.rows;
+    if (n == 0)
+        return 0;
+    int rc = check_sample(m, sb, n);
+    if (rc)
+        return rc;
+    const int32_t np = sb->pen_off ? sb->pen_off[n] : 0;
+    /* One blob: rows | pen_off | pen_ids | pen_cnt | out, one upload. */
+    const size_t o_off = sizeof(gs_sample_row) * (size_t)n;
+    const size_t o_ids = o_off + sizeof(int32_t) * (size_t)(n + 1);
+    const size_t o_cnt = o_ids + sizeof(int32_t) * (size_t)np;
+    const size_t o_out = o_cnt + sizeof(int32_t) * (size_t)np;
+    const size_t bytes = o_out + sizeof(int32_t) * (size_t)n;
+    char *host = malloc(o_out);
+    char *dev = gs_buf_alloc(m->be, bytes);
+    if (!host || !dev) {
+        rc = GS_ENOMEM;
+        goto done;
+    }
+    memcpy(host, sb->rows, o_off);
+    if (np > 0 || sb->pen_off) {
+        memcpy(host + o_off, sb->pen_off, sizeof(int32_t) * (size_t)(n + 1));
+        memcpy(host + o_ids, sb->pen_ids, sizeof(int32_t) * (size_t)np);
+        memcpy(host + o_cnt, sb->pen_cnt, sizeof(int32_t) * (size_t)np);
+    }
+    CK(gs_buf_upload(m->be, dev, host, sb->pen_off ? o_out : o_off));
+    int32_t *d_out = (int32_t *)(dev + o_out);
+    if (sb->pen_off)
+        CK(gs_k_sample(m->be, d_out, lg, (const gs_sample_row *)dev, (const int32_t *)(dev + o_off),
+                       (const int32_t *)(dev + o_ids), (const int32_t *)(dev + o_cnt)));
+    else
+        CK(gs_k_sample(m->be, d_out, lg, (const gs_sample_row *)dev, NULL, NULL, NULL));
+    CK(gs_buf_download(m->be, ids, d_out, sizeof(int32_t) * (size_t)n));
+done:
+    gs_buf_free(m->be, dev);
+    free(host);
+    return rc;
+}
+
+/* The op-by-op forward: logits to the host (logits != NULL) or sampled on
+ * the backend into ids (sb != NULL). */
+static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *logits,
+                   const gs_sample_batch *sb, int32_t *ids)
+{
     const gs_text_config *tc = &m->cfg.text;
     const gs_weights *w = m->w;
     gs_backend *be = m->be;
@@ -97,14 +213,16 @@ int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float
     int32_t *d_bt = up_i32(&s, b->block_table, (int64_t)b->n_seqs * b->max_blocks);
     int32_t *d_lrows = up_i32(&s, b->logit_rows, nl);
     int32_t *d_idx = gs_scratch_take(&s, sizeof(int32_t) * (size_t)n);
-    gs_mat x = gs_scratch_mat(&s, act, n, H);
-    gs_mat h = gs_scratch_mat(&s, act, n, H);
-    gs_mat o = gs_scratch_mat(&s, act, n, H);
-    gs_mat qkv = gs_scratch_mat(&s, act, n, qd + 2 * kvd);
-    gs_mat at = gs_scratch_mat(&s, act, n, qd);
-    gs_mat gu = gs_scratch_mat(&s, act, n, 2 * I);
-    gs_mat a = gs_scratch_mat(&s, act, n, I);
-    gs_mat emb = n_img ? gs_scratch_mat(&s, act, n + n_img, H) : x;
+    gs_text_acts t = {
+        .x = gs_scratch_mat(&s, act, n, H),
+        .h = gs_scratch_mat(&s, act, n, H),
+        .o = gs_scratch_mat(&s, act, n, H),
+        .qkv = gs_scratch_mat(&s, act, n, qd + 2 * kvd),
+        .at = gs_scratch_mat(&s, act, n, qd),
+        .gu = gs_scratch_mat(&s, act, n, 2 * I),
+        .a = gs_scratch_mat(&s, act, n, I),
+    };
+    gs_mat emb = n_img ? gs_scratch_mat(&s, act, n + n_img, H) : t.x;
     gs_mat hl = gs_scratch_mat(&s, act, nl > 0 ? nl : 1, H);
     gs_mat lg = gs_scratch_mat(&s, GS_DT_F32, nl > 0 ? nl : 1, V);
     if (!d_ids || !d_pos || !d_slots || !d_cu || !d_kvlen || !d_bt || !d_lrows || !d_idx ||
@@ -125,55 +243,22 @@ int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float
         for (int64_t i = 0; i < n; i++)
             idx[i] = b->img_row[i] >= 0 ? (int32_t)(n + b->img_row[i]) : (int32_t)i;
         CK(gs_buf_upload(be, d_idx, idx, sizeof(int32_t) * (size_t)n));
-        CK(gs_k_gather_rows(be, x, emb, d_idx));
+        CK(gs_k_gather_rows(be, t.x, emb, d_idx));
     } else {
-        CK(gs_k_embed(be, x, w->embed, d_ids));
+        CK(gs_k_embed(be, t.x, w->embed, d_ids));
     }
-    gs_model_tap(m, "text.embed", x);
+    gs_model_tap(m, "text.embed", t.x);
 
-    const float eps = (float)tc->rms_norm_eps;
-    gs_rope_text_params rq = {tc->num_attention_heads,
-                              tc->head_dim,
-                              tc->rotary_dim,
-                              {tc->mrope_section[0], tc->mrope_section[1], tc->mrope_section[2]},
-                              (float)tc->rope_theta};
-    gs_rope_text_params rk = rq;
-    rk.n_heads = tc->num_key_value_heads;
-    const gs_attn_params ap = {tc->num_attention_heads, tc->num_key_value_heads, tc->head_dim,
-                               1.0f / sqrtf((float)tc->head_dim), 1};
     const gs_paged_batch pb = {b->n_seqs, d_cu, d_kvlen, d_bt, b->max_blocks, max_q, max_kv};
-
-    CK(gs_k_rmsnorm(be, h, x, &w->layers[0].input_ln, eps));
-    for (int l = 0; l < w->n_layers; l++) {
-        const gs_text_layer_w *ly = &w->layers[l];
-        CK(gs_k_matmul(be, qkv, h, ly->qkv, &ly->qkv_bias, 0));
-        gs_mat q = gs_mat_cols(qkv, 0, qd), k = gs_mat_cols(qkv, qd, kvd),
-               v = gs_mat_cols(qkv, qd + kvd, kvd);
-        CK(gs_k_rope_text(be, q, d_pos, &rq));
-        CK(gs_k_rope_text(be, k, d_pos, &rk));
-        CK(gs_k_kv_store(be, &kv->layers[l], k, v, d_slots));
-        CK(gs_k_attention_paged(be, at, q, &kv->layers[l], &pb, &ap));
-        CK(gs_k_matmul(be, o, at, ly->o, NULL, 0));
-        CK(gs_k_rmsnorm(be, o, o, &ly->post_self_attn_ln, eps));
-        CK(gs_k_add_rmsnorm(be, h, x, o, &ly->post_attention_ln, eps));
-        CK(gs_k_matmul(be, gu, h, ly->gu, NULL, 0));
-        CK(gs_k_silu_mul(be, a, gu));
-        CK(gs_k_matmul(be, o, a, ly->down, NULL, 0));
-        CK(gs_k_rmsnorm(be, o, o, &ly->post_mlp_ln, eps));
-        const gs_vec *next = l + 1 < w->n_layers ? &w->layers[l + 1].input_ln : &w->norm;
-        CK(gs_k_add_rmsnorm(be, h, x, o, next, eps));
-        if (m->tap) {
-            char name[32];
-            snprintf(name, sizeof name, "text.layer.%d", l);
-            gs_model_tap(m, name, x);
-        }
-    }
-    gs_model_tap(m, "text.norm", h);
+    CK(gs_text_layers(m, kv, &t, d_pos, d_slots, &pb));
 
     if (nl > 0) {
-        CK(gs_k_gather_rows(be, hl, h, d_lrows));
+        CK(gs_k_gather_rows(be, hl, t.h, d_lrows));
         CK(gs_k_matmul(be, lg, hl, w->lm_head, NULL, 0));
-        CK(gs_buf_download(be, logits, lg.data, sizeof(float) * (size_t)(nl * V)));
+        if (sb)
+            CK(gs_model__sample(m, gs_mat_rows(lg, 0, nl), sb, ids));
+        else
+            CK(gs_buf_download(be, logits, lg.data, sizeof(float) * (size_t)(nl * V)));
     } else {
         CK(gs_backend_sync(be));
     }
@@ -181,4 +266,26 @@ done:
     free(idx);
     gs_scratch_release(&s);
     return rc;
+}
+
+int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *logits)
+{
+    if (!m || !kv || !b || kv->m != m || gs_text_check_batch(m, kv, b) ||
+        (b->n_logits > 0 && !logits))
+        return GS_EINVAL;
+    return forward(m, kv, b, logits, NULL, NULL);
+}
+
+int gs_model_step(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, const gs_sample_batch *s,
+                  int32_t *ids)
+{
+    if (!m || !kv || !b || kv->m != m || gs_text_check_batch(m, kv, b))
+        return GS_EINVAL;
+    if (b->n_logits > 0 && (!ids || check_sample(m, s, b->n_logits)))
+        return GS_EINVAL;
+    int handled = 0;
+    int rc = gs_decode_step(m, kv, b, s, ids, &handled);
+    if (handled)
+        return rc;
+    return forward(m, kv, b, NULL, s, ids);
 }

@@ -14,6 +14,7 @@
  * Single-threaded. */
 #include "fake_model.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,6 +105,11 @@ gs_backend *gs_model_backend(const gs_model *m)
 const gs_model_config *gs_model_get_config(const gs_model *m)
 {
     return &m->cfg;
+}
+gs_backend_kind gs_backend_get_kind(const gs_backend *be)
+{
+    (void)be;
+    return GS_BACKEND_CPU;
 }
 gs_dtype gs_backend_act_dtype(const gs_backend *be)
 {
@@ -287,4 +293,61 @@ int fake_ref_generate(const int32_t *prompt, int32_t n_prompt, const fake_image 
     free(pos);
     free(emb);
     return rc;
+}
+
+/* gs_model_step: the fake's logits, then greedy argmax (temperature <= 0)
+ * or a draw from the softmax with a uniform that depends only on the
+ * row's (seed, offset), so batching cannot change a seeded draw.
+ * Penalties are not modelled (the fake tests do not use them). */
+int gs_model_step(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, const gs_sample_batch *s,
+                  int32_t *ids)
+{
+    float *lg = malloc(sizeof(float) * FAKE_VOCAB * (size_t)(b->n_logits > 0 ? b->n_logits : 1));
+    if (!lg)
+        return GS_ENOMEM;
+    int rc = gs_model_forward(m, kv, b, lg);
+    for (int32_t k = 0; k < b->n_logits && !rc; k++) {
+        const float *l = lg + (size_t)k * FAKE_VOCAB;
+        const gs_sample_row *r = &s->rows[k];
+        int32_t best = 0;
+        for (int32_t v = 1; v < FAKE_VOCAB; v++)
+            if (l[v] > l[best])
+                best = v;
+        ids[k] = best;
+        if (!(r->temperature > 0))
+            continue;
+        double tot = 0, acc = 0;
+        for (int32_t v = 0; v < FAKE_VOCAB; v++)
+            tot += exp((l[v] - l[best]) / (double)r->temperature / 1e5);
+        double u = (double)(mix64(r->seed * 31 + r->offset) >> 11) / 9007199254740992.0 * tot;
+        for (int32_t v = 0; v < FAKE_VOCAB; v++) {
+            acc += exp((l[v] - l[best]) / (double)r->temperature / 1e5);
+            if (acc > u) {
+                ids[k] = v;
+                break;
+            }
+        }
+    }
+    free(lg);
+    return rc;
+}
+
+int gs_model_enable_graphs(gs_model *m, const gs_kv_cache *kv, int32_t max_batch, int32_t max_len)
+{
+    (void)m;
+    (void)kv;
+    (void)max_batch;
+    (void)max_len;
+    return GS_ENOTSUP; /* the engine never asks on a CPU backend by default */
+}
+
+void gs_model_disable_graphs(gs_model *m)
+{
+    (void)m;
+}
+
+void gs_model_graph_stats_get(const gs_model *m, gs_model_graph_stats *out)
+{
+    (void)m;
+    memset(out, 0, sizeof *out);
 }

@@ -68,11 +68,14 @@ static void on_ev(void *user, const gs_engine_event *ev)
     }
 }
 
+static int g_graphs = -1; /* gs_engine_params.graphs of the engines made */
+
 static gs_engine *mk_engine_f(int32_t n_pages, int32_t ps, int32_t budget, int32_t max_seqs,
                               unsigned flags)
 {
     gs_engine_params p = {0};
     p.flags = flags;
+    p.graphs = g_graphs;
     p.model = g_model;
     p.n_pages = n_pages;
     p.page_size = ps;
@@ -261,6 +264,13 @@ static void batch_run(int n, int32_t n_pages, int32_t ps, int32_t budget, unsign
             (long long)st.n_images_encoded);
     if (want_preempt)
         GS_ASSERT(st.n_preemptions > 0);
+    if (g_graphs > 0) {
+        fprintf(stderr, "  decode graphs: %lld recorded, %lld steps replayed\n",
+                (long long)st.n_graph_captures, (long long)st.n_graph_replays);
+        GS_ASSERT(st.n_graph_captures > 0 && st.n_graph_replays > st.n_graph_captures);
+    } else {
+        GS_ASSERT_EQ(st.n_graph_replays, 0);
+    }
     GS_ASSERT(pool_is_full(e));
     free(o);
     free(mt);
@@ -274,6 +284,26 @@ static void test_batching_invariance(void)
 {
     batch_run(32, 512, 4, 40, 0, 0);
     batch_run(24, 512, 4, 40, GS_ENGINE_NO_PREFIX_CACHE | GS_ENGINE_NO_ENCODER_CACHE, 0);
+}
+
+/* Decode steps replayed from recorded graphs (padded to batch and
+ * context buckets) give exactly the tokens of the op-by-op runs, also
+ * while the batch shrinks and under preemption. */
+static void test_decode_graphs(void)
+{
+    g_graphs = 1;
+    batch_run(13, 512, 4, 40, 0, 0);
+    gs_model_graph_stats st;
+    gs_model_graph_stats_get(g_model, &st);
+    fprintf(stderr, "  vision graphs: %lld recorded, %lld batches replayed\n",
+            (long long)st.vision_captures, (long long)st.vision_replays);
+    GS_ASSERT(st.vision_captures > 0);
+    batch_run(12, 15, 8, 128, GS_ENGINE_NO_PREFIX_CACHE | GS_ENGINE_NO_ENCODER_CACHE, 1);
+    gs_model_graph_stats_get(g_model, &st);
+    fprintf(stderr, "  vision graphs: %lld recorded, %lld batches replayed\n",
+            (long long)st.vision_captures, (long long)st.vision_replays);
+    GS_ASSERT(st.vision_replays > 0);
+    g_graphs = -1;
 }
 
 static void test_preemption_identical(void)
@@ -440,6 +470,7 @@ int main(void)
     GS_RUN(test_solo_and_reference);
     GS_RUN(test_batching_invariance);
     GS_RUN(test_preemption_identical);
+    GS_RUN(test_decode_graphs);
     GS_RUN(test_shared_image_pages);
     GS_RUN(test_cancel_mid_stream);
     GS_RUN(test_text_and_stop_string);
