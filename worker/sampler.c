@@ -2,7 +2,10 @@
  *
  * Penalty bookkeeping: a small open-addressing hash map id -> (in_prompt,
  * output count) per sequence, so a 150k vocabulary costs nothing per
- * sequence until tokens are seen.
+ * sequence until tokens are seen; beside it the same ids sorted ascending
+ * with their output counts (pen_id / pen_cnt), the form gs_k_sample's
+ * penalty lists take, kept up to date by gs_sampler_accept (binary search;
+ * an insert moves the tail).
  *
  * Filtering: after temperature, the candidates are the ids whose
  * probability is at least 1e-12 of the best one (the mass dropped is below
@@ -66,6 +69,8 @@ struct gs_sampler {
     uint32_t seen_cap, seen_n; /* cap is a power of two */
     cand *cands;               /* [vocab] scratch */
     uint64_t rng[4];
+    int32_t *pen_id, *pen_cnt; /* [pen_cap]: the map's ids in [0, vocab), ascending */
+    int32_t pen_n, pen_cap;
 };
 
 static uint32_t hash_id(int32_t id)
@@ -110,6 +115,79 @@ static seen_slot *seen_get(gs_sampler *s, int32_t id)
         s->seen_n++;
     }
     return &s->seen[h];
+}
+
+/* ---- sorted penalty list ------------------------------------------------ */
+
+/* Room for one more entry in pen_id / pen_cnt. */
+static int pen_reserve(gs_sampler *s, int32_t need)
+{
+    if (need <= s->pen_cap)
+        return 0;
+    int32_t ncap = s->pen_cap ? s->pen_cap : 64;
+    while (ncap < need)
+        ncap = ncap > INT32_MAX / 2 ? need : ncap * 2;
+    int32_t *ni = realloc(s->pen_id, sizeof *ni * (size_t)ncap);
+    if (!ni)
+        return GS_ENOMEM;
+    s->pen_id = ni;
+    int32_t *nc = realloc(s->pen_cnt, sizeof *nc * (size_t)ncap);
+    if (!nc)
+        return GS_ENOMEM;
+    s->pen_cnt = nc;
+    s->pen_cap = ncap;
+    return 0;
+}
+
+/* The first index whose id is >= id. */
+static int32_t pen_lower_bound(const gs_sampler *s, int32_t id)
+{
+    int32_t lo = 0, hi = s->pen_n;
+    while (lo < hi) {
+        const int32_t mid = lo + (hi - lo) / 2;
+        if (s->pen_id[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Counts one output occurrence of id (room reserved by the caller). */
+static void pen_count(gs_sampler *s, int32_t id)
+{
+    const int32_t k = pen_lower_bound(s, id);
+    if (k < s->pen_n && s->pen_id[k] == id) {
+        s->pen_cnt[k]++;
+        return;
+    }
+    memmove(s->pen_id + k + 1, s->pen_id + k, sizeof *s->pen_id * (size_t)(s->pen_n - k));
+    memmove(s->pen_cnt + k + 1, s->pen_cnt + k, sizeof *s->pen_cnt * (size_t)(s->pen_n - k));
+    s->pen_id[k] = id;
+    s->pen_cnt[k] = 1;
+    s->pen_n++;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The prompt's ids (in the map after gs_sampler_new): sorted, count 0. */
+static int pen_from_prompt(gs_sampler *s)
+{
+    if (pen_reserve(s, (int32_t)s->seen_n) != 0)
+        return GS_ENOMEM;
+    s->pen_n = 0;
+    for (uint32_t i = 0; i < s->seen_cap; i++)
+        if (s->seen[i].id >= 0 && s->seen[i].id < s->vocab) {
+            s->pen_id[s->pen_n] = s->seen[i].id;
+            s->pen_cnt[s->pen_n++] = 0;
+        }
+    if (s->pen_n > 1)
+        qsort(s->pen_id, (size_t)s->pen_n, sizeof *s->pen_id, cmp_i32);
+    return 0;
 }
 
 /* ---- rng --------------------------------------------------------------- */
@@ -179,6 +257,10 @@ int gs_sampler_new(const gs_sampling_params *p, int32_t vocab, const int32_t *pr
             e->in_prompt = 1;
         }
     }
+    if (pen_from_prompt(s) != 0) {
+        gs_sampler_free(s);
+        return gs_diag_set(d, GS_ENOMEM, "sampler: out of memory");
+    }
     *out = s;
     return 0;
 }
@@ -189,6 +271,8 @@ void gs_sampler_free(gs_sampler *s)
         return;
     free(s->seen);
     free(s->cands);
+    free(s->pen_id);
+    free(s->pen_cnt);
     free(s);
 }
 
@@ -196,10 +280,13 @@ int gs_sampler_accept(gs_sampler *s, int32_t id)
 {
     if (id < 0 || id >= s->vocab)
         return GS_EINVAL;
+    if (pen_reserve(s, s->pen_n + 1) != 0) /* before any change: ENOMEM leaves s as it was */
+        return GS_ENOMEM;
     seen_slot *e = seen_get(s, id);
     if (!e)
         return GS_ENOMEM;
     e->count++;
+    pen_count(s, id);
     s->n_generated++;
     return 0;
 }
@@ -207,6 +294,39 @@ int gs_sampler_accept(gs_sampler *s, int32_t id)
 int32_t gs_sampler_n_generated(const gs_sampler *s)
 {
     return s->n_generated;
+}
+
+void gs_sampler_row(const gs_sampler *s, gs_sample_row *out)
+{
+    memset(out, 0, sizeof *out);
+    out->temperature = s->p.temperature;
+    out->top_k = s->p.top_k;
+    out->top_p = s->p.top_p;
+    out->min_p = s->p.min_p;
+    out->repetition_penalty = s->p.repetition_penalty;
+    out->presence_penalty = s->p.presence_penalty;
+    out->frequency_penalty = s->p.frequency_penalty;
+    out->pad_ = 0;
+    out->seed = s->p.seed;
+    out->offset = (uint64_t)s->n_generated;
+}
+
+int32_t gs_sampler_n_penalty_ids(const gs_sampler *s)
+{
+    const gs_sampling_params *p = &s->p;
+    if (p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f &&
+        p->frequency_penalty == 0.0f)
+        return 0;
+    return s->pen_n;
+}
+
+void gs_sampler_penalty_ids(const gs_sampler *s, int32_t *ids, int32_t *cnt)
+{
+    const int32_t n = gs_sampler_n_penalty_ids(s);
+    if (n == 0)
+        return;
+    memcpy(ids, s->pen_id, sizeof *ids * (size_t)n);
+    memcpy(cnt, s->pen_cnt, sizeof *cnt * (size_t)n);
 }
 
 static void apply_penalties(gs_sampler *s, float *logits)

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "kernels/kernels.h"
 
 typedef struct {
     float temperature;        /* <= 0: greedy */
@@ -60,6 +61,26 @@ int32_t gs_sampler_sample(gs_sampler *s, float *logits);
 int gs_sampler_accept(gs_sampler *s, int32_t id);
 /* Number of ids accepted since creation (the output length). */
 int32_t gs_sampler_n_generated(const gs_sampler *s);
+
+/* ---------------------------------------------------------------------------
+ * The same choice on the backend (gs_k_sample, kernels.h): what a row of
+ * that op needs from a sampler. The op's draws come from Philox keyed by
+ * (seed, offset), not from this sampler's own random stream, and exact
+ * ties at the top-k / top-p boundary are all kept there. */
+
+/* The sampler's row for gs_k_sample: its parameters and seed, offset =
+ * gs_sampler_n_generated (a new draw for each generated token), pad_ 0. */
+void gs_sampler_row(const gs_sampler *s, gs_sample_row *out);
+/* How many entries gs_sampler_penalty_ids writes: 0 when no penalty is
+ * active (repetition 1, presence and frequency 0), else the number of
+ * distinct ids seen (output ids, plus the prompt's when the repetition
+ * penalty is on: prompt ids take part in no other penalty). */
+int32_t gs_sampler_n_penalty_ids(const gs_sampler *s);
+/* Writes gs_sampler_n_penalty_ids(s) entries, the row's part of the op's
+ * penalty lists: each distinct id once, ascending, with its count in the
+ * output in cnt (0: prompt only). O(entries): the list is kept sorted as
+ * ids are accepted. */
+void gs_sampler_penalty_ids(const gs_sampler *s, int32_t *ids, int32_t *cnt);
 
 /* ---------------------------------------------------------------------------
  * Stop strings over streamed text. */

@@ -1,16 +1,19 @@
-/* sample_kernel.cuh - the body of the sampling kernel (one 1024-thread
- * block per row; sample.cu launches it) and its helpers: Philox4x32-10,
- * fixed-point masses, block reductions and scans, radix select. Written
- * against simt.cuh so that tests/gpu/emu_sample.cu runs the same code on the
- * CPU. Internal to kernels/cuda. */
+/* sample_kernel.cuh - the body of the gs_k_sample kernel (one 1024-thread
+ * block per row; sample.cu launches it) and its helpers: fixed-point
+ * masses, block reductions and scans, radix select (the draw is
+ * kernels/philox.h). Written against simt.cuh so that
+ * tests/gpu/emu_sample.cu runs the same code on the CPU; the CPU backend's
+ * kernels/cpu/sample.c implements the same semantics. Internal to
+ * kernels/cuda. */
 #ifndef GS_CUDA_SAMPLE_KERNEL_CUH
 #define GS_CUDA_SAMPLE_KERNEL_CUH
 
 #include <math.h>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/sample.h"
 #include "kernels/cuda/simt.cuh"
+#include "kernels/kernels.h"
+#include "kernels/philox.h"
 
 GS_DEV int smp_min(int a, int b)
 {
@@ -19,32 +22,6 @@ GS_DEV int smp_min(int a, int b)
 
 #define SAMPLE_THREADS 1024
 #define FIX_ONE 1099511627776.0f /* 2^40 */
-
-/* ---- Philox4x32-10 ---------------------------------------------------------------- */
-
-__host__ __device__ inline void philox(uint32_t c[4], uint32_t k0, uint32_t k1)
-{
-    for (int i = 0; i < 10; i++) {
-        const uint64_t p0 = (uint64_t)0xD2511F53u * c[0], p1 = (uint64_t)0xCD9E8D57u * c[2];
-        const uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
-        const uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
-        const uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
-        c[0] = n0;
-        c[1] = lo1;
-        c[2] = n2;
-        c[3] = lo0;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-}
-
-__host__ __device__ inline double uniform01(uint64_t seed, uint64_t offset)
-{
-    uint32_t c[4] = {(uint32_t)offset, (uint32_t)(offset >> 32), 0x5eed5eedu, 0};
-    philox(c, (uint32_t)seed, (uint32_t)(seed >> 32));
-    const uint64_t r = ((uint64_t)c[0] << 32 | c[1]) >> 11; /* 53 bits */
-    return (double)r * (1.0 / 9007199254740992.0);
-}
 
 /* ---- block helpers ------------------------------------------------------------------ */
 
@@ -161,7 +138,7 @@ typedef struct {
     float *logits;
     int64_t ld;
     int n_rows, vocab;
-    const gs_cuda_sample_row *params;
+    const gs_sample_row *params;
     const int32_t *pen_off, *pen_ids, *pen_cnt;
     int32_t *out;
     unsigned *err;
@@ -176,7 +153,7 @@ GS_DEV void sample_row(const sample_args &a, sample_smem &sm)
     uint32_t *sel = sm.sel;
     const int r = GS_BIDX, V = a.vocab, tid = GS_TID;
     float *row = a.logits + (int64_t)r * a.ld;
-    const gs_cuda_sample_row P = a.params[r];
+    const gs_sample_row P = a.params[r];
 
     /* 1. penalties over the row's distinct ids */
     if (a.pen_off) {
@@ -192,8 +169,8 @@ GS_DEV void sample_row(const sample_args &a, sample_smem &sm)
             if (rep)
                 l = l > 0.0f ? l / P.repetition_penalty : l * P.repetition_penalty;
             const int cnt = a.pen_cnt[k];
-            if (cnt > 0)
-                l -= P.presence_penalty + P.frequency_penalty * (float)cnt;
+            if (cnt > 0) /* one FMA, spelled out so that every backend rounds alike */
+                l -= fmaf(P.frequency_penalty, (float)cnt, P.presence_penalty);
             row[id] = l;
         }
         GS_SYNC();
@@ -239,11 +216,9 @@ GS_DEV void sample_row(const sample_args &a, sample_smem &sm)
     bv = shf[0];
     bi = shi[0];
     GS_SYNC();
-    if (bi < 0) {
-        if (tid == 0) {
+    if (bi < 0) { /* nothing finite: a per-row outcome, not a device error */
+        if (tid == 0)
             a.out[r] = -1;
-            gs_dev_error(a.err, GS_CUDA_ERR_SAMPLE);
-        }
         return;
     }
     if (!(P.temperature > 0.0f)) {
@@ -299,7 +274,7 @@ GS_DEV void sample_row(const sample_args &a, sample_smem &sm)
     GS_SYNC();
     if (total == 0)
         return;
-    uint64_t target = (uint64_t)(uniform01(P.seed, P.offset) * (double)total);
+    uint64_t target = (uint64_t)(gs_philox_uniform(P.seed, P.offset) * (double)total);
     if (target >= total)
         target = total - 1;
     if (target >= excl && target < excl + mine) {

@@ -5,8 +5,9 @@
  * expf, so sampled rows must pick exactly the model's id, not just a kept
  * one. Needs no GPU. Rows cover greedy, penalties, top-k / top-p / min-p,
  * exact ties at the top-k and top-p boundaries, NaN logits, an all -inf row
- * (id -1 and the error word) and a vocabulary that is not a multiple of the
- * block size. */
+ * (id -1, the error word untouched: a per-row outcome) and a vocabulary that
+ * is not a multiple of the block size; a last grid lists a penalty id
+ * outside the vocabulary (skipped, and the error word set). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +37,9 @@ int main(void)
 {
     /* 12 configurations x 4 draws (offsets), so a wrong kept set is caught */
     enum { V = 3001, NC = 12, REP = 4, R = NC * REP };
-    float *logits = (float *)malloc(sizeof(float) * V * R), *orig = (float *)malloc(sizeof(float) * V * R);
-    gs_cuda_sample_row P[R];
+    float *logits = (float *)malloc(sizeof(float) * V * R),
+          *orig = (float *)malloc(sizeof(float) * V * R);
+    gs_sample_row P[R];
     memset(P, 0, sizeof P);
     for (int r = 0; r < NC; r++) {
         for (int i = 0; i < V; i++)
@@ -47,10 +49,10 @@ int main(void)
         P[r].temperature = 1.0f;
         P[r].seed = 77 + (uint64_t)r;
     }
-    const char *names[NC] = {"greedy",          "greedy + penalties", "top_k 1",
-                            "top_k 5 (tied)",  "top_p 0.9",          "top_p 0.3 (tied)",
-                            "min_p 0.2",       "top_k 40 top_p 0.8", "temperature 0.5",
-                            "NaN logits",      "all -inf",           "rep 1.2 sampled"};
+    const char *names[NC] = {"greedy",         "greedy + penalties", "top_k 1",
+                             "top_k 5 (tied)", "top_p 0.9",          "top_p 0.3 (tied)",
+                             "min_p 0.2",      "top_k 40 top_p 0.8", "temperature 0.5",
+                             "NaN logits",     "all -inf",           "rep 1.2 sampled"};
     P[0].temperature = 0.0f;
     P[1].temperature = 0.0f;
     P[1].repetition_penalty = 1.5f, P[1].presence_penalty = 0.7f, P[1].frequency_penalty = 0.3f;
@@ -113,18 +115,37 @@ int main(void)
         float *l = (float *)malloc(sizeof(float) * V);
         memcpy(l, orig + (size_t)r * V, sizeof(float) * V);
         sm_result m = sm_model(l, V, &P[r], ids + off[r], cnt + off[r], off[r + 1] - off[r],
-                               uniform01(P[r].seed, P[r].offset));
+                               gs_philox_uniform(P[r].seed, P[r].offset));
         const int ok = out[r] == m.draw;
-        printf("%-22s draw %d: emu %5d model %5d (argmax %d, %d kept)  %s\n", names[r % NC],
-               r / NC, out[r], m.draw, m.best, m.kept, ok ? "ok" : "FAIL");
+        printf("%-22s draw %d: emu %5d model %5d (argmax %d, %d kept)  %s\n", names[r % NC], r / NC,
+               out[r], m.draw, m.best, m.kept, ok ? "ok" : "FAIL");
         fails += !ok;
         free(m.p);
         free(l);
     }
-    const int err_ok = err == GS_CUDA_ERR_SAMPLE; /* the all -inf row */
-    printf("%-22s %s\n", "error word", err_ok ? "ok" : "FAIL");
+    const int err_ok = err == 0; /* the all -inf row is not a device error */
+    printf("%-22s %s (0x%x)\n", "error word clear", err_ok ? "ok" : "FAIL", err);
     fails += !err_ok;
-    printf("%d rows, %d failed\n", R, fails);
+
+    /* a penalty id outside the vocabulary: skipped, the error word set; the
+     * row's other penalties still apply (greedy row 1's list plus id V) */
+    {
+        int32_t boff[2] = {0, 0}, bids[9], bcnt[9];
+        for (int k = off[1]; k < off[2]; k++)
+            bids[boff[1]] = ids[k], bcnt[boff[1]++] = cnt[k];
+        bids[boff[1]] = V, bcnt[boff[1]++] = 1;
+        memcpy(logits, orig + V, sizeof(float) * V);
+        int32_t bout = -2;
+        unsigned berr = 0;
+        sample_args b = {logits, V, 1, V, &P[1], boff, bids, bcnt, &bout, &berr};
+        g_args = b;
+        emu_run_grid(1, 1, 1, SAMPLE_THREADS, row_cta, &sm);
+        const int ok = berr == GS_CUDA_ERR_SAMPLE && bout == out[1];
+        printf("%-22s emu %5d (err 0x%x), without it %5d  %s\n", "bad penalty id", bout, berr,
+               out[1], ok ? "ok" : "FAIL");
+        fails += !ok;
+    }
+    printf("%d rows, %d failed\n", R + 1, fails);
     free(logits);
     free(orig);
     return fails ? 1 : 0;

@@ -1,8 +1,10 @@
-/* sample_model.h - a host model of the GPU sampler's semantics
- * (kernels/cuda/sample.h), for its tests: penalties, argmax, the kept set
- * (1e-12 candidate cut, top-k / top-p with exact boundary ties kept,
- * min-p) and the id the draw picks for a uniform u (fixed-point masses
- * scanned in id order). Header-only, C and C++, test code only. */
+/* sample_model.h - a plain host model of gs_k_sample's semantics
+ * (kernels.h), for the tests of both backends (tests/gpu and
+ * tests/unit/kernels/test_sample.c): penalties, argmax, the kept set (1e-12
+ * candidate cut, top-k / top-p with exact boundary ties kept, min-p) and
+ * the id the draw picks for a uniform u (fixed-point masses scanned in id
+ * order). Written the slow obvious way (qsort of the whole row). Header-only,
+ * C and C++, test code only (exits on OOM). */
 #ifndef GS_SAMPLE_MODEL_H
 #define GS_SAMPLE_MODEL_H
 
@@ -11,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/cuda/sample.h"
+#include "kernels/kernels.h"
 
 static uint64_t sm_fixmass(float p)
 {
@@ -41,7 +43,7 @@ typedef struct {
 
 /* l: [V] logits, modified (penalties applied). ids / cnt: the row's
  * penalty list (n_pen entries). u: the row's uniform draw. */
-static sm_result sm_model(float *l, int V, const gs_cuda_sample_row *P, const int32_t *ids,
+static sm_result sm_model(float *l, int V, const gs_sample_row *P, const int32_t *ids,
                           const int32_t *cnt, int n_pen, double u)
 {
     sm_result r;
@@ -51,7 +53,7 @@ static sm_result sm_model(float *l, int V, const gs_cuda_sample_row *P, const in
         if (P->repetition_penalty > 0 && P->repetition_penalty != 1.0f)
             *x = *x > 0 ? *x / P->repetition_penalty : *x * P->repetition_penalty;
         if (cnt[i] > 0)
-            *x -= P->presence_penalty + P->frequency_penalty * (float)cnt[i];
+            *x -= fmaf(P->frequency_penalty, (float)cnt[i], P->presence_penalty);
     }
     float bv = -INFINITY;
     r.best = -1;
