@@ -32,11 +32,12 @@ double bg_median(double *v, int n);
 int bg_fill_context(bg_ctx *c, int32_t ctx, int32_t n_seqs, double *sec, gs_diag *d);
 
 /* `batch` sequences (already filled to ctx) each decode one token per
- * step: c->warmup untimed steps, then c->steps timed ones (gs_model_forward
- * with logits for every sequence, which downloads them: a full step).
- * *ms: median step time in ms; *dl_ms: median time of downloading that
- * many logits rows alone (part of every step with this model API). */
-int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, double *dl_ms, gs_diag *d);
+ * step: c->warmup untimed steps, then c->steps timed ones, each a full
+ * production step (gs_model_step: forward, greedy sampling on the backend,
+ * the ids back on the host). graphs: 1 = through recorded decode graphs
+ * (gs_model_enable_graphs; fails unless every timed step replayed one),
+ * 0 = op by op. *ms: median step time in ms. */
+int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, int graphs, double *ms, gs_diag *d);
 
 /* One sequence of n text tokens from position 0 (pages from 0), logits of
  * the last row. *sec: median over c->reps after one warm-up. */

@@ -47,7 +47,6 @@ static int32_t text_id(const gs_model_config *cfg, int64_t i)
 /* Host arrays of one forward of n_tok tokens in n_seqs sequences. */
 typedef struct {
     int32_t *ids, *pos, *slots, *img_row, *cu_q, *kv_len, *bt, *lrows;
-    float *logits;
 } fwd_arrays;
 
 static void fwd_free(fwd_arrays *a)
@@ -60,12 +59,10 @@ static void fwd_free(fwd_arrays *a)
     free(a->kv_len);
     free(a->bt);
     free(a->lrows);
-    free(a->logits);
     memset(a, 0, sizeof *a);
 }
 
-static int fwd_alloc(fwd_arrays *a, int64_t n_tok, int64_t n_seqs, int64_t max_blocks,
-                     int64_t vocab)
+static int fwd_alloc(fwd_arrays *a, int64_t n_tok, int64_t n_seqs, int64_t max_blocks)
 {
     memset(a, 0, sizeof *a);
     a->ids = malloc(sizeof(int32_t) * (size_t)n_tok);
@@ -76,9 +73,8 @@ static int fwd_alloc(fwd_arrays *a, int64_t n_tok, int64_t n_seqs, int64_t max_b
     a->kv_len = malloc(sizeof(int32_t) * (size_t)n_seqs);
     a->bt = malloc(sizeof(int32_t) * (size_t)(n_seqs * max_blocks));
     a->lrows = malloc(sizeof(int32_t) * (size_t)n_seqs);
-    a->logits = malloc(sizeof(float) * (size_t)(n_seqs * vocab));
     if (!a->ids || !a->pos || !a->slots || !a->img_row || !a->cu_q || !a->kv_len || !a->bt ||
-        !a->lrows || !a->logits) {
+        !a->lrows) {
         fwd_free(a);
         return GS_ENOMEM;
     }
@@ -86,7 +82,8 @@ static int fwd_alloc(fwd_arrays *a, int64_t n_tok, int64_t n_seqs, int64_t max_b
 }
 
 /* One sequence of n tokens at positions 0..n-1 (pos given by caller if
- * pos3 != NULL), pages 0.. of the cache, logits of the last row. */
+ * pos3 != NULL), pages 0.. of the cache; the last row's next token is
+ * chosen greedily on the backend (gs_model_step, as the engine does). */
 static int forward_one(bg_ctx *c, fwd_arrays *a, int32_t n, const int32_t *pos3, gs_mat img,
                        int use_img, gs_diag *d)
 {
@@ -121,11 +118,14 @@ static int forward_one(bg_ctx *c, fwd_arrays *a, int32_t n, const int32_t *pos3,
     tb.max_blocks = nb;
     tb.n_logits = 1;
     tb.logit_rows = a->lrows;
-    int rc = gs_model_forward(c->m, c->kv, &tb, a->logits);
-    if (!rc)
-        rc = gs_backend_sync(c->be);
+    gs_sample_row row = {0};
+    row.top_p = 1.0f;
+    row.repetition_penalty = 1.0f;
+    const gs_sample_batch sb = {&row, NULL, NULL, NULL};
+    int32_t next = -1;
+    int rc = gs_model_step(c->m, c->kv, &tb, &sb, &next);
     if (rc)
-        return gs_diag_set(d, rc, "bench: gs_model_forward of %d tokens failed: %s", n,
+        return gs_diag_set(d, rc, "bench: gs_model_step of %d tokens failed: %s", n,
                            gs_strerror(rc));
     return 0;
 }
@@ -138,7 +138,7 @@ int bg_fill_context(bg_ctx *c, int32_t ctx, int32_t n_seqs, double *sec, gs_diag
         return gs_diag_set(d, GS_EINVAL, "bench: KV cache too small for %d x %d tokens", n_seqs,
                            ctx);
     fwd_arrays a;
-    if (fwd_alloc(&a, ctx, 1, used, cfg->text.vocab_size))
+    if (fwd_alloc(&a, ctx, 1, used))
         return gs_diag_set(d, GS_ENOMEM, "bench: out of host memory");
     for (int32_t i = 0; i < ctx; i++)
         a.ids[i] = text_id(cfg, i);
@@ -155,7 +155,7 @@ int bg_fill_context(bg_ctx *c, int32_t ctx, int32_t n_seqs, double *sec, gs_diag
     return rc;
 }
 
-int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, double *dl_ms, gs_diag *d)
+int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, int graphs, double *ms, gs_diag *d)
 {
     const gs_model_config *cfg = gs_model_get_config(c->m);
     int n_steps = c->warmup + c->steps;
@@ -163,17 +163,24 @@ int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, double *dl_ms, 
         (int64_t)batch * c->pps > gs_kv_cache_pages(c->kv))
         return gs_diag_set(d, GS_EINVAL, "bench: KV cache too small for decode batch %d", batch);
     fwd_arrays a;
-    if (fwd_alloc(&a, batch, batch, c->pps, cfg->text.vocab_size))
+    if (fwd_alloc(&a, batch, batch, c->pps))
         return gs_diag_set(d, GS_ENOMEM, "bench: out of host memory");
     double *t = malloc(sizeof(double) * (size_t)(c->steps > 0 ? c->steps : 1));
-    int rc = t ? 0 : gs_diag_set(d, GS_ENOMEM, "bench: out of host memory");
+    gs_sample_row *rows = calloc((size_t)batch, sizeof *rows);
+    int32_t *out = malloc(sizeof *out * (size_t)batch);
+    int rc = t && rows && out ? 0 : gs_diag_set(d, GS_ENOMEM, "bench: out of host memory");
     for (int32_t s = 0; s < batch && !rc; s++) {
         a.cu_q[s] = s;
         a.lrows[s] = s;
+        rows[s].top_p = 1.0f; /* greedy: temperature 0, every filter off */
+        rows[s].repetition_penalty = 1.0f;
         for (int32_t b = 0; b < c->pps; b++)
             a.bt[(int64_t)s * c->pps + b] = s * c->pps + b;
     }
     a.cu_q[batch] = batch;
+    if (!rc && graphs && (rc = gs_model_enable_graphs(c->m, c->kv, batch, c->pps * c->page)))
+        gs_diag_set(d, rc, "bench: gs_model_enable_graphs(%d) failed: %s", batch, gs_strerror(rc));
+    const gs_sample_batch sb = {rows, NULL, NULL, NULL};
     for (int k = 0; k < n_steps && !rc; k++) {
         int32_t p = ctx + k; /* this step's cache position */
         for (int32_t s = 0; s < batch; s++) {
@@ -195,35 +202,26 @@ int bg_decode(bg_ctx *c, int32_t batch, int32_t ctx, double *ms, double *dl_ms, 
         tb.n_logits = batch;
         tb.logit_rows = a.lrows;
         double t0 = bg_now();
-        rc = gs_model_forward(c->m, c->kv, &tb, a.logits);
-        if (!rc)
-            rc = gs_backend_sync(c->be);
+        rc = gs_model_step(c->m, c->kv, &tb, &sb, out); /* returns after the ids are back */
         double dt = bg_now() - t0;
         if (rc)
             gs_diag_set(d, rc, "bench: decode step (batch %d) failed: %s", batch, gs_strerror(rc));
         else if (k >= c->warmup)
             t[k - c->warmup] = dt;
     }
+    if (!rc && graphs) {
+        gs_model_graph_stats st;
+        gs_model_graph_stats_get(c->m, &st);
+        if (st.replays < c->steps)
+            rc = gs_diag_set(d, GS_EINTERNAL, "bench: only %lld of %d steps ran from a graph",
+                             (long long)st.replays, c->steps);
+    }
+    if (graphs)
+        gs_model_disable_graphs(c->m);
     if (!rc)
         *ms = 1e3 * bg_median(t, c->steps);
-    /* What downloading the step's logits alone costs (same size, same
-     * pageable host buffer), to read the step time against. */
-    size_t lbytes = sizeof(float) * (size_t)batch * (size_t)cfg->text.vocab_size;
-    void *dev = rc ? NULL : gs_buf_alloc(c->be, lbytes);
-    if (!rc && !dev)
-        rc = gs_diag_set(d, GS_ENOMEM, "bench: no backend memory for a logits buffer");
-    if (!rc && (rc = gs_buf_zero(c->be, dev, lbytes)))
-        gs_diag_set(d, rc, "bench: gs_buf_zero failed: %s", gs_strerror(rc));
-    for (int k = -1; k < c->steps && !rc; k++) {
-        double t0 = bg_now();
-        if ((rc = gs_buf_download(c->be, a.logits, dev, lbytes)))
-            gs_diag_set(d, rc, "bench: logits download failed: %s", gs_strerror(rc));
-        if (k >= 0)
-            t[k] = bg_now() - t0;
-    }
-    if (!rc)
-        *dl_ms = 1e3 * bg_median(t, c->steps);
-    gs_buf_free(c->be, dev);
+    free(out);
+    free(rows);
     free(t);
     fwd_free(&a);
     return rc;
@@ -233,7 +231,7 @@ int bg_prefill(bg_ctx *c, int32_t n, double *sec, gs_diag *d)
 {
     const gs_model_config *cfg = gs_model_get_config(c->m);
     fwd_arrays a;
-    if (fwd_alloc(&a, n, 1, (n + c->page - 1) / c->page, cfg->text.vocab_size))
+    if (fwd_alloc(&a, n, 1, (n + c->page - 1) / c->page))
         return gs_diag_set(d, GS_ENOMEM, "bench: out of host memory");
     double *t = malloc(sizeof(double) * (size_t)c->reps);
     int rc = t ? 0 : gs_diag_set(d, GS_ENOMEM, "bench: out of host memory");
@@ -336,8 +334,7 @@ int bg_ttft(bg_ctx *c, const gs_image_params *ip, int32_t w, int32_t h, int32_t 
                             gs_dtype_size(gs_backend_act_dtype(c->be));
             vis = gs_buf_alloc(c->be, vbytes);
             pos3 = malloc(sizeof(int32_t) * 3 * (size_t)n);
-            if (!vis || !pos3 ||
-                fwd_alloc(&a, n, 1, (n + c->page - 1) / c->page, cfg->text.vocab_size)) {
+            if (!vis || !pos3 || fwd_alloc(&a, n, 1, (n + c->page - 1) / c->page)) {
                 gs_image_patches_free(pt);
                 rc = gs_diag_set(d, GS_ENOMEM, "bench: out of memory for the image prompt");
                 break;
