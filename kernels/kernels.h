@@ -310,7 +310,8 @@ int gs_k_sample(gs_backend *be, int32_t *out_ids, gs_mat logits, const gs_sample
                 const int32_t *pen_off, const int32_t *pen_ids, const int32_t *pen_cnt);
 
 /* The uniform [0, 1) number a row with (seed, offset) draws:
- * Philox4x32-10 keyed by seed, counter (offset, 0, 0, 0). */
+ * Philox4x32-10 keyed by seed, counter (offset low, offset high,
+ * 0x5eed5eed, 0) (kernels/philox.h). */
 double gs_sample_uniform(uint64_t seed, uint64_t offset);
 
 /* ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-/* sampler.c - logits processors, seeded draws and stop strings (sampler.h).
+/* sampler.c - per-sequence sampling state and stop strings (sampler.h).
  *
  * Penalty bookkeeping: a small open-addressing hash map id -> (in_prompt,
  * output count) per sequence, so a 150k vocabulary costs nothing per
@@ -7,12 +7,8 @@
  * penalty lists take, kept up to date by gs_sampler_accept (binary search;
  * an insert moves the tail).
  *
- * Filtering: after temperature, the candidates are the ids whose
- * probability is at least 1e-12 of the best one (the mass dropped is below
- * 1e-7 for any vocabulary size, and it keeps the sort short); top-k keeps
- * the k best, top-p the smallest prefix of the sorted list whose mass
- * reaches p (at least one id), min-p the ids with p >= min_p * p_max.
- * Random draws use xoshiro256** seeded by splitmix64(seed). */
+ * The choice itself is the backend's gs_k_sample (kernels.h): this file
+ * hands it the parameters (gs_sampler_row) and the penalty lists. */
 #include "sampler.h"
 
 #include <math.h>
@@ -56,19 +52,12 @@ typedef struct {
     int32_t count; /* occurrences in the output */
 } seen_slot;
 
-typedef struct {
-    float p; /* probability (or logit before softmax) */
-    int32_t id;
-} cand;
-
 struct gs_sampler {
     gs_sampling_params p;
     int32_t vocab;
     int32_t n_generated;
     seen_slot *seen;
     uint32_t seen_cap, seen_n; /* cap is a power of two */
-    cand *cands;               /* [vocab] scratch */
-    uint64_t rng[4];
     int32_t *pen_id, *pen_cnt; /* [pen_cap]: the map's ids in [0, vocab), ascending */
     int32_t pen_n, pen_cap;
 };
@@ -190,39 +179,6 @@ static int pen_from_prompt(gs_sampler *s)
     return 0;
 }
 
-/* ---- rng --------------------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t xoshiro_next(uint64_t *s)
-{
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
-
-/* Uniform double in [0, 1) with 53 random bits. */
-static double rng_uniform(gs_sampler *s)
-{
-    return (double)(xoshiro_next(s->rng) >> 11) * (1.0 / 9007199254740992.0);
-}
-
 /* ---- sampler ----------------------------------------------------------- */
 
 int gs_sampler_new(const gs_sampling_params *p, int32_t vocab, const int32_t *prompt,
@@ -239,14 +195,10 @@ int gs_sampler_new(const gs_sampling_params *p, int32_t vocab, const int32_t *pr
         return GS_ENOMEM;
     s->p = *p;
     s->vocab = vocab;
-    s->cands = malloc(sizeof *s->cands * (size_t)vocab);
-    if (!s->cands || seen_grow(s) != 0) {
+    if (seen_grow(s) != 0) {
         gs_sampler_free(s);
         return gs_diag_set(d, GS_ENOMEM, "sampler: out of memory");
     }
-    uint64_t x = p->seed;
-    for (int i = 0; i < 4; i++)
-        s->rng[i] = splitmix64(&x);
     if (p->repetition_penalty != 1.0f) {
         for (int32_t i = 0; i < n_prompt; i++) {
             seen_slot *e = seen_get(s, prompt[i]);
@@ -270,7 +222,6 @@ void gs_sampler_free(gs_sampler *s)
     if (!s)
         return;
     free(s->seen);
-    free(s->cands);
     free(s->pen_id);
     free(s->pen_cnt);
     free(s);
@@ -327,134 +278,6 @@ void gs_sampler_penalty_ids(const gs_sampler *s, int32_t *ids, int32_t *cnt)
         return;
     memcpy(ids, s->pen_id, sizeof *ids * (size_t)n);
     memcpy(cnt, s->pen_cnt, sizeof *cnt * (size_t)n);
-}
-
-static void apply_penalties(gs_sampler *s, float *logits)
-{
-    const gs_sampling_params *p = &s->p;
-    int rep = p->repetition_penalty != 1.0f;
-    int pf = p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f;
-    if (!rep && !pf)
-        return;
-    for (uint32_t i = 0; i < s->seen_cap; i++) {
-        const seen_slot *e = &s->seen[i];
-        if (e->id < 0 || e->id >= s->vocab)
-            continue;
-        float *l = &logits[e->id];
-        if (rep && (e->in_prompt || e->count > 0))
-            *l = *l > 0 ? *l / p->repetition_penalty : *l * p->repetition_penalty;
-        if (pf && e->count > 0)
-            *l -= p->presence_penalty + p->frequency_penalty * (float)e->count;
-    }
-}
-
-static int cand_desc(const void *a, const void *b)
-{
-    const cand *x = a, *y = b;
-    if (x->p != y->p)
-        return x->p < y->p ? 1 : -1;
-    return x->id < y->id ? -1 : x->id > y->id; /* stable by id */
-}
-
-/* Moves the k largest of c[0..n) to the front (unordered); O(n) average. */
-static void select_top_k(cand *c, int32_t n, int32_t k)
-{
-    int32_t lo = 0, hi = n - 1;
-    while (lo < hi) {
-        cand pivot = c[lo + (hi - lo) / 2];
-        int32_t i = lo, j = hi;
-        while (i <= j) {
-            while (cand_desc(&c[i], &pivot) < 0)
-                i++;
-            while (cand_desc(&c[j], &pivot) > 0)
-                j--;
-            if (i <= j) {
-                cand t = c[i];
-                c[i] = c[j];
-                c[j] = t;
-                i++;
-                j--;
-            }
-        }
-        if (k - 1 <= j)
-            hi = j;
-        else if (k - 1 >= i)
-            lo = i;
-        else
-            break;
-    }
-}
-
-int32_t gs_sampler_sample(gs_sampler *s, float *logits)
-{
-    const gs_sampling_params *p = &s->p;
-    const int32_t V = s->vocab;
-    apply_penalties(s, logits);
-
-    /* Greedy: argmax, NaN never wins, ties to the lowest id. */
-    int32_t best = -1;
-    float bv = -INFINITY;
-    for (int32_t i = 0; i < V; i++)
-        if (logits[i] > bv) {
-            bv = logits[i];
-            best = i;
-        }
-    if (best < 0)
-        return GS_EINVAL;
-    if (p->temperature <= 0.0f)
-        return best;
-
-    /* Candidates within a factor 1e-12 of the best probability. */
-    const float inv_t = 1.0f / p->temperature;
-    const float cutoff = -27.6310211f; /* ln(1e-12) */
-    int32_t n = 0;
-    for (int32_t i = 0; i < V; i++) {
-        float z = (logits[i] - bv) * inv_t;
-        if (z >= cutoff) { /* false for NaN */
-            s->cands[n].p = z;
-            s->cands[n].id = i;
-            n++;
-        }
-    }
-    if (p->top_k > 0 && p->top_k < n) {
-        select_top_k(s->cands, n, p->top_k);
-        n = p->top_k;
-    }
-    qsort(s->cands, (size_t)n, sizeof *s->cands, cand_desc);
-    double sum = 0;
-    for (int32_t i = 0; i < n; i++) {
-        s->cands[i].p = expf(s->cands[i].p);
-        sum += s->cands[i].p;
-    }
-    if (p->top_p < 1.0f) {
-        double acc = 0, target = p->top_p * sum;
-        int32_t keep = n;
-        for (int32_t i = 0; i < n; i++) {
-            acc += s->cands[i].p;
-            if (acc >= target) {
-                keep = i + 1;
-                break;
-            }
-        }
-        n = keep;
-    }
-    if (p->min_p > 0.0f) {
-        float floor_p = p->min_p * s->cands[0].p; /* cands[0] is the max */
-        int32_t keep = 1;
-        while (keep < n && s->cands[keep].p >= floor_p)
-            keep++;
-        n = keep;
-    }
-    sum = 0;
-    for (int32_t i = 0; i < n; i++)
-        sum += s->cands[i].p;
-    double r = rng_uniform(s) * sum, acc = 0;
-    for (int32_t i = 0; i < n; i++) {
-        acc += s->cands[i].p;
-        if (r < acc)
-            return s->cands[i].id;
-    }
-    return s->cands[n - 1].id;
 }
 
 /* ---- stop strings ------------------------------------------------------ */

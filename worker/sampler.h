@@ -1,9 +1,11 @@
-/* sampler.h - next-token choice for one sequence, and stop conditions.
+/* sampler.h - the sampling state of one sequence, and stop conditions.
  *
  * A gs_sampler belongs to one sequence. It remembers the tokens seen (the
- * prompt and everything generated) for the penalties and carries its own
- * seeded random state, so a request with a seed is reproducible no matter
- * what else runs in the same batch.
+ * prompt and everything generated) for the penalties and how many tokens
+ * were generated, and hands both with the parameters to the backend's
+ * gs_k_sample (kernels.h), which makes the choice: the draw is keyed by
+ * (seed, tokens generated so far), so a request with a seed is
+ * reproducible no matter what else runs in the same batch.
  *
  * Order of the logits processors (as transformers' generate, plus the
  * OpenAI penalties that vLLM applies in the same place):
@@ -52,11 +54,6 @@ int gs_sampler_new(const gs_sampling_params *p, int32_t vocab, const int32_t *pr
                    int32_t n_prompt, gs_sampler **out, gs_diag *d);
 void gs_sampler_free(gs_sampler *s); /* NULL: no-op */
 
-/* Chooses the next id from logits[vocab] (F32; modified in place as
- * scratch). Does not record it: call gs_sampler_accept with the id that is
- * actually appended. Returns the id (>= 0) or a negative GS_E* code
- * (GS_EINVAL when every logit is NaN / -inf). */
-int32_t gs_sampler_sample(gs_sampler *s, float *logits);
 /* Records an appended id (counts for the penalties). */
 int gs_sampler_accept(gs_sampler *s, int32_t id);
 /* Number of ids accepted since creation (the output length). */

@@ -26,7 +26,7 @@ enum {
     GS_CUDA_ERR_PAGE = 1 << 3,       /* block table page beyond the cache */
     GS_CUDA_ERR_SEQ = 1 << 4,        /* cu / kv_len inconsistent */
     GS_CUDA_ERR_GRID = 1 << 5,       /* posembed grid (h, w, H, W) invalid */
-    GS_CUDA_ERR_SAMPLE = 1 << 6,     /* sampler: bad token id or row */
+    GS_CUDA_ERR_SAMPLE = 1 << 6,     /* sampler: a penalty id outside the vocabulary */
 };
 
 struct gs_cuda_gemm_cache; /* gemm.cu */
@@ -73,35 +73,35 @@ struct gs_cuda {
 int gs_cuda_err(cudaError_t e, const char *what, const char *file, int line);
 int gs_cuda_lt_err(cublasStatus_t s, const char *what, const char *file, int line);
 
-#define GS_CU_TRY(call)                                                  \
-    do {                                                                 \
-        cudaError_t gs__e = (call);                                      \
-        if (gs__e != cudaSuccess)                                        \
-            return gs_cuda_err(gs__e, #call, __FILE__, __LINE__);        \
+#define GS_CU_TRY(call)                                                                            \
+    do {                                                                                           \
+        cudaError_t gs__e = (call);                                                                \
+        if (gs__e != cudaSuccess)                                                                  \
+            return gs_cuda_err(gs__e, #call, __FILE__, __LINE__);                                  \
     } while (0)
 
 /* After a kernel launch: reports launch configuration errors. */
-#define GS_CU_LAUNCHED(name)                                             \
-    do {                                                                 \
-        cudaError_t gs__e = cudaGetLastError();                          \
-        if (gs__e != cudaSuccess)                                        \
-            return gs_cuda_err(gs__e, name, __FILE__, __LINE__);         \
+#define GS_CU_LAUNCHED(name)                                                                       \
+    do {                                                                                           \
+        cudaError_t gs__e = cudaGetLastError();                                                    \
+        if (gs__e != cudaSuccess)                                                                  \
+            return gs_cuda_err(gs__e, name, __FILE__, __LINE__);                                   \
     } while (0)
 
-#define GS_LT_TRY(call)                                                  \
-    do {                                                                 \
-        cublasStatus_t gs__s = (call);                                   \
-        if (gs__s != CUBLAS_STATUS_SUCCESS)                              \
-            return gs_cuda_lt_err(gs__s, #call, __FILE__, __LINE__);     \
+#define GS_LT_TRY(call)                                                                            \
+    do {                                                                                           \
+        cublasStatus_t gs__s = (call);                                                             \
+        if (gs__s != CUBLAS_STATUS_SUCCESS)                                                        \
+            return gs_cuda_lt_err(gs__s, #call, __FILE__, __LINE__);                               \
     } while (0)
 
 /* Argument check: logs "cuda <op>: <why>" and returns GS_EINVAL. */
-#define GS_CU_CHECK(cond, op, fmt, ...)                                  \
-    do {                                                                 \
-        if (!(cond)) {                                                   \
-            gs_log_error("cuda %s: " fmt, op, ##__VA_ARGS__);            \
-            return GS_EINVAL;                                            \
-        }                                                                \
+#define GS_CU_CHECK(cond, op, fmt, ...)                                                            \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            gs_log_error("cuda %s: " fmt, op, ##__VA_ARGS__);                                      \
+            return GS_EINVAL;                                                                      \
+        }                                                                                          \
     } while (0)
 
 /* Scratch of at least `bytes` (grows; GS_ENOMEM during capture). */
@@ -151,8 +151,7 @@ static inline int gs_cu_aligned(const void *p, size_t a)
  * cols % 8 == 0. */
 static inline int gs_cu_vec8_ok(const gs_mat &m)
 {
-    return m.dt == GS_DT_BF16 && gs_cu_aligned(m.data, 16) && m.stride % 8 == 0 &&
-           m.cols % 8 == 0;
+    return m.dt == GS_DT_BF16 && gs_cu_aligned(m.data, 16) && m.stride % 8 == 0 && m.cols % 8 == 0;
 }
 
 static inline unsigned gs_cu_blocks(int64_t n, int per_block, unsigned cap)
