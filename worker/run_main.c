@@ -5,7 +5,7 @@
  *                [--system TEXT] [--max-tokens N] [--temperature T]
  *                [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R]
  *                [--seed S] [--no-think] [--threads N] [--backend cpu|cuda]
- *                [--dummy-weights] [--stop STR]...
+ *                [--dummy-weights] [--graphs auto|on|off] [--stop STR]...
  *
  * Timings (load, preprocessing, vision, TTFT, prefill and decode tokens/s)
  * go to stderr. Exit status 0 on success, 1 on a runtime error, 2 on bad
@@ -43,6 +43,7 @@ typedef struct {
     int n_stops;
     long max_tokens;
     int no_think, threads, dummy;
+    int graphs; /* gs_engine_params.graphs: 0 auto, 1 on, -1 off */
     int have_temp, have_top_p, have_top_k, have_rep;
     gs_sampling_params sp;
 } options;
@@ -60,7 +61,7 @@ static void usage(FILE *f)
                "       [--system TEXT] [--max-tokens N] [--temperature T] [--top-p P]\n"
                "       [--top-k K] [--min-p P] [--repetition-penalty R] [--seed S]\n"
                "       [--no-think] [--threads N] [--backend cpu|cuda] [--dummy-weights]\n"
-               "       [--stop STR]...\n");
+               "       [--graphs auto|on|off] [--stop STR]...\n");
 }
 
 static int parse_num(const char *flag, const char *s, double lo, double hi, double *out)
@@ -168,6 +169,14 @@ static int parse_args(int argc, char **argv, options *o)
             o->no_think = 1;
         } else if (!strcmp(a, "--dummy-weights")) {
             o->dummy = 1;
+        } else if (!strcmp(a, "--graphs")) {
+            NEEDV;
+            if (!strcmp(v, "auto") || !strcmp(v, "on") || !strcmp(v, "off")) {
+                o->graphs = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? -1 : 0;
+            } else {
+                fprintf(stderr, "glmserve-run: --graphs must be auto, on or off\n");
+                return -1;
+            }
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             exit(0);
@@ -443,6 +452,7 @@ int main(int argc, char **argv)
     ep.max_seqs = 1;
     ep.max_model_len = (int32_t)(L + o.max_tokens);
     ep.detok = gs_engine_tokenizer_detok(&dctx);
+    ep.graphs = o.graphs;
     if ((rc = gs_engine_new(&ep, &eng, &d))) {
         fail("engine", rc, &d);
         goto out;

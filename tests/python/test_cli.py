@@ -26,11 +26,14 @@ def prompt_of(case):
     return "".join(p.get("text", "") for p in content if p["type"] == "text")
 
 
+@pytest.mark.parametrize("graphs", ["auto", "on"])
 @pytest.mark.parametrize("name", ["text_only", "one_image", "two_images"])
-def test_greedy_text_matches_transformers(run_bin, fixtures, cases, name):
+def test_greedy_text_matches_transformers(run_bin, fixtures, cases, name, graphs):
+    """auto is op by op on the CPU; on replays recorded decode and vision
+    graphs (the CPU backend's recorder), padded to their buckets."""
     case = cases[name]
     args = ["--model", fixtures / "tiny-glm4v", "--prompt", prompt_of(case),
-            "--max-tokens", len(case["greedy_ids"]), "--temperature", 0]
+            "--max-tokens", len(case["greedy_ids"]), "--temperature", 0, "--graphs", graphs]
     for img in case["images"]:
         args += ["--image", fixtures / "ref" / img]
     r = run(run_bin, *args)
@@ -45,6 +48,10 @@ def test_seeded_sampling_is_reproducible(run_bin, fixtures):
     a, b = run(run_bin, *args), run(run_bin, *args)
     assert a.returncode == 0 and b.returncode == 0, a.stderr
     assert a.stdout == b.stdout and a.stdout.strip()
+    # the draw is keyed by (seed, tokens so far): graphs do not change it
+    c = run(run_bin, *args, "--graphs", "on")
+    assert c.returncode == 0, c.stderr
+    assert c.stdout == a.stdout
 
 
 def test_missing_model_folder(run_bin, tmp_path):
@@ -86,6 +93,8 @@ def test_usage_errors(run_bin, fixtures):
     assert r.returncode != 0 and "max-tokens" in r.stderr
     r = run(run_bin, "--model", fixtures / "tiny-glm4v", "--prompt", "x", "--bogus")
     assert r.returncode != 0 and "bogus" in r.stderr
+    r = run(run_bin, "--model", fixtures / "tiny-glm4v", "--prompt", "x", "--graphs", "maybe")
+    assert r.returncode == 2 and "--graphs" in r.stderr
 
 
 def test_invalid_utf8_prompt(run_bin, fixtures):

@@ -151,7 +151,7 @@ int gs_model__sample(gs_model *m, gs_mat lg, const gs_sample_batch *sb, int32_t 
         goto done;
     }
     memcpy(host, sb->rows, o_off);
-    if (np > 0 || sb->pen_off) {
+    if (sb->pen_off) {
         memcpy(host + o_off, sb->pen_off, sizeof(int32_t) * (size_t)(n + 1));
         memcpy(host + o_ids, sb->pen_ids, sizeof(int32_t) * (size_t)np);
         memcpy(host + o_cnt, sb->pen_cnt, sizeof(int32_t) * (size_t)np);
