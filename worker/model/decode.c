@@ -9,11 +9,9 @@
  * recorded once (gs_graph_*) and replayed. Padded rows write no KV (slot
  * -1), see one key of page 0 and their logits are never sampled.
  *
- * The first step of a new (N, K) runs op by op (which also creates lazily
- * made backend state: split-KV scratch, bias copies, GEMM plans) and is
- * then recorded; a graph that went stale (GS_EAGAIN) is dropped and made
- * again the same way. A failed recording is logged and the workspace stops
- * recording (steps still run op by op), so a device that cannot capture
+ * The first step of a new (N, K) runs op by op and is then recorded
+ * (gs_graph_cache_run, graph_cache.c); after a failed recording decode
+ * steps take the op-by-op path of text.c, so a device that cannot capture
  * never fails a request.
  *
  * Owns the workspace (backend memory, host staging) and the graphs. The
@@ -28,26 +26,19 @@
 
 enum { MAX_GRAPH_BATCH = 256, MIN_CTX_BUCKET = 256 };
 
-typedef struct {
-    int32_t n, kvb;
-    gs_graph *g;
-} dgraph;
-
 struct gs_decode_ws {
     const gs_kv_cache *kv; /* the cache the graphs write (borrowed) */
     int32_t max_batch;     /* bucket of the max_batch asked for */
     int32_t max_ctx;       /* largest context bucket (tokens) */
     int32_t page_size;
-    void *buf;     /* backend: inputs | activations | logits */
-    size_t bytes;  /* of buf */
-    int32_t *in;   /* inputs region in buf */
-    int32_t *host; /* host staging of the inputs [in_cap] */
-    size_t in_cap; /* int32 elements of the inputs region */
-    char *act[7];  /* x h o qkv at gu a, each for max_batch rows */
-    float *logits; /* [max_batch, vocab] F32 */
-    dgraph *graphs;
-    int n_graphs, cap_graphs;
-    int no_record; /* a recording failed: run op by op from now on */
+    void *buf;             /* backend: inputs | activations | logits */
+    size_t bytes;          /* of buf */
+    int32_t *in;           /* inputs region in buf */
+    int32_t *host;         /* host staging of the inputs [in_cap] */
+    size_t in_cap;         /* int32 elements of the inputs region */
+    char *act[7];          /* x h o qkv at gu a, each for max_batch rows */
+    float *logits;         /* [max_batch, vocab] F32 */
+    gs_graph_cache graphs; /* keyed by (batch bucket, context bucket) */
 };
 
 static int32_t batch_bucket(int32_t n)
@@ -88,20 +79,12 @@ static void act_cols(const gs_model *m, int64_t cols[7])
     memcpy(cols, c, sizeof c);
 }
 
-static void drop_graphs(gs_model *m, gs_decode_ws *w)
-{
-    for (int i = 0; i < w->n_graphs; i++)
-        gs_graph_free(m->be, w->graphs[i].g);
-    w->n_graphs = 0;
-}
-
 void gs_decode_ws_free(gs_model *m)
 {
     gs_decode_ws *w = m->dec;
     if (!w)
         return;
-    drop_graphs(m, w);
-    free(w->graphs);
+    gs_graph_cache_free(m->be, &w->graphs);
     gs_buf_free(m->be, w->buf);
     free(w->host);
     free(w);
@@ -178,7 +161,7 @@ void gs_model_graph_stats_get(const gs_model *m, gs_model_graph_stats *out)
     if (!m)
         return;
     *out = m->gstats;
-    out->n_graphs = (m->dec ? m->dec->n_graphs : 0) + gs_vision_ws_graphs(m);
+    out->n_graphs = (m->dec ? m->dec->graphs.n : 0) + gs_vision_ws_graphs(m);
     out->ws_bytes = (m->dec ? m->dec->bytes : 0) + gs_vision_ws_bytes(m);
 }
 
@@ -186,7 +169,7 @@ void gs_model_graph_stats_get(const gs_model *m, gs_model_graph_stats *out)
 static int qualifies(const gs_model *m, const gs_decode_ws *w, const gs_kv_cache *kv,
                      const gs_text_batch *b)
 {
-    if (w->no_record || kv != w->kv || m->tap || b->n_tokens != b->n_seqs ||
+    if (w->graphs.no_record || kv != w->kv || m->tap || b->n_tokens != b->n_seqs ||
         b->n_logits != b->n_tokens || b->n_seqs > w->max_batch)
         return 0;
     for (int32_t i = 0; i < b->n_tokens; i++) {
@@ -243,8 +226,17 @@ static size_t pack(const gs_decode_ws *w, const gs_text_batch *b, int32_t N, int
 
 /* The ops of a step of (N, K) on the workspace: embed -> layers ->
  * lm_head on every row. Kernels.h verbs only (recordable). */
-static int body(gs_model *m, gs_decode_ws *w, gs_kv_cache *kv, int32_t N, int32_t kvb)
+typedef struct {
+    gs_decode_ws *w;
+    gs_kv_cache *kv;
+    int32_t N, kvb;
+} step_ctx;
+
+static int body(gs_model *m, void *ctx)
 {
+    const step_ctx *sc = ctx;
+    const gs_decode_ws *w = sc->w;
+    const int32_t N = sc->N, kvb = sc->kvb;
     const gs_dtype act = gs_backend_act_dtype(m->be);
     int64_t cols[7];
     act_cols(m, cols);
@@ -256,52 +248,11 @@ static int body(gs_model *m, gs_decode_ws *w, gs_kv_cache *kv, int32_t N, int32_
     const gs_paged_batch pb = {N, d.cu, d.kv_len, d.bt, d.mb, 1, kvb};
     int rc = gs_k_embed(m->be, t.x, m->w->embed, d.ids);
     if (!rc)
-        rc = gs_text_layers(m, kv, &t, d.pos, d.slots, &pb);
+        rc = gs_text_layers(m, sc->kv, &t, d.pos, d.slots, &pb);
     if (!rc)
         rc = gs_k_matmul(m->be, gs_mat_make(w->logits, GS_DT_F32, N, m->cfg.text.vocab_size), t.h,
                          m->w->lm_head, NULL, 0);
     return rc;
-}
-
-static dgraph *find(gs_decode_ws *w, int32_t N, int32_t kvb)
-{
-    for (int i = 0; i < w->n_graphs; i++)
-        if (w->graphs[i].n == N && w->graphs[i].kvb == kvb)
-            return &w->graphs[i];
-    return NULL;
-}
-
-/* Records the step's ops under (N, K). A failure here never fails the step
- * (it already ran op by op): it is logged and recording stops. */
-static void record(gs_model *m, gs_decode_ws *w, gs_kv_cache *kv, int32_t N, int32_t kvb)
-{
-    if (w->n_graphs == w->cap_graphs) {
-        int ncap = w->cap_graphs ? 2 * w->cap_graphs : 16;
-        dgraph *ng = realloc(w->graphs, sizeof *ng * (size_t)ncap);
-        if (!ng)
-            return;
-        w->graphs = ng;
-        w->cap_graphs = ncap;
-    }
-    gs_graph *g = NULL;
-    int rc = gs_graph_begin(m->be);
-    if (!rc) {
-        rc = body(m, w, kv, N, kvb);
-        if (rc)
-            gs_graph_abort(m->be);
-        else
-            rc = gs_graph_end(m->be, &g);
-    }
-    if (rc) {
-        gs_log_warn("model: recording the decode step (batch %d, context %d) failed (%s); "
-                    "decode runs op by op from now on",
-                    N, kvb, gs_err_name(rc));
-        w->no_record = 1;
-        drop_graphs(m, w);
-        return;
-    }
-    w->graphs[w->n_graphs++] = (dgraph){N, kvb, g};
-    m->gstats.captures++;
 }
 
 int gs_decode_step(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, const gs_sample_batch *s,
@@ -320,26 +271,18 @@ int gs_decode_step(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, const g
     int rc = gs_buf_upload(m->be, w->in, w->host, sizeof(int32_t) * len);
     if (rc)
         return rc;
-    dgraph *g = find(w, N, kvb);
-    if (g) {
-        rc = gs_graph_launch(m->be, g->g);
-        if (rc == GS_EAGAIN) { /* stale: drop it, run and record again */
-            gs_graph_free(m->be, g->g);
-            *g = w->graphs[--w->n_graphs];
-            g = NULL;
-        } else if (rc) {
-            return rc;
-        } else {
-            m->gstats.replays++;
-        }
-    }
-    if (!g) {
-        rc = body(m, w, kv, N, kvb);
-        if (rc)
-            return rc;
+    step_ctx sc = {w, kv, N, kvb};
+    gs_graph_run_how how;
+    rc = gs_graph_cache_run(m, &w->graphs, N, kvb, body, &sc, "the decode step (batch, context)",
+                            &how);
+    if (rc)
+        return rc;
+    if (how == GS_GRAPH_REPLAYED)
+        m->gstats.replays++;
+    else
         m->gstats.eager++;
-        record(m, w, kv, N, kvb);
-    }
+    if (how == GS_GRAPH_RECORDED)
+        m->gstats.captures++;
     gs_mat lg = gs_mat_make(w->logits, GS_DT_F32, b->n_seqs, m->cfg.text.vocab_size);
     return gs_model__sample(m, lg, s, ids);
 }

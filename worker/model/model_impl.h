@@ -50,6 +50,29 @@ gs_mat gs_scratch_mat(gs_scratch *s, gs_dtype dt, int64_t rows, int64_t cols);
             goto done;                                                                             \
     } while (0)
 
+/* Recorded graphs keyed by two ints, and the replay-or-record step the
+ * decode and vision graph paths share (graph_cache.c). */
+typedef int (*gs_graph_body_fn)(gs_model *m, void *ctx); /* kernels.h verbs only */
+typedef struct {
+    int32_t a, b;
+    gs_graph *g;
+} gs_graph_cache_entry;
+typedef struct {
+    gs_graph_cache_entry *e;
+    int n, cap;
+    int no_record; /* a recording failed: op by op from now on */
+} gs_graph_cache;
+typedef enum { GS_GRAPH_REPLAYED, GS_GRAPH_RECORDED, GS_GRAPH_EAGER } gs_graph_run_how;
+/* Replays the graph of (a, b); without one (or a stale one) runs body op
+ * by op and records it under (a, b) unless recording stopped. *how says
+ * which happened (set when 0 is returned). what names the ops in the log
+ * line of a failed recording. */
+int gs_graph_cache_run(gs_model *m, gs_graph_cache *c, int32_t a, int32_t b, gs_graph_body_fn body,
+                       void *ctx, const char *what, gs_graph_run_how *how);
+/* Frees every graph (keeps no_record); _free also frees the array. */
+void gs_graph_cache_clear(gs_backend *be, gs_graph_cache *c);
+void gs_graph_cache_free(gs_backend *be, gs_graph_cache *c);
+
 /* The text decoder's activations for n = x.rows tokens (text.c). */
 typedef struct {
     gs_mat x, h, o; /* [n, hidden] */
@@ -67,7 +90,8 @@ int gs_text_check_batch(const gs_model *m, const gs_kv_cache *kv, const gs_text_
 int gs_text_layers(gs_model *m, gs_kv_cache *kv, const gs_text_acts *t, const int32_t *pos,
                    const int32_t *slots, const gs_paged_batch *pb);
 /* Samples the rows of lg (F32 logits in backend memory, overwritten) with
- * sb (host) and downloads the ids (text.c). */
+ * sb (host, already checked by gs_model_step) and downloads the ids
+ * (text.c). */
 int gs_model__sample(gs_model *m, gs_mat lg, const gs_sample_batch *sb, int32_t *ids);
 /* Runs b through a decode graph when it qualifies (*handled = 1, returns
  * the step's code); else *handled = 0 (decode.c). */

@@ -12,10 +12,10 @@
  * most PAD_SEG long, so their attention costs little), get zero pixels and
  * a harmless merge x merge grid; their output rows are not copied out.
  *
- * As in decode.c: a new (P, L) runs op by op first, then is recorded; a
- * stale graph (GS_EAGAIN) is made again; a failed recording turns vision
- * graphs off for good (batches still run op by op). The workspace grows to
- * the largest bucket seen (which drops the graphs: they bake addresses).
+ * As in decode.c: a new (P, L) runs op by op first, then is recorded
+ * (gs_graph_cache_run); after a failed recording batches take the op-by-op
+ * path of vision.c. The workspace grows to the largest bucket seen (which
+ * drops the graphs: they bake addresses).
  * Owns the workspace and its graphs. Single-threaded, as the model. */
 #include "model_impl.h"
 
@@ -26,19 +26,12 @@
 
 enum { PAD_SEG = 64, MAX_SEGS = 64, MAX_PATCHES = 32768, MIN_WS_PATCHES = 4096 };
 
-typedef struct {
-    int32_t p, len;
-    gs_graph *g;
-} vgraph;
-
 struct gs_vision_ws {
-    int64_t cap;   /* patches the workspace holds */
-    void *buf;     /* backend: inputs | output | activations, laid out per P */
-    size_t bytes;  /* of buf */
-    int32_t *host; /* staging of the inputs [4 * cap + MAX_SEGS + 1] */
-    vgraph *graphs;
-    int n_graphs, cap_graphs;
-    int no_record;
+    int64_t cap;           /* patches the workspace holds */
+    void *buf;             /* backend: inputs | output | activations, laid out per P */
+    size_t bytes;          /* of buf */
+    int32_t *host;         /* staging of the inputs [4 * cap + MAX_SEGS + 1] */
+    gs_graph_cache graphs; /* keyed by (patch bucket, longest-image bucket) */
 };
 
 static int64_t patch_bucket(int64_t n)
@@ -48,20 +41,12 @@ static int64_t patch_bucket(int64_t n)
     return (n + 1023) / 1024 * 1024;
 }
 
-static void drop_graphs(gs_model *m, gs_vision_ws *w)
-{
-    for (int i = 0; i < w->n_graphs; i++)
-        gs_graph_free(m->be, w->graphs[i].g);
-    w->n_graphs = 0;
-}
-
 void gs_vision_ws_free(gs_model *m)
 {
     gs_vision_ws *w = m->vis;
     if (!w)
         return;
-    drop_graphs(m, w);
-    free(w->graphs);
+    gs_graph_cache_free(m->be, &w->graphs);
     gs_buf_free(m->be, w->buf);
     free(w->host);
     free(w);
@@ -100,7 +85,7 @@ static int ensure(gs_model *m, int64_t P)
 {
     if (m->vis && m->vis->cap >= P)
         return 0;
-    int no_record = m->vis ? m->vis->no_record : 0;
+    int no_record = m->vis ? m->vis->graphs.no_record : 0;
     gs_vision_ws_free(m);
     gs_vision_ws *w = calloc(1, sizeof *w);
     if (!w)
@@ -109,7 +94,7 @@ static int ensure(gs_model *m, int64_t P)
     w->bytes = layout_bytes(m, w->cap);
     w->buf = gs_buf_alloc(m->be, w->bytes);
     w->host = malloc(sizeof(int32_t) * (size_t)(4 * w->cap + MAX_SEGS + 1));
-    w->no_record = no_record;
+    w->graphs.no_record = no_record;
     m->vis = w;
     if (!w->buf || !w->host) {
         gs_vision_ws_free(m);
@@ -120,44 +105,17 @@ static int ensure(gs_model *m, int64_t P)
     return 0;
 }
 
-static vgraph *find(gs_vision_ws *w, int32_t P, int32_t L)
-{
-    for (int i = 0; i < w->n_graphs; i++)
-        if (w->graphs[i].p == P && w->graphs[i].len == L)
-            return &w->graphs[i];
-    return NULL;
-}
+typedef struct {
+    const vlayout *l;
+    int64_t P;
+    int32_t L;
+} tower_ctx;
 
-static void record(gs_model *m, gs_vision_ws *w, const vlayout *l, int32_t P, int32_t L)
+static int body(gs_model *m, void *ctx)
 {
-    if (w->n_graphs == w->cap_graphs) {
-        int ncap = w->cap_graphs ? 2 * w->cap_graphs : 16;
-        vgraph *ng = realloc(w->graphs, sizeof *ng * (size_t)ncap);
-        if (!ng)
-            return;
-        w->graphs = ng;
-        w->cap_graphs = ncap;
-    }
-    gs_graph *g = NULL;
-    const int32_t *d_cu = l->d_in + 4 * (int64_t)P;
-    int rc = gs_graph_begin(m->be);
-    if (!rc) {
-        rc = gs_vision_body(m, &l->v, l->d_in, d_cu, MAX_SEGS, L, l->out);
-        if (rc)
-            gs_graph_abort(m->be);
-        else
-            rc = gs_graph_end(m->be, &g);
-    }
-    if (rc) {
-        gs_log_warn("model: recording the vision tower (%d patches) failed (%s); it runs op by "
-                    "op from now on",
-                    P, gs_err_name(rc));
-        w->no_record = 1;
-        drop_graphs(m, w);
-        return;
-    }
-    w->graphs[w->n_graphs++] = (vgraph){P, L, g};
-    m->gstats.vision_captures++;
+    const tower_ctx *tc = ctx;
+    const vlayout *l = tc->l;
+    return gs_vision_body(m, &l->v, l->d_in, l->d_in + 4 * tc->P, MAX_SEGS, tc->L, l->out);
 }
 
 int gs_vision_graph_run(gs_model *m, const float *pixels, int64_t N, const int32_t *hw4,
@@ -166,7 +124,7 @@ int gs_vision_graph_run(gs_model *m, const float *pixels, int64_t N, const int32
     *handled = 0;
     const int32_t merge = m->cfg.vision.spatial_merge_size;
     const int64_t P = patch_bucket(N);
-    if (!m->graphs || m->tap || P > MAX_PATCHES || (m->vis && m->vis->no_record) ||
+    if (!m->graphs || m->tap || P > MAX_PATCHES || (m->vis && m->vis->graphs.no_record) ||
         n_seg + (P - N + PAD_SEG - 1) / PAD_SEG > MAX_SEGS || P % (merge * merge))
         return 0;
     *handled = 1;
@@ -208,31 +166,22 @@ int gs_vision_graph_run(gs_model *m, const float *pixels, int64_t N, const int32
     if (rc)
         return rc;
 
-    vgraph *g = find(w, (int32_t)P, L);
-    if (g) {
-        rc = gs_graph_launch(m->be, g->g);
-        if (rc == GS_EAGAIN) {
-            gs_graph_free(m->be, g->g);
-            *g = w->graphs[--w->n_graphs];
-            g = NULL;
-        } else if (rc) {
-            return rc;
-        } else {
-            m->gstats.vision_replays++;
-        }
-    }
-    if (!g) {
-        rc = gs_vision_body(m, &l.v, l.d_in, l.d_in + 4 * P, MAX_SEGS, L, l.out);
-        if (rc)
-            return rc;
-        record(m, w, &l, (int32_t)P, L);
-    }
+    tower_ctx tc = {&l, P, L};
+    gs_graph_run_how how;
+    rc = gs_graph_cache_run(m, &w->graphs, (int32_t)P, L, body, &tc,
+                            "the vision tower (patches, longest image)", &how);
+    if (rc)
+        return rc;
+    if (how == GS_GRAPH_REPLAYED)
+        m->gstats.vision_replays++;
+    if (how == GS_GRAPH_RECORDED)
+        m->gstats.vision_captures++;
     return gs_k_copy(m->be, out, gs_mat_rows(l.out, 0, out.rows));
 }
 
 int gs_vision_ws_graphs(const gs_model *m)
 {
-    return m->vis ? m->vis->n_graphs : 0;
+    return m->vis ? m->vis->graphs.n : 0;
 }
 
 size_t gs_vision_ws_bytes(const gs_model *m)
