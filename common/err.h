@@ -31,7 +31,12 @@
     XX(ENOTSUP, -16, 501, "server_error", "not supported by this build")                           \
     XX(ETIMEDOUT, -17, 504, "server_error", "timed out")                                           \
     XX(EAUTH, -18, 401, "authentication_error", "invalid or missing API key")                      \
-    XX(ECONTEXT, -19, 400, "invalid_request_error", "context length exceeded")
+    XX(ECONTEXT, -19, 400, "invalid_request_error", "context length exceeded")                     \
+    XX(EOVERLOAD, -20, 503, "server_error", "server overloaded, retry later")                      \
+    XX(EWORKER, -21, 502, "server_error", "the worker serving the request failed")                 \
+    XX(EPROTO, -22, 500, "server_error", "malformed message between processes")                    \
+    XX(EMODEL, -23, 500, "server_error", "model or numeric failure")                               \
+    XX(ESHUTDOWN, -24, 503, "server_error", "shutting down")
 
 typedef enum {
     GS_OK = 0,
