@@ -677,3 +677,37 @@ int gs_model_config_check_weights(const gs_model_config *cfg, const gs_st *st, s
         *n_unexpected = gs_st_count(st) - w.n_found;
     return 0;
 }
+
+int gs_model_check_image_params(const gs_model_config *c, const gs_image_params *p, gs_diag *d)
+{
+    if (!c || !p)
+        return gs_diag_set(d, GS_EINVAL, "gs_model_check_image_params: NULL argument");
+    static const struct {
+        const char *pre_key, *cfg_key;
+        size_t pre_off, cfg_off;
+    } pairs[] = {
+        {"patch_size", "patch_size", offsetof(gs_image_params, patch_size),
+         offsetof(gs_vision_config, patch_size)},
+        {"temporal_patch_size", "temporal_patch_size",
+         offsetof(gs_image_params, temporal_patch_size),
+         offsetof(gs_vision_config, temporal_patch_size)},
+        {"merge_size", "spatial_merge_size", offsetof(gs_image_params, merge_size),
+         offsetof(gs_vision_config, spatial_merge_size)},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        int32_t a, b;
+        memcpy(&a, (const char *)p + pairs[i].pre_off, sizeof a);
+        memcpy(&b, (const char *)&c->vision + pairs[i].cfg_off, sizeof b);
+        if (a != b)
+            return gs_diag_set(d, GS_ECONFIG,
+                               "preprocessor_config.json: %s is %d but config.json: "
+                               "vision_config.%s is %d; the two files must agree",
+                               pairs[i].pre_key, a, pairs[i].cfg_key, b);
+    }
+    if (c->vision.in_channels != 3)
+        return gs_diag_set(d, GS_ECONFIG,
+                           "config.json: vision_config.in_channels is %d but "
+                           "preprocessor_config.json describes RGB images (3 channels)",
+                           c->vision.in_channels);
+    return 0;
+}

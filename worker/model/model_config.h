@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "worker/image/preprocess.h" /* gs_image_params: the struct only, no link */
 #include "worker/model/safetensors.h"
 
 #define GS_CFG_MAX_EOS 16
@@ -114,5 +115,15 @@ int gs_generation_config_load(const char *model_dir, const gs_model_config *cfg,
  * and are not an error. Borrows everything. */
 int gs_model_config_check_weights(const gs_model_config *cfg, const gs_st *st, size_t *n_unexpected,
                                   gs_diag *diag);
+
+/* Checks that preprocessor_config.json (p, from gs_image_params_load)
+ * agrees with config.json (c) on the shape of the pixel rows the vision
+ * tower reads: patch_size = vision_config.patch_size, temporal_patch_size =
+ * vision_config.temporal_patch_size, merge_size =
+ * vision_config.spatial_merge_size, and vision_config.in_channels = 3 (the
+ * preprocessor makes RGB). A folder whose two files disagree would feed the
+ * tower rows of the wrong length or layout. 0 or GS_ECONFIG; d names both
+ * files, both keys and both values. Borrows both; pure. */
+int gs_model_check_image_params(const gs_model_config *c, const gs_image_params *p, gs_diag *d);
 
 #endif

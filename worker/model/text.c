@@ -184,6 +184,9 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
     const int64_t kvd = (int64_t)tc->num_key_value_heads * tc->head_dim;
     const int64_t n_img = b->img_row ? b->img.rows : 0;
     const int64_t nl = b->n_logits;
+    /* hl and lg below take one row even when no logits are asked for (a
+     * prefill chunk that does not end its prompt), so size them that way. */
+    const int64_t nl_rows = nl > 0 ? nl : 1;
     int32_t max_q = 0, max_kv = 0;
     for (int32_t s = 0; s < b->n_seqs; s++) {
         if (b->cu_q[s + 1] - b->cu_q[s] > max_q)
@@ -194,10 +197,10 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
 
     size_t need = (size_t)(n + n_img) * (size_t)H * es /* embeddings */
                   + (size_t)n * (size_t)(3 * H + qd + 2 * kvd + qd + 2 * I + I) * es +
-                  (size_t)nl * (size_t)H * es + (size_t)nl * (size_t)V * 4 +
+                  (size_t)nl_rows * (size_t)H * es + (size_t)nl_rows * (size_t)V * 4 +
                   sizeof(int32_t) * (size_t)(8 * n + 2 * b->n_seqs + 2 +
-                                             (int64_t)b->n_seqs * b->max_blocks + nl) +
-                  32 * 256;
+                                             (int64_t)b->n_seqs * b->max_blocks + nl_rows) +
+                  32 * 256; /* 256-byte rounding of each of the takes below */
     gs_scratch s;
     if (gs_scratch_init(&s, be, need))
         return GS_ENOMEM;
@@ -221,10 +224,11 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
         .a = gs_scratch_mat(&s, act, n, I),
     };
     gs_mat emb = n_img ? gs_scratch_mat(&s, act, n + n_img, H) : t.x;
-    gs_mat hl = gs_scratch_mat(&s, act, nl > 0 ? nl : 1, H);
-    gs_mat lg = gs_scratch_mat(&s, GS_DT_F32, nl > 0 ? nl : 1, V);
+    gs_mat hl = gs_scratch_mat(&s, act, nl_rows, H);
+    gs_mat lg = gs_scratch_mat(&s, GS_DT_F32, nl_rows, V);
     if (!d_ids || !d_pos || !d_slots || !d_cu || !d_kvlen || !d_bt || !d_lrows || !d_idx ||
-        !emb.data || !lg.data) {
+        !t.x.data || !t.h.data || !t.o.data || !t.qkv.data || !t.at.data || !t.gu.data ||
+        !t.a.data || !emb.data || !hl.data || !lg.data) {
         rc = GS_ENOMEM;
         goto done;
     }

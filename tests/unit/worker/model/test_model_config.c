@@ -538,6 +538,50 @@ static void test_check_weights(void)
     GS_ASSERT_EQ(extra, 0);
 }
 
+/* preprocessor_config.json against config.json: the fixture folder agrees;
+ * each disagreeing key is refused, naming both files and both keys. */
+static void test_check_image_params(void)
+{
+    gs_model_config c;
+    gs_image_params ip;
+    gs_diag d;
+    GS_ASSERT_OK(gs_model_config_load(gs_fixture_path("tiny-glm4v"), &c, &d));
+    GS_ASSERT_OK(gs_image_params_load(gs_fixture_path("tiny-glm4v"), &ip, &d));
+    GS_ASSERT_OK(gs_model_check_image_params(&c, &ip, &d));
+    static const struct {
+        int32_t patch, temporal, merge;
+        const char *pre_key, *cfg_key;
+    } bad[] = {
+        {7, 2, 2, "patch_size", "vision_config.patch_size"},
+        {1, 2, 2, "patch_size", "vision_config.patch_size"},
+        {28, 2, 2, "patch_size", "vision_config.patch_size"},
+        {14, 1, 2, "temporal_patch_size", "vision_config.temporal_patch_size"},
+        {14, 2, 1, "merge_size", "vision_config.spatial_merge_size"},
+        {14, 2, 4, "merge_size", "vision_config.spatial_merge_size"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json,
+                 "{\"size\": {\"shortest_edge\": 12544, \"longest_edge\": 9633792},"
+                 " \"patch_size\": %d, \"temporal_patch_size\": %d, \"merge_size\": %d,"
+                 " \"image_mean\": [0.5, 0.5, 0.5], \"image_std\": [0.5, 0.5, 0.5]}",
+                 bad[i].patch, bad[i].temporal, bad[i].merge);
+        GS_ASSERT_OK(gs_image_params_parse(json, strlen(json), &ip, &d));
+        GS_ASSERT_EQ(gs_model_check_image_params(&c, &ip, &d), GS_ECONFIG);
+        GS_ASSERT_EQ(d.code, GS_ECONFIG);
+        fprintf(stderr, "  refused: %s\n", d.msg);
+        GS_ASSERT(strstr(d.msg, "preprocessor_config.json") != NULL);
+        GS_ASSERT(strstr(d.msg, "config.json: ") != NULL);
+        GS_ASSERT(strstr(d.msg, bad[i].pre_key) != NULL);
+        GS_ASSERT(strstr(d.msg, bad[i].cfg_key) != NULL);
+    }
+    /* The preprocessor makes RGB: a 4-channel tower is refused too. */
+    GS_ASSERT_OK(gs_image_params_load(gs_fixture_path("tiny-glm4v"), &ip, &d));
+    c.vision.in_channels = 4;
+    GS_ASSERT_EQ(gs_model_check_image_params(&c, &ip, &d), GS_ECONFIG);
+    GS_ASSERT(strstr(d.msg, "vision_config.in_channels") != NULL);
+}
+
 int main(void)
 {
     if (!tw_mkdtemp(g_dir, sizeof g_dir)) {
@@ -551,6 +595,7 @@ int main(void)
     GS_RUN(test_generation_config);
     GS_RUN(test_load_folder);
     GS_RUN(test_check_weights);
+    GS_RUN(test_check_image_params);
     tw_rmdir(g_dir);
     return gs_test_summary();
 }
