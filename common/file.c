@@ -1,20 +1,58 @@
-/* file.c - see file.h. Reads in growing chunks rather than trusting
- * fseek/ftell, so pipes and /proc files work too. */
+/* file.c - see file.h. Opens without blocking (O_NONBLOCK, so a FIFO with
+ * no writer cannot hang the caller in open()), refuses anything fstat does
+ * not call a regular file, then reads in growing chunks rather than
+ * trusting st_size, so a file that grows or shrinks while it is read (or a
+ * /proc file, which reports size 0) still reads correctly.
+ * Owns nothing past a call. Thread-safe: touches only caller memory. */
 #include "file.h"
 
 #include <errno.h>
-#include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int gs_open_regular(const char *path, gs_diag *d)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return gs_diag_set(d, errno == ENOENT ? GS_ENOENT : GS_EIO, "%s: cannot open: %s", path,
+                           strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return gs_diag_set(d, GS_EIO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        const char *kind = S_ISDIR(st.st_mode)    ? "a directory"
+                           : S_ISFIFO(st.st_mode) ? "a FIFO"
+                           : S_ISCHR(st.st_mode)  ? "a character device"
+                           : S_ISBLK(st.st_mode)  ? "a block device"
+                           : S_ISSOCK(st.st_mode) ? "a socket"
+                                                  : "a special file";
+        return gs_diag_set(d, GS_EIO, "%s: not a regular file (%s)", path, kind);
+    }
+    /* Back to blocking reads: a regular file never blocks for long, and
+     * callers expect read() to return data, not EAGAIN. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        int e = errno;
+        close(fd);
+        return gs_diag_set(d, GS_EIO, "%s: fcntl: %s", path, strerror(e));
+    }
+    return fd;
+}
 
 int gs_read_file(const char *path, size_t cap, char **out, size_t *len, gs_diag *d)
 {
     *out = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return gs_diag_set(d, errno == ENOENT ? GS_ENOENT : GS_EIO, "%s: cannot open: %s", path,
-                           strerror(errno));
+    int fd = gs_open_regular(path, d);
+    if (fd < 0)
+        return fd;
     char *buf = NULL;
     size_t n = 0, c = 0;
     int rc = 0;
@@ -36,15 +74,18 @@ int gs_read_file(const char *path, size_t cap, char **out, size_t *len, gs_diag 
             buf = nb;
             c = nc;
         }
-        size_t r = fread(buf + n, 1, c - n, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f))
-                rc = gs_diag_set(d, GS_EIO, "%s: read error", path);
+        ssize_t r = read(fd, buf + n, c - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = gs_diag_set(d, GS_EIO, "%s: read error: %s", path, strerror(errno));
             break;
         }
+        if (r == 0)
+            break;
+        n += (size_t)r;
     }
-    fclose(f);
+    close(fd);
     if (!rc && n > cap)
         rc = gs_diag_set(d, GS_ETOOBIG, "%s: larger than %zu bytes", path, cap);
     if (rc) {

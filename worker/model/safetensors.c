@@ -225,14 +225,15 @@ static int load_file(gs_st *st, const char *path, gs_diag *diag)
         return gs_diag_set(diag, GS_ENOMEM, "%s: out of memory", fname);
     int file_idx = st->n_files++; /* counted now so gs_st_free cleans up */
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Never blocks in open() (a FIFO named like a shard is refused). */
+    int fd = gs_open_regular(path, diag);
     if (fd < 0)
-        return gs_diag_set(diag, errno == ENOENT ? GS_ENOENT : GS_EIO, "%s: cannot open: %s", path,
-                           strerror(errno));
+        return fd;
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
         close(fd);
-        return gs_diag_set(diag, GS_EIO, "%s: not a regular file", path);
+        return gs_diag_set(diag, GS_EIO, "%s: cannot stat: %s", path, strerror(e));
     }
     if (sb.st_size < 8) {
         close(fd);

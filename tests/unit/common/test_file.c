@@ -1,4 +1,9 @@
+/* Tests for common/file: the size cap, missing files, and special files
+ * (FIFO, device, directory) refused without blocking. */
+#include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "common/file.h"
@@ -48,8 +53,48 @@ static void test_missing_and_unreadable(void)
     gs_diag d;
     GS_ASSERT_EQ(gs_read_file("/nonexistent/dir/file", 10, &buf, &len, &d), GS_ENOENT);
     GS_ASSERT(strstr(d.msg, "/nonexistent/dir/file") != NULL);
-    /* A folder opens but cannot be read. */
-    GS_ASSERT_EQ(gs_read_file("/", 10, &buf, &len, NULL), GS_EIO);
+    /* A folder is not a regular file. */
+    GS_ASSERT_EQ(gs_read_file("/", 10, &buf, &len, &d), GS_EIO);
+    GS_ASSERT(strstr(d.msg, "not a regular file") != NULL);
+}
+
+static double now_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + tv.tv_usec * 1e-6;
+}
+
+/* A FIFO with no writer used to block open() forever: now refused at once
+ * (SIGALRM kills the test if it ever blocks again). */
+static void test_fifo_and_devices(void)
+{
+    char fifo[80], *buf = NULL;
+    size_t len = 0;
+    gs_diag d;
+    snprintf(fifo, sizeof fifo, "%s.fifo", g_path);
+    unlink(fifo);
+    GS_ASSERT_OK(mkfifo(fifo, 0600));
+    alarm(10);
+    double t0 = now_s();
+    GS_ASSERT_EQ(gs_read_file(fifo, 100, &buf, &len, &d), GS_EIO);
+    GS_ASSERT(now_s() - t0 < 2.0);
+    GS_ASSERT(buf == NULL && len == 0);
+    GS_ASSERT(strstr(d.msg, fifo) != NULL);
+    GS_ASSERT(strstr(d.msg, "FIFO") != NULL);
+    int fd = gs_open_regular(fifo, &d);
+    GS_ASSERT_EQ(fd, GS_EIO);
+    alarm(0);
+    unlink(fifo);
+    GS_ASSERT_EQ(gs_read_file("/dev/null", 100, &buf, &len, &d), GS_EIO);
+    GS_ASSERT(strstr(d.msg, "character device") != NULL);
+    /* A regular file opens, in blocking mode. */
+    write_bytes(3);
+    fd = gs_open_regular(g_path, &d);
+    GS_ASSERT(fd >= 0);
+    char b[8];
+    GS_ASSERT_EQ(read(fd, b, sizeof b), 3);
+    close(fd);
 }
 
 int main(void)
@@ -57,6 +102,7 @@ int main(void)
     snprintf(g_path, sizeof g_path, "/tmp/gs_test_file_%d", (int)getpid());
     GS_RUN(test_sizes_around_the_cap);
     GS_RUN(test_missing_and_unreadable);
+    GS_RUN(test_fifo_and_devices);
     unlink(g_path);
     return gs_test_summary();
 }

@@ -1,6 +1,7 @@
 /* Tests for worker/model/safetensors and common/dtype.h: valid files,
  * single and sharded folders, every kind of corruption, dtype conversions. */
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -549,6 +550,35 @@ static void test_unaligned_rows(void)
     gs_st_free(st);
 }
 
+/* FIFOs (and other special files) named as a checkpoint, a shard or the
+ * index are refused at once instead of blocking in open(); SIGALRM ends
+ * the test if one ever blocks again. */
+static void test_fifo(void)
+{
+    alarm(20);
+    GS_ASSERT_OK(mkfifo(tmp("fifo.safetensors"), 0600));
+    EXPECT_OPEN_FAILS(tmp("fifo.safetensors"), GS_EIO, "fifo.safetensors", "not a regular file");
+    unlink(tmp("fifo.safetensors"));
+    EXPECT_OPEN_FAILS("/dev/zero", GS_EIO, "/dev/zero", "not a regular file");
+
+    char dir[1024], p[1024];
+    tw_path(dir, sizeof dir, g_dir, "fifo_shard");
+    make_sharded(dir, IDX("\"a\": " S1 ", \"b\": " S1 ", \"c\": " S2));
+    tw_path(p, sizeof p, dir, "model-00002-of-00002.safetensors");
+    unlink(p);
+    GS_ASSERT_OK(mkfifo(p, 0600));
+    EXPECT_OPEN_FAILS(dir, GS_EIO, "model-00002-of-00002.safetensors", "FIFO");
+    tw_rmdir(dir);
+
+    make_sharded(dir, IDX("\"a\": " S1 ", \"b\": " S1 ", \"c\": " S2));
+    tw_path(p, sizeof p, dir, "model.safetensors.index.json");
+    unlink(p);
+    GS_ASSERT_OK(mkfifo(p, 0600));
+    EXPECT_OPEN_FAILS(dir, GS_EIO, "model.safetensors.index.json", "FIFO");
+    tw_rmdir(dir);
+    alarm(0);
+}
+
 int main(void)
 {
     if (!tw_mkdtemp(g_dir, sizeof g_dir)) {
@@ -564,6 +594,7 @@ int main(void)
     GS_RUN(test_bf16);
     GS_RUN(test_f16);
     GS_RUN(test_unaligned_rows);
+    GS_RUN(test_fifo);
     tw_rmdir(g_dir);
     return gs_test_summary();
 }
