@@ -14,10 +14,14 @@ int gs_prompt_encode_n(const gs_tokenizer *tok, const char *text, size_t len,
 {
     if (!text || !img || img->n_images < 0 || (img->n_images > 0 && !img->n_tokens))
         return gs_diag_set(d, GS_EINVAL, "prompt: bad arguments");
-    gs_tokens t = {0};
+    gs_tokens t = {0}; /* the text's ids before expansion; freed on every path */
     int rc = gs_tokenizer_encode(tok, text, len, 0, &t, d);
-    if (rc)
+    if (rc) {
+        /* encode may have grown t before failing (e.g. a regex error deep
+         * in a long text): its buffer is ours to free. */
+        gs_tokens_free(&t);
         return rc;
+    }
     size_t total = 0;
     int seen = 0;
     for (size_t i = 0; i < t.n && !rc; i++) {
@@ -74,7 +78,7 @@ int gs_prompt_encode(const gs_tokenizer *tok, const char *text, int32_t image_to
         return rc;
     }
     if (!out.ids && !(out.ids = malloc(sizeof *out.ids))) /* an empty prompt: still an array */
-        return GS_ENOMEM;
+        return gs_diag_set(d, GS_ENOMEM, "prompt: out of memory");
     *ids = out.ids;
     *n_ids = (int32_t)out.n;
     return 0;

@@ -383,6 +383,60 @@ static void test_prompt(void)
     gs_tokens_free(&t);
 }
 
+/* A tokenizer whose split regex backtracks catastrophically on a run of
+ * 'a' fails with GS_EINTERNAL (PCRE2's match limit) after it has already
+ * encoded a long text: the ids gathered so far must be freed (LSan in the
+ * sanitizer build reports the leak this used to have) and an out array
+ * passed in must come back with its ids unchanged. */
+static void test_encode_failure_frees(void)
+{
+    GS_ASSERT(json_text);
+    static const char from[] = "{\"Regex\": \"(?i:";
+    static const char to[] = "{\"Regex\": \"(a+)+b|\\\\S+|\\\\s+|(?i:";
+    const char *p = strstr(json_text, from);
+    GS_ASSERT(p != NULL);
+    size_t fl = strlen(from), tl = strlen(to), n = json_len - fl + tl;
+    char *buf = malloc(n + 1);
+    memcpy(buf, json_text, (size_t)(p - json_text));
+    memcpy(buf + (p - json_text), to, tl);
+    memcpy(buf + (p - json_text) + tl, p + fl, json_len - (size_t)(p - json_text) - fl);
+    gs_tokenizer *bad = NULL;
+    gs_diag d;
+    int rc = gs_tokenizer_load_json(buf, n, &bad, &d);
+    free(buf);
+    GS_ASSERT_MSG(rc == 0, "load: %s", d.msg);
+    if (rc)
+        return;
+    /* 2000 words (thousands of ids), then the run that trips the regex. */
+    size_t cap = 2000 * 6 + 64, len = 0;
+    char *text = malloc(cap + 1);
+    for (int i = 0; i < 2000; i++)
+        len += (size_t)snprintf(text + len, cap + 1 - len, "hello ");
+    for (int i = 0; i < 40; i++)
+        text[len++] = 'a';
+    text[len++] = '!';
+    text[len] = 0;
+
+    gs_tokens t = {0};
+    GS_ASSERT_EQ(gs_tokenizer_encode(bad, text, len, 0, &t, &d), GS_EINTERNAL);
+    GS_ASSERT_EQ(t.n, 0);
+    gs_tokens_free(&t);
+
+    int32_t *ids = (int32_t *)1, n_ids = 7;
+    GS_ASSERT_EQ(gs_prompt_encode(bad, text, 105, NULL, 0, &ids, &n_ids, &d), GS_EINTERNAL);
+    GS_ASSERT(ids == NULL && n_ids == 0);
+    GS_ASSERT(strstr(d.msg, "regex") != NULL);
+
+    gs_prompt_images img = {105, NULL, 0};
+    GS_ASSERT_OK(gs_tokens_append(&t, (const int32_t[]){7, 8}, 2));
+    GS_ASSERT_EQ(gs_prompt_encode_n(bad, text, len, &img, &t, &d), GS_EINTERNAL);
+    GS_ASSERT_EQ(t.n, 2);
+    GS_ASSERT(t.ids[0] == 7 && t.ids[1] == 8);
+    gs_tokens_free(&t);
+    free(text);
+    gs_tokenizer_free(bad);
+}
+
 int main(void)
 {
     GS_RUN(test_load);
@@ -394,6 +448,7 @@ int main(void)
     GS_RUN(test_bpe_loops_agree);
     GS_RUN(test_long_inputs);
     GS_RUN(test_prompt);
+    GS_RUN(test_encode_failure_frees);
     gs_tokenizer_free(tok);
     free(json_text);
     return gs_test_summary();
