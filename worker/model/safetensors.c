@@ -565,6 +565,11 @@ const gs_st_tensor *gs_st_at(const gs_st *st, size_t i)
     return i < st->n_tensors ? &st->tensors[i] : NULL;
 }
 
+size_t gs_st_index(const gs_st *st, const gs_st_tensor *t)
+{
+    return (size_t)(t - st->tensors);
+}
+
 const gs_st_tensor *gs_st_get(const gs_st *st, const char *name)
 {
     size_t lo = 0, hi = st->n_tensors;

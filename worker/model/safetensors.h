@@ -85,6 +85,8 @@ size_t gs_st_count(const gs_st *st);
 const gs_st_tensor *gs_st_at(const gs_st *st, size_t i);
 /* Tensor by exact name (binary search); NULL when absent. Borrowed. */
 const gs_st_tensor *gs_st_get(const gs_st *st, const char *name);
+/* The index i (gs_st_at order) of a tensor t borrowed from st. */
+size_t gs_st_index(const gs_st *st, const gs_st_tensor *t);
 
 /* Files mapped: 1 for a single file, the number of distinct shards of an
  * index otherwise. Paths are borrowed. */

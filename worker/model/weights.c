@@ -18,6 +18,12 @@ typedef struct {
     void *user;
     size_t done, total;
     gs_weights *w;
+    /* Binding pass (dry = 1): the load_* helpers only look their tensors up
+     * (find) and mark them in used[], by gs_st_at index; nothing is read or
+     * made. Then tensors nobody looked up are an error, before any data is
+     * touched. used is NULL for dummy weights. */
+    int dry;
+    unsigned char *used; /* [gs_st_count] */
 } loader;
 
 static void tick(loader *L, size_t bytes)
@@ -62,7 +68,27 @@ static const gs_st_tensor *find(loader *L, const char *name, int64_t numel)
                     gs_st_dtype_name(t->dtype));
         return NULL;
     }
+    if (L->used)
+        L->used[gs_st_index(L->st, t)] = 1;
     return t;
+}
+
+/* The first tensor of st that the binding pass did not use, and how many
+ * there are: a config with fewer layers (or blocks) than the checkpoint
+ * would otherwise load and run a different model without a word. */
+static int check_all_used(loader *L)
+{
+    size_t n = gs_st_count(L->st), n_unused = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!L->used[i] && n_unused++ == 0)
+            first = i;
+    if (n_unused == 0)
+        return 0;
+    return gs_diag_set(L->d, GS_EFORMAT,
+                       "weights: %zu tensor%s of the checkpoint not used by the model that "
+                       "config.json describes (first: %s); do num_hidden_layers / depth match the "
+                       "checkpoint?",
+                       n_unused, n_unused == 1 ? "" : "s", gs_st_at(L->st, first)->name);
 }
 
 /* One [rows, cols] matrix. */
@@ -71,6 +97,8 @@ static int load_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_
     const gs_st_tensor *t = find(L, name, rows * cols);
     if (!t)
         return L->d ? L->d->code : GS_EFORMAT;
+    if (L->dry)
+        return 0;
     gs_dtype dt = GS_DT_F32;
     to_gs_dtype(t->dtype, &dt);
     const void *src = t->data;
@@ -107,6 +135,8 @@ static int load_cat(loader *L, const char *const *names, const int64_t *rows, in
                                names[i]);
         total_rows += rows[i];
     }
+    if (L->dry)
+        return 0;
     gs_dtype dt = GS_DT_F32;
     to_gs_dtype(t[0]->dtype, &dt);
     size_t es = gs_dtype_size(dt);
@@ -136,6 +166,12 @@ static int load_vec_cat(loader *L, const char *const *names, const int64_t *lens
     int64_t total = 0;
     for (int i = 0; i < n; i++)
         total += lens[i];
+    if (L->dry) {
+        for (int i = 0; i < n; i++)
+            if (names[i] && !find(L, names[i], lens[i]))
+                return L->d ? L->d->code : GS_EFORMAT;
+        return 0;
+    }
     float *buf = calloc((size_t)total, sizeof *buf);
     if (!buf)
         return GS_ENOMEM;
@@ -168,6 +204,8 @@ static int load_downsample(loader *L, const char *name, int64_t o, int64_t c, gs
     const gs_st_tensor *t = find(L, name, o * c * 4);
     if (!t)
         return L->d ? L->d->code : GS_EFORMAT;
+    if (L->dry)
+        return 0;
     gs_dtype dt = GS_DT_F32;
     to_gs_dtype(t->dtype, &dt);
     size_t es = gs_dtype_size(dt);
@@ -353,14 +391,33 @@ int gs_weights_load(gs_backend *be, const gs_model_config *cfg, const gs_st *st,
     int rc = gs_model_config_check_weights(cfg, st, NULL, d);
     if (rc)
         return rc;
-    loader L = {be, st, d, progress, user, 0, 0, NULL};
+    loader L = {be, st, d, progress, user, 0, 0, NULL, 1, NULL};
     for (size_t i = 0; i < gs_st_count(st); i++)
         L.total += gs_st_at(st, i)->nbytes;
+    L.used = calloc(gs_st_count(st) + 1, 1);
+    if (!L.used)
+        return GS_ENOMEM;
     rc = alloc_weights(cfg, &L.w);
-    if (rc)
+    if (rc) {
+        free(L.used);
         return rc;
+    }
+    /* With tied embeddings lm_head is embed_tokens; a stored lm_head.weight
+     * is ignored, as transformers ties it over whatever was loaded. */
+    const gs_st_tensor *lm = gs_st_get(st, "lm_head.weight");
+    if (cfg->tie_word_embeddings && lm)
+        L.used[gs_st_index(st, lm)] = 1;
     loader *Lp = &L;
-    rc = load_all(Lp, cfg);
+    rc = load_all(Lp, cfg); /* binding pass: names and sizes only */
+    if (!rc)
+        rc = check_all_used(Lp);
+    if (!rc) {
+        L.dry = 0;
+        rc = load_all(Lp, cfg); /* frees L.w on failure */
+    } else {
+        gs_weights_free(be, L.w);
+    }
+    free(L.used);
     if (rc)
         return rc;
     L.w->bytes = sum_weight_bytes(L.w);
@@ -394,7 +451,7 @@ int gs_weights_dummy(gs_backend *be, const gs_model_config *cfg, uint64_t seed, 
     *out = NULL;
     const gs_text_config *tc = &cfg->text;
     const gs_vision_config *vc = &cfg->vision;
-    loader L0 = {be, NULL, d, NULL, NULL, 0, 0, NULL}, *L = &L0;
+    loader L0 = {be, NULL, d, NULL, NULL, 0, 0, NULL, 0, NULL}, *L = &L0;
     int rc = alloc_weights(cfg, &L->w);
     if (rc)
         return rc;
