@@ -54,7 +54,7 @@ static uint64_t rnd(uint64_t *s)
     return *s >> 33;
 }
 
-static void on_ev(void *user, const gs_engine_event *ev)
+static int on_ev(void *user, const gs_engine_event *ev)
 {
     req_state *r = user;
     r->n_tokens += ev->n_ids;
@@ -62,6 +62,7 @@ static void on_ev(void *user, const gs_engine_event *ev)
         r->ttft_ns = ev->timings.ttft_ns;
     if (ev->finish)
         r->finished = 1;
+    return 0;
 }
 
 /* A text id that is none of the configured special ids. */
@@ -101,7 +102,7 @@ static int make_prompt(const gs_model_config *c, prompt *p, uint64_t *s, int n_t
         for (int64_t i = 0; i < per; i++)
             p->ids[p->n++] = c->image_token_id;
         p->ids[p->n++] = c->image_end_token_id >= 0 ? c->image_end_token_id : text_id(c, s);
-        gs_engine_image im = {p->px + k * np * pd, np, {1, g, g}, {0}};
+        gs_engine_image im = {p->px + k * np * pd, np, {1, g, g}, {0}, (int32_t)pd, NULL, NULL};
         p->img[k] = im;
     }
     for (int i = half; i < n_text; i++)

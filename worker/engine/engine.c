@@ -3,16 +3,22 @@
  * iteration (gs_engine_step) is in engine_step.c.
  *
  * Owns: the KV cache, pool, prefix cache, scheduler, batch builder, every
- * job (sequence, sampler, stopper, detokenizer state, pixels, image
- * embeddings) and the scratch buffers. Borrows: the model and its backend.
- * Threading: one thread drives the engine (engine.h). */
+ * job (sequence, sampler, stopper, detokenizer state, copied pixels, image
+ * embeddings), the id map and the scratch buffers. Handed-over pixels are
+ * held until their release callback runs. Borrows: the model and its
+ * backend. Threading: one thread drives the engine (engine.h); only
+ * gs_engine_stats_snapshot runs on others, under stats_mu.
+ *
+ * Every job that submit accepts ends through gs_engine__finish or the
+ * final-event branch of gs_engine__on_token, which send the one final
+ * event and count the reason; nothing drops a job silently. */
 #include "engine_impl.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "worker/model/rope_index.h"
 
@@ -37,9 +43,14 @@ uint64_t gs_engine__now(const gs_engine *e)
 {
     if (e->p.clock)
         return e->p.clock(e->p.clock_user);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return gs_clock_now_ns();
+}
+
+int gs_engine__server_err(int rc)
+{
+    if (rc == 0)
+        return 0;
+    return gs_err_http_status(rc) >= 500 ? rc : GS_EINTERNAL;
 }
 
 /* ---- creation ------------------------------------------------------------ */
@@ -59,6 +70,12 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
     gs_engine *e = calloc(1, sizeof *e);
     if (!e)
         return GS_ENOMEM;
+    gs_queue_init(&e->jobs);
+    if (pthread_mutex_init(&e->stats_mu, NULL) != 0) {
+        free(e);
+        return GS_ENOMEM;
+    }
+    e->stats_mu_ok = 1;
     e->p = *p;
     e->model = p->model;
     e->be = gs_model_backend(p->model);
@@ -87,7 +104,7 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
         rc = gs_diag_set(d, GS_ECONFIG, "engine: vision out_hidden_size %d != text hidden %d",
                          c->vision.out_hidden_size, e->hidden);
     if (rc) {
-        free(e);
+        gs_engine_free(e);
         return rc;
     }
 
@@ -107,7 +124,7 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
         n_pages = gs_kv_pool_pages_for_bytes(bytes, page_bytes, cap);
     }
     if (n_pages < 2) {
-        free(e);
+        gs_engine_free(e);
         return gs_diag_set(d, GS_EINVAL, "engine: KV memory holds %d pages of %zu bytes, need 2",
                            n_pages, page_bytes);
     }
@@ -130,6 +147,9 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
                            sp.max_seqs);
     }
     e->graphs_on = graphs;
+    if (p->should_abort)
+        gs_model_set_abort(e->model, p->should_abort, p->abort_user);
+    gs_engine__publish_stats(e);
     gs_log_info("engine: %d KV pages x %d tokens (%.1f MB), budget %d tokens, %d seqs, "
                 "prefix cache %s",
                 n_pages - 1, e->page_size, (double)page_bytes * n_pages / 1e6, sp.token_budget,
@@ -138,14 +158,14 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
     return 0;
 }
 
-static void drop_job(gs_engine *e, gs_job *j);
-
 void gs_engine_free(gs_engine *e)
 {
     if (!e)
         return;
-    while (e->jobs)
-        drop_job(e, e->jobs);
+    gs_engine_finish_all(e, GS_ESHUTDOWN);
+    if (e->p.should_abort && e->kv)
+        gs_model_set_abort(e->model, NULL, NULL);
+    gs_job_map_clear(&e->by_id);
     gs_batch_free(e->batch);
     gs_emb_cache_free(e->ec);
     gs_sched_free(e->sched);
@@ -160,6 +180,8 @@ void gs_engine_free(gs_engine *e)
     free(e->pen_ids);
     free(e->pen_cnt);
     free(e->text);
+    if (e->stats_mu_ok)
+        pthread_mutex_destroy(&e->stats_mu);
     free(e);
 }
 
@@ -198,6 +220,11 @@ static int image_spans(const gs_engine *e, const gs_engine_job *jb, gs_prefix_im
         if (im->n_patches != np || !im->pixels)
             return gs_diag_set(d, GS_EINVAL, "images[%d]: %lld patches given, grid says %lld", k,
                                (long long)im->n_patches, (long long)np);
+        if (im->patch_dim != 0 && im->patch_dim != e->patch_dim)
+            return gs_diag_set(d, GS_EINVAL,
+                               "images[%d]: %d floats per patch, the model takes %d "
+                               "(preprocessor_config.json disagrees with config.json?)",
+                               k, im->patch_dim, e->patch_dim);
         int64_t len = np / ((int64_t)e->merge * e->merge);
         while (pos < jb->n_prompt && jb->prompt[pos] != img_tok)
             pos++;
@@ -261,7 +288,8 @@ static int check_job(const gs_engine *e, const gs_engine_job *jb, gs_diag *d)
     return 0;
 }
 
-static int make_seq(gs_engine *e, const gs_engine_job *jb, gs_seq **out, gs_diag *d)
+/* *taken = 1 once the handed-over images belong to *out. */
+static int make_seq(gs_engine *e, const gs_engine_job *jb, gs_seq **out, int *taken, gs_diag *d)
 {
     gs_prefix_image *spans = calloc((size_t)(jb->n_images ? jb->n_images : 1), sizeof *spans);
     int32_t *pos = malloc(sizeof *pos * 3 * (size_t)jb->n_prompt);
@@ -286,15 +314,31 @@ static int make_seq(gs_engine *e, const gs_engine_job *jb, gs_seq **out, gs_diag
                             .cache_salt = jb->cache_salt};
         rc = gs_seq_new(&sp, out);
     }
+    /* Handed-over images first: from here on the sequence owns them (and
+     * releases them when freed), so a later failure releases each once. */
     for (int32_t k = 0; !rc && k < jb->n_images; k++) {
-        size_t bytes = (size_t)jb->images[k].n_patches * (size_t)e->patch_dim * sizeof(float);
+        const gs_engine_image *im = &jb->images[k];
         gs_seq_image *si = &(*out)->imgs[k];
-        si->n_patches = jb->images[k].n_patches;
-        si->pixels = malloc(bytes);
-        if (!si->pixels)
+        si->n_patches = im->n_patches;
+        if (im->release) {
+            si->pixels = im->pixels;
+            si->release = im->release;
+            si->release_ctx = im->release_ctx;
+        }
+    }
+    if (!rc)
+        *taken = 1;
+    for (int32_t k = 0; !rc && k < jb->n_images; k++) {
+        const gs_engine_image *im = &jb->images[k];
+        if (im->release)
+            continue;
+        size_t bytes = (size_t)im->n_patches * (size_t)e->patch_dim * sizeof(float);
+        float *px = malloc(bytes);
+        if (!px)
             rc = GS_ENOMEM;
         else
-            memcpy(si->pixels, jb->images[k].pixels, bytes);
+            memcpy(px, im->pixels, bytes);
+        (*out)->imgs[k].pixels = px;
     }
     if (rc && *out) {
         gs_seq_free(*out);
@@ -306,22 +350,32 @@ static int make_seq(gs_engine *e, const gs_engine_job *jb, gs_seq **out, gs_diag
     return rc;
 }
 
+/* Releases the handed-over images of a job that was not accepted. */
+static void release_images(const gs_engine_job *jb)
+{
+    for (int32_t k = 0; jb->images && k < jb->n_images; k++)
+        if (jb->images[k].release)
+            jb->images[k].release(jb->images[k].release_ctx);
+}
+
 int gs_engine_submit(gs_engine *e, const gs_engine_job *jb, int64_t *id, gs_diag *d)
 {
-    if (!e || !jb || !id)
+    if (!e || !jb || !id) {
+        if (jb)
+            release_images(jb);
         return gs_diag_set(d, GS_EINVAL, "engine_submit: NULL argument");
+    }
     *id = 0;
     int rc = check_job(e, jb, d);
-    if (rc)
-        return rc;
-    gs_job *j = calloc(1, sizeof *j);
-    if (!j)
-        return GS_ENOMEM;
+    gs_job *j = rc ? NULL : calloc(1, sizeof *j);
     int eos = !(jb->flags & GS_JOB_IGNORE_EOS) ? e->cfg->text.n_eos : 0;
-    j->stop_ids = malloc(sizeof *j->stop_ids * (size_t)(jb->n_stop_ids + eos + 1));
-    if (!j->stop_ids) {
-        free(j);
-        return GS_ENOMEM;
+    if (j)
+        j->stop_ids = malloc(sizeof *j->stop_ids * (size_t)(jb->n_stop_ids + eos + 1));
+    if (rc || !j || !j->stop_ids) {
+        if (j)
+            free(j);
+        release_images(jb);
+        return rc ? rc : GS_ENOMEM;
     }
     if (jb->n_stop_ids)
         memcpy(j->stop_ids, jb->stop_ids, sizeof *j->stop_ids * (size_t)jb->n_stop_ids);
@@ -334,7 +388,10 @@ int gs_engine_submit(gs_engine *e, const gs_engine_job *jb, int64_t *id, gs_diag
     int32_t room = e->max_model_len - jb->n_prompt;
     j->max_tokens = jb->max_tokens > 0 && jb->max_tokens < room ? jb->max_tokens : room;
     j->t_arrival = jb->arrival_ns ? jb->arrival_ns : gs_engine__now(e);
-    rc = make_seq(e, jb, &j->seq, d);
+    int taken = 0;
+    rc = make_seq(e, jb, &j->seq, &taken, d);
+    if (rc && !taken)
+        release_images(jb);
     if (!rc)
         rc = gs_sampler_new(&jb->sampling, e->vocab, jb->prompt, jb->n_prompt, &j->sampler, d);
     if (!rc && jb->n_stop_strings > 0)
@@ -344,244 +401,18 @@ int gs_engine_submit(gs_engine *e, const gs_engine_job *jb, int64_t *id, gs_diag
     if (!rc) {
         j->id = j->seq->id = e->next_id;
         j->seq->user = j;
-        rc = gs_sched_add(e->sched, j->seq);
+        rc = gs_job_map_put(&e->by_id, j->id, j);
+        if (!rc && (rc = gs_sched_add(e->sched, j->seq)))
+            gs_job_map_del(&e->by_id, j->id);
     }
     if (rc) {
-        j->next = j->prev = NULL;
-        drop_job(e, j);
+        gs_engine__drop_job(e, j);
         return rc;
     }
     e->next_id++;
-    j->next = e->jobs;
-    if (e->jobs)
-        e->jobs->prev = j;
-    e->jobs = j;
+    gs_queue_insert_tail(&e->jobs, &j->link);
     e->n_jobs++;
     *id = j->id;
+    gs_engine__publish_stats(e);
     return 0;
-}
-
-/* ---- events and the end of a job ----------------------------------------- */
-
-void gs_engine__emb_key(const gs_seq *q, int32_t k, gs_emb_key *out)
-{
-    const gs_job *j = q->user;
-    gs_emb_key_make(q->spans[k].hash, q->spans[k].grid, j ? j->salt : 0, out);
-}
-
-void gs_engine__release_emb(gs_engine *e, gs_seq *q, int32_t k)
-{
-    gs_seq_image *im = &q->imgs[k];
-    if (im->emb && im->emb_shared) {
-        gs_emb_key key;
-        gs_engine__emb_key(q, k, &key);
-        gs_emb_cache_release(e->ec, &key);
-    } else {
-        gs_buf_free(e->be, im->emb);
-    }
-    im->emb = NULL;
-    im->emb_shared = 0;
-    im->queued = 0;
-}
-
-/* Unlinks (when linked) and frees j and everything it owns. */
-static void drop_job(gs_engine *e, gs_job *j)
-{
-    if (j->prev || e->jobs == j) {
-        if (j->prev)
-            j->prev->next = j->next;
-        else
-            e->jobs = j->next;
-        if (j->next)
-            j->next->prev = j->prev;
-        e->n_jobs--;
-    }
-    if (j->seq) {
-        gs_sched_remove(e->sched, j->seq);
-        for (int32_t k = 0; k < j->seq->n_imgs; k++)
-            gs_engine__release_emb(e, j->seq, k);
-        gs_seq_free(j->seq);
-    }
-    if (j->detok)
-        e->p.detok.close(j->detok);
-    gs_sampler_free(j->sampler);
-    gs_stopper_free(j->stopper);
-    free(j->stop_ids);
-    free(j);
-}
-
-static void fill_event(const gs_job *j, gs_engine_event *ev)
-{
-    memset(ev, 0, sizeof *ev);
-    ev->id = j->id;
-    ev->usage.prompt_tokens = j->seq->n_prompt;
-    ev->usage.completion_tokens = j->n_generated;
-    ev->usage.cached_prompt_tokens = j->seq->n_cached;
-    if (j->t_sched >= j->t_arrival && j->t_sched)
-        ev->timings.queue_ns = j->t_sched - j->t_arrival;
-    if (j->t_first >= j->t_arrival && j->t_first) {
-        ev->timings.ttft_ns = j->t_first - j->t_arrival;
-        ev->timings.decode_ns = j->t_last - j->t_first;
-    }
-}
-
-static void text_append(gs_engine *e, const char *s, size_t n)
-{
-    if (!n)
-        return;
-    if (e->text_len + n + 1 > e->text_cap) {
-        size_t cap = e->text_cap ? e->text_cap : 256;
-        while (cap < e->text_len + n + 1)
-            cap *= 2;
-        char *t = realloc(e->text, cap);
-        if (!t)
-            return; /* the text of this event is lost; ids still go out */
-        e->text = t;
-        e->text_cap = cap;
-    }
-    memcpy(e->text + e->text_len, s, n);
-    e->text_len += n;
-    e->text[e->text_len] = 0;
-}
-
-/* Passes decoded text through the stop strings; returns 1 on a match. */
-static int feed_text(gs_engine *e, gs_job *j, const char *s, size_t n)
-{
-    if (!j->stopper) {
-        text_append(e, s, n);
-        return 0;
-    }
-    const char *out = NULL;
-    size_t out_len = 0;
-    int m = gs_stopper_feed(j->stopper, s, n, &out, &out_len);
-    if (m >= 0)
-        text_append(e, out, out_len);
-    return m == 1;
-}
-
-static void flush_text(gs_engine *e, gs_job *j)
-{
-    const char *s = NULL;
-    size_t n = 0;
-    if (j->detok) {
-        e->p.detok.flush(j->detok, &s, &n);
-        feed_text(e, j, s, n);
-    }
-    if (j->stopper) {
-        gs_stopper_flush(j->stopper, &s, &n);
-        text_append(e, s, n);
-    }
-}
-
-static void emit(gs_engine *e, gs_job *j, const int32_t *ids, int32_t n_ids, gs_finish_reason r,
-                 int err)
-{
-    gs_engine_event ev;
-    fill_event(j, &ev);
-    ev.ids = ids;
-    ev.n_ids = n_ids;
-    ev.text = e->text_len ? e->text : "";
-    ev.text_len = e->text_len;
-    ev.finish = r;
-    ev.error = err;
-    j->on_event(j->user, &ev);
-    e->text_len = 0;
-}
-
-void gs_engine__finish(gs_engine *e, gs_job *j, gs_finish_reason r, int err)
-{
-    e->text_len = 0;
-    emit(e, j, NULL, 0, r, err);
-    e->n_finished++;
-    drop_job(e, j);
-}
-
-void gs_engine__on_token(gs_engine *e, gs_job *j, int32_t id, uint64_t t)
-{
-    e->text_len = 0;
-    j->n_generated++;
-    e->n_generated++;
-    if (!j->t_first)
-        j->t_first = t;
-    j->t_last = t;
-    int rc = gs_sampler_accept(j->sampler, id);
-    if (!rc)
-        rc = gs_seq_append(j->seq, id);
-    if (rc) {
-        gs_engine__finish(e, j, GS_FINISH_ERROR, rc);
-        return;
-    }
-    gs_finish_reason r = GS_FINISH_NONE;
-    for (int32_t i = 0; i < j->n_stop_ids; i++)
-        if (j->stop_ids[i] == id)
-            r = GS_FINISH_STOP;
-    if (!r && j->detok) {
-        const char *s = NULL;
-        size_t n = 0;
-        if (e->p.detok.push(j->detok, id, &s, &n) == 0 && feed_text(e, j, s, n))
-            r = GS_FINISH_STOP;
-    }
-    if (!r && (j->n_generated >= j->max_tokens || j->seq->n_tokens >= e->max_model_len))
-        r = GS_FINISH_LENGTH;
-    if (r)
-        flush_text(e, j);
-    emit(e, j, &id, 1, r, 0);
-    if (r) {
-        e->n_finished++;
-        drop_job(e, j);
-    }
-}
-
-/* ---- cancel, stats ------------------------------------------------------- */
-
-int gs_engine_cancel(gs_engine *e, int64_t id)
-{
-    for (gs_job *j = e->jobs; j; j = j->next) {
-        if (j->id == id) {
-            gs_engine__finish(e, j, GS_FINISH_CANCELLED, 0);
-            return 0;
-        }
-    }
-    return GS_ENOENT;
-}
-
-int gs_engine_busy(const gs_engine *e)
-{
-    return e->n_jobs > 0;
-}
-
-void gs_engine_get_stats(const gs_engine *e, gs_engine_stats *out)
-{
-    gs_sched_stats s;
-    gs_sched_get_stats(e->sched, &s);
-    memset(out, 0, sizeof *out);
-    out->n_running = s.n_running;
-    out->n_waiting = s.n_waiting;
-    out->n_pages = gs_kv_pool_n_pages(e->pool) - 1;
-    out->n_free_pages = gs_kv_pool_n_free(e->pool);
-    out->n_cached_pages = e->pc ? gs_prefix_cache_n_cached(e->pc) : 0;
-    out->page_size = e->page_size;
-    out->prefix_query_tokens = s.prefix_query_tokens;
-    out->prefix_hit_tokens = s.prefix_hit_tokens;
-    out->prefix_hit_rate =
-        s.prefix_query_tokens ? (double)s.prefix_hit_tokens / (double)s.prefix_query_tokens : 0;
-    out->n_steps = s.n_steps;
-    out->n_preemptions = s.n_preemptions;
-    out->n_computed_tokens = s.n_scheduled_tokens;
-    out->n_generated_tokens = e->n_generated;
-    out->n_images_encoded = e->n_images_encoded;
-    out->n_images_cache_hits = e->n_image_hits;
-    out->n_jobs_finished = e->n_finished;
-    gs_model_graph_stats gst;
-    gs_model_graph_stats_get(e->model, &gst);
-    out->n_graph_replays = gst.replays;
-    out->n_graph_captures = gst.captures;
-}
-
-void gs_engine_reset_caches(gs_engine *e)
-{
-    if (e->pc)
-        gs_prefix_cache_clear(e->pc);
-    if (e->ec)
-        gs_emb_cache_trim(e->ec);
 }

@@ -1,12 +1,17 @@
 /* engine_impl.h - the gs_engine struct and the job record, shared by
  * engine.c (handle, submit, cancel, events) and engine_step.c (one
- * iteration). Not part of the API. Single-threaded. */
+ * iteration). Not part of the API. Single-threaded, except stats_mu and
+ * snap (gs_engine_stats_snapshot). */
 #ifndef GS_ENGINE_IMPL_H
 #define GS_ENGINE_IMPL_H
 
+#include <pthread.h>
+
+#include "common/queue.h"
 #include "worker/engine/batch.h"
 #include "worker/engine/emb_cache.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/job_map.h"
 #include "worker/engine/kv_pool.h"
 #include "worker/engine/prefix_cache.h"
 #include "worker/engine/scheduler.h"
@@ -16,8 +21,8 @@
  * scheduler's business. */
 typedef struct gs_job {
     int64_t id;
-    gs_seq *seq; /* seq->user points back here */
-    struct gs_job *prev, *next;
+    gs_seq *seq;   /* seq->user points back here */
+    gs_queue link; /* in gs_engine.jobs */
     gs_sampler *sampler;
     gs_stopper *stopper; /* NULL without stop strings */
     void *detok;         /* NULL without a detokenizer */
@@ -45,7 +50,8 @@ struct gs_engine {
     gs_emb_cache *ec;    /* NULL with GS_ENGINE_NO_ENCODER_CACHE */
     gs_sched *sched;
     gs_batch *batch;
-    gs_job *jobs; /* every job inside, newest first */
+    gs_queue jobs; /* every job inside, oldest first */
+    gs_job_map by_id;
     int32_t n_jobs;
     int64_t next_id;
     /* Sampling requests of a step, grown as needed (engine_step.c). */
@@ -57,10 +63,25 @@ struct gs_engine {
     int32_t cap_pen;
     char *text; /* event text scratch */
     size_t text_len, text_cap;
-    int64_t n_generated, n_images_encoded, n_image_hits, n_finished;
+    int64_t n_generated, n_images_encoded, n_image_hits;
+    int64_t n_finished[GS_FINISH_ERROR + 1]; /* by reason */
+    uint64_t last_step_ns;
+    /* The published copy for gs_engine_stats_snapshot (other threads). */
+    pthread_mutex_t stats_mu;
+    int stats_mu_ok;
+    gs_engine_stats snap;
 };
 
 uint64_t gs_engine__now(const gs_engine *e);
+/* A code for a job ended by a fault of the server (the model, the device,
+ * the engine): rc itself when it is of the server class (HTTP >= 500),
+ * else GS_EINTERNAL, so that no request is blamed for it. */
+int gs_engine__server_err(int rc);
+/* Publishes the current stats for gs_engine_stats_snapshot. */
+void gs_engine__publish_stats(gs_engine *e);
+/* Unlinks (when linked) and frees j and everything it owns, without an
+ * event: only for jobs submit has not accepted (engine_events.c). */
+void gs_engine__drop_job(gs_engine *e, gs_job *j);
 /* Sends job j's final event (no ids, no text) and drops it. */
 void gs_engine__finish(gs_engine *e, gs_job *j, gs_finish_reason r, int err);
 /* Handles a sampled token of j at time t: stop checks, text, event; may

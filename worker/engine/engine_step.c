@@ -9,6 +9,24 @@
  * them again from the same n_computed on the pages they already hold. A
  * failed forward ends every job of the step. The error is returned either
  * way, so that the worker can decide whether the device is still usable.
+ * Jobs end with server-class codes only (gs_engine__server_err): by the
+ * time a job is in a step, submit has validated everything it sent, so a
+ * failure here is the model's, the device's or the engine's. A row whose
+ * logits were all NaN / -inf ends its job with GS_EMODEL.
+ *
+ * Abort (gs_engine_params.should_abort): polled after the page copies
+ * (which must happen, the block tables already point at the copies),
+ * before and inside the vision encoder and before and inside the forward
+ * (the model polls between layers and blocks). When it fires, nothing is
+ * committed: image embeddings already made stay with their sequences,
+ * images still to encode are unqueued, n_computed does not move, no token
+ * is sampled; the pages the plan gave stay with their sequences, and the
+ * next plan schedules the same work again.
+ *
+ * Handed-over pixels (gs_engine_image.release) are released as soon as
+ * their image is encoded (or found in the encoder cache); such an image
+ * keeps its embeddings until the job ends, as a preempted sequence may
+ * need them again and there are no pixels to encode from.
  *
  * Owns nothing beyond the step: the image matrix of a step is allocated
  * and freed here; image embeddings move into their sequence and are freed
@@ -20,6 +38,19 @@
 #include <string.h>
 
 #include "common/log.h"
+
+static int aborted(const gs_engine *e)
+{
+    return e->p.should_abort && e->p.should_abort(e->p.abort_user);
+}
+
+/* After an aborted encode: the images not encoded go back to "not
+ * queued", so the next plan lists them again. */
+static void unqueue_encodes(const gs_step_plan *pl)
+{
+    for (int32_t i = 0; i < pl->n_encodes; i++)
+        pl->encodes[i].seq->imgs[pl->encodes[i].img].queued = 0;
+}
 
 static void fail_items(gs_engine *e, const gs_step_plan *pl, int rc)
 {
@@ -62,6 +93,8 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
             q->imgs[k].emb = hit;
             q->imgs[k].emb_shared = 1;
             q->imgs[k].queued = 0;
+            if (q->imgs[k].release)
+                gs_seq_release_pixels(q, k);
             e->n_image_hits++;
         } else {
             todo[n++] = i;
@@ -92,7 +125,9 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
         off += im->n_patches;
     }
     if (!rc)
-        rc = gs_model_encode_images(e->model, px, total, (const int32_t(*)[3])grids, n, out);
+        rc = aborted(e)
+                 ? GS_ECANCELED
+                 : gs_model_encode_images(e->model, px, total, (const int32_t(*)[3])grids, n, out);
     /* Hand out the rows: one image keeps the whole matrix; several get a
      * copy of their rows each. Then into the encoder cache. */
     int64_t row = 0;
@@ -124,6 +159,8 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
             emb = NULL;
         }
         im->emb = emb;
+        if (!rc && im->release)
+            gs_seq_release_pixels(q, en->img);
         row += len;
     }
     gs_buf_free(e->be, out.data);
@@ -235,16 +272,19 @@ static void drop_passed_images(gs_engine *e, const gs_step_plan *pl)
     for (int32_t i = 0; i < pl->n_items; i++) {
         gs_seq *q = pl->items[i].seq;
         for (int32_t k = 0; k < q->n_imgs; k++) {
-            if (q->imgs[k].emb && q->spans[k].start + q->spans[k].len <= q->n_computed)
+            /* Without pixels (handed over and released) the embeddings
+             * stay: a preemption would need them again. */
+            if (q->imgs[k].emb && q->imgs[k].pixels &&
+                q->spans[k].start + q->spans[k].len <= q->n_computed)
                 gs_engine__release_emb(e, q, k);
         }
     }
 }
 
-int gs_engine_step(gs_engine *e, uint64_t now)
+static int step(gs_engine *e, uint64_t now)
 {
     gs_step_plan pl;
-    int rc = gs_sched_plan(e->sched, now, &pl);
+    int rc = gs_engine__server_err(gs_sched_plan(e->sched, now, &pl));
     for (int32_t i = 0; i < pl.n_failed; i++) {
         gs_log_warn("engine: job %lld needs more KV pages than the cache has; ending it",
                     (long long)pl.failed[i]->id);
@@ -261,10 +301,16 @@ int gs_engine_step(gs_engine *e, uint64_t now)
     for (int32_t i = 0; i < pl.n_copies && !rc; i++)
         rc = gs_kv_cache_copy_page(e->kv, pl.copies[i].dst, pl.copies[i].src);
     if (rc) {
+        rc = gs_engine__server_err(rc);
         fail_items(e, &pl, rc);
         return rc;
     }
-    if (pl.n_encodes > 0 && (rc = encode_images(e, &pl))) {
+    if (pl.n_encodes > 0 && (rc = encode_images(e, &pl)) == GS_ECANCELED) {
+        unqueue_encodes(&pl);
+        return rc;
+    }
+    if (rc) {
+        rc = gs_engine__server_err(rc);
         gs_log_error("engine: vision encoder failed (%s) for %d images", gs_err_name(rc),
                      pl.n_encodes);
         fail_encodes(e, &pl, rc);
@@ -281,12 +327,15 @@ int gs_engine_step(gs_engine *e, uint64_t now)
         rc = sample_requests(e, &pl, &bo, &sb);
     if (!rc) {
         bo.tb.img = img;
-        rc = gs_model_step(e->model, e->kv, &bo.tb, &sb, e->smp_ids);
+        rc = aborted(e) ? GS_ECANCELED : gs_model_step(e->model, e->kv, &bo.tb, &sb, e->smp_ids);
     }
     gs_buf_free(e->be, img.data);
+    if (rc == GS_ECANCELED)
+        return rc; /* nothing committed: the same items run again later */
     if (!rc)
         rc = gs_sched_commit(e->sched, &pl);
     if (rc) {
+        rc = gs_engine__server_err(rc);
         gs_log_error("engine: step of %d tokens / %d sequences failed: %s", pl.n_tokens, pl.n_items,
                      gs_err_name(rc));
         fail_items(e, &pl, rc);
@@ -303,10 +352,20 @@ int gs_engine_step(gs_engine *e, uint64_t now)
         int32_t id = e->smp_ids[k];
         if (id < 0) {
             gs_log_warn("engine: job %lld: no finite logit to sample from", (long long)j->id);
-            gs_engine__finish(e, j, GS_FINISH_ERROR, GS_EINVAL);
+            gs_engine__finish(e, j, GS_FINISH_ERROR, GS_EMODEL);
         } else {
             gs_engine__on_token(e, j, id, t);
         }
     }
     return 0;
+}
+
+int gs_engine_step(gs_engine *e, uint64_t now)
+{
+    uint64_t t0 = gs_engine__now(e);
+    int rc = step(e, now);
+    uint64_t t1 = gs_engine__now(e);
+    e->last_step_ns = t1 >= t0 ? t1 - t0 : 0;
+    gs_engine__publish_stats(e);
+    return rc;
 }

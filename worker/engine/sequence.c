@@ -57,7 +57,7 @@ void gs_seq_free(gs_seq *s)
     if (!s)
         return;
     for (int32_t i = 0; i < s->n_imgs; i++)
-        free(s->imgs[i].pixels);
+        gs_seq_release_pixels(s, i);
     free(s->imgs);
     free(s->spans);
     free(s->toks);
@@ -65,6 +65,19 @@ void gs_seq_free(gs_seq *s)
     free(s->keys);
     gs_block_table_free(s->bt);
     free(s);
+}
+
+void gs_seq_release_pixels(gs_seq *s, int32_t k)
+{
+    gs_seq_image *im = &s->imgs[k];
+    if (!im->pixels)
+        return;
+    if (im->release)
+        im->release(im->release_ctx);
+    else
+        free((void *)im->pixels);
+    im->pixels = NULL;
+    im->release = NULL;
 }
 
 int gs_seq_append(gs_seq *s, int32_t tok)

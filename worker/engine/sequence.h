@@ -29,7 +29,12 @@ typedef enum {
 /* Run-time state of one image of a sequence (the span is in spans[i]). */
 typedef struct {
     int64_t n_patches;
-    float *pixels;      /* [n_patches, patch_dim] F32, owned (free()); NULL in pure tests */
+    /* [n_patches, patch_dim] F32; NULL in pure tests and once handed-over
+     * pixels are released. Owned: free() when release is NULL, else given
+     * back by release(release_ctx) (gs_seq_release_pixels). */
+    const float *pixels;
+    void (*release)(void *ctx);
+    void *release_ctx;
     void *emb;          /* backend [len, hidden] act dtype; engine-owned; NULL until encoded */
     int32_t emb_shared; /* 1: emb is a reference into the engine's encoder cache */
     int32_t queued;     /* listed in the current plan's encodes */
@@ -82,9 +87,13 @@ typedef struct {
  * run-time state. GS_EINVAL for an empty prompt or spans out of order or
  * outside it; GS_ENOMEM. */
 int gs_seq_new(const gs_seq_params *p, gs_seq **out);
-/* Frees the sequence, its pixels (free()) and its table. NULL: no-op. The
- * caller must have taken it out of the scheduler and freed emb buffers. */
+/* Frees the sequence, its pixels (free(), or their release callback) and
+ * its table. NULL: no-op. The caller must have taken it out of the
+ * scheduler and freed emb buffers. */
 void gs_seq_free(gs_seq *s);
+/* Gives image k's pixels back now (free() or release, once); pixels is
+ * NULL afterwards. */
+void gs_seq_release_pixels(gs_seq *s, int32_t k);
 /* Appends one generated token. GS_ENOMEM. */
 int gs_seq_append(gs_seq *s, int32_t tok);
 /* Position of token p on axis a (0: t, 1: h, 2: w). */

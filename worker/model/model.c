@@ -149,6 +149,12 @@ void gs_model_set_tap(gs_model *m, gs_model_tap_fn fn, void *user)
     m->tap_user = user;
 }
 
+void gs_model_set_abort(gs_model *m, int (*fn)(void *user), void *user)
+{
+    m->abort_fn = fn;
+    m->abort_user = user;
+}
+
 /* ---- KV cache ---------------------------------------------------------- */
 
 static size_t kv_layer_bytes(const gs_model *m, int32_t n_pages, int32_t page_size)

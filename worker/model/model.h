@@ -46,6 +46,15 @@ size_t gs_model_weight_bytes(const gs_model *m);
 typedef void (*gs_model_tap_fn)(void *user, const char *name, gs_mat m);
 void gs_model_set_tap(gs_model *m, gs_model_tap_fn fn, void *user);
 
+/* Abort hook: fn(user) is polled between decoder layers and between
+ * vision blocks of forwards that run op by op (never while a graph is
+ * being recorded; a replayed graph runs to its end). When it returns
+ * nonzero the forward stops and returns GS_ECANCELED; the KV slots of the
+ * batch may then hold partial values, which is harmless as the caller
+ * commits nothing and computes the same tokens again. fn NULL: none. fn
+ * runs on the model's thread and must be cheap (an atomic load). */
+void gs_model_set_abort(gs_model *m, int (*fn)(void *user), void *user);
+
 /* Vision tower over n_images images in one batch.
  * pixels: host [n_patches, 1176] F32 in processor order (borrowed);
  * grids: [n_images][3] (t, gh, gw). out: backend [n_patches / merge^2,

@@ -19,6 +19,8 @@ struct gs_model {
     gs_vision_ws *vis; /* vision graph workspace, grown on demand, or NULL */
     int graphs;        /* gs_model_enable_graphs was called */
     gs_model_graph_stats gstats;
+    int (*abort_fn)(void *user); /* gs_model_set_abort, or NULL */
+    void *abort_user;
 };
 
 struct gs_kv_cache {
@@ -123,6 +125,14 @@ int gs_vision_graph_run(gs_model *m, const float *pixels, int64_t N, const int32
 void gs_vision_ws_free(gs_model *m);
 int gs_vision_ws_graphs(const gs_model *m);
 size_t gs_vision_ws_bytes(const gs_model *m);
+
+/* GS_ECANCELED when the abort hook fires (not while recording a graph:
+ * a recorded graph must hold every op), else 0. */
+static inline int gs_model__check_abort(gs_model *m)
+{
+    return m->abort_fn && !gs_graph_recording(m->be) && m->abort_fn(m->abort_user) ? GS_ECANCELED
+                                                                                   : 0;
+}
 
 static inline void gs_model_tap(gs_model *m, const char *name, gs_mat x)
 {

@@ -81,6 +81,7 @@ int gs_text_layers(gs_model *m, gs_kv_cache *kv, const gs_text_acts *t, const in
     int rc = 0;
     CK(gs_k_rmsnorm(be, t->h, t->x, &w->layers[0].input_ln, eps));
     for (int l = 0; l < w->n_layers; l++) {
+        CK(gs_model__check_abort(m));
         const gs_text_layer_w *ly = &w->layers[l];
         CK(gs_k_matmul(be, t->qkv, t->h, ly->qkv, &ly->qkv_bias, 0));
         gs_mat q = gs_mat_cols(t->qkv, 0, qd), k = gs_mat_cols(t->qkv, qd, kvd),

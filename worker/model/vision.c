@@ -112,6 +112,7 @@ int gs_vision_body(gs_model *m, const gs_vision_acts *v, const int32_t *d_hw4, c
     const gs_rope_vision_params rp = {heads, hd, (float)vc->rope_theta};
     const gs_attn_params ap = {heads, heads, hd, 1.0f / sqrtf((float)hd), 0};
     for (int b = 0; b < w->n_blocks; b++) {
+        CK(gs_model__check_abort(m));
         const gs_vision_block_w *bl = &w->blocks[b];
         CK(gs_k_rmsnorm(be, v->h, v->x, &bl->norm1, veps));
         CK(gs_k_matmul(be, v->qkv, v->h, bl->qkv, bl->qkv_bias.n ? &bl->qkv_bias : NULL, 0));

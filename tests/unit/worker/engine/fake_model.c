@@ -27,6 +27,8 @@ struct gs_model {
     gs_model_config cfg;
     gs_backend be;
     int fail_encode, fail_forward;
+    int (*abort_fn)(void *user);
+    void *abort_user;
 };
 struct gs_kv_cache {
     int32_t n_pages, page_size;
@@ -97,6 +99,20 @@ void fake_model_fail(gs_model *m, int encode, int forward)
 }
 
 /* ---- the verbs the engine calls ------------------------------------------- */
+
+void gs_model_set_abort(gs_model *m, int (*fn)(void *user), void *user)
+{
+    m->abort_fn = fn;
+    m->abort_user = user;
+}
+
+/* Polled where the real model polls (between layers and blocks): here once
+ * before and once after the work, the second after writing KV slots, as
+ * an abort between layers would leave them. */
+static int check_abort(gs_model *m)
+{
+    return m->abort_fn && m->abort_fn(m->abort_user) ? GS_ECANCELED : 0;
+}
 
 gs_backend *gs_model_backend(const gs_model *m)
 {
@@ -200,6 +216,8 @@ int gs_model_encode_images(gs_model *m, const float *pixels, int64_t n_patches,
 {
     if (m->fail_encode)
         return GS_EDEVICE;
+    if (check_abort(m))
+        return GS_ECANCELED;
     int64_t total = 0;
     for (int32_t i = 0; i < n_images; i++)
         total += (int64_t)grids[i][0] * grids[i][1] * grids[i][2];
@@ -228,6 +246,8 @@ int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float
         }
         kv->slot[b->slots[i]] = token_value(x, b->pos[i], b->pos[n + i], b->pos[2 * n + i]);
     }
+    if (check_abort(m))
+        return GS_ECANCELED; /* slots half written, as a real abort leaves them */
     for (int32_t k = 0; k < b->n_logits; k++) {
         int32_t r = b->logit_rows[k], s = 0;
         while (s + 1 < b->n_seqs && b->cu_q[s + 1] <= r)

@@ -51,7 +51,7 @@ static gs_model *g_model;
 static gs_tokenizer *g_tok;
 static prompt g_p[N_VAR];
 
-static void on_ev(void *user, const gs_engine_event *ev)
+static int on_ev(void *user, const gs_engine_event *ev)
 {
     rec *r = user;
     for (int32_t i = 0; i < ev->n_ids && r->n < MAXT; i++)
@@ -66,6 +66,7 @@ static void on_ev(void *user, const gs_engine_event *ev)
         r->finished = 1;
         r->reason = ev->finish;
     }
+    return 0;
 }
 
 static int g_graphs = -1; /* gs_engine_params.graphs of the engines made */

@@ -23,7 +23,7 @@ typedef struct {
     gs_engine_timings tm;
 } rec;
 
-static void on_ev(void *user, const gs_engine_event *ev)
+static int on_ev(void *user, const gs_engine_event *ev)
 {
     rec *r = user;
     if (r->finished)
@@ -42,6 +42,7 @@ static void on_ev(void *user, const gs_engine_event *ev)
         r->reason = ev->finish;
         r->err = ev->error;
     }
+    return 0;
 }
 
 /* Fake detokenizer: token id -> two letters. */
@@ -148,7 +149,7 @@ static void make_req(req *r, uint64_t *s, int n_img, int32_t sys, uint64_t img_s
             r->px[k][i] = (float)(rnd(&pxs) % 1000) / 250.0f - 2.0f;
         fake_image fi = {r->px[k], np, {1, gh, gw}};
         r->img[k] = fi;
-        r->eimg[k] = (gs_engine_image){r->px[k], np, {1, gh, gw}, {0}};
+        r->eimg[k] = (gs_engine_image){r->px[k], np, {1, gh, gw}, {0}, FAKE_PATCH_DIM, NULL, NULL};
         r->prompt[r->n++] = FAKE_IMAGE_TOKEN - 1; /* a "begin image" text token */
         for (int64_t i = 0; i < np / 4; i++)
             r->prompt[r->n++] = FAKE_IMAGE_TOKEN;
