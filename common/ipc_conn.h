@@ -55,11 +55,16 @@ typedef struct {
 
 /* Listens on url ("ipc:///path", "tcp://host:port"; borrowed). Accepted
  * connections call cbs->on_open (required here). An ipc:// path that
- * exists is removed first only if it is a socket nobody listens on.
+ * exists is removed first only if it is a socket nobody listens on (the
+ * check connects to it, so a live listener sees a connection that closes
+ * at once).
  * *out owns the listener (gs_ipc_listener_close). GS_EINVAL (bad url),
  * GS_EIO (address in use, permission; d says which). */
 int gs_ipc_listen(const char *url, const gs_ipc_conn_cbs *cbs, gs_ipc_listener **out, gs_diag *d);
-/* Stops accepting; connections already open stay open. NULL: no-op. */
+/* Stops accepting; connections already open stay open. NULL: no-op.
+ * From outside the listener's on_open it waits for a running on_open to
+ * return, so on_open is never called after it; from inside on_open it
+ * returns at once and the listener is freed when that on_open returns. */
 void gs_ipc_listener_close(gs_ipc_listener *l);
 /* The bound port of a tcp:// listener given port 0, else 0. */
 int gs_ipc_listener_port(const gs_ipc_listener *l);
@@ -72,7 +77,7 @@ int gs_ipc_dial(const char *url, const gs_ipc_conn_cbs *cbs, int timeout_ms, gs_
 
 /* Queues frame (takes it: freed with free() once written or when the
  * connection closes). 0, or GS_EIO when the connection is closed (the
- * frame is freed). */
+ * frame is freed), or GS_ENOMEM (likewise). */
 int gs_ipc_conn_send(gs_ipc_conn *c, uint8_t *frame, size_t len);
 /* gs_ipc_encode + gs_ipc_conn_send; encoding errors are returned. */
 int gs_ipc_conn_send_msg(gs_ipc_conn *c, const gs_ipc_msg *m, gs_diag *d);

@@ -19,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_NAME 256u
-#define MAX_REQUEST (16u << 20)
-#define MAX_MESSAGE 4096u
+#define MAX_NAME GS_IPC_MAX_NAME
+#define MAX_REQUEST GS_IPC_MAX_REQUEST
+#define MAX_MESSAGE GS_IPC_MAX_MESSAGE
 #define EVENT_IDS_OFF 56u /* the ids array; a multiple of 8 */
 #define HELLO_FIXED 24u
 #define JOB_FIXED 16u
@@ -97,6 +97,17 @@ static size_t utf8_invalid_at(const uint8_t *s, size_t len)
     return len;
 }
 
+uint32_t gs_ipc_utf8_clip(const char *s, size_t len, uint32_t cap)
+{
+    if (!s || len <= cap)
+        return s ? (uint32_t)len : 0;
+    size_t n = cap;
+    /* Back up over continuation bytes to the start of the split character. */
+    while (n > 0 && ((const uint8_t *)s)[n] >= 0x80 && ((const uint8_t *)s)[n] < 0xC0)
+        n--;
+    return (uint32_t)n;
+}
+
 /* ---- field checks shared by encoder and decoder ----------------------- */
 
 /* A text field: len <= cap and valid UTF-8. off is where the bytes start
@@ -165,13 +176,14 @@ static int check_event_scalars(const gs_ipc_event *e, int code, gs_diag *d)
 /* The i32 fields of a heartbeat, in wire order (offset 4 * i). */
 #define STATS_I32(XX)                                                                              \
     XX(n_running)                                                                                  \
-    XX(n_waiting) XX(n_queued) XX(max_queue) XX(n_pages) XX(n_free_pages) XX(n_cached_pages)       \
-        XX(draining)
+    XX(n_waiting)                                                                                  \
+    XX(n_queued) XX(max_queue) XX(n_pages) XX(n_free_pages) XX(n_cached_pages) XX(draining)
 /* The u64 fields, in wire order (offset 32 + 8 * i). */
 #define STATS_U64(XX)                                                                              \
     XX(n_steps)                                                                                    \
-    XX(n_finished) XX(n_generated) XX(n_prompt_tokens) XX(prefix_query_tokens)                     \
-        XX(prefix_hit_tokens) XX(last_step_ns) XX(uptime_ms)
+    XX(n_finished)                                                                                 \
+    XX(n_generated) XX(n_prompt_tokens) XX(prefix_query_tokens) XX(prefix_hit_tokens)              \
+        XX(last_step_ns) XX(uptime_ms)
 
 static int check_stats(const gs_ipc_stats *s, int code, gs_diag *d)
 {

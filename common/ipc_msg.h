@@ -34,9 +34,12 @@
 
 #define GS_IPC_VERSION 1
 #define GS_IPC_HEADER_SIZE 16
-#define GS_IPC_MAX_BODY (256u << 20) /* hard cap of any body */
-#define GS_IPC_MAX_IMAGES 64         /* images in one job */
-#define GS_IPC_MAX_IDS (1 << 20)     /* token ids in one event */
+#define GS_IPC_MAX_BODY (256u << 20)   /* hard cap of any body */
+#define GS_IPC_MAX_IMAGES 64           /* images in one job */
+#define GS_IPC_MAX_IDS (1 << 20)       /* token ids in one event */
+#define GS_IPC_MAX_NAME 256u           /* hello name and model, bytes */
+#define GS_IPC_MAX_REQUEST (16u << 20) /* a job's request JSON, bytes */
+#define GS_IPC_MAX_MESSAGE 4096u       /* error messages (error, event), bytes */
 
 typedef enum {
     GS_IPC_HELLO = 1,     /* both ways, first frame on a connection */
@@ -173,6 +176,12 @@ int gs_ipc_decode_header(const uint8_t *hdr, uint32_t max_body, gs_ipc_header *h
  * truncated, trailing bytes, counts over caps, invalid UTF-8, unknown
  * type, misaligned body), never a crash for any input. */
 int gs_ipc_decode(int type, const uint8_t *body, size_t len, gs_ipc_msg *m, gs_diag *d);
+
+/* The longest prefix of s[0..len) (borrowed) that is at most cap bytes
+ * and does not end inside a UTF-8 sequence: clip a message to
+ * GS_IPC_MAX_MESSAGE with it, never with a plain byte cut (the encoder
+ * refuses a split character). */
+uint32_t gs_ipc_utf8_clip(const char *s, size_t len, uint32_t cap);
 
 /* Convenience: encodes and wraps header + body in a single malloc block
  * from a header and raw body (for relaying frames unchanged). */

@@ -463,6 +463,16 @@ static void test_utf8(void)
         jb.u.job.request = S(bad[i]);
         GS_ASSERT_EQ(gs_ipc_encode(&jb, &out, &len, &d), GS_EINVAL);
     }
+    /* Clipping never splits a character. */
+    const char *t = "ab\xe6\x97\xa5\xf0\x9f\x98\x80"; /* 2 + 3 + 4 bytes */
+    GS_ASSERT_EQ(gs_ipc_utf8_clip(t, 9, 100), 9);
+    GS_ASSERT_EQ(gs_ipc_utf8_clip(t, 9, 9), 9);
+    GS_ASSERT_EQ(gs_ipc_utf8_clip(t, 9, 8), 5);
+    GS_ASSERT_EQ(gs_ipc_utf8_clip(t, 9, 5), 5);
+    GS_ASSERT_EQ(gs_ipc_utf8_clip(t, 9, 4), 2);
+    GS_ASSERT_EQ(gs_ipc_utf8_clip(t, 9, 2), 2);
+    GS_ASSERT_EQ(gs_ipc_utf8_clip(t, 9, 0), 0);
+    GS_ASSERT_EQ(gs_ipc_utf8_clip(NULL, 0, 5), 0);
     /* Image bytes are not text: anything goes. */
     gs_ipc_msg jb = m[2];
     jb.u.job.images[0] = S("\xff\xfe\x80");
