@@ -1,0 +1,861 @@
+/* serve.c - the worker's server (serve.h): job table, admission, the prep
+ * pool, the engine loop, events, cancels, heartbeats and drain.
+ *
+ * One mutex (s->mu) guards the job table, the prep queue, the engine
+ * inbox, the cancel list, the connection list and the drain state. The
+ * engine itself is touched only by the engine thread, never under the
+ * lock except for gs_engine_busy (a read of engine-thread state by the
+ * engine thread). A job (wjob) lives in the table from admission until
+ * its ERROR frame or final EVENT has been queued; whoever removes it
+ * frees it.
+ *
+ * Job states: PREP (queued for or in a prep thread) -> INBOX (built,
+ * waiting for the engine thread) -> ENGINE (submitted). A cancel marks
+ * the job; the prep thread, the engine thread at submit, or the engine
+ * (through the cancel list and the event callback's return) acts on it. */
+#include "worker/serve.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/ipc_conn.h"
+#include "common/log.h"
+
+#define TABLE_SIZE 512
+
+typedef enum { J_PREP, J_INBOX, J_ENGINE } jstate;
+
+typedef struct wjob {
+    struct wjob *qnext; /* prep queue or inbox */
+    struct wjob *hnext; /* table chain */
+    gs_ipc_conn *conn;  /* one reference */
+    uint64_t gw_id;     /* the gateway's id on conn */
+    int64_t eng_id;     /* the engine's id once submitted */
+    jstate state;
+    atomic_int cancel;
+    uint8_t *body; /* owned copy of the JOB frame body; msg points into it */
+    gs_ipc_job msg;
+    gs_request *req;
+    uint64_t arrival_ns;
+} wjob;
+
+struct gs_server {
+    gs_server_params p;
+    gs_engine *eng;
+    int max_seqs;
+    pthread_mutex_t mu;
+    pthread_cond_t engine_cv, prep_cv, hb_cv;
+    wjob *prep_head, *prep_tail, *inbox_head, *inbox_tail;
+    int64_t *cancels; /* engine ids to cancel */
+    int n_cancels, cap_cancels;
+    wjob *table[TABLE_SIZE];
+    int n_jobs, n_unstarted;
+    gs_ipc_conn **conns;
+    int n_conns, cap_conns;
+    int draining, stopping, fatal;
+    uint64_t drain_deadline;
+    uint64_t start_ns;
+    pthread_t *prep;
+    int n_prep;
+    pthread_t hb;
+    int hb_started;
+    pthread_t *dialers;
+    int n_dialers;
+    gs_ipc_listener **listeners;
+    int n_listeners;
+    gs_ipc_conn_cbs cbs;
+};
+
+static uint64_t now_ns(void)
+{
+    return gs_clock_now_ns();
+}
+
+/* ---- job table (callers hold s->mu) --------------------------------------- */
+
+static size_t slot(const gs_ipc_conn *c, uint64_t id)
+{
+    uint64_t h = (uint64_t)(uintptr_t)c * 0x9E3779B97F4A7C15ull ^ id * 0xC2B2AE3D27D4EB4Full;
+    return (size_t)(h >> 32) % TABLE_SIZE;
+}
+
+static wjob *table_find(gs_server *s, const gs_ipc_conn *c, uint64_t id)
+{
+    for (wjob *j = s->table[slot(c, id)]; j; j = j->hnext)
+        if (j->conn == c && j->gw_id == id)
+            return j;
+    return NULL;
+}
+
+static void table_remove(gs_server *s, wjob *j)
+{
+    wjob **pp = &s->table[slot(j->conn, j->gw_id)];
+    while (*pp && *pp != j)
+        pp = &(*pp)->hnext;
+    if (*pp) {
+        *pp = j->hnext;
+        s->n_jobs--;
+        if (j->state != J_ENGINE)
+            s->n_unstarted--;
+    }
+    if (s->draining && s->n_jobs == 0)
+        pthread_cond_broadcast(&s->engine_cv);
+}
+
+static void job_free(wjob *j)
+{
+    if (!j)
+        return;
+    gs_request_free(j->req);
+    free(j->body);
+    gs_ipc_conn_unref(j->conn);
+    free(j);
+}
+
+/* Removes j from the table and frees it. */
+static void job_done(gs_server *s, wjob *j)
+{
+    pthread_mutex_lock(&s->mu);
+    table_remove(s, j);
+    pthread_mutex_unlock(&s->mu);
+    job_free(j);
+}
+
+/* ---- frames out ----------------------------------------------------------- */
+
+static void send_error(gs_ipc_conn *c, uint64_t id, int code, const char *msg)
+{
+    gs_ipc_msg m = {.type = GS_IPC_ERROR};
+    m.u.error.id = id;
+    m.u.error.code = code;
+    m.u.error.message.p = msg ? msg : gs_strerror(code);
+    size_t n = strlen(m.u.error.message.p);
+    m.u.error.message.len = (uint32_t)(n > 4096 ? 4096 : n);
+    gs_diag d;
+    if (gs_ipc_conn_send_msg(c, &m, &d) && d.msg[0])
+        gs_log_warn("job %llu: error frame not sent: %s", (unsigned long long)id, d.msg);
+}
+
+/* The final event of a job that never reached the engine (cancelled). */
+static void send_final_unstarted(wjob *j, int finish, int err)
+{
+    gs_ipc_msg m = {.type = GS_IPC_EVENT};
+    m.u.event.id = j->gw_id;
+    m.u.event.finish = (uint8_t)finish;
+    m.u.event.error = err;
+    m.u.event.text.p = m.u.event.message.p = "";
+    m.u.event.queue_ns = now_ns() - j->arrival_ns;
+    gs_ipc_conn_send_msg(j->conn, &m, NULL);
+}
+
+static void send_hello(gs_server *s, gs_ipc_conn *c)
+{
+    gs_ipc_msg m = {.type = GS_IPC_HELLO};
+    gs_ipc_hello *h = &m.u.hello;
+    gs_engine_stats st;
+    gs_engine_stats_snapshot(s->eng, &st);
+    h->role = GS_IPC_ROLE_WORKER;
+    h->pid = (uint32_t)getpid();
+    h->name.p = s->p.name ? s->p.name : "worker";
+    h->name.len = (uint32_t)strlen(h->name.p);
+    h->model.p = s->p.model_name ? s->p.model_name : "";
+    h->model.len = (uint32_t)strlen(h->model.p);
+    h->max_model_len = s->p.env.max_model_len;
+    h->page_size = st.page_size;
+    h->n_pages = st.n_pages;
+    h->max_queue = s->p.max_queue;
+    gs_diag d;
+    if (gs_ipc_conn_send_msg(c, &m, &d))
+        gs_log_warn("hello to %s not sent: %s", gs_ipc_conn_peer(c), d.msg);
+}
+
+/* ---- connections ------------------------------------------------------------ */
+
+static void add_conn(gs_server *s, gs_ipc_conn *c)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->n_conns == s->cap_conns) {
+        int cap = s->cap_conns ? 2 * s->cap_conns : 8;
+        gs_ipc_conn **t = realloc(s->conns, (size_t)cap * sizeof *t);
+        if (!t) {
+            pthread_mutex_unlock(&s->mu);
+            gs_log_error("out of memory: dropping connection from %s", gs_ipc_conn_peer(c));
+            gs_ipc_conn_close(c);
+            gs_ipc_conn_unref(c);
+            return;
+        }
+        s->conns = t;
+        s->cap_conns = cap;
+    }
+    s->conns[s->n_conns++] = c; /* the list holds the reference */
+    int draining = s->draining;
+    pthread_mutex_unlock(&s->mu);
+    gs_log_info("gateway connected from %s", gs_ipc_conn_peer(c));
+    send_hello(s, c);
+    if (draining)
+        gs_ipc_conn_send_msg(c, &(gs_ipc_msg){.type = GS_IPC_DRAIN}, NULL);
+}
+
+static void on_open(gs_ipc_conn *c, void *user)
+{
+    add_conn(user, c);
+}
+
+/* The gateway is gone: every job it sent is cancelled (its events would
+ * go nowhere). */
+static void on_close(gs_ipc_conn *c, int err, void *user)
+{
+    gs_server *s = user;
+    gs_ipc_conn *drop = NULL;
+    int n_cancelled = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_conns; i++)
+        if (s->conns[i] == c) {
+            drop = c;
+            s->conns[i] = s->conns[--s->n_conns];
+            break;
+        }
+    for (int b = 0; b < TABLE_SIZE; b++)
+        for (wjob *j = s->table[b]; j; j = j->hnext) {
+            if (j->conn != c || atomic_exchange(&j->cancel, 1))
+                continue;
+            n_cancelled++;
+            if (j->state == J_ENGINE && s->n_cancels < s->cap_cancels)
+                s->cancels[s->n_cancels++] = j->eng_id;
+        }
+    pthread_cond_broadcast(&s->engine_cv);
+    pthread_cond_broadcast(&s->hb_cv);
+    pthread_mutex_unlock(&s->mu);
+    gs_log_info("gateway at %s disconnected (%s); %d job(s) cancelled", gs_ipc_conn_peer(c),
+                err ? gs_strerror(err) : "closed", n_cancelled);
+    gs_ipc_conn_unref(drop);
+}
+
+/* ---- frames in -------------------------------------------------------------- */
+
+static void admit(gs_server *s, gs_ipc_conn *c, uint8_t *body, size_t len)
+{
+    gs_ipc_msg m;
+    gs_diag d;
+    if (gs_ipc_decode(GS_IPC_JOB, body, len, &m, &d)) {
+        gs_log_warn("dropped a malformed job from %s: %s", gs_ipc_conn_peer(c), d.msg);
+        free(body);
+        return;
+    }
+    const uint64_t id = m.u.job.id;
+    int refuse = 0;
+    const char *why = NULL;
+    char buf[160];
+    wjob *j = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (s->draining || s->fatal) {
+        refuse = GS_ESHUTDOWN;
+        why = "this worker is shutting down";
+    } else if (id == 0 || table_find(s, c, id)) {
+        refuse = GS_EINVAL;
+        why = "job id 0 or already in use on this connection";
+    } else if (s->n_jobs >= s->max_seqs + s->p.max_queue) {
+        refuse = GS_EOVERLOAD;
+        snprintf(buf, sizeof buf, "worker queue full (%d jobs running or queued)", s->n_jobs);
+        why = buf;
+    } else if (!(j = calloc(1, sizeof *j))) {
+        refuse = GS_ENOMEM;
+    } else {
+        j->conn = c;
+        gs_ipc_conn_ref(c);
+        j->gw_id = id;
+        j->state = J_PREP;
+        j->body = body;
+        j->msg = m.u.job;
+        j->arrival_ns = now_ns();
+        size_t b = slot(c, id);
+        j->hnext = s->table[b];
+        s->table[b] = j;
+        s->n_jobs++;
+        s->n_unstarted++;
+        if (s->prep_tail)
+            s->prep_tail->qnext = j;
+        else
+            s->prep_head = j;
+        s->prep_tail = j;
+        pthread_cond_signal(&s->prep_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (refuse) {
+        free(body);
+        send_error(c, id, refuse, why);
+    }
+}
+
+static void cancel(gs_server *s, gs_ipc_conn *c, uint64_t id)
+{
+    pthread_mutex_lock(&s->mu);
+    wjob *j = table_find(s, c, id);
+    if (j && !atomic_exchange(&j->cancel, 1) && j->state == J_ENGINE &&
+        s->n_cancels < s->cap_cancels) {
+        s->cancels[s->n_cancels++] = j->eng_id;
+        pthread_cond_signal(&s->engine_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void on_frame(gs_ipc_conn *c, const gs_ipc_header *h, const uint8_t *body, void *user)
+{
+    gs_server *s = user;
+    gs_ipc_msg m;
+    gs_diag d;
+    if (h->type == GS_IPC_JOB) {
+        /* The job outlives the frame: keep a copy (malloc is 8-aligned). */
+        uint8_t *copy = malloc(h->body_len ? h->body_len : 1);
+        if (!copy) {
+            gs_log_error("out of memory copying a %u-byte job", (unsigned)h->body_len);
+            return;
+        }
+        memcpy(copy, body, h->body_len);
+        admit(s, c, copy, h->body_len);
+        return;
+    }
+    if (gs_ipc_decode(h->type, body, h->body_len, &m, &d)) {
+        gs_log_warn("dropped a malformed %s frame from %s: %s", gs_ipc_type_name(h->type),
+                    gs_ipc_conn_peer(c), d.msg);
+        return;
+    }
+    switch (m.type) {
+    case GS_IPC_CANCEL:
+        cancel(s, c, m.u.cancel_id);
+        break;
+    case GS_IPC_HELLO:
+        gs_log_info("hello from %.*s (pid %u) at %s", (int)m.u.hello.name.len, m.u.hello.name.p,
+                    m.u.hello.pid, gs_ipc_conn_peer(c));
+        break;
+    default:
+        gs_log_warn("ignored a %s frame from %s (not for a worker)", gs_ipc_type_name(m.type),
+                    gs_ipc_conn_peer(c));
+    }
+}
+
+/* ---- prep threads ------------------------------------------------------------ */
+
+static void *prep_main(void *arg)
+{
+    gs_server *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->prep_head && !s->stopping)
+            pthread_cond_wait(&s->prep_cv, &s->mu);
+        if (s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            return NULL;
+        }
+        wjob *j = s->prep_head;
+        s->prep_head = j->qnext;
+        if (!s->prep_head)
+            s->prep_tail = NULL;
+        j->qnext = NULL;
+        pthread_mutex_unlock(&s->mu);
+
+        if (atomic_load(&j->cancel)) {
+            send_final_unstarted(j, GS_IPC_FINISH_CANCELLED, 0);
+            job_done(s, j);
+            continue;
+        }
+        gs_request_blob blobs[GS_IPC_MAX_IMAGES];
+        for (uint32_t i = 0; i < j->msg.n_images; i++) {
+            blobs[i].bytes = j->msg.images[i].p;
+            blobs[i].len = j->msg.images[i].len;
+        }
+        gs_diag d;
+        gs_diag_clear(&d);
+        int rc = gs_request_build(&s->p.env, j->msg.request.p, j->msg.request.len, blobs,
+                                  (int)j->msg.n_images, &j->req, &d);
+        free(j->body); /* images decoded, JSON parsed: the frame is no longer needed */
+        j->body = NULL;
+        memset(&j->msg, 0, sizeof j->msg);
+        if (rc) {
+            send_error(j->conn, j->gw_id, rc, d.msg[0] ? d.msg : NULL);
+            job_done(s, j);
+            continue;
+        }
+        pthread_mutex_lock(&s->mu);
+        j->state = J_INBOX;
+        if (s->inbox_tail)
+            s->inbox_tail->qnext = j;
+        else
+            s->inbox_head = j;
+        s->inbox_tail = j;
+        pthread_cond_signal(&s->engine_cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* ---- heartbeats ------------------------------------------------------------- */
+
+static void *hb_main(void *arg)
+{
+    gs_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t t = (uint64_t)ts.tv_nsec + (uint64_t)s->p.heartbeat_ms * 1000000u;
+        ts.tv_sec += (time_t)(t / 1000000000u);
+        ts.tv_nsec = (long)(t % 1000000000u);
+        int rc = 0;
+        while (!s->stopping && rc == 0)
+            rc = pthread_cond_timedwait(&s->hb_cv, &s->mu, &ts);
+        if (s->stopping)
+            break;
+        gs_engine_stats st;
+        gs_engine_stats_snapshot(s->eng, &st);
+        gs_ipc_msg m = {.type = GS_IPC_HEARTBEAT};
+        gs_ipc_stats *h = &m.u.heartbeat;
+        h->n_running = st.n_running;
+        h->n_waiting = st.n_waiting;
+        h->n_queued = s->n_unstarted;
+        h->max_queue = s->p.max_queue;
+        h->n_pages = st.n_pages;
+        h->n_free_pages = st.n_free_pages;
+        h->n_cached_pages = st.n_cached_pages;
+        h->draining = s->draining;
+        h->n_steps = (uint64_t)st.n_steps;
+        h->n_finished = (uint64_t)st.n_jobs_finished;
+        h->n_generated = (uint64_t)st.n_generated_tokens;
+        h->n_prompt_tokens = (uint64_t)st.n_computed_tokens;
+        h->prefix_query_tokens = (uint64_t)st.prefix_query_tokens;
+        h->prefix_hit_tokens = (uint64_t)st.prefix_hit_tokens;
+        h->last_step_ns = st.last_step_ns;
+        h->uptime_ms = (now_ns() - s->start_ns) / 1000000u;
+        int n = s->n_conns;
+        gs_ipc_conn *cs[64];
+        if (n > 64)
+            n = 64;
+        for (int i = 0; i < n; i++) {
+            cs[i] = s->conns[i];
+            gs_ipc_conn_ref(cs[i]);
+        }
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < n; i++) {
+            gs_ipc_conn_send_msg(cs[i], &m, NULL);
+            gs_ipc_conn_unref(cs[i]);
+        }
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- dialers (--connect) ------------------------------------------------------ */
+
+typedef struct {
+    gs_server *s;
+    const char *url;
+} dialer_arg;
+
+static int conn_listed(gs_server *s, gs_ipc_conn *c)
+{
+    for (int i = 0; i < s->n_conns; i++)
+        if (s->conns[i] == c)
+            return 1;
+    return 0;
+}
+
+static void *dialer_main(void *arg)
+{
+    dialer_arg *a = arg;
+    gs_server *s = a->s;
+    int backoff_ms = 100, warned = 0;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        gs_ipc_conn *c = NULL;
+        gs_diag d;
+        int rc = gs_ipc_dial(a->url, &s->cbs, 2000, &c, &d);
+        pthread_mutex_lock(&s->mu);
+        if (rc == 0) {
+            backoff_ms = 100;
+            warned = 0;
+            gs_ipc_conn_ref(c); /* one for the list (add_conn), one kept here */
+            pthread_mutex_unlock(&s->mu);
+            add_conn(s, c);
+            pthread_mutex_lock(&s->mu);
+            while (!s->stopping && conn_listed(s, c))
+                pthread_cond_wait(&s->hb_cv, &s->mu);
+            pthread_mutex_unlock(&s->mu);
+            gs_ipc_conn_unref(c);
+            pthread_mutex_lock(&s->mu);
+        } else if (!warned++) {
+            gs_log_warn("--connect %s: %s; retrying", a->url, d.msg);
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t t = (uint64_t)ts.tv_nsec + (uint64_t)backoff_ms * 1000000u;
+        ts.tv_sec += (time_t)(t / 1000000000u);
+        ts.tv_nsec = (long)(t % 1000000000u);
+        while (!s->stopping && pthread_cond_timedwait(&s->hb_cv, &s->mu, &ts) == 0)
+            ;
+        backoff_ms = backoff_ms < 5000 ? 2 * backoff_ms : 5000;
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(a);
+    return NULL;
+}
+
+/* ---- the engine thread ----------------------------------------------------------- */
+
+static int on_event(void *user, const gs_engine_event *ev)
+{
+    wjob *j = user;
+    gs_ipc_msg m = {.type = GS_IPC_EVENT};
+    gs_ipc_event *e = &m.u.event;
+    e->id = j->gw_id;
+    e->finish = (uint8_t)ev->finish;
+    e->error = ev->finish == GS_FINISH_ERROR ? ev->error : 0;
+    e->n_ids = (uint32_t)ev->n_ids;
+    e->ids = ev->ids;
+    e->text.p = ev->text_len ? ev->text : "";
+    e->text.len = (uint32_t)ev->text_len;
+    e->message.p = e->error ? gs_strerror(e->error) : "";
+    e->message.len = (uint32_t)strlen(e->message.p);
+    e->prompt_tokens = ev->usage.prompt_tokens;
+    e->completion_tokens = ev->usage.completion_tokens;
+    e->cached_prompt_tokens = ev->usage.cached_prompt_tokens;
+    e->queue_ns = ev->timings.queue_ns;
+    e->ttft_ns = ev->timings.ttft_ns;
+    e->decode_ns = ev->timings.decode_ns;
+    gs_diag d;
+    gs_diag_clear(&d);
+    int rc = gs_ipc_conn_send_msg(j->conn, &m, &d);
+    if (rc && d.msg[0])
+        gs_log_error("job %llu: event not encoded: %s", (unsigned long long)j->gw_id, d.msg);
+    if (ev->finish != GS_FINISH_NONE)
+        return 0; /* on_event_ctx frees the job */
+    return rc || atomic_load(&j->cancel);
+}
+
+/* The engine's user pointer for a job: the wjob, and the server, so the
+ * final event can remove it. */
+typedef struct {
+    gs_server *s;
+    wjob *j;
+} ev_ctx;
+
+static int on_event_ctx(void *user, const gs_engine_event *ev)
+{
+    ev_ctx *x = user;
+    int r = on_event(x->j, ev);
+    if (ev->finish != GS_FINISH_NONE) {
+        job_done(x->s, x->j);
+        free(x);
+    }
+    return r;
+}
+
+static void submit_one(gs_server *s, wjob *j)
+{
+    gs_engine_job job;
+    gs_request_to_job(j->req, &job);
+    ev_ctx *x = malloc(sizeof *x);
+    if (!x) {
+        send_error(j->conn, j->gw_id, GS_ENOMEM, NULL);
+        job_done(s, j);
+        return;
+    }
+    x->s = s;
+    x->j = j;
+    job.on_event = on_event_ctx;
+    job.user = x;
+    job.arrival_ns = j->arrival_ns;
+    int64_t id = 0;
+    gs_diag d;
+    gs_diag_clear(&d);
+    int rc = gs_engine_submit(s->eng, &job, &id, &d);
+    if (rc) {
+        free(x);
+        send_error(j->conn, j->gw_id, rc, d.msg[0] ? d.msg : NULL);
+        job_done(s, j);
+        return;
+    }
+    /* The engine copied what it needs; the prompt ids can go now. */
+    gs_request_free(j->req);
+    j->req = NULL;
+    pthread_mutex_lock(&s->mu);
+    j->eng_id = id;
+    j->state = J_ENGINE;
+    s->n_unstarted--;
+    int cancelled = atomic_load(&j->cancel);
+    pthread_mutex_unlock(&s->mu);
+    if (cancelled)
+        gs_engine_cancel(s->eng, id); /* its final event frees j */
+}
+
+static int should_abort(void *user)
+{
+    gs_server *s = user;
+    pthread_mutex_lock(&s->mu);
+    int r = s->n_cancels > 0 || s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+int gs_server_run(gs_server *s)
+{
+    int64_t *cancels = malloc((size_t)s->cap_cancels * sizeof *cancels);
+    if (!cancels)
+        return GS_ENOMEM;
+    int result = 0, finished_all = 0;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->inbox_head && !s->n_cancels && !gs_engine_busy(s->eng) && !s->stopping &&
+               !(s->draining && (s->n_jobs == 0 || now_ns() >= s->drain_deadline))) {
+            if (s->draining) {
+                struct timespec ts = {(time_t)(s->drain_deadline / 1000000000u),
+                                      (long)(s->drain_deadline % 1000000000u)};
+                pthread_cond_timedwait(&s->engine_cv, &s->mu, &ts);
+            } else {
+                pthread_cond_wait(&s->engine_cv, &s->mu);
+            }
+        }
+        if (s->stopping || (s->draining && s->n_jobs == 0))
+            break;
+        wjob *in = s->inbox_head;
+        s->inbox_head = s->inbox_tail = NULL;
+        int nc = s->n_cancels;
+        memcpy(cancels, s->cancels, (size_t)nc * sizeof *cancels);
+        s->n_cancels = 0;
+        int past_deadline = s->draining && now_ns() >= s->drain_deadline;
+        pthread_mutex_unlock(&s->mu);
+
+        while (in) {
+            wjob *j = in;
+            in = in->qnext;
+            j->qnext = NULL;
+            if (atomic_load(&j->cancel) || s->fatal) {
+                send_final_unstarted(j, s->fatal ? GS_IPC_FINISH_ERROR : GS_IPC_FINISH_CANCELLED,
+                                     s->fatal ? GS_EWORKER : 0);
+                job_done(s, j);
+            } else {
+                submit_one(s, j);
+            }
+        }
+        for (int i = 0; i < nc; i++)
+            gs_engine_cancel(s->eng, cancels[i]); /* GS_ENOENT: finished already */
+        if (past_deadline && !finished_all) {
+            gs_log_warn("drain deadline passed: ending the jobs still running");
+            gs_engine_finish_all(s->eng, GS_ESHUTDOWN);
+            finished_all = 1;
+        }
+        if (gs_engine_busy(s->eng)) {
+            int rc = gs_engine_step(s->eng, now_ns());
+            if (rc == GS_EDEVICE || rc == GS_EINTERNAL) {
+                gs_log_error("fatal: engine step failed: %s; ending every job and exiting so "
+                             "that a fresh worker replaces this one",
+                             gs_strerror(rc));
+                pthread_mutex_lock(&s->mu);
+                s->fatal = 1;
+                pthread_mutex_unlock(&s->mu);
+                gs_engine_finish_all(s->eng, rc);
+                result = rc;
+                pthread_mutex_lock(&s->mu);
+                break;
+            } else if (rc && rc != GS_ECANCELED) {
+                gs_log_warn("engine step: %s (the affected jobs ended with an error)",
+                            gs_strerror(rc));
+            }
+        }
+        pthread_mutex_lock(&s->mu);
+    }
+    if (s->draining && !result)
+        gs_log_info("drained: no job left");
+    pthread_mutex_unlock(&s->mu);
+    free(cancels);
+    return result;
+}
+
+/* ---- lifetime ------------------------------------------------------------------- */
+
+void gs_server_drain(gs_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int first = !s->draining;
+    uint64_t now = now_ns();
+    if (first) {
+        s->draining = 1;
+        s->drain_deadline = now + (uint64_t)s->p.drain_timeout_ms * 1000000u;
+    } else {
+        s->drain_deadline = now; /* asked twice: end the jobs now */
+    }
+    int n = s->n_conns < 64 ? s->n_conns : 64;
+    gs_ipc_conn *cs[64];
+    for (int i = 0; i < n; i++) {
+        cs[i] = s->conns[i];
+        gs_ipc_conn_ref(cs[i]);
+    }
+    int jobs = s->n_jobs;
+    pthread_cond_broadcast(&s->engine_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (first)
+        gs_log_info("draining: taking no new jobs, %d in flight, deadline %d ms", jobs,
+                    s->p.drain_timeout_ms);
+    else
+        gs_log_info("second stop request: ending the %d job(s) in flight now", jobs);
+    for (int i = 0; i < n; i++) {
+        if (first)
+            gs_ipc_conn_send_msg(cs[i], &(gs_ipc_msg){.type = GS_IPC_DRAIN}, NULL);
+        gs_ipc_conn_unref(cs[i]);
+    }
+}
+
+void gs_server_flush(gs_server *s, int timeout_ms)
+{
+    uint64_t end = now_ns() + (uint64_t)timeout_ms * 1000000u;
+    for (;;) {
+        size_t pending = 0;
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < s->n_conns; i++)
+            pending += gs_ipc_conn_pending(s->conns[i]);
+        pthread_mutex_unlock(&s->mu);
+        if (!pending || now_ns() >= end)
+            return;
+        usleep(5000);
+    }
+}
+
+int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d)
+{
+    *out = NULL;
+    if (!p || (!p->n_listen && !p->n_connect))
+        return gs_diag_set(d, GS_EINVAL, "worker: give at least one --listen or --connect URL");
+    gs_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return GS_ENOMEM;
+    s->p = *p;
+    if (!s->p.prep_threads)
+        s->p.prep_threads = 2;
+    if (!s->p.max_queue)
+        s->p.max_queue = 64;
+    if (!s->p.heartbeat_ms)
+        s->p.heartbeat_ms = 250;
+    if (!s->p.drain_timeout_ms)
+        s->p.drain_timeout_ms = 30000;
+    s->max_seqs = p->engine.max_seqs ? p->engine.max_seqs : 64;
+    s->start_ns = now_ns();
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->engine_cv, &ca);
+    pthread_cond_init(&s->prep_cv, &ca);
+    pthread_cond_init(&s->hb_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    s->cap_cancels = s->max_seqs + s->p.max_queue + 16;
+    s->cancels = malloc((size_t)s->cap_cancels * sizeof *s->cancels);
+    if (!s->cancels) {
+        gs_server_free(s);
+        return GS_ENOMEM;
+    }
+    gs_engine_params ep = p->engine;
+    ep.should_abort = should_abort;
+    ep.abort_user = s;
+    int rc = gs_engine_new(&ep, &s->eng, d);
+    if (rc) {
+        gs_server_free(s);
+        return rc;
+    }
+    s->cbs = (gs_ipc_conn_cbs){s, on_open, on_frame, on_close, 0};
+    s->prep = calloc((size_t)s->p.prep_threads, sizeof *s->prep);
+    s->listeners = calloc((size_t)p->n_listen + 1, sizeof *s->listeners);
+    s->dialers = calloc((size_t)p->n_connect + 1, sizeof *s->dialers);
+    if (!s->prep || !s->listeners || !s->dialers) {
+        gs_server_free(s);
+        return GS_ENOMEM;
+    }
+    for (int i = 0; i < s->p.prep_threads; i++) {
+        if (pthread_create(&s->prep[i], NULL, prep_main, s)) {
+            gs_server_free(s);
+            return gs_diag_set(d, GS_ENOMEM, "worker: cannot start prep thread");
+        }
+        s->n_prep++;
+    }
+    if (pthread_create(&s->hb, NULL, hb_main, s)) {
+        gs_server_free(s);
+        return gs_diag_set(d, GS_ENOMEM, "worker: cannot start the heartbeat thread");
+    }
+    s->hb_started = 1;
+    for (int i = 0; i < p->n_listen; i++) {
+        gs_diag ld;
+        if ((rc = gs_ipc_listen(p->listen[i], &s->cbs, &s->listeners[i], &ld))) {
+            gs_diag_set(d, rc, "--listen %s: %s", p->listen[i], ld.msg);
+            gs_server_free(s);
+            return rc;
+        }
+        s->n_listeners++;
+        gs_log_info("listening on %s", p->listen[i]);
+    }
+    for (int i = 0; i < p->n_connect; i++) {
+        dialer_arg *a = malloc(sizeof *a);
+        if (!a || pthread_create(&s->dialers[i], NULL, dialer_main, a)) {
+            free(a);
+            gs_server_free(s);
+            return gs_diag_set(d, GS_ENOMEM, "worker: cannot start a dialer thread");
+        }
+        a->s = s;
+        a->url = p->connect[i];
+        s->n_dialers++;
+    }
+    *out = s;
+    return 0;
+}
+
+void gs_server_free(gs_server *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->prep_cv);
+    pthread_cond_broadcast(&s->hb_cv);
+    pthread_cond_broadcast(&s->engine_cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < s->n_listeners; i++)
+        gs_ipc_listener_close(s->listeners[i]);
+    for (int i = 0; i < s->n_prep; i++)
+        pthread_join(s->prep[i], NULL);
+    if (s->hb_started)
+        pthread_join(s->hb, NULL);
+    for (int i = 0; i < s->n_dialers; i++)
+        pthread_join(s->dialers[i], NULL);
+    /* Jobs still inside get their final events (GS_ESHUTDOWN) here. */
+    gs_engine_free(s->eng);
+    /* Jobs that never reached the engine. */
+    for (wjob *lists[2] = {s->prep_head, s->inbox_head}, **l = lists; l < lists + 2; l++)
+        while (*l) {
+            wjob *j = *l;
+            *l = j->qnext;
+            send_error(j->conn, j->gw_id, GS_ESHUTDOWN, "the worker stopped");
+            job_done(s, j);
+        }
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_conns;
+    s->n_conns = 0;
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < n; i++) {
+        gs_ipc_conn_close(s->conns[i]);
+        gs_ipc_conn_unref(s->conns[i]);
+    }
+    free(s->conns);
+    free(s->cancels);
+    free(s->prep);
+    free(s->listeners);
+    free(s->dialers);
+    pthread_cond_destroy(&s->engine_cv);
+    pthread_cond_destroy(&s->prep_cv);
+    pthread_cond_destroy(&s->hb_cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}

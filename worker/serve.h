@@ -1,0 +1,73 @@
+/* serve.h - the worker's server: jobs in over IPC connections (ipc_conn.h),
+ * prepared on a small thread pool, run by one engine, events out.
+ *
+ * Threads:
+ *   - nng's callback threads decode frames: a job is admitted (or refused
+ *     with an ERROR frame: GS_EOVERLOAD past the queue bound, GS_ESHUTDOWN
+ *     while draining) and queued for preparation; a cancel marks its job.
+ *   - prep threads (params.prep_threads) run gs_request_build: JSON, chat
+ *     template, tokenizer, image decode and preprocessing, so a 4000x3000
+ *     JPEG never stalls other streams' decode steps; the built job goes to
+ *     the engine thread's inbox.
+ *   - the engine thread (the caller of gs_server_run) owns the engine: it
+ *     submits, cancels and steps, and sleeps on a condition variable when
+ *     there is nothing to do. Events go straight from the engine's callback
+ *     to the job's connection: one frame per job per step at most.
+ *   - a heartbeat thread sends the load (gs_ipc_stats) to every connection
+ *     every params.heartbeat_ms.
+ *   - one thread per --connect URL keeps that connection up (redials with
+ *     backoff).
+ * A job refused before it starts gets one ERROR frame; a job that started
+ * gets exactly one final EVENT, whatever happens (cancel, client gone,
+ * device error, drain deadline). */
+#ifndef GS_SERVE_H
+#define GS_SERVE_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "worker/engine/engine.h"
+#include "worker/request.h"
+
+typedef struct gs_server gs_server; /* opaque */
+
+typedef struct {
+    gs_engine_params engine;   /* the engine to build (model etc.; borrowed) */
+    gs_request_env env;        /* borrowed; must outlive the server */
+    const char *const *listen; /* [n_listen] URLs to accept gateways on */
+    int n_listen;
+    const char *const *connect; /* [n_connect] gateway URLs to dial and keep */
+    int n_connect;
+    const char *name;       /* in hello: "worker-0@host" */
+    const char *model_name; /* in hello: the served model's name */
+    int prep_threads;       /* 0: 2 */
+    int max_queue;          /* jobs admitted beyond the engine's max_seqs; 0: 64 */
+    int heartbeat_ms;       /* 0: 250 */
+    int drain_timeout_ms;   /* after gs_server_drain; 0: 30000 */
+} gs_server_params;
+
+/* Builds the engine, starts the prep and heartbeat threads and the
+ * listeners/dialers. *out owns the server (gs_server_free). GS_EINVAL /
+ * GS_ECONFIG / GS_EIO (a URL that cannot be bound; d names it) /
+ * GS_ENOMEM. */
+int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d);
+
+/* Runs the engine loop on the calling thread until the server has drained
+ * (0) or hit a fatal error: GS_EDEVICE / GS_EINTERNAL from a step (the
+ * jobs got their error events; the process should exit non-zero so a
+ * fresh one is started on a sound device). */
+int gs_server_run(gs_server *s);
+
+/* Stops taking jobs (DRAIN to every gateway), lets running ones finish
+ * within drain_timeout_ms, then ends the rest with GS_ESHUTDOWN. Safe from
+ * any thread (not from a signal handler: call it from a thread that waits
+ * for signals). */
+void gs_server_drain(gs_server *s);
+
+/* Waits up to timeout_ms for queued frames to be written (before exit). */
+void gs_server_flush(gs_server *s, int timeout_ms);
+
+/* Stops every thread and frees everything. NULL: no-op. */
+void gs_server_free(gs_server *s);
+
+#endif

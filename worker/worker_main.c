@@ -1,0 +1,363 @@
+/* worker_main.c - glmserve-worker: one model replica serving jobs from
+ * gateways over IPC (serve.h).
+ *
+ *   glmserve-worker --model DIR (--listen URL | --connect URL)...
+ *       [--backend cpu|cuda] [--device N] [--threads N] [--name S]
+ *       [--served-model-name S] [--max-seqs N] [--max-queue N]
+ *       [--max-model-len N] [--kv-memory MIB] [--token-budget N]
+ *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
+ *       [--max-images N] [--dummy-weights] [--graphs auto|on|off]
+ *       [--log-level debug|info|warn|error]
+ *
+ * Started by the glmserve master (one per GPU, or CPU workers), or by hand
+ * on another node with --listen tcp://0.0.0.0:PORT (gateways dial it) or
+ * --connect tcp://GATEWAY:PORT (it dials the gateway and keeps the
+ * connection up).
+ *
+ * Signals: SIGTERM or SIGINT drains (no new jobs; running ones finish
+ * within --drain-timeout; then exit 0); a second one ends the jobs at once.
+ * Exit status: 0 after a drain, 1 on a runtime failure (model folder,
+ * address in use, device error: every fatal exit logs why), 2 on bad usage. */
+#include <errno.h>
+#include <libgen.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/file.h"
+#include "common/log.h"
+#include "kernels/kernels.h"
+#include "worker/engine/engine_detok.h"
+#include "worker/model/model.h"
+#include "worker/serve.h"
+#include "worker/tokenizer/chat_template.h"
+
+#define MAX_URLS 16
+
+typedef struct {
+    const char *model, *backend, *name, *served, *log_level;
+    const char *listen[MAX_URLS], *connect[MAX_URLS];
+    int n_listen, n_connect;
+    int device, threads, max_seqs, max_queue, max_model_len, token_budget;
+    int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs;
+    long kv_mib;
+} options;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: glmserve-worker --model DIR (--listen URL | --connect URL)...\n"
+               "       [--backend cpu|cuda] [--device N] [--threads N] [--name S]\n"
+               "       [--served-model-name S] [--max-seqs N] [--max-queue N]\n"
+               "       [--max-model-len N] [--kv-memory MIB] [--token-budget N]\n"
+               "       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]\n"
+               "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
+               "       [--log-level debug|info|warn|error]\n"
+               "URLs: ipc:///path/to/socket or tcp://host:port\n");
+}
+
+/* An integer flag value in [lo, hi]; prints the flag on error. */
+static int int_arg(const char *flag, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "glmserve-worker: %s: expected an integer in [%ld, %ld], got '%s'\n", flag,
+                lo, hi, v ? v : "");
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+typedef struct {
+    const char *flag;
+    size_t off; /* offsetof(options, int field) */
+    long lo, hi;
+} int_flag;
+
+static const int_flag int_flags[] = {
+    {"--device", offsetof(options, device), 0, 1024},
+    {"--threads", offsetof(options, threads), 0, 4096},
+    {"--max-seqs", offsetof(options, max_seqs), 1, 256},
+    {"--max-queue", offsetof(options, max_queue), 1, 1 << 20},
+    {"--max-model-len", offsetof(options, max_model_len), 16, 1 << 24},
+    {"--token-budget", offsetof(options, token_budget), 16, 1 << 20},
+    {"--prep-threads", offsetof(options, prep_threads), 1, 256},
+    {"--heartbeat-ms", offsetof(options, heartbeat_ms), 10, 60000},
+    {"--drain-timeout", offsetof(options, drain_s), 0, 86400},
+    {"--max-images", offsetof(options, max_images), 0, 64},
+};
+
+static int parse_args(int argc, char **argv, options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->backend = "cpu";
+    o->max_images = 16;
+    o->drain_s = 30;
+    o->log_level = "info";
+    o->kv_mib = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+            return 1;
+        if (!strcmp(a, "--dummy-weights")) {
+            o->dummy = 1;
+            continue;
+        }
+        if (a[0] != '-' || a[1] != '-') {
+            fprintf(stderr, "glmserve-worker: unexpected argument '%s'\n", a);
+            return -1;
+        }
+        if (!v) {
+            fprintf(stderr, "glmserve-worker: %s needs a value (or is unknown: --help)\n", a);
+            return -1;
+        }
+        i++;
+        long x;
+        const int_flag *f = NULL;
+        for (size_t k = 0; k < sizeof int_flags / sizeof *int_flags; k++)
+            if (!strcmp(a, int_flags[k].flag))
+                f = &int_flags[k];
+        if (f) {
+            if (int_arg(a, v, f->lo, f->hi, &x))
+                return -1;
+            *(int *)((char *)o + f->off) = (int)x;
+        } else if (!strcmp(a, "--kv-memory")) {
+            if (int_arg(a, v, 1, 1L << 30, &x))
+                return -1;
+            o->kv_mib = x;
+        } else if (!strcmp(a, "--model")) {
+            o->model = v;
+        } else if (!strcmp(a, "--backend")) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "glmserve-worker: --backend must be cpu or cuda, got '%s'\n", v);
+                return -1;
+            }
+            o->backend = v;
+        } else if (!strcmp(a, "--name")) {
+            o->name = v;
+        } else if (!strcmp(a, "--served-model-name")) {
+            o->served = v;
+        } else if (!strcmp(a, "--log-level")) {
+            o->log_level = v;
+        } else if (!strcmp(a, "--graphs")) {
+            if (strcmp(v, "auto") && strcmp(v, "on") && strcmp(v, "off")) {
+                fprintf(stderr, "glmserve-worker: --graphs must be auto, on or off, got '%s'\n", v);
+                return -1;
+            }
+            o->graphs = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? -1 : 0;
+        } else if (!strcmp(a, "--listen") || !strcmp(a, "--connect")) {
+            int is_listen = a[2] == 'l';
+            int *n = is_listen ? &o->n_listen : &o->n_connect;
+            if (*n == MAX_URLS) {
+                fprintf(stderr, "glmserve-worker: %s: at most %d URLs\n", a, MAX_URLS);
+                return -1;
+            }
+            if (strncmp(v, "ipc://", 6) && strncmp(v, "tcp://", 6)) {
+                fprintf(stderr, "glmserve-worker: %s: '%s' is not an ipc:// or tcp:// URL\n", a, v);
+                return -1;
+            }
+            (is_listen ? o->listen : o->connect)[(*n)++] = v;
+        } else {
+            fprintf(stderr, "glmserve-worker: unknown option '%s' (--help lists them)\n", a);
+            return -1;
+        }
+    }
+    gs_log_level lvl;
+    if (gs_log_parse_level(o->log_level, &lvl)) {
+        fprintf(stderr, "glmserve-worker: --log-level must be debug, info, warn or error\n");
+        return -1;
+    }
+    gs_log_set_level(lvl);
+    if (!o->model) {
+        fprintf(stderr, "glmserve-worker: --model is required\n");
+        return -1;
+    }
+    if (!o->n_listen && !o->n_connect) {
+        fprintf(stderr, "glmserve-worker: give at least one --listen or --connect URL\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Signals: the handler only writes the signal number to a pipe (it may
+ * run on any thread, including the BLAS library's, which exist before
+ * main); the signal thread reads it and drains the server (a second one
+ * ends the jobs now). Byte 0 from main ends the thread. */
+static int g_sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(g_sig_pipe[1], &b, 1) < 0) {
+        /* nothing to do in a handler */
+    }
+    errno = saved;
+}
+
+static void *signal_main(void *arg)
+{
+    gs_server *srv = arg;
+    for (;;) {
+        unsigned char b;
+        ssize_t n = read(g_sig_pipe[0], &b, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || b == 0)
+            return NULL;
+        gs_log_info("%s received", b == SIGTERM ? "SIGTERM" : "SIGINT");
+        gs_server_drain(srv);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    int pa = parse_args(argc, argv, &o);
+    if (pa) {
+        usage(pa > 0 ? stdout : stderr);
+        return pa > 0 ? 0 : 2;
+    }
+    char tag[64];
+    snprintf(tag, sizeof tag, "worker[%d]", (int)getpid());
+    gs_log_set_tag(tag);
+    signal(SIGPIPE, SIG_IGN);
+    if (pipe(g_sig_pipe)) {
+        gs_log_error("fatal: pipe: %s", strerror(errno));
+        return 1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    int status = 1, rc;
+    gs_diag d;
+    gs_diag_clear(&d);
+    gs_backend *be = NULL;
+    gs_model *model = NULL;
+    gs_tokenizer *tok = NULL;
+    gs_server *srv = NULL;
+    pthread_t sig_thread;
+    int sig_started = 0;
+    char path[4096], name[256], served[256];
+
+    gs_backend_params bp = {0};
+    bp.kind = strcmp(o.backend, "cuda") == 0 ? GS_BACKEND_CUDA : GS_BACKEND_CPU;
+    bp.n_threads = o.threads;
+    bp.device = o.device;
+    if ((rc = gs_backend_new(&bp, &be, &d))) {
+        gs_log_error("fatal: --backend %s: %s", o.backend, d.msg[0] ? d.msg : gs_strerror(rc));
+        goto out;
+    }
+    gs_log_info("loading %s%s", o.model, o.dummy ? " (dummy weights)" : "");
+    gs_model_params mp = {o.model, be, o.dummy, 1, 1};
+    if ((rc = gs_model_load(&mp, &model, &d))) {
+        gs_log_error("fatal: --model %s: %s", o.model, d.msg[0] ? d.msg : gs_strerror(rc));
+        goto out;
+    }
+    const gs_model_config *cfg = gs_model_get_config(model);
+    gs_generation_config gen;
+    gs_image_params ip;
+    snprintf(path, sizeof path, "%s/tokenizer.json", o.model);
+    if ((rc = gs_generation_config_load(o.model, cfg, &gen, &d)) ||
+        (rc = gs_tokenizer_load(path, &tok, &d)) || (rc = gs_image_params_load(o.model, &ip, &d)) ||
+        (rc = gs_model_check_image_params(cfg, &ip, &d))) {
+        gs_log_error("fatal: --model %s: %s", o.model, d.msg);
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/chat_template.jinja", o.model);
+    {
+        size_t tlen = 0;
+        char *tpl = NULL;
+        if (gs_read_file(path, (size_t)64 << 20, &tpl, &tlen, NULL) == 0 &&
+            gs_chat_template_check(tpl, tlen, &d) != 0)
+            gs_log_warn("%s is not the GLM-4.6V template this build renders (%s); prompts follow "
+                        "the built-in one",
+                        path, d.msg);
+        free(tpl);
+        gs_diag_clear(&d);
+    }
+    gs_log_info("model loaded: %zu MiB of weights", gs_model_weight_bytes(model) >> 20);
+
+    const int32_t max_len = o.max_model_len && o.max_model_len < cfg->text.max_position_embeddings
+                                ? o.max_model_len
+                                : cfg->text.max_position_embeddings;
+    const gs_engine_detok_ctx dctx = {tok, 0};
+    gs_server_params sp = {0};
+    sp.engine.model = model;
+    sp.engine.max_seqs = o.max_seqs;
+    sp.engine.max_model_len = max_len;
+    sp.engine.token_budget = o.token_budget;
+    sp.engine.graphs = o.graphs;
+    sp.engine.detok = gs_engine_tokenizer_detok(&dctx);
+    /* The KV cache: --kv-memory, else half the free device memory on CUDA
+     * and 1 GiB on the CPU (where "free memory" is the whole host's). */
+    if (o.kv_mib > 0)
+        sp.engine.kv_bytes = (size_t)o.kv_mib << 20;
+    else if (bp.kind == GS_BACKEND_CPU)
+        sp.engine.kv_bytes = (size_t)1 << 30;
+    sp.env =
+        (gs_request_env){tok, cfg, &gen, &ip, gs_image_decode_defaults(), o.max_images, max_len, 0};
+    sp.listen = o.listen;
+    sp.n_listen = o.n_listen;
+    sp.connect = o.connect;
+    sp.n_connect = o.n_connect;
+    char host[128] = "localhost";
+    gethostname(host, sizeof host - 1);
+    snprintf(name, sizeof name, "%s@%s", o.name ? o.name : "worker", host);
+    if (o.served) {
+        snprintf(served, sizeof served, "%s", o.served);
+    } else {
+        snprintf(path, sizeof path, "%s", o.model);
+        size_t n = strlen(path);
+        while (n > 1 && path[n - 1] == '/')
+            path[--n] = 0;
+        snprintf(served, sizeof served, "%s", basename(path));
+    }
+    sp.name = name;
+    sp.model_name = served;
+    sp.prep_threads = o.prep_threads;
+    sp.max_queue = o.max_queue;
+    sp.heartbeat_ms = o.heartbeat_ms;
+    sp.drain_timeout_ms = o.drain_s * 1000;
+    if ((rc = gs_server_new(&sp, &srv, &d))) {
+        gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
+        goto out;
+    }
+    if (pthread_create(&sig_thread, NULL, signal_main, srv)) {
+        gs_log_error("fatal: cannot start the signal thread");
+        goto out;
+    }
+    sig_started = 1;
+    gs_log_info("serving %s as %s", served, name);
+    rc = gs_server_run(srv);
+    gs_server_flush(srv, 2000);
+    if (rc) {
+        gs_log_error("fatal: %s; exiting with status 1", gs_strerror(rc));
+        goto out;
+    }
+    status = 0;
+out:
+    if (sig_started) {
+        unsigned char zero = 0;
+        if (write(g_sig_pipe[1], &zero, 1) == 1)
+            pthread_join(sig_thread, NULL);
+    }
+    gs_server_free(srv);
+    gs_tokenizer_free(tok);
+    gs_model_free(model);
+    gs_backend_free(be);
+    if (status == 0)
+        gs_log_info("exit 0");
+    return status;
+}
