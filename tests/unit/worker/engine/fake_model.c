@@ -27,6 +27,9 @@ struct gs_model {
     gs_model_config cfg;
     gs_backend be;
     int fail_encode, fail_forward;
+    int forward_rc; /* fake_model_fault */
+    int nan_every;
+    int64_t n_rows;
     int (*abort_fn)(void *user);
     void *abort_user;
 };
@@ -96,6 +99,13 @@ void fake_model_fail(gs_model *m, int encode, int forward)
 {
     m->fail_encode = encode;
     m->fail_forward = forward;
+}
+
+void fake_model_fault(gs_model *m, int forward_rc, int nan_every)
+{
+    m->forward_rc = forward_rc;
+    m->nan_every = nan_every;
+    m->n_rows = 0;
 }
 
 /* ---- the verbs the engine calls ------------------------------------------- */
@@ -231,6 +241,8 @@ int gs_model_forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float
 {
     if (m->fail_forward)
         return GS_EDEVICE;
+    if (m->forward_rc)
+        return m->forward_rc;
     const int32_t ps = kv->page_size, n = b->n_tokens;
     if (n <= 0 || b->cu_q[0] != 0 || b->cu_q[b->n_seqs] != n)
         return GS_EINVAL;
@@ -334,6 +346,10 @@ int gs_model_step(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, const gs
             if (l[v] > l[best])
                 best = v;
         ids[k] = best;
+        if (m->nan_every && ++m->n_rows % m->nan_every == 0) {
+            ids[k] = -1; /* as for a row of NaN logits */
+            continue;
+        }
         if (!(r->temperature > 0))
             continue;
         double tot = 0, acc = 0;

@@ -24,6 +24,10 @@ gs_model *fake_model_new(void);
 void fake_model_free(gs_model *m);
 /* Makes the vision encoder and/or the forward fail with GS_EDEVICE. */
 void fake_model_fail(gs_model *m, int encode, int forward);
+/* Makes the forward return forward_rc (0: normally), and every
+ * nan_every-th sampled row (0: none) come back as -1, as rows of NaN
+ * logits do. */
+void fake_model_fault(gs_model *m, int forward_rc, int nan_every);
 /* Greedy continuation of n_gen tokens into out[n_gen]. */
 int fake_ref_generate(const int32_t *prompt, int32_t n_prompt, const fake_image *imgs,
                       int32_t n_imgs, int32_t n_gen, int32_t *out);
