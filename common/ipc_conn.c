@@ -14,7 +14,8 @@
  *
  * Closing: the first of gs_ipc_conn_close (err 0), a stream error (GS_EIO)
  * or a bad header (GS_EPROTO) sets `closing` under the mutex, drops the
- * queued frames and closes the nng stream, which aborts the aio in flight.
+ * queued frames and closes the nng stream (still under the mutex), which
+ * aborts the aios in flight.
  * A new read or write is only ever submitted under the mutex after
  * checking `closing`, so nothing is submitted to a closed stream (nng
  * would leave it pending for ever). When the rx side has stopped and no
@@ -183,19 +184,22 @@ static void finish(gs_ipc_conn *c)
     gs_ipc_conn_unref(c);
 }
 
-/* Under mu: the first cause of closing sets err and drops the queue.
- * Returns 1 when the caller must close the nng stream (after unlocking). */
-static int shut_locked(gs_ipc_conn *c, int err)
+/* Under mu: the first cause of closing sets err, drops the queue and
+ * closes the nng stream. Closing under the mutex orders it with every
+ * submission (also under the mutex), and c cannot be freed meanwhile:
+ * nng only aborts the aios here, their callbacks run later on its own
+ * threads. */
+static void shut_locked(gs_ipc_conn *c, int err)
 {
     if (c->closing)
-        return 0;
+        return;
     c->closing = 1;
     c->close_err = err;
     for (frame *f = c->q_head; f; f = f->next)
         c->pending -= f->len;
     free_queue(c->q_head);
     c->q_head = c->q_tail = NULL;
-    return 1;
+    nng_stream_close(c->s);
 }
 
 void gs_ipc_conn_close(gs_ipc_conn *c)
@@ -203,10 +207,8 @@ void gs_ipc_conn_close(gs_ipc_conn *c)
     if (!c)
         return;
     pthread_mutex_lock(&c->mu);
-    int first = shut_locked(c, 0);
+    shut_locked(c, 0); /* aborts the aios in flight; never calls back inline */
     pthread_mutex_unlock(&c->mu);
-    if (first)
-        nng_stream_close(c->s); /* aborts the aios in flight; never calls back inline */
 }
 
 /* ---- receiving -------------------------------------------------------- */
@@ -215,12 +217,10 @@ void gs_ipc_conn_close(gs_ipc_conn *c)
 static void rx_stop(gs_ipc_conn *c, int err)
 {
     pthread_mutex_lock(&c->mu);
-    int first = shut_locked(c, err);
+    shut_locked(c, err);
     c->rx_done = 1;
     int due = due_locked(c);
     pthread_mutex_unlock(&c->mu);
-    if (first)
-        nng_stream_close(c->s);
     if (due)
         finish(c);
 }
@@ -372,7 +372,7 @@ static void tx_cb(void *arg)
     gs_ipc_conn *c = arg;
     int rv = nng_aio_result(c->txa);
     size_t n = nng_aio_count(c->txa);
-    int first = 0, due = 0;
+    int due = 0;
     pthread_mutex_lock(&c->mu);
     frame *f = c->tx_cur;
     size_t left = f->len - c->tx_off;
@@ -381,7 +381,7 @@ static void tx_cb(void *arg)
     c->tx_off += n;
     c->pending -= n;
     if (rv != 0 || c->closing) {
-        first = shut_locked(c, GS_EIO);
+        shut_locked(c, GS_EIO);
         c->pending -= f->len - c->tx_off;
         c->tx_cur = NULL;
         free_queue(f);
@@ -394,8 +394,6 @@ static void tx_cb(void *arg)
         tx_start_locked(c);
     }
     pthread_mutex_unlock(&c->mu);
-    if (first)
-        nng_stream_close(c->s);
     if (due)
         finish(c);
 }
