@@ -363,6 +363,54 @@ static void test_concurrent_senders(void)
     side_fini(&cli);
 }
 
+static void *send_until_closed(void *arg)
+{
+    sender *s = arg;
+    for (uint32_t i = 0; i < 100000; i++)
+        if (send_seq(s->c, s->track, i, 512) != 0)
+            return NULL;
+    s->fails++; /* never saw the close */
+    return NULL;
+}
+
+/* Both ends close while 4 threads send and the server echoes: on_close
+ * exactly once per end, senders see GS_EIO, nothing is used after free. */
+static void test_close_while_busy(void)
+{
+    side srv, cli;
+    side_init(&srv);
+    side_init(&cli);
+    srv.echo = 1;
+    gs_ipc_listener *l = NULL;
+    gs_ipc_conn *c = pair("tcp://127.0.0.1:0", &srv, &cli, &l);
+    GS_ASSERT(c != NULL);
+    pthread_t th[NT];
+    sender s[NT];
+    for (int i = 0; i < NT; i++) {
+        s[i] = (sender){c, (uint32_t)i, 0};
+        pthread_create(&th[i], NULL, send_until_closed, &s[i]);
+    }
+    GS_ASSERT(wait_for(&srv, &srv.n_frames, 200));
+    gs_ipc_conn_close(srv.conn);
+    gs_ipc_conn_close(c);
+    for (int i = 0; i < NT; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < NT; i++)
+        GS_ASSERT_EQ(s[i].fails, 0);
+    GS_ASSERT(wait_for(&srv, &srv.n_close, 1));
+    GS_ASSERT(wait_for(&cli, &cli.n_close, 1));
+    usleep(20000);
+    GS_ASSERT_EQ(srv.n_close, 1);
+    GS_ASSERT_EQ(cli.n_close, 1);
+    GS_ASSERT_EQ(srv.order_bad + cli.order_bad, 0);
+    GS_ASSERT_EQ(srv.after_close + cli.after_close, 0);
+    gs_ipc_conn_unref(c);
+    gs_ipc_conn_unref(srv.conn);
+    gs_ipc_listener_close(l);
+    side_fini(&srv);
+    side_fini(&cli);
+}
+
 static void test_close_inside_on_frame(void)
 {
     side srv, cli;
@@ -595,6 +643,7 @@ int main(void)
     GS_RUN(test_ipc_order_echo);
     GS_RUN(test_tcp_both_ways_big);
     GS_RUN(test_concurrent_senders);
+    GS_RUN(test_close_while_busy);
     GS_RUN(test_close_inside_on_frame);
     GS_RUN(test_oversized_skipped);
     GS_RUN(test_garbage_header);
