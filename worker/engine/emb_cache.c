@@ -13,18 +13,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/queue.h"
+
 typedef struct entry {
     gs_emb_key key;
     void *emb;
     size_t bytes;
     int32_t refs;
-    struct entry *prev, *next;
+    gs_queue link; /* in gs_emb_cache.lru */
 } entry;
 
 struct gs_emb_cache {
     size_t max_bytes, bytes, unref_bytes;
     int32_t n, n_ref;
-    entry *head, *tail;
+    gs_queue lru; /* of entry.link; unreferenced ones in LRU order from the head */
     gs_emb_free_fn free_fn;
     void *user;
     int64_t hits, misses, evictions;
@@ -51,37 +53,19 @@ int gs_emb_cache_new(size_t max_bytes, gs_emb_free_fn free_fn, void *user, gs_em
     c->max_bytes = max_bytes;
     c->free_fn = free_fn;
     c->user = user;
+    gs_queue_init(&c->lru);
     *out = c;
     return 0;
 }
 
-static void unlink_entry(gs_emb_cache *c, entry *e)
+static entry *entry_of(gs_queue *q)
 {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        c->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        c->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void push_tail(gs_emb_cache *c, entry *e)
-{
-    e->prev = c->tail;
-    e->next = NULL;
-    if (c->tail)
-        c->tail->next = e;
-    else
-        c->head = e;
-    c->tail = e;
+    return gs_queue_data(q, entry, link);
 }
 
 static void drop(gs_emb_cache *c, entry *e)
 {
-    unlink_entry(c, e);
+    gs_queue_remove(&e->link);
     c->bytes -= e->bytes;
     if (e->refs == 0)
         c->unref_bytes -= e->bytes;
@@ -96,16 +80,20 @@ void gs_emb_cache_free(gs_emb_cache *c)
 {
     if (!c)
         return;
-    while (c->head)
-        drop(c, c->head);
+    while (!gs_queue_empty(&c->lru))
+        drop(c, entry_of(gs_queue_head(&c->lru)));
     free(c);
 }
 
 static entry *find(const gs_emb_cache *c, const gs_emb_key *key)
 {
-    for (entry *e = c->head; e; e = e->next)
+    gs_queue *q;
+    GS_QUEUE_FOREACH(q, &c->lru)
+    {
+        entry *e = entry_of(q);
         if (memcmp(e->key.b, key->b, sizeof key->b) == 0)
             return e;
+    }
     return NULL;
 }
 
@@ -119,14 +107,15 @@ static void ref(gs_emb_cache *c, entry *e)
 
 static void evict(gs_emb_cache *c)
 {
-    entry *e = c->head;
-    while (e && c->unref_bytes > c->max_bytes) {
-        entry *next = e->next;
+    gs_queue *q = gs_queue_head(&c->lru);
+    while (q != &c->lru && c->unref_bytes > c->max_bytes) {
+        gs_queue *next = q->next;
+        entry *e = entry_of(q);
         if (e->refs == 0) {
             drop(c, e);
             c->evictions++;
         }
-        e = next;
+        q = next;
     }
 }
 
@@ -159,7 +148,7 @@ void *gs_emb_cache_put(gs_emb_cache *c, const gs_emb_key *key, void *emb, size_t
     e->emb = emb;
     e->bytes = bytes;
     e->refs = 1;
-    push_tail(c, e);
+    gs_queue_insert_tail(&c->lru, &e->link);
     c->n++;
     c->n_ref++;
     c->bytes += bytes;
@@ -175,8 +164,8 @@ void gs_emb_cache_release(gs_emb_cache *c, const gs_emb_key *key)
     if (--e->refs == 0) {
         c->n_ref--;
         c->unref_bytes += e->bytes;
-        unlink_entry(c, e); /* most recently used: to the tail */
-        push_tail(c, e);
+        gs_queue_remove(&e->link); /* most recently used: to the tail */
+        gs_queue_insert_tail(&c->lru, &e->link);
         evict(c);
     }
 }

@@ -57,7 +57,8 @@ int gs_engine__server_err(int rc)
 
 static void free_emb(void *user, void *emb)
 {
-    gs_buf_free(user, emb);
+    (void)user;
+    gs_model_emb_free(emb);
 }
 
 int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
@@ -78,9 +79,7 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
     e->stats_mu_ok = 1;
     e->p = *p;
     e->model = p->model;
-    e->be = gs_model_backend(p->model);
     e->cfg = gs_model_get_config(p->model);
-    e->act = gs_backend_act_dtype(e->be);
     const gs_model_config *c = e->cfg;
     e->page_size = p->page_size ? p->page_size : 16;
     e->max_model_len = p->max_model_len ? p->max_model_len : c->text.max_position_embeddings;
@@ -118,7 +117,7 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
         size_t bytes = p->kv_bytes;
         if (!bytes) {
             size_t fr = 0, tot = 0;
-            if (gs_backend_mem_info(e->be, &fr, &tot) == 0)
+            if (gs_model_mem_info(e->model, &fr, &tot) == 0)
                 bytes = (size_t)((double)fr * (p->kv_fraction > 0 ? p->kv_fraction : 0.5));
         }
         n_pages = gs_kv_pool_pages_for_bytes(bytes, page_bytes, cap);
@@ -134,13 +133,13 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
         (!(p->flags & GS_ENGINE_NO_PREFIX_CACHE) && (rc = gs_prefix_cache_new(e->pool, &e->pc))) ||
         (!(p->flags & GS_ENGINE_NO_ENCODER_CACHE) &&
          (rc = gs_emb_cache_new(p->encoder_cache_bytes ? p->encoder_cache_bytes : 256u << 20,
-                                free_emb, e->be, &e->ec))) ||
+                                free_emb, NULL, &e->ec))) ||
         (rc = gs_sched_new(&sp, e->pool, e->pc, &e->sched)) || (rc = gs_batch_new(&e->batch))) {
         gs_engine_free(e);
         return gs_diag_set(d, rc, "engine: cannot allocate %d KV pages of %zu bytes", n_pages,
                            page_bytes);
     }
-    int graphs = p->graphs ? p->graphs > 0 : gs_backend_get_kind(e->be) == GS_BACKEND_CUDA;
+    int graphs = p->graphs ? p->graphs > 0 : gs_model_graphs_pay(e->model);
     if (graphs && (rc = gs_model_enable_graphs(e->model, e->kv, sp.max_seqs, e->max_model_len))) {
         gs_engine_free(e);
         return gs_diag_set(d, rc, "engine: cannot set up decode graphs for %d sequences",

@@ -30,7 +30,7 @@ void gs_engine__release_emb(gs_engine *e, gs_seq *q, int32_t k)
         gs_engine__emb_key(q, k, &key);
         gs_emb_cache_release(e->ec, &key);
     } else {
-        gs_buf_free(e->be, im->emb);
+        gs_model_emb_free(im->emb);
     }
     im->emb = NULL;
     im->emb_shared = 0;

@@ -39,9 +39,7 @@ typedef struct gs_job {
 struct gs_engine {
     gs_engine_params p;
     gs_model *model;
-    gs_backend *be;
     const gs_model_config *cfg;
-    gs_dtype act;
     int32_t page_size, max_model_len, vocab, hidden, patch_dim, merge;
     gs_kv_cache *kv;
     int graphs_on; /* this engine enabled the model's decode graphs for kv */

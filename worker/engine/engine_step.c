@@ -78,7 +78,6 @@ static void fail_encodes(gs_engine *e, const gs_step_plan *pl, int rc)
 static int encode_images(gs_engine *e, const gs_step_plan *pl)
 {
     const int32_t mm = e->merge * e->merge;
-    const size_t es = gs_dtype_size(e->act);
     int32_t *todo = malloc(sizeof *todo * (size_t)pl->n_encodes), n = 0;
     if (!todo)
         return GS_ENOMEM;
@@ -111,9 +110,8 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
     const float *px = first->seq->imgs[first->img].pixels;
     if (n > 1)
         px = cat = malloc(sizeof(float) * (size_t)total * (size_t)e->patch_dim);
-    gs_mat out = gs_mat_make(gs_buf_alloc(e->be, (size_t)(total / mm) * (size_t)e->hidden * es),
-                             e->act, total / mm, e->hidden);
-    int rc = !grids || !px || !out.data ? GS_ENOMEM : 0;
+    gs_model_emb *out = NULL;
+    int rc = !grids || !px ? GS_ENOMEM : gs_model_emb_new(e->model, total / mm, &out);
     int64_t off = 0;
     for (int32_t t = 0; t < n && !rc; t++) {
         const gs_sched_encode *en = &pl->encodes[todo[t]];
@@ -125,9 +123,9 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
         off += im->n_patches;
     }
     if (!rc)
-        rc = aborted(e)
-                 ? GS_ECANCELED
-                 : gs_model_encode_images(e->model, px, total, (const int32_t(*)[3])grids, n, out);
+        rc = aborted(e) ? GS_ECANCELED
+                        : gs_model_encode_images(e->model, px, total, (const int32_t(*)[3])grids, n,
+                                                 gs_model_emb_mat(out));
     /* Hand out the rows: one image keeps the whole matrix; several get a
      * copy of their rows each. Then into the encoder cache. */
     int64_t row = 0;
@@ -135,27 +133,23 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
         const gs_sched_encode *en = &pl->encodes[todo[t]];
         gs_seq *q = en->seq;
         int32_t len = q->spans[en->img].len;
-        size_t bytes = (size_t)len * (size_t)e->hidden * es;
-        void *emb = NULL;
+        gs_model_emb *emb = NULL;
         if (n == 1) {
-            emb = out.data;
-            out.data = NULL;
-        } else {
-            emb = gs_buf_alloc(e->be, bytes);
-            rc = emb ? gs_k_copy(e->be, gs_mat_make(emb, e->act, len, e->hidden),
-                                 gs_mat_rows(out, row, len))
-                     : GS_ENOMEM;
+            emb = out;
+            out = NULL;
+        } else if (!(rc = gs_model_emb_new(e->model, len, &emb))) {
+            rc = gs_model_emb_copy_rows(emb, 0, out, row, len);
         }
         gs_seq_image *im = &q->imgs[en->img];
         im->queued = 0;
         if (!rc && e->ec) {
             gs_emb_key key;
             gs_engine__emb_key(q, en->img, &key);
-            emb = gs_emb_cache_put(e->ec, &key, emb, bytes); /* takes emb */
+            emb = gs_emb_cache_put(e->ec, &key, emb, gs_model_emb_bytes(emb)); /* takes emb */
             rc = emb ? 0 : GS_ENOMEM;
             im->emb_shared = 1;
         } else if (rc) {
-            gs_buf_free(e->be, emb);
+            gs_model_emb_free(emb);
             emb = NULL;
         }
         im->emb = emb;
@@ -163,7 +157,7 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
             gs_seq_release_pixels(q, en->img);
         row += len;
     }
-    gs_buf_free(e->be, out.data);
+    gs_model_emb_free(out);
     free(cat);
     free(grids);
     free(todo);
@@ -172,28 +166,19 @@ static int encode_images(gs_engine *e, const gs_step_plan *pl)
     return rc;
 }
 
-/* Gathers the image rows the batch needs into one matrix *img (caller frees
- * img->data with gs_buf_free). */
-static int gather_image_rows(gs_engine *e, const gs_batch_out *bo, gs_mat *img)
+/* Gathers the image rows the batch needs into one buffer *img (caller
+ * frees it with gs_model_emb_free, also on failure). */
+static int gather_image_rows(gs_engine *e, const gs_batch_out *bo, gs_model_emb **img)
 {
-    const size_t es = gs_dtype_size(e->act);
-    *img = gs_mat_make(gs_buf_alloc(e->be, (size_t)bo->n_img_rows * (size_t)e->hidden * es), e->act,
-                       bo->n_img_rows, e->hidden);
-    if (!img->data)
-        return GS_ENOMEM;
-    for (int32_t i = 0; i < bo->n_img_copies; i++) {
+    int rc = gs_model_emb_new(e->model, bo->n_img_rows, img);
+    for (int32_t i = 0; i < bo->n_img_copies && !rc; i++) {
         const gs_batch_img_rows *r = &bo->img_rows[i];
-        const gs_seq *q = r->seq;
-        void *emb = q->imgs[r->img].emb;
-        if (!emb)
+        const gs_model_emb *src = r->seq->imgs[r->img].emb;
+        if (!src)
             return GS_EINTERNAL; /* the scheduler lists every image a chunk touches */
-        gs_mat src = gs_mat_make(emb, e->act, q->spans[r->img].len, e->hidden);
-        int rc = gs_k_copy(e->be, gs_mat_rows(*img, r->dst_row, r->n_rows),
-                           gs_mat_rows(src, r->src_row, r->n_rows));
-        if (rc)
-            return rc;
+        rc = gs_model_emb_copy_rows(*img, r->dst_row, src, r->src_row, r->n_rows);
     }
-    return 0;
+    return rc;
 }
 
 /* The capacity to use for n entries when cap is too small: the next power
@@ -318,7 +303,7 @@ static int step(gs_engine *e, uint64_t now)
     }
 
     gs_batch_out bo;
-    gs_mat img = {0};
+    gs_model_emb *img = NULL;
     rc = gs_batch_build(e->batch, &pl, e->page_size, &bo);
     if (!rc && bo.n_img_rows > 0)
         rc = gather_image_rows(e, &bo, &img);
@@ -326,10 +311,11 @@ static int step(gs_engine *e, uint64_t now)
     if (!rc)
         rc = sample_requests(e, &pl, &bo, &sb);
     if (!rc) {
-        bo.tb.img = img;
+        if (img)
+            bo.tb.img = gs_model_emb_mat(img);
         rc = aborted(e) ? GS_ECANCELED : gs_model_step(e->model, e->kv, &bo.tb, &sb, e->smp_ids);
     }
-    gs_buf_free(e->be, img.data);
+    gs_model_emb_free(img);
     if (rc == GS_ECANCELED)
         return rc; /* nothing committed: the same items run again later */
     if (!rc)

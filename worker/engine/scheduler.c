@@ -63,7 +63,7 @@ struct gs_sched {
     gs_sched_params p;
     gs_kv_pool *pool;
     gs_prefix_cache *pc;
-    gs_seq *wait_head, *wait_tail;
+    gs_queue waiting; /* of gs_seq.q_link, FIFO */
     int32_t n_waiting;
     gs_seq **running; /* [n_running] admission order */
     int32_t n_running, cap_running;
@@ -88,45 +88,26 @@ int gs_sched_new(const gs_sched_params *p, gs_kv_pool *pool, gs_prefix_cache *pc
     s->p = *p;
     s->pool = pool;
     s->pc = pc;
+    gs_queue_init(&s->waiting);
     *out = s;
     return 0;
 }
 
 static void wait_unlink(gs_sched *s, gs_seq *q)
 {
-    if (q->q_prev)
-        q->q_prev->q_next = q->q_next;
-    else
-        s->wait_head = q->q_next;
-    if (q->q_next)
-        q->q_next->q_prev = q->q_prev;
-    else
-        s->wait_tail = q->q_prev;
-    q->q_prev = q->q_next = NULL;
+    gs_queue_remove(&q->q_link);
     s->n_waiting--;
 }
 
 static void wait_push_back(gs_sched *s, gs_seq *q)
 {
-    q->q_next = NULL;
-    q->q_prev = s->wait_tail;
-    if (s->wait_tail)
-        s->wait_tail->q_next = q;
-    else
-        s->wait_head = q;
-    s->wait_tail = q;
+    gs_queue_insert_tail(&s->waiting, &q->q_link);
     s->n_waiting++;
 }
 
 static void wait_push_front(gs_sched *s, gs_seq *q)
 {
-    q->q_prev = NULL;
-    q->q_next = s->wait_head;
-    if (s->wait_head)
-        s->wait_head->q_prev = q;
-    else
-        s->wait_tail = q;
-    s->wait_head = q;
+    gs_queue_insert_head(&s->waiting, &q->q_link);
     s->n_waiting++;
 }
 
@@ -440,8 +421,8 @@ int gs_sched_plan(gs_sched *s, uint64_t now, gs_step_plan *plan)
     }
     /* 3. admissions, FIFO, none after a preemption. */
     while (!rc && s->preempted.n == 0 && budget > 0 && s->n_running < s->p.max_seqs &&
-           s->wait_head) {
-        rc = admit(s, s->wait_head, &budget);
+           !gs_queue_empty(&s->waiting)) {
+        rc = admit(s, gs_queue_data(gs_queue_head(&s->waiting), gs_seq, q_link), &budget);
         if (rc == 0)
             break;
         if (rc > 0)

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/queue.h"
 #include "worker/engine/block_table.h"
 #include "worker/engine/prefix_cache.h"
 
@@ -35,7 +36,7 @@ typedef struct {
     const float *pixels;
     void (*release)(void *ctx);
     void *release_ctx;
-    void *emb;          /* backend [len, hidden] act dtype; engine-owned; NULL until encoded */
+    void *emb;          /* gs_model_emb [len, hidden]; engine-owned; NULL until encoded */
     int32_t emb_shared; /* 1: emb is a reference into the engine's encoder cache */
     int32_t queued;     /* listed in the current plan's encodes */
 } gs_seq_image;
@@ -69,7 +70,7 @@ typedef struct gs_seq {
     /* Scheduler bookkeeping. */
     gs_seq_state state;
     int32_t scheduled; /* has an item in the current plan */
-    struct gs_seq *q_prev, *q_next;
+    gs_queue q_link;   /* in the scheduler's waiting queue */
 } gs_seq;
 
 typedef struct {

@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "worker/model/safetensors.h"
 
@@ -54,9 +54,7 @@ typedef struct {
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return (double)gs_clock_now_ns() * 1e-9;
 }
 
 static void progress_cb(void *user, size_t done, size_t total)
@@ -153,6 +151,76 @@ void gs_model_set_abort(gs_model *m, int (*fn)(void *user), void *user)
 {
     m->abort_fn = fn;
     m->abort_user = user;
+}
+
+/* ---- image embedding buffers -------------------------------------------- */
+
+struct gs_model_emb {
+    gs_backend *be;
+    gs_mat m; /* [rows, out_hidden] act dtype, owns data */
+};
+
+int gs_model_emb_new(gs_model *m, int64_t rows, gs_model_emb **out)
+{
+    *out = NULL;
+    if (rows < 1)
+        return GS_EINVAL;
+    gs_model_emb *e = malloc(sizeof *e);
+    if (!e)
+        return GS_ENOMEM;
+    gs_dtype act = gs_backend_act_dtype(m->be);
+    int64_t cols = m->cfg.vision.out_hidden_size;
+    e->be = m->be;
+    e->m = gs_mat_make(gs_buf_alloc(m->be, (size_t)(rows * cols) * gs_dtype_size(act)), act, rows,
+                       cols);
+    if (!e->m.data) {
+        free(e);
+        return GS_ENOMEM;
+    }
+    *out = e;
+    return 0;
+}
+
+void gs_model_emb_free(gs_model_emb *e)
+{
+    if (!e)
+        return;
+    gs_buf_free(e->be, e->m.data);
+    free(e);
+}
+
+int64_t gs_model_emb_rows(const gs_model_emb *e)
+{
+    return e->m.rows;
+}
+
+size_t gs_model_emb_bytes(const gs_model_emb *e)
+{
+    return (size_t)(e->m.rows * e->m.cols) * gs_dtype_size(e->m.dt);
+}
+
+gs_mat gs_model_emb_mat(const gs_model_emb *e)
+{
+    return e->m;
+}
+
+int gs_model_emb_copy_rows(gs_model_emb *dst, int64_t dst_row, const gs_model_emb *src,
+                           int64_t src_row, int64_t n)
+{
+    if (n < 1 || dst_row < 0 || src_row < 0 || dst_row + n > dst->m.rows ||
+        src_row + n > src->m.rows || dst->be != src->be)
+        return GS_EINVAL;
+    return gs_k_copy(dst->be, gs_mat_rows(dst->m, dst_row, n), gs_mat_rows(src->m, src_row, n));
+}
+
+int gs_model_mem_info(const gs_model *m, size_t *free_bytes, size_t *total_bytes)
+{
+    return gs_backend_mem_info(m->be, free_bytes, total_bytes);
+}
+
+int gs_model_graphs_pay(const gs_model *m)
+{
+    return gs_backend_get_kind(m->be) == GS_BACKEND_CUDA;
 }
 
 /* ---- KV cache ---------------------------------------------------------- */

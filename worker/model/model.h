@@ -64,6 +64,33 @@ int gs_model_encode_images(gs_model *m, const float *pixels, int64_t n_patches,
                            const int32_t (*grids)[3], int32_t n_images, gs_mat out);
 
 /* ---------------------------------------------------------------------------
+ * Image embeddings between the vision tower and the decoder: backend memory
+ * [rows, hidden] in the act dtype. These verbs let a caller (the engine)
+ * allocate, slice and free them without calling kernels.h itself. */
+
+typedef struct gs_model_emb gs_model_emb; /* opaque */
+
+/* On success *out owns a buffer of rows rows (gs_model_emb_free), content
+ * undefined. GS_EINVAL for rows < 1, GS_ENOMEM. */
+int gs_model_emb_new(gs_model *m, int64_t rows, gs_model_emb **out);
+void gs_model_emb_free(gs_model_emb *e); /* NULL: no-op */
+int64_t gs_model_emb_rows(const gs_model_emb *e);
+size_t gs_model_emb_bytes(const gs_model_emb *e);
+/* The buffer as a matrix [rows, hidden] (borrowed; for
+ * gs_model_encode_images' out and gs_text_batch.img). */
+gs_mat gs_model_emb_mat(const gs_model_emb *e);
+/* Copies src rows [src_row, src_row + n) to dst rows [dst_row, ...) (both
+ * of the same model). GS_EINVAL out of range, else the backend's code. */
+int gs_model_emb_copy_rows(gs_model_emb *dst, int64_t dst_row, const gs_model_emb *src,
+                           int64_t src_row, int64_t n);
+
+/* Free and total bytes of the model's backend (gs_backend_mem_info). */
+int gs_model_mem_info(const gs_model *m, size_t *free_bytes, size_t *total_bytes);
+/* 1 when recorded decode graphs pay off on the model's backend (CUDA: a
+ * launch per op costs), 0 on the CPU. */
+int gs_model_graphs_pay(const gs_model *m);
+
+/* ---------------------------------------------------------------------------
  * KV cache: n_pages pages of page_size tokens for every layer. */
 
 typedef struct gs_kv_cache gs_kv_cache; /* opaque */

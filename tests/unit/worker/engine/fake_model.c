@@ -1,6 +1,6 @@
-/* fake_model.c - a stand-in for gs_model and the few backend verbs the
- * engine calls, for engine tests that need no kernels (fast under qemu and
- * ASan).
+/* fake_model.c - a stand-in for the gs_model verbs the engine calls (it
+ * calls nothing of kernels.h), for engine tests that need no kernels (fast
+ * under qemu and ASan).
  *
  * The "model" is a hash chain: token i of a sequence contributes
  * v_i = mix(x_i, pos_i) to its KV slot, where x_i is the token id or, for
@@ -20,12 +20,8 @@
 
 #include "worker/model/rope_index.h"
 
-struct gs_backend {
-    int dummy;
-};
 struct gs_model {
     gs_model_config cfg;
-    gs_backend be;
     int fail_encode, fail_forward;
     int forward_rc; /* fake_model_fault */
     int nan_every;
@@ -124,52 +120,72 @@ static int check_abort(gs_model *m)
     return m->abort_fn && m->abort_fn(m->abort_user) ? GS_ECANCELED : 0;
 }
 
-gs_backend *gs_model_backend(const gs_model *m)
-{
-    return (gs_backend *)&m->be;
-}
 const gs_model_config *gs_model_get_config(const gs_model *m)
 {
     return &m->cfg;
 }
-gs_backend_kind gs_backend_get_kind(const gs_backend *be)
+int gs_model_mem_info(const gs_model *m, size_t *free_bytes, size_t *total_bytes)
 {
-    (void)be;
-    return GS_BACKEND_CPU;
-}
-gs_dtype gs_backend_act_dtype(const gs_backend *be)
-{
-    (void)be;
-    return GS_DT_F32;
-}
-size_t gs_dtype_size(gs_dtype dt)
-{
-    return dt == GS_DT_F32 || dt == GS_DT_I32 ? 4 : 2;
-}
-int gs_backend_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes)
-{
-    (void)be;
+    (void)m;
     *free_bytes = *total_bytes = (size_t)1 << 24;
     return 0;
 }
-void *gs_buf_alloc(gs_backend *be, size_t bytes)
+int gs_model_graphs_pay(const gs_model *m)
 {
-    (void)be;
-    return malloc(bytes ? bytes : 1);
+    (void)m;
+    return 0;
 }
-void gs_buf_free(gs_backend *be, void *p)
+
+/* Embedding buffers: host F32 [rows, FAKE_HIDDEN]. */
+struct gs_model_emb {
+    gs_mat m;
+};
+int gs_model_emb_new(gs_model *m, int64_t rows, gs_model_emb **out)
 {
-    (void)be;
-    free(p);
-}
-int gs_k_copy(gs_backend *be, gs_mat out, gs_mat x)
-{
-    (void)be;
-    if (out.rows != x.rows || out.cols != x.cols || out.dt != GS_DT_F32 || x.dt != GS_DT_F32)
+    (void)m;
+    *out = NULL;
+    if (rows < 1)
         return GS_EINVAL;
-    for (int64_t r = 0; r < x.rows; r++)
-        memcpy((float *)out.data + r * out.stride, (const float *)x.data + r * x.stride,
-               sizeof(float) * (size_t)x.cols);
+    gs_model_emb *e = malloc(sizeof *e);
+    float *d = malloc(sizeof(float) * (size_t)rows * FAKE_HIDDEN);
+    if (!e || !d) {
+        free(e);
+        free(d);
+        return GS_ENOMEM;
+    }
+    e->m = (gs_mat){
+        .data = d, .dt = GS_DT_F32, .rows = rows, .cols = FAKE_HIDDEN, .stride = FAKE_HIDDEN};
+    *out = e;
+    return 0;
+}
+void gs_model_emb_free(gs_model_emb *e)
+{
+    if (!e)
+        return;
+    free(e->m.data);
+    free(e);
+}
+int64_t gs_model_emb_rows(const gs_model_emb *e)
+{
+    return e->m.rows;
+}
+size_t gs_model_emb_bytes(const gs_model_emb *e)
+{
+    return sizeof(float) * (size_t)e->m.rows * FAKE_HIDDEN;
+}
+gs_mat gs_model_emb_mat(const gs_model_emb *e)
+{
+    return e->m;
+}
+int gs_model_emb_copy_rows(gs_model_emb *dst, int64_t dst_row, const gs_model_emb *src,
+                           int64_t src_row, int64_t n)
+{
+    if (n < 1 || dst_row < 0 || src_row < 0 || dst_row + n > dst->m.rows ||
+        src_row + n > src->m.rows)
+        return GS_EINVAL;
+    memcpy((float *)dst->m.data + dst_row * FAKE_HIDDEN,
+           (const float *)src->m.data + src_row * FAKE_HIDDEN,
+           sizeof(float) * (size_t)n * FAKE_HIDDEN);
     return 0;
 }
 

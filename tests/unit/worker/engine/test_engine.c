@@ -10,7 +10,9 @@
  *   - cancelling mid-stream returns every page;
  *   - 500 random submit/cancel/finish operations leave the pool as it was
  *     (also run over the engine alone in test_engine_fake.c and over the
- *     scheduler in test_scheduler.c). */
+ *     scheduler in test_scheduler.c);
+ *   - aborts fired between layers and blocks (should_abort) change no
+ *     token and leave the pool as it was. */
 #include <jansson.h>
 
 #include "common/log.h"
@@ -451,6 +453,80 @@ static void test_random_ops(void)
     gs_engine_free(e);
 }
 
+/* Abort hook: a pseudo-random 1 in 3 polls fires (between decoder layers,
+ * vision blocks, or the parts of a step). */
+static uint64_t g_abort_state;
+static int g_n_aborts;
+static int abort_sometimes(void *u)
+{
+    (void)u;
+    g_abort_state = g_abort_state * 6364136223846793005ull + 1442695040888963407ull;
+    if ((g_abort_state >> 33) % 3)
+        return 0;
+    g_n_aborts++;
+    return 1;
+}
+
+static void count_release(void *ctx)
+{
+    (*(int *)ctx)++;
+}
+
+/* Aborts fired inside steps on the real model: every job still produces
+ * exactly its solo tokens, handed-over images are released once, and the
+ * pool ends as it began. */
+static void test_abort_mid_step(void)
+{
+    gs_engine_params p = {0};
+    p.graphs = g_graphs;
+    p.model = g_model;
+    p.n_pages = 64;
+    p.page_size = 8;
+    p.token_budget = 40; /* chunked prefill through the images */
+    p.max_seqs = 8;
+    p.should_abort = abort_sometimes;
+    gs_engine *e = NULL;
+    GS_ASSERT_OK(gs_engine_new(&p, &e, NULL));
+    gs_engine_stats st0, st;
+    gs_engine_get_stats(e, &st0);
+    rec o[N_VAR];
+    gs_engine_image imgs[N_VAR][2];
+    int released[N_VAR][2] = {{0}};
+    for (int i = 0; i < N_VAR; i++) {
+        prompt pr = g_p[i];
+        for (int k = 0; k < pr.n_img; k++) {
+            imgs[i][k] = pr.img[k];
+            imgs[i][k].release = count_release;
+            imgs[i][k].release_ctx = &released[i][k];
+        }
+        pr.img[0] = imgs[i][0];
+        pr.img[1] = imgs[i][1];
+        GS_ASSERT_OK(submit(e, &pr, 8, &o[i]));
+    }
+    g_abort_state = 5;
+    g_n_aborts = 0;
+    int n_cancelled = 0, steps = 0;
+    while (gs_engine_busy(e) && steps++ < 10000) {
+        int rc = gs_engine_step(e, 0);
+        if (rc == GS_ECANCELED)
+            n_cancelled++;
+        else
+            GS_ASSERT_OK(rc);
+    }
+    fprintf(stderr, "  %d steps, %d aborted\n", steps, n_cancelled);
+    GS_ASSERT(n_cancelled > 0);
+    GS_ASSERT_EQ(n_cancelled, g_n_aborts);
+    for (int i = 0; i < N_VAR; i++) {
+        GS_ASSERT(same(&o[i], g_p[i].solo, 8, "aborted run"));
+        for (int k = 0; k < g_p[i].n_img; k++)
+            GS_ASSERT_EQ(released[i][k], 1);
+    }
+    gs_engine_get_stats(e, &st);
+    GS_ASSERT_EQ(st.n_free_pages, st0.n_free_pages);
+    GS_ASSERT(pool_is_full(e));
+    gs_engine_free(e);
+}
+
 int main(void)
 {
     gs_log_set_level(GS_LOG_WARN);
@@ -476,6 +552,7 @@ int main(void)
     GS_RUN(test_cancel_mid_stream);
     GS_RUN(test_text_and_stop_string);
     GS_RUN(test_random_ops);
+    GS_RUN(test_abort_mid_step);
     for (int c = 0; c < N_CASES; c++)
         free(g_p[c].px);
     gs_tokenizer_free(g_tok);
