@@ -61,6 +61,10 @@ typedef struct gs_backend_ops {
     int (*weight_new_random)(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols, uint64_t seed,
                              float scale, gs_weight **out);
     void (*weight_free)(gs_backend *be, gs_weight *w); /* w never NULL */
+    /* gs_weight_wrap_host: a weight over borrowed host memory (aligned to
+     * the dtype; checked), or GS_ENOTSUP. NULL in the table: GS_ENOTSUP. */
+    int (*weight_wrap_host)(gs_backend *be, const void *host, gs_dtype dt, int64_t rows,
+                            int64_t cols, gs_weight **out);
 
     /* Ops: same arguments and meaning as the gs_k_* verbs of kernels.h. */
     int (*matmul)(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const gs_vec *bias,

@@ -233,6 +233,22 @@ int gs_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t rows, i
     return be->ops->weight_new(be, host, dt, rows, cols, out);
 }
 
+int gs_weight_wrap_host(gs_backend *be, const void *host, gs_dtype dt, int64_t rows, int64_t cols,
+                        gs_weight **out)
+{
+    int rc = weight_args("gs_weight_wrap_host", be, dt, rows, cols, out);
+    if (rc)
+        return rc;
+    if (!host || (uintptr_t)host % gs_dtype_size(dt)) {
+        gs_log_error("gs_weight_wrap_host: host data NULL or not aligned to its %s dtype",
+                     gs_dtype_name(dt));
+        return GS_EINVAL;
+    }
+    if (!be->ops->weight_wrap_host)
+        return GS_ENOTSUP;
+    return be->ops->weight_wrap_host(be, host, dt, rows, cols, out);
+}
+
 int gs_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols, uint64_t seed,
                          float scale, gs_weight **out)
 {

@@ -145,6 +145,17 @@ int gs_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t rows, i
  * --dummy-weights: no host copy of the real-size model is ever made). */
 int gs_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols, uint64_t seed,
                          float scale, gs_weight **out);
+/* A [rows, cols] weight that uses host memory IN PLACE instead of copying
+ * it: on the CPU backend a checkpoint's weights can stay in its read-only
+ * file mapping, so they occupy memory once (as llama.cpp's mmap load does).
+ * host is borrowed for the weight's whole life: the caller keeps it mapped,
+ * readable and unchanged until gs_weight_free, which does not free it; the
+ * backend never writes to it. host must be aligned to gs_dtype_size(dt)
+ * (GS_EINVAL otherwise). GS_ENOTSUP when the backend cannot compute from
+ * such memory as it is: CUDA (device memory), or the CPU with weights_f32
+ * and a 16-bit dt. The caller then uses gs_weight_new. */
+int gs_weight_wrap_host(gs_backend *be, const void *host, gs_dtype dt, int64_t rows, int64_t cols,
+                        gs_weight **out);
 void gs_weight_free(gs_backend *be, gs_weight *w); /* NULL: no-op */
 int64_t gs_weight_rows(const gs_weight *w);
 int64_t gs_weight_cols(const gs_weight *w);

@@ -378,10 +378,34 @@ static int cpu_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int6
     return 0;
 }
 
+/* The weight reads host in place (a checkpoint mapping, borrowed for the
+ * weight's life): only when it would be stored as it is, i.e. the dtype is
+ * F32 or weights stay 16-bit. The kernels need dtype alignment only
+ * (kernels.c checked it). */
+static int cpu_weight_wrap_host(gs_backend *be, const void *host, gs_dtype dt, int64_t rows,
+                                int64_t cols, gs_weight **out)
+{
+    gs_cpu *c = gs_cpu_of(be);
+    if (c->weights_f32 && dt != GS_DT_F32)
+        return GS_ENOTSUP;
+    gs_cpu_weight *w = calloc(1, sizeof *w);
+    if (!w)
+        return GS_ENOMEM;
+    w->h.rows = rows;
+    w->h.cols = cols;
+    w->h.dt = dt;
+    w->h.bytes = (size_t)rows * (size_t)cols * gs_dtype_size(dt);
+    w->data = (void *)host; /* read only: no op writes weight data */
+    w->borrowed = 1;
+    *out = &w->h;
+    return 0;
+}
+
 static void cpu_weight_free(gs_backend *be, gs_weight *w)
 {
     gs_cpu_weight *cw = (gs_cpu_weight *)w;
-    free(cw->data);
+    if (!cw->borrowed)
+        free(cw->data);
     free(cw);
 }
 
@@ -412,6 +436,7 @@ static const gs_backend_ops cpu_ops = {
     .weight_new = cpu_weight_new,
     .weight_new_random = cpu_weight_new_random,
     .weight_free = cpu_weight_free,
+    .weight_wrap_host = cpu_weight_wrap_host,
     .matmul = gs_cpu_matmul,
     .rmsnorm = gs_cpu_rmsnorm,
     .add_rmsnorm = gs_cpu_add_rmsnorm,

@@ -47,7 +47,11 @@ typedef struct gs_cpu {
 
 typedef struct gs_cpu_weight {
     struct gs_weight h; /* first member; h.dt is the stored dtype */
-    void *data;         /* [rows, cols] of h.dt, 256-byte aligned */
+    /* [rows, cols] of h.dt: owned and 256-byte aligned, or, when borrowed
+     * (gs_weight_wrap_host), the caller's read-only memory aligned to the
+     * dtype only. Never written after creation either way. */
+    void *data;
+    int borrowed; /* 1: data is not ours to free */
 } gs_cpu_weight;
 
 static inline gs_cpu *gs_cpu_of(gs_backend *be)

@@ -130,6 +130,15 @@ static int cu_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int64
     return rc;
 }
 
+/* Device weights cannot live in host memory: the loader uploads instead
+ * (gs_weight_new straight from the checkpoint mapping). */
+static int cu_weight_wrap_host(gs_backend *be, const void *host, gs_dtype dt, int64_t rows,
+                               int64_t cols, gs_weight **out)
+{
+    (void)be, (void)host, (void)dt, (void)rows, (void)cols, (void)out;
+    return GS_ENOTSUP;
+}
+
 static void cu_weight_free(gs_backend *be, gs_weight *w)
 {
     cuda_weight *cw = (cuda_weight *)w;
@@ -276,6 +285,7 @@ static const gs_backend_ops cuda_ops = {
     .weight_new = cu_weight_new,
     .weight_new_random = cu_weight_new_random,
     .weight_free = cu_weight_free,
+    .weight_wrap_host = cu_weight_wrap_host,
     .matmul = cu_matmul,
     .rmsnorm = cu_rmsnorm,
     .add_rmsnorm = cu_add_rmsnorm,

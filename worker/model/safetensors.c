@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -45,6 +46,7 @@ typedef struct {
 } st_file;
 
 struct gs_st {
+    atomic_int refs; /* gs_st_open: 1; gs_st_ref +1; gs_st_free -1 */
     st_file *files;
     int n_files;
     gs_st_tensor *tensors; /* sorted by name after open */
@@ -479,6 +481,7 @@ int gs_st_open(const char *path, gs_diag *diag, gs_st **out)
     gs_st *st = calloc(1, sizeof *st);
     if (!st)
         return gs_diag_set(diag, GS_ENOMEM, "safetensors: out of memory");
+    atomic_init(&st->refs, 1);
 
     int rc = 0;
     char *dir = NULL, *index = NULL;
@@ -538,9 +541,16 @@ done:
     return 0;
 }
 
+gs_st *gs_st_ref(const gs_st *st)
+{
+    gs_st *s = (gs_st *)st; /* the count is the one mutable field */
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
 void gs_st_free(gs_st *st)
 {
-    if (!st)
+    if (!st || atomic_fetch_sub(&st->refs, 1) > 1)
         return;
     for (size_t i = 0; i < st->n_tensors; i++)
         free((char *)st->tensors[i].name);
@@ -553,6 +563,28 @@ void gs_st_free(gs_st *st)
     }
     free(st->files);
     free(st);
+}
+
+void gs_st_evict(const gs_st *st, const gs_st_tensor *t)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    const size_t page = ps > 0 ? (size_t)ps : 4096;
+    (void)st;
+    uintptr_t a = ((uintptr_t)t->data + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t b = ((uintptr_t)t->data + t->nbytes) & ~(uintptr_t)(page - 1);
+    if (b > a) /* only whole pages: a neighbour may still be in use in place */
+        madvise((void *)a, (size_t)(b - a), MADV_DONTNEED);
+}
+
+void gs_st_prefetch(const gs_st *st, const gs_st_tensor *t)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    const size_t page = ps > 0 ? (size_t)ps : 4096;
+    (void)st;
+    uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)(page - 1);
+    uintptr_t b = (uintptr_t)t->data + t->nbytes;
+    if (t->nbytes)
+        madvise((void *)a, (size_t)(b - a), MADV_WILLNEED);
 }
 
 size_t gs_st_count(const gs_st *st)

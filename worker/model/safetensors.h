@@ -10,14 +10,17 @@
  * gs_diag naming the file and tensor; never a crash.
  *
  * Tensor data stays in the read-only mappings (MAP_PRIVATE): descriptors
- * and data pointers are borrowed from the handle and valid until
- * gs_st_free. Data is little-endian and may be unaligned for its dtype
- * (the format aligns nothing unless the writer padded the header); load it
- * with memcpy or the gs_st_read_* helpers. The files must not be truncated
- * while mapped (SIGBUS; there is no portable defence).
+ * and data pointers are borrowed from the handle and valid until its last
+ * reference goes (gs_st_free; gs_st_ref). Data is little-endian and may be
+ * unaligned for its dtype (the format aligns nothing unless the writer
+ * padded the header); load it with memcpy or the gs_st_read_* helpers. The
+ * files must not be modified or truncated while mapped (SIGBUS on a
+ * truncation; there is no portable defence), and a loaded model may keep
+ * computing from the mapping (weights.h).
  *
- * Threading: open/free from one thread; after a successful open every
- * query is read-only and may be called from any number of threads. */
+ * Threading: after a successful open every query is read-only and may be
+ * called from any number of threads; references may be dropped from any
+ * thread (the count is atomic). */
 #ifndef GS_SAFETENSORS_H
 #define GS_SAFETENSORS_H
 
@@ -76,7 +79,23 @@ typedef struct gs_st gs_st; /* opaque */
  * GS_ENOENT (no such file / no weights in the folder), GS_EIO, GS_ENOMEM,
  * GS_EFORMAT or GS_EUNSUPPORTED. */
 int gs_st_open(const char *path, gs_diag *diag, gs_st **out);
-void gs_st_free(gs_st *st); /* NULL: no-op; unmaps everything */
+/* Drops one reference; the last one unmaps everything. NULL: no-op. */
+void gs_st_free(gs_st *st);
+/* Another reference to st (returned; release with gs_st_free). A handle
+ * starts with one reference, from gs_st_open. The weights take one when
+ * they keep using tensor data in place, so the mappings outlive the
+ * caller's gs_st_free. Counting is atomic; the queries stay read-only. */
+gs_st *gs_st_ref(const gs_st *st);
+/* Tells the kernel that t's data will not be read again soon: the whole
+ * pages inside it leave this process's resident memory (madvise
+ * MADV_DONTNEED; the mapping is read-only and private, so the data stays
+ * readable, from the file, on the next access). For a loader that has
+ * copied t elsewhere. Borrows both. */
+void gs_st_evict(const gs_st *st, const gs_st_tensor *t);
+/* Starts reading t's data from the file in the background (madvise
+ * MADV_WILLNEED), for tensors that will be used in place: the first
+ * forward pass then finds them in the page cache. Borrows both. */
+void gs_st_prefetch(const gs_st *st, const gs_st_tensor *t);
 
 /* Number of tensors over all files. */
 size_t gs_st_count(const gs_st *st);

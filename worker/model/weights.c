@@ -1,6 +1,17 @@
 /* weights.c - binds checkpoint tensors to backend weights (weights.h).
- * Owns every gs_weight / gs_vec it creates; the checkpoint mapping is only
- * borrowed during gs_weights_load. Single-threaded. */
+ * Owns every gs_weight / gs_vec it creates, and a reference to the
+ * checkpoint (gs_st) when some weights use its mapping in place.
+ *
+ * What is mapped and what is copied (weights.h has the why):
+ *   mapped (CPU, checkpoint dtype = stored dtype, dtype-aligned): every
+ *     load_mat matrix: embed_tokens, lm_head, o_proj, mlp.gate_up_proj,
+ *     down_proj, the vision patch_embed, position table, attn.qkv,
+ *     attn.proj, mlp.down_proj, merger proj / down_proj;
+ *   copied: load_cat (text q|k|v, vision mlp gate|up, merger gate|up),
+ *     load_downsample (permuted conv), every gs_vec (F32), and any matrix
+ *     the backend will not wrap (CUDA, weights_f32, unaligned data).
+ * A copied tensor's checkpoint pages are evicted right after the copy.
+ * Single-threaded. */
 #include "weights.h"
 
 #include <math.h>
@@ -9,6 +20,7 @@
 #include <string.h>
 
 #include "common/dtype.h"
+#include "common/log.h"
 
 typedef struct {
     gs_backend *be;
@@ -91,7 +103,8 @@ static int check_all_used(loader *L)
                        n_unused, n_unused == 1 ? "" : "s", gs_st_at(L->st, first)->name);
 }
 
-/* One [rows, cols] matrix. */
+/* One [rows, cols] matrix: in place in the mapping when the backend can
+ * compute from it as it is, else a copy (then the pages are evicted). */
 static int load_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_weight **out)
 {
     const gs_st_tensor *t = find(L, name, rows * cols);
@@ -101,6 +114,20 @@ static int load_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_
         return 0;
     gs_dtype dt = GS_DT_F32;
     to_gs_dtype(t->dtype, &dt);
+    if ((uintptr_t)t->data % gs_dtype_size(dt) == 0) {
+        int wr = gs_weight_wrap_host(L->be, t->data, dt, rows, cols, out);
+        if (wr == 0) {
+            if (!L->w->st)
+                L->w->st = gs_st_ref(L->st); /* keeps the mapping while we use it */
+            L->w->mapped_bytes += t->nbytes;
+            gs_st_prefetch(L->st, t);
+            tick(L, t->nbytes);
+            return 0;
+        }
+        if (wr != GS_ENOTSUP)
+            return gs_diag_set(L->d, wr, "weights: %s: backend refused (%s)", name,
+                               gs_strerror(wr));
+    }
     const void *src = t->data;
     void *tmp = NULL;
     if ((uintptr_t)src % gs_dtype_size(dt)) { /* unaligned in the file: copy */
@@ -114,6 +141,7 @@ static int load_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_
     free(tmp);
     if (rc)
         return gs_diag_set(L->d, rc, "weights: %s: backend refused (%s)", name, gs_strerror(rc));
+    gs_st_evict(L->st, t);
     tick(L, t->nbytes);
     return 0;
 }
@@ -153,8 +181,10 @@ static int load_cat(loader *L, const char *const *names, const int64_t *rows, in
     if (rc)
         return gs_diag_set(L->d, rc, "weights: %s: backend refused (%s)", names[0],
                            gs_strerror(rc));
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        gs_st_evict(L->st, t[i]);
         tick(L, t[i]->nbytes);
+    }
     return 0;
 }
 
@@ -182,8 +212,10 @@ static int load_vec_cat(loader *L, const char *const *names, const int64_t *lens
             const gs_st_tensor *t = find(L, names[i], lens[i]);
             rc = t ? gs_st_read_f32(L->st, names[i], buf + off, (size_t)lens[i], L->d)
                    : (L->d ? L->d->code : GS_EFORMAT);
-            if (!rc)
+            if (!rc) {
+                gs_st_evict(L->st, t);
                 tick(L, t->nbytes);
+            }
         }
         off += lens[i];
     }
@@ -222,6 +254,7 @@ static int load_downsample(loader *L, const char *name, int64_t o, int64_t c, gs
     free(buf);
     if (rc)
         return gs_diag_set(L->d, rc, "weights: %s: backend refused", name);
+    gs_st_evict(L->st, t);
     tick(L, t->nbytes);
     return 0;
 }
@@ -421,6 +454,8 @@ int gs_weights_load(gs_backend *be, const gs_model_config *cfg, const gs_st *st,
     if (rc)
         return rc;
     L.w->bytes = sum_weight_bytes(L.w);
+    gs_log_info("weights: %.2f GB in place in the checkpoint mapping, %.2f GB copied",
+                L.w->mapped_bytes / 1e9, (L.w->bytes - L.w->mapped_bytes) / 1e9);
     *out = L.w;
     return 0;
 }
@@ -547,5 +582,6 @@ void gs_weights_free(gs_backend *be, gs_weights *w)
     gs_weight_free(be, w->merger_down);
     free(w->layers);
     free(w->blocks);
+    gs_st_free(w->st); /* after every weight that used it in place */
     free(w);
 }

@@ -12,6 +12,19 @@
  * gs_weights_dummy makes the same set with random values directly in the
  * backend (--dummy-weights): norm weights 1, biases 0, matrices uniform in
  * +-1/sqrt(cols).
+ *
+ * Memory at load. A matrix stored in the checkpoint exactly as the backend
+ * computes from it (same dtype, aligned to it) is not copied: on the CPU
+ * backend the weight points at the checkpoint's read-only mapping
+ * (gs_weight_wrap_host), and the weights hold a reference to the gs_st so
+ * the mapping lives as long as they do. That is every matrix but the fused
+ * ones above (text q/k/v, vision and merger gate/up, the permuted
+ * downsample), which are built as copies; with weights_f32, or on CUDA
+ * (which uploads straight from the mapping, no host copy), everything is a
+ * copy. After a tensor has been copied or uploaded, its pages leave the
+ * process (gs_st_evict), so peak RSS stays near the weights' own size
+ * instead of checkpoint + copy. Norm vectors and biases are always small
+ * F32 copies.
  * Not thread-safe; owned by the model. */
 #ifndef GS_WEIGHTS_H
 #define GS_WEIGHTS_H
@@ -58,14 +71,18 @@ typedef struct {
     gs_weight *merger_gu;            /* [2 inter, out_hidden] */
     gs_weight *merger_down;          /* [out_hidden, inter] */
     int n_layers, n_blocks;
-    size_t bytes; /* backend bytes of all weights */
+    size_t bytes;        /* backend bytes of all weights (in place ones included) */
+    size_t mapped_bytes; /* of those, used in place from the checkpoint mapping */
+    gs_st *st;           /* a reference to the checkpoint while weights use it in place */
 } gs_weights;
 
 /* Progress callback: done and total bytes of tensors read so far. */
 typedef void (*gs_weights_progress_fn)(void *user, size_t done, size_t total);
 
-/* Loads every tensor from st (borrowed) into be (borrowed; must outlive
- * the weights). On success *out owns the weights (gs_weights_free).
+/* Loads every tensor from st (borrowed; the weights take their own
+ * reference when they use its mapping in place, so the caller may free st
+ * at once) into be (borrowed; must outlive the weights). Every tensor of
+ * st must be used. On success *out owns the weights (gs_weights_free).
  * GS_ENOENT / GS_EFORMAT (d names the tensor), GS_ENOMEM. */
 int gs_weights_load(gs_backend *be, const gs_model_config *cfg, const gs_st *st,
                     gs_weights_progress_fn progress, void *user, gs_weights **out, gs_diag *d);
