@@ -635,7 +635,7 @@ int main(void)
         return 77; /* ctest SKIP_RETURN_CODE */
     }
     const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/gs_ipc_XXXXXX", t && *t ? t : "/tmp");
+    snprintf(tmpdir, sizeof tmpdir, "%s/gs_ipc_XXXXXX", t && *t ? t : P_tmpdir);
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;
