@@ -8,6 +8,7 @@
  * test_image_fixture. */
 #include <math.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -140,11 +141,19 @@ static void test_params_load_file_and_dir(void)
     snprintf(missing, sizeof missing, "%s/nope", dir);
     int rm = gs_image_params_load(missing, &b, &d);
     remove(path);
+    /* A FIFO in its place is refused at once (it used to block in open). */
+    GS_ASSERT_OK(mkfifo(path, 0600));
+    alarm(10);
+    int rf = gs_image_params_load(dir, &b, &d);
+    alarm(0);
+    remove(path);
     rmdir(dir);
     GS_ASSERT_OK(ra);
     GS_ASSERT_OK(rb);
     GS_ASSERT_EQ(a.max_pixels, b.max_pixels);
     GS_ASSERT_EQ(rm, GS_ENOENT);
+    GS_ASSERT_EQ(rf, GS_EIO);
+    GS_ASSERT(strstr(d.msg, "preprocessor_config.json") != NULL);
 }
 
 /* Reference: transformers 5.24 smart_resize(num_frames=2, h, w,

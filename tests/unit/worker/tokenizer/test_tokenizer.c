@@ -7,6 +7,8 @@
  * invalid UTF-8, decode flags, the two BPE merge loops against each
  * other, long inputs, prompt expansion. */
 #include <jansson.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "test.h"
 #include "worker/tokenizer/tok_impl.h"
@@ -274,6 +276,16 @@ static void test_malformed(void)
     gs_tokenizer *t = NULL;
     gs_diag d;
     GS_ASSERT_EQ(gs_tokenizer_load("/nonexistent/tokenizer.json", &t, &d), GS_ENOENT);
+    /* A FIFO named tokenizer.json is refused at once, not waited on. */
+    char fifo[64];
+    snprintf(fifo, sizeof fifo, "/tmp/gs_tok_fifo_%d.json", (int)getpid());
+    unlink(fifo);
+    GS_ASSERT_OK(mkfifo(fifo, 0600));
+    alarm(10);
+    GS_ASSERT_EQ(gs_tokenizer_load(fifo, &t, &d), GS_EIO);
+    alarm(0);
+    GS_ASSERT(t == NULL && strstr(d.msg, fifo) != NULL);
+    unlink(fifo);
 }
 
 /* Both merge loops give the same ids on random words over the symbols
