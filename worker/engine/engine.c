@@ -395,13 +395,15 @@ int gs_engine_submit(gs_engine *e, const gs_engine_job *jb, int64_t *id, gs_diag
         rc = gs_sampler_new(&jb->sampling, e->vocab, jb->prompt, jb->n_prompt, &j->sampler, d);
     if (!rc && jb->n_stop_strings > 0)
         rc = gs_stopper_new(jb->stop_strings, jb->n_stop_strings, &j->stopper);
+    /* Everything the client sent has been checked by now: what fails
+     * below is the server's (a 500-class code, never a 400). */
     if (!rc && e->p.detok.open)
-        rc = e->p.detok.open(e->p.detok.user, &j->detok);
+        rc = gs_engine__server_err(e->p.detok.open(e->p.detok.user, &j->detok));
     if (!rc) {
         j->id = j->seq->id = e->next_id;
         j->seq->user = j;
-        rc = gs_job_map_put(&e->by_id, j->id, j);
-        if (!rc && (rc = gs_sched_add(e->sched, j->seq)))
+        rc = gs_engine__server_err(gs_job_map_put(&e->by_id, j->id, j));
+        if (!rc && (rc = gs_engine__server_err(gs_sched_add(e->sched, j->seq))))
             gs_job_map_del(&e->by_id, j->id);
     }
     if (rc) {
