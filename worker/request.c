@@ -348,7 +348,7 @@ int gs_request_build(const gs_request_env *env, const char *json, size_t len,
     long long mt = 0;
     int have_mt = 0;
     if (!rc)
-        rc = get_int(o, "max_tokens", 1, env->max_model_len, &mt, &have_mt, d);
+        rc = get_int(o, "max_tokens", 1, INT32_MAX, &mt, &have_mt, d);
     if (!rc) {
         r->n_images = n_images;
         rc = images(env, blobs, r, d);

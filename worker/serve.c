@@ -135,8 +135,8 @@ static void send_error(gs_ipc_conn *c, uint64_t id, int code, const char *msg)
     m.u.error.id = id;
     m.u.error.code = code;
     m.u.error.message.p = msg ? msg : gs_strerror(code);
-    size_t n = strlen(m.u.error.message.p);
-    m.u.error.message.len = (uint32_t)(n > 4096 ? 4096 : n);
+    m.u.error.message.len = (uint32_t)gs_ipc_utf8_clip(
+        m.u.error.message.p, strlen(m.u.error.message.p), GS_IPC_MAX_MESSAGE);
     gs_diag d;
     if (gs_ipc_conn_send_msg(c, &m, &d) && d.msg[0])
         gs_log_warn("job %llu: error frame not sent: %s", (unsigned long long)id, d.msg);
@@ -741,7 +741,7 @@ int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d)
         s->p.max_queue = 64;
     if (!s->p.heartbeat_ms)
         s->p.heartbeat_ms = 250;
-    if (!s->p.drain_timeout_ms)
+    if (s->p.drain_timeout_ms < 0)
         s->p.drain_timeout_ms = 30000;
     s->max_seqs = p->engine.max_seqs ? p->engine.max_seqs : 64;
     s->start_ns = now_ns();

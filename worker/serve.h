@@ -43,7 +43,7 @@ typedef struct {
     int prep_threads;       /* 0: 2 */
     int max_queue;          /* jobs admitted beyond the engine's max_seqs; 0: 64 */
     int heartbeat_ms;       /* 0: 250 */
-    int drain_timeout_ms;   /* after gs_server_drain; 0: 30000 */
+    int drain_timeout_ms;   /* after gs_server_drain (0: end the jobs at once); < 0: 30000 */
 } gs_server_params;
 
 /* Builds the engine, starts the prep and heartbeat threads and the

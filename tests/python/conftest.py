@@ -30,3 +30,11 @@ def run_bin(build_dir):
     if not p.exists():
         pytest.fail(f"{p} not built (set GS_BUILD_DIR to the build folder)")
     return p
+
+
+def prompt_of(case):
+    """The text of a fixture case's first message (its text parts joined)."""
+    content = case["messages"][0]["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if p["type"] == "text")

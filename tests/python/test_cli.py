@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from conftest import prompt_of
+
 
 def run(binary, *args, timeout=120):
     return subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True,
@@ -17,13 +19,6 @@ def run(binary, *args, timeout=120):
 def cases(fixtures):
     return {c["name"]: c for c in
             json.loads((fixtures / "ref" / "model_cases.json").read_text())["cases"]}
-
-
-def prompt_of(case):
-    content = case["messages"][0]["content"]
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content if p["type"] == "text")
 
 
 @pytest.mark.parametrize("graphs", ["auto", "on"])

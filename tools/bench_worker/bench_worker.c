@@ -54,6 +54,8 @@ static double pct(uint64_t *v, int n, double p)
 /* The job JSON of request i. Owned text (free()). */
 static char *job_json(const bw_options *o, int i)
 {
+    if (o->job_text)
+        return strdup(o->job_text);
     char prefix[64] = "";
     if (o->unique)
         snprintf(prefix, sizeof prefix, "Request %d. ", i);
@@ -81,10 +83,11 @@ static void dump(const bw_result *r, int i)
     json_t *ids = json_array();
     for (int32_t k = 0; k < r->n_ids; k++)
         json_array_append_new(ids, json_integer(r->ids[k]));
-    json_t *o = json_pack("{s:i, s:s%, s:o, s:s, s:i, s:s, s:i, s:i}", "i", i, "text", r->text,
-                          r->text_len, "ids", ids, "finish", bw_finish_name(r->finish), "error",
-                          r->error, "message", r->message, "prompt_tokens", r->prompt_tokens,
-                          "completion_tokens", r->completion_tokens);
+    json_t *o = json_pack("{s:i, s:s%, s:o, s:s, s:i, s:s, s:i, s:i, s:b, s:b}", "i", i, "text",
+                          r->text ? r->text : "", r->text_len, "ids", ids, "finish",
+                          bw_finish_name(r->finish), "error", r->error, "message", r->message,
+                          "prompt_tokens", r->prompt_tokens, "completion_tokens",
+                          r->completion_tokens, "refused", r->refused, "lost", r->lost);
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     if (s)
         printf("%s\n", s);
@@ -194,5 +197,6 @@ int main(int argc, char **argv)
     bw_close(t);
     for (int i = 0; i < o.n_images; i++)
         free(blobs[i].bytes);
+    free(o.job_text);
     return status;
 }

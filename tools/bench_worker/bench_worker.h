@@ -21,6 +21,7 @@ typedef struct {
     long long seed; /* -1: none */
     double temperature;
     const char *prompt, *json;
+    char *job_text; /* --job FILE: this JSON for every job instead of a generated one (owned) */
     const char *images[BW_MAX_IMAGES];
     int n_images;
 } bw_options;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bench_worker.h"
+#include "common/file.h"
 
 static void usage(FILE *f)
 {
@@ -13,7 +14,7 @@ static void usage(FILE *f)
         "usage: bench_worker (--url URL | --inproc --model DIR [--threads N] [--kv-memory MIB])\n"
         "       [--levels 1,64] [--requests N] [--max-tokens N] [--prompt TEXT]\n"
         "       [--image FILE]... [--temperature T] [--seed S] [--unique 0|1]\n"
-        "       [--cancel-after K] [--dump] [--stats] [--json FILE]\n");
+        "       [--cancel-after K] [--dump] [--stats] [--json FILE] [--job FILE]\n");
 }
 
 static int num(const char *flag, const char *v, double lo, double hi, double *out)
@@ -68,6 +69,14 @@ int bw_parse_args(int argc, char **argv, bw_options *o)
             o->model = v;
         } else if (!strcmp(a, "--prompt")) {
             o->prompt = v;
+        } else if (!strcmp(a, "--job")) {
+            size_t len;
+            gs_diag d;
+            free(o->job_text);
+            if (gs_read_file(v, (size_t)64 << 20, &o->job_text, &len, &d)) {
+                fprintf(stderr, "bench_worker: --job: %s\n", d.msg);
+                return -1;
+            }
         } else if (!strcmp(a, "--json")) {
             o->json = v;
         } else if (!strcmp(a, "--image")) {
