@@ -5,7 +5,7 @@
  * and answered in order (the next request is not handed out before the
  * previous response has ended); request bodies plain or chunked.
  * Limits (gs_http_params): header bytes, body bytes, and timeouts for the
- * headers, the body, an idle keep-alive connection and the whole request;
+ * headers, the body and an idle keep-alive connection;
  * a request over a limit is answered by the server itself (400, 408, 413,
  * 431, 505) with a JSON error body and the connection is closed.
  *
@@ -76,11 +76,15 @@ void gs_http_server_stats(const gs_http_server *s, gs_http_stats *out);
 /* ---- request accessors (borrowed strings, valid until the final call) ---- */
 
 const char *gs_http_req_method(const gs_http_req *r); /* "GET", "POST", ... */
+/* As sent (not percent-decoded); an absolute-form target loses its
+ * scheme and host. */
 const char *gs_http_req_path(const gs_http_req *r);   /* "/v1/models" (no query) */
 const char *gs_http_req_query(const gs_http_req *r);  /* "a=1&b=2", "" when none */
 /* The value of a header by case-insensitive name (repeated headers joined
  * with ", "), or NULL. */
 const char *gs_http_req_header(const gs_http_req *r, const char *name);
+/* Never NULL; a NUL follows the len bytes (not counted), so a text body
+ * can be read as a string. */
 const uint8_t *gs_http_req_body(const gs_http_req *r, size_t *len);
 const char *gs_http_req_peer(const gs_http_req *r);  /* client IP as text */
 uint64_t gs_http_req_start_ns(const gs_http_req *r); /* when its first byte arrived */
@@ -96,16 +100,34 @@ void gs_http_req_on_abort(gs_http_req *r, void (*cb)(gs_http_req *r, void *user)
 
 /* A whole response. headers: extra header lines, each ending in "\r\n"
  * (NULL: none); Content-Length, Date, Server and Connection are added.
- * body is copied. The final call: r is freed. */
+ * body is copied. The final call: r is freed, whatever it returns.
+ * A HEAD request gets the head only (Content-Length still says len, and
+ * body may be NULL); 204 and 304 get neither body nor Content-Length.
+ * Returns 0; GS_EIO after an abort (nothing sent); GS_EINVAL for a status
+ * outside 200..599, a line break in content_type, malformed headers or a
+ * NULL body with len > 0 (a 500 JSON error is sent instead); GS_ENOMEM
+ * (the connection is closed). */
 int gs_http_respond(gs_http_req *r, int status, const char *content_type, const char *headers,
                     const void *body, size_t len);
-/* A chunked streaming response (Transfer-Encoding: chunked). */
+/* The same as gs_http_respond with an OpenAI-shaped JSON body:
+ * {"error": {"message": message, "type": type, "param": null, "code": null}}
+ * (message is escaped; type NULL: "invalid_request_error" below 500,
+ * "server_error" from 500). A status outside 400..599 becomes 500. On a
+ * streaming request it ends the stream instead. The final call. */
+int gs_http_respond_error(gs_http_req *r, int status, const char *type, const char *message);
+
+/* A chunked streaming response (Transfer-Encoding: chunked). To an
+ * HTTP/1.0 client the body is sent raw and ends with the connection. Not a
+ * final call: on GS_EINVAL (bad arguments, already streaming, 204/304) or
+ * GS_EIO (aborted) r stays the caller's, to be ended. */
 int gs_http_stream_begin(gs_http_req *r, int status, const char *content_type, const char *headers);
-/* Queues one chunk (copied). GS_EIO after an abort. Bytes queued but not
- * yet written: gs_http_req_pending (back-pressure). */
+/* Queues one chunk (copied; len 0 sends nothing). GS_EIO after an abort,
+ * GS_EINVAL before stream_begin. Bytes queued but not yet written:
+ * gs_http_req_pending (back-pressure). */
 int gs_http_stream_write(gs_http_req *r, const void *data, size_t len);
 size_t gs_http_req_pending(const gs_http_req *r);
-/* Ends the stream (the final call: r is freed). */
+/* Ends the stream (the final call: r is freed). GS_EIO after an abort.
+ * Called without stream_begin it answers 500 and returns GS_EINVAL. */
 int gs_http_stream_end(gs_http_req *r);
 
 /* Hands the connection's socket to the caller after writing `response`
@@ -113,7 +135,9 @@ int gs_http_stream_end(gs_http_req *r);
  * bytes already read past this request in *extra / *extra_len (owned by
  * the caller; free()). *out is the uv_tcp_t, no longer read or timed by the
  * server; the caller closes it with uv_close and frees it (malloc'd) in
- * the close callback. The final call: r is freed. GS_EIO after an abort. */
+ * the close callback. The final call: r is freed. GS_EIO after an abort;
+ * GS_EINVAL for NULL out pointers or after stream_begin (a 500 or the
+ * stream's end is sent instead). */
 int gs_http_upgrade(gs_http_req *r, const char *response, size_t len, uv_tcp_t **out,
                     uint8_t **extra, size_t *extra_len);
 

@@ -1,0 +1,724 @@
+/* test_http.c - gateway/http*.c: the HTTP/1.1 server against a raw-socket
+ * client. Each test starts its own server on 127.0.0.1:0 on a loop thread
+ * and ends by freeing it and checking that uv_loop_close returns 0. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway/http.h"
+#include "http_harness.h"
+#include "test.h"
+
+typedef struct {
+    atomic_int aborts;      /* abort callbacks run */
+    atomic_int eio;         /* writes after an abort that returned GS_EIO */
+    atomic_int finals;      /* final calls made after an abort */
+    atomic_int final_rc;    /* what that final call returned */
+    atomic_int got_never;   /* /never reached the handler */
+    atomic_int drained;     /* drain callbacks run */
+    atomic_int upgraded_rc; /* gs_http_upgrade's result */
+} tstate;
+
+static tstate *state_of(gs_http_req *r, void *user)
+{
+    (void)r;
+    return ((th_server *)user)->user;
+}
+
+static int qint(const char *query, const char *key)
+{
+    size_t kl = strlen(key);
+    for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL)
+        if (strncmp(p, key, kl) == 0 && p[kl] == '=')
+            return atoi(p + kl + 1);
+    return -1;
+}
+
+static void reply_text(gs_http_req *r, const char *text)
+{
+    gs_http_respond(r, 200, "text/plain", NULL, text, strlen(text));
+}
+
+/* ---- handlers (loop thread) ---------------------------------------------- */
+
+static void slow_done(void *data)
+{
+    gs_http_req *r = data;
+    char id[16];
+    snprintf(id, sizeof id, "%d", qint(gs_http_req_query(r), "id"));
+    reply_text(r, id);
+}
+
+static void stream_end_later(void *data)
+{
+    gs_http_stream_write(data, "part2", 5);
+    gs_http_stream_end(data);
+}
+
+typedef struct {
+    uv_timer_t t;
+    gs_http_req *r;
+    tstate *st;
+} hang_ctx;
+
+static void hang_close(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void hang_tick(uv_timer_t *t)
+{
+    hang_ctx *x = t->data;
+    if (!gs_http_req_aborted(x->r)) {
+        gs_http_stream_write(x->r, "tick", 4);
+        return;
+    }
+    if (gs_http_stream_write(x->r, "late", 4) == GS_EIO)
+        atomic_fetch_add(&x->st->eio, 1);
+    atomic_store(&x->st->final_rc, gs_http_stream_end(x->r));
+    atomic_fetch_add(&x->st->finals, 1);
+    uv_close((uv_handle_t *)t, hang_close);
+}
+
+static void on_abort_count(gs_http_req *r, void *user)
+{
+    tstate *st = user;
+    atomic_fetch_add(&st->aborts, 1);
+    (void)r;
+}
+
+static void on_abort_final(gs_http_req *r, void *user)
+{
+    tstate *st = user;
+    atomic_fetch_add(&st->aborts, 1);
+    atomic_store(&st->final_rc, gs_http_respond(r, 200, NULL, NULL, "x", 1));
+    atomic_fetch_add(&st->finals, 1);
+}
+
+static void up_close(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void up_written(uv_write_t *w, int status)
+{
+    (void)status;
+    uv_close((uv_handle_t *)w->handle, up_close);
+    free(w->data);
+    free(w);
+}
+
+static void do_upgrade(gs_http_req *r, tstate *st)
+{
+    static const char resp[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\n"
+                               "Connection: Upgrade\r\n\r\n";
+    uv_tcp_t *tcp;
+    uint8_t *extra;
+    size_t n;
+    int rc = gs_http_upgrade(r, resp, sizeof resp - 1, &tcp, &extra, &n);
+    atomic_store(&st->upgraded_rc, rc);
+    if (rc != 0)
+        return;
+    char *msg = malloc(n + 8);
+    memcpy(msg, "got:", 4);
+    if (n)
+        memcpy(msg + 4, extra, n);
+    free(extra);
+    uv_write_t *w = malloc(sizeof *w);
+    w->data = msg;
+    uv_buf_t b = uv_buf_init(msg, (unsigned)(n + 4));
+    uv_write(w, (uv_stream_t *)tcp, &b, 1, up_written);
+}
+
+static void handler(gs_http_req *r, void *user)
+{
+    tstate *st = state_of(r, user);
+    th_server *h = user;
+    const char *path = gs_http_req_path(r);
+    if (strcmp(path, "/hello") == 0) {
+        reply_text(r, "hello");
+    } else if (strcmp(path, "/echo") == 0) {
+        size_t n;
+        const uint8_t *b = gs_http_req_body(r, &n);
+        char hdr[64];
+        snprintf(hdr, sizeof hdr, "X-Method: %s\r\n", gs_http_req_method(r));
+        gs_http_respond(r, 200, "application/octet-stream", hdr, b, n);
+    } else if (strcmp(path, "/slow") == 0) {
+        th_later(&h->loop, (unsigned)qint(gs_http_req_query(r), "ms"), slow_done, r);
+    } else if (strcmp(path, "/fast") == 0) {
+        slow_done(r);
+    } else if (strcmp(path, "/stream") == 0) {
+        gs_http_stream_begin(r, 200, "text/plain", "X-Stream: 1\r\n");
+        gs_http_stream_write(r, "part0", 5);
+        gs_http_stream_write(r, "part1", 5);
+        th_later(&h->loop, 20, stream_end_later, r);
+    } else if (strcmp(path, "/hang") == 0) {
+        gs_http_req_on_abort(r, on_abort_count, st);
+        gs_http_stream_begin(r, 200, "text/event-stream", NULL);
+        gs_http_stream_write(r, "first", 5);
+        hang_ctx *x = calloc(1, sizeof *x);
+        x->r = r;
+        x->st = st;
+        uv_timer_init(&h->loop, &x->t);
+        x->t.data = x;
+        uv_timer_start(&x->t, hang_tick, 20, 20);
+    } else if (strcmp(path, "/never") == 0) {
+        gs_http_req_on_abort(r, on_abort_final, st);
+        atomic_store(&st->got_never, 1);
+    } else if (strcmp(path, "/upgrade") == 0) {
+        do_upgrade(r, st);
+    } else {
+        gs_http_respond_error(r, 404, NULL, "no such route");
+    }
+}
+
+/* ---- helpers (test thread) ----------------------------------------------- */
+
+static gs_http_params params(void)
+{
+    gs_http_params p = {0};
+    p.handler = handler;
+    p.max_header_bytes = 4096;
+    p.max_body_bytes = 1024;
+    p.header_timeout_ms = 300;
+    p.body_timeout_ms = 300;
+    p.idle_timeout_ms = 2000;
+    return p;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Polls until *v == want or ms pass. */
+static int wait_for(atomic_int *v, int want, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        if (atomic_load(v) == want)
+            return 1;
+        th_sleep_ms(10);
+    }
+    return atomic_load(v) == want;
+}
+
+#define START(h, st, p)                                                                            \
+    tstate st;                                                                                     \
+    memset(&st, 0, sizeof st);                                                                     \
+    th_server h;                                                                                   \
+    GS_ASSERT_OK(th_start(&h, &p, &st))
+
+#define HDR(resp, name) resp_header(&(resp), name, hv, sizeof hv)
+
+/* Sends req on a new connection and reads the answer: 0 or -1. */
+static int one_shot(int port, const char *req, th_resp *out, int *closed)
+{
+    th_cli c;
+    if (cli_open(&c, port))
+        return -1;
+    cli_send(&c, req);
+    int rc = cli_read(&c, out, 0);
+    if (closed)
+        *closed = cli_eof(&c, 2000);
+    cli_close(&c);
+    return rc;
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+static void test_get(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    char hv[128];
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    cli_send(&c, "GET /hello?x=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_EQ(r.status, 200);
+    GS_ASSERT_STREQ(r.body, "hello");
+    GS_ASSERT_STREQ(HDR(r, "Content-Length"), "5");
+    GS_ASSERT_STREQ(HDR(r, "Content-Type"), "text/plain");
+    GS_ASSERT_STREQ(HDR(r, "Connection"), "keep-alive");
+    GS_ASSERT_STREQ(HDR(r, "Server"), "glmserve");
+    GS_ASSERT(HDR(r, "Date") && strstr(hv, " GMT"));
+    GS_ASSERT(strncmp(r.head, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    resp_free(&r);
+    /* An unknown route through gs_http_respond_error: OpenAI-shaped JSON. */
+    cli_send(&c, "GET /nope HTTP/1.1\r\n\r\n");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_EQ(r.status, 404);
+    GS_ASSERT(strstr(r.body, "\"type\": \"invalid_request_error\"") != NULL);
+    GS_ASSERT(strstr(r.body, "\"message\": \"no such route\"") != NULL);
+    resp_free(&r);
+    cli_close(&c);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_keepalive_reuse(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    for (int i = 0; i < 3; i++) {
+        cli_send(&c, "GET /hello HTTP/1.1\r\n\r\n");
+        GS_ASSERT_OK(cli_read(&c, &r, 0));
+        GS_ASSERT_EQ(r.status, 200);
+        resp_free(&r);
+    }
+    /* HEAD on the same connection: the head only, the next answer intact. */
+    char hv[64];
+    cli_send(&c, "HEAD /hello HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    GS_ASSERT_OK(cli_read(&c, &r, 1));
+    GS_ASSERT_STREQ(HDR(r, "Content-Length"), "5");
+    resp_free(&r);
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_STREQ(r.body, "hello");
+    resp_free(&r);
+    gs_http_stats s;
+    th_stats(&h, &s);
+    GS_ASSERT_EQ(s.connections_total, 1);
+    GS_ASSERT_EQ(s.connections_open, 1);
+    GS_ASSERT_EQ(s.requests_total, 5);
+    GS_ASSERT(s.bytes_in > 0 && s.bytes_out > 0);
+    cli_close(&c);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_pipelined_in_order(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    /* The first answers 150 ms later, the others at once: order holds. */
+    cli_send(&c, "GET /slow?ms=150&id=1 HTTP/1.1\r\n\r\n"
+                 "GET /fast?id=2 HTTP/1.1\r\n\r\n"
+                 "POST /echo HTTP/1.1\r\nContent-Length: 1\r\n\r\n3");
+    const char *want[] = {"1", "2", "3"};
+    for (int i = 0; i < 3; i++) {
+        GS_ASSERT_OK(cli_read(&c, &r, 0));
+        GS_ASSERT_STREQ(r.body, want[i]);
+        resp_free(&r);
+    }
+    cli_close(&c);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_chunked_request_body(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    char hv[64];
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    cli_send(&c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+    th_sleep_ms(20);
+    cli_send(&c, "lo\r\n6\r\n world\r\n");
+    th_sleep_ms(20);
+    cli_send(&c, "0\r\n\r\n");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_EQ(r.status, 200);
+    GS_ASSERT_STREQ(r.body, "hello world");
+    GS_ASSERT_STREQ(HDR(r, "X-Method"), "POST");
+    resp_free(&r);
+    /* Chunks past max_body_bytes (1024): 413 while reading, then close. */
+    cli_send(&c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n");
+    char big[1100];
+    memset(big, 'a', 1024);
+    memcpy(big + 1024, "\r\n400\r\n", 7);
+    cli_sendn(&c, big, 1031);
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_EQ(r.status, 413);
+    GS_ASSERT_STREQ(HDR(r, "Connection"), "close");
+    resp_free(&r);
+    GS_ASSERT(cli_eof(&c, 2000));
+    cli_close(&c);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_streamed_response(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    char hv[64];
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    cli_send(&c, "GET /stream HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_EQ(r.status, 200);
+    GS_ASSERT(r.chunked);
+    GS_ASSERT(HDR(r, "Content-Length") == NULL);
+    GS_ASSERT_STREQ(HDR(r, "X-Stream"), "1");
+    GS_ASSERT_STREQ(r.body, "part0part1part2");
+    resp_free(&r);
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_STREQ(r.body, "hello");
+    resp_free(&r);
+    cli_close(&c);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_limits_and_malformed(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_resp r;
+    char hv[128];
+    int closed;
+    /* Content-Length over the limit: 413 before any body byte is sent. */
+    GS_ASSERT_OK(
+        one_shot(h.port, "POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", &r, &closed));
+    GS_ASSERT_EQ(r.status, 413);
+    GS_ASSERT(closed);
+    GS_ASSERT_STREQ(HDR(r, "Content-Type"), "application/json");
+    GS_ASSERT_STREQ(HDR(r, "Connection"), "close");
+    GS_ASSERT(strstr(r.body, "{\"error\": {\"message\": \"") == r.body);
+    GS_ASSERT(strstr(r.body, "\"type\": \"invalid_request_error\", \"param\": null, "
+                             "\"code\": null}}") != NULL);
+    resp_free(&r);
+    /* Huge headers: 431. */
+    size_t n = 9000;
+    char *req = malloc(n + 64);
+    strcpy(req, "GET /hello HTTP/1.1\r\nX-Big: ");
+    size_t l = strlen(req);
+    memset(req + l, 'a', n);
+    strcpy(req + l + n, "\r\n\r\n");
+    GS_ASSERT_OK(one_shot(h.port, req, &r, &closed));
+    free(req);
+    GS_ASSERT_EQ(r.status, 431);
+    GS_ASSERT(closed);
+    resp_free(&r);
+    /* Just under the limit is fine; many short headers are counted too. */
+    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.1\r\nA: 1\r\nA: 2\r\n\r\n", &r, NULL));
+    GS_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    /* Spaces llhttp skips without a callback still count. */
+    req = malloc(n + 64);
+    strcpy(req, "GET /hello HTTP/1.1\r\nX-Pad:");
+    l = strlen(req);
+    memset(req + l, ' ', n);
+    strcpy(req + l + n, "v\r\n\r\n");
+    GS_ASSERT_OK(one_shot(h.port, req, &r, &closed));
+    free(req);
+    GS_ASSERT_EQ(r.status, 431);
+    resp_free(&r);
+    /* Malformed: 400 and close. */
+    GS_ASSERT_OK(one_shot(h.port, "GARBAGE\r\n\r\n", &r, &closed));
+    GS_ASSERT_EQ(r.status, 400);
+    GS_ASSERT(closed);
+    GS_ASSERT(strstr(r.body, "invalid_request_error") != NULL);
+    resp_free(&r);
+    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n", &r, &closed));
+    GS_ASSERT_EQ(r.status, 400);
+    resp_free(&r);
+    GS_ASSERT_OK(one_shot(h.port, "POST /echo HTTP/1.1\r\nContent-Length: x\r\n\r\n", &r, NULL));
+    GS_ASSERT_EQ(r.status, 400);
+    resp_free(&r);
+    /* Unsupported versions: 505. */
+    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/2.0\r\n\r\n", &r, &closed));
+    GS_ASSERT_EQ(r.status, 505);
+    GS_ASSERT(closed);
+    resp_free(&r);
+    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.2\r\n\r\n", &r, NULL));
+    GS_ASSERT_EQ(r.status, 505);
+    resp_free(&r);
+    /* An expectation other than 100-continue: 417. */
+    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.1\r\nExpect: magic\r\n\r\n", &r, NULL));
+    GS_ASSERT_EQ(r.status, 417);
+    resp_free(&r);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_timeouts(void)
+{
+    gs_http_params p = params();
+    p.idle_timeout_ms = 300;
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    /* Headers never finished: 408 after the header timeout (300 ms). */
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    double t0 = now_ms();
+    cli_send(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    double dt = now_ms() - t0;
+    GS_ASSERT_EQ(r.status, 408);
+    GS_ASSERT_MSG(dt > 200 && dt < 3000, "408 after %.0f ms", dt);
+    GS_ASSERT(cli_eof(&c, 2000));
+    resp_free(&r);
+    cli_close(&c);
+    /* Slowloris: a byte every 40 ms keeps nothing alive past the timeout. */
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    const char *drip = "GET /hello HTTP/1.1\r\nX-A: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    t0 = now_ms();
+    for (size_t i = 0; drip[i]; i++) {
+        if (cli_sendn(&c, drip + i, 1) || cli_readable(&c, 40) || now_ms() - t0 > 1500)
+            break;
+    }
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_EQ(r.status, 408);
+    dt = now_ms() - t0;
+    GS_ASSERT_MSG(dt < 1500, "slowloris cut after %.0f ms", dt);
+    resp_free(&r);
+    cli_close(&c);
+    /* Body never finished: 408 after the body timeout. */
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    cli_send(&c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_EQ(r.status, 408);
+    GS_ASSERT(strstr(r.body, "body") != NULL);
+    resp_free(&r);
+    cli_close(&c);
+    /* Idle keep-alive: closed silently after the idle timeout. */
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    cli_send(&c, "GET /hello HTTP/1.1\r\n\r\n");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    resp_free(&r);
+    t0 = now_ms();
+    GS_ASSERT(cli_eof(&c, 3000));
+    dt = now_ms() - t0;
+    GS_ASSERT_MSG(dt > 200, "idle close after %.0f ms", dt);
+    cli_close(&c);
+    /* A connection that never sends a byte: closed silently too. */
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT(cli_eof(&c, 3000));
+    cli_close(&c);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_client_abort_mid_stream(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    cli_send(&c, "GET /hang HTTP/1.1\r\n\r\n");
+    GS_ASSERT_OK(cli_wait(&c, "first"));
+    cli_close(&c);
+    GS_ASSERT(wait_for(&st.finals, 1, 3000));
+    GS_ASSERT_EQ(atomic_load(&st.aborts), 1);
+    GS_ASSERT_EQ(atomic_load(&st.eio), 1);
+    GS_ASSERT_EQ(atomic_load(&st.final_rc), GS_EIO);
+    th_sleep_ms(50);
+    GS_ASSERT_EQ(atomic_load(&st.aborts), 1);
+    gs_http_stats s;
+    th_stats(&h, &s);
+    GS_ASSERT_EQ(s.connections_open, 0);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_expect_continue(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    char raw[64];
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    cli_send(&c, "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    GS_ASSERT_OK(cli_read_raw(&c, raw, 25));
+    GS_ASSERT_STREQ(raw, "HTTP/1.1 100 Continue\r\n\r\n");
+    cli_send(&c, "hello");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_EQ(r.status, 200);
+    GS_ASSERT_STREQ(r.body, "hello");
+    resp_free(&r);
+    /* Over the limit: 413 straight away, no 100. */
+    cli_send(&c, "POST /echo HTTP/1.1\r\nContent-Length: 99999\r\nExpect: 100-continue\r\n\r\n");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_EQ(r.status, 413);
+    resp_free(&r);
+    cli_close(&c);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_http10_and_close(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    char hv[64];
+    int closed;
+    /* HTTP/1.0 closes by default. */
+    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.0\r\n\r\n", &r, &closed));
+    GS_ASSERT_EQ(r.status, 200);
+    GS_ASSERT_STREQ(HDR(r, "Connection"), "close");
+    GS_ASSERT(closed);
+    resp_free(&r);
+    /* HTTP/1.0 with Connection: keep-alive stays open. */
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    for (int i = 0; i < 2; i++) {
+        cli_send(&c, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        GS_ASSERT_OK(cli_read(&c, &r, 0));
+        GS_ASSERT_STREQ(HDR(r, "Connection"), "keep-alive");
+        GS_ASSERT_STREQ(r.body, "hello");
+        resp_free(&r);
+    }
+    cli_close(&c);
+    /* A stream to HTTP/1.0: raw body, ended by the close. */
+    GS_ASSERT_OK(one_shot(h.port, "GET /stream HTTP/1.0\r\n\r\n", &r, NULL));
+    GS_ASSERT(!r.chunked);
+    GS_ASSERT_STREQ(HDR(r, "Connection"), "close");
+    GS_ASSERT_STREQ(r.body, "part0part1part2");
+    resp_free(&r);
+    /* HTTP/1.1 Connection: close is honoured. */
+    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n", &r, &closed));
+    GS_ASSERT_STREQ(HDR(r, "Connection"), "close");
+    GS_ASSERT(closed);
+    resp_free(&r);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void drained_cb(void *user)
+{
+    atomic_fetch_add(&((tstate *)user)->drained, 1);
+}
+
+static void drain_fn(th_server *h, void *arg)
+{
+    (void)arg;
+    gs_http_server_drain(h->srv, drained_cb, h->user);
+}
+
+static void test_drain(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli a, b, x;
+    th_resp r;
+    char hv[64];
+    GS_ASSERT_OK(cli_open(&a, h.port));
+    GS_ASSERT_OK(cli_open(&b, h.port));
+    cli_send(&a, "GET /hello HTTP/1.1\r\n\r\n");
+    GS_ASSERT_OK(cli_read(&a, &r, 0));
+    resp_free(&r);
+    cli_send(&b, "GET /slow?ms=300&id=9 HTTP/1.1\r\n\r\n");
+    th_sleep_ms(60);
+    th_call(&h, drain_fn, NULL);
+    GS_ASSERT(cli_eof(&a, 2000)); /* idle: closed at once */
+    GS_ASSERT_OK(cli_read(&b, &r, 0));
+    GS_ASSERT_EQ(r.status, 200);
+    GS_ASSERT_STREQ(r.body, "9");
+    GS_ASSERT_STREQ(HDR(r, "Connection"), "close");
+    resp_free(&r);
+    GS_ASSERT(cli_eof(&b, 2000));
+    cli_close(&a);
+    cli_close(&b);
+    GS_ASSERT(wait_for(&st.drained, 1, 3000));
+    GS_ASSERT(cli_open(&x, h.port) != 0); /* no longer listening */
+    cli_close(&x);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+    GS_ASSERT_EQ(atomic_load(&st.drained), 1);
+}
+
+static void test_upgrade(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    char raw[16];
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    cli_send(&c, "GET /upgrade HTTP/1.1\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\nEXTRA");
+    GS_ASSERT_OK(cli_read(&c, &r, 1));
+    GS_ASSERT_EQ(r.status, 101);
+    resp_free(&r);
+    GS_ASSERT_OK(cli_read_raw(&c, raw, 9));
+    GS_ASSERT_STREQ(raw, "got:EXTRA");
+    GS_ASSERT(cli_eof(&c, 2000));
+    GS_ASSERT_EQ(atomic_load(&st.upgraded_rc), 0);
+    cli_close(&c);
+    gs_http_stats s;
+    th_stats(&h, &s);
+    GS_ASSERT_EQ(s.connections_open, 0);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_max_connections(void)
+{
+    gs_http_params p = params();
+    p.max_connections = 2;
+    START(h, st, p);
+    th_cli c[3];
+    th_resp r;
+    for (int i = 0; i < 3; i++)
+        GS_ASSERT_OK(cli_open(&c[i], h.port));
+    GS_ASSERT(cli_eof(&c[2], 2000)); /* the third is closed at once */
+    for (int i = 0; i < 2; i++) {
+        cli_send(&c[i], "GET /hello HTTP/1.1\r\n\r\n");
+        GS_ASSERT_OK(cli_read(&c[i], &r, 0));
+        GS_ASSERT_EQ(r.status, 200);
+        resp_free(&r);
+    }
+    for (int i = 0; i < 3; i++)
+        cli_close(&c[i]);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_free_with_request_in_flight(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    GS_ASSERT_OK(cli_open(&c, h.port));
+    cli_send(&c, "GET /never HTTP/1.1\r\n\r\n");
+    GS_ASSERT(wait_for(&st.got_never, 1, 3000));
+    GS_ASSERT_EQ(th_stop(&h), 0); /* the abort callback made the final call */
+    GS_ASSERT_EQ(atomic_load(&st.aborts), 1);
+    GS_ASSERT_EQ(atomic_load(&st.finals), 1);
+    GS_ASSERT_EQ(atomic_load(&st.final_rc), GS_EIO);
+    GS_ASSERT(cli_eof(&c, 2000));
+    cli_close(&c);
+}
+
+static void test_bad_args(void)
+{
+    uv_loop_t loop;
+    GS_ASSERT_OK(uv_loop_init(&loop));
+    gs_http_server *s = NULL;
+    gs_http_params p = {0};
+    gs_diag d;
+    GS_ASSERT_EQ(gs_http_server_new(&loop, &p, &s, &d), GS_EINVAL);
+    GS_ASSERT(s == NULL);
+    p.handler = handler;
+    GS_ASSERT_OK(gs_http_server_new(&loop, &p, &s, &d));
+    GS_ASSERT_EQ(gs_http_server_listen(s, "not-an-ip", 0, &d), GS_EIO);
+    GS_ASSERT_EQ(gs_http_server_port(s), 0);
+    GS_ASSERT_STREQ(gs_http_status_text(404), "Not Found");
+    gs_http_server_free(s);
+    gs_http_server_free(NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    GS_ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    GS_RUN(test_bad_args);
+    GS_RUN(test_get);
+    GS_RUN(test_keepalive_reuse);
+    GS_RUN(test_pipelined_in_order);
+    GS_RUN(test_chunked_request_body);
+    GS_RUN(test_streamed_response);
+    GS_RUN(test_limits_and_malformed);
+    GS_RUN(test_timeouts);
+    GS_RUN(test_client_abort_mid_stream);
+    GS_RUN(test_expect_continue);
+    GS_RUN(test_http10_and_close);
+    GS_RUN(test_drain);
+    GS_RUN(test_upgrade);
+    GS_RUN(test_max_connections);
+    GS_RUN(test_free_with_request_in_flight);
+    return gs_test_summary();
+}
