@@ -51,6 +51,8 @@ typedef struct gs_backend_ops {
     int (*upload)(gs_backend *be, void *dst, const void *src, size_t bytes);
     int (*download)(gs_backend *be, void *dst, const void *src, size_t bytes);
     int (*zero)(gs_backend *be, void *dst, size_t bytes);
+    /* gs_backend_set_tuning, t already checked; NULL: no knobs. */
+    void (*set_tuning)(gs_backend *be, const gs_backend_tuning *t);
 
     /* Weights: returns owned *out (weight_free). dt is BF16, F16 or F32;
      * rows, cols >= 1. */

@@ -57,6 +57,16 @@ const char *gs_dtype_name(gs_dtype dt)
 
 /* ---- backend ------------------------------------------------------------ */
 
+int gs_backend_set_tuning(gs_backend *be, const gs_backend_tuning *t)
+{
+    if (!be || !t || (t->flags & ~(GS_TUNE_NO_GEMV | GS_TUNE_ATTN_SIMPLE)) || t->attn_splits < 0 ||
+        t->attn_splits > 128)
+        return GS_EINVAL;
+    if (be->ops->set_tuning)
+        be->ops->set_tuning(be, t);
+    return 0;
+}
+
 int gs_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
 {
     gs_backend_params def = {GS_BACKEND_CPU, 0, 0, 0};

@@ -79,6 +79,20 @@ int gs_backend_sync(gs_backend *be);
 /* Bytes of device memory free and total (CPU: available RAM). */
 int gs_backend_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes);
 
+/* Tuning knobs, for comparisons and benchmarks: all zero is the default
+ * (what gs_backend_new sets). The library reads no environment variable
+ * for them; a command-line front end that wants one reads it and fills
+ * this. The CPU backend has no knobs and accepts any values. */
+#define GS_TUNE_NO_GEMV (1u << 0)     /* CUDA: cuBLASLt for every GEMM, never the GEMV kernels */
+#define GS_TUNE_ATTN_SIMPLE (1u << 1) /* CUDA: the simple fallback attention kernels */
+typedef struct {
+    unsigned flags;      /* GS_TUNE_* */
+    int32_t attn_splits; /* CUDA paged decode: fixed split-KV count in [1, 128]; 0: heuristic */
+} gs_backend_tuning;
+/* Applies t to the ops issued from now on. GS_EINVAL (nothing changes)
+ * for unknown flags or attn_splits out of range. */
+int gs_backend_set_tuning(gs_backend *be, const gs_backend_tuning *t);
+
 /* ---------------------------------------------------------------------------
  * Buffers (backend memory) */
 

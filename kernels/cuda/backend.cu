@@ -270,14 +270,8 @@ int gs_cuda_ctx_new(const gs_backend_params *p, gs_cuda **out, gs_diag *d)
     CTX_TRY(cudaHostGetDevicePointer(&dp, h, 0), "cudaHostGetDevicePointer");
     c->err_dev = (unsigned *)dp;
 
-    const char *gm = getenv("GS_CUDA_GEMV");
-    c->gemv_mode = gm && gm[0] == '0' ? 0 : 1;
-    const char *as = getenv("GS_CUDA_ATTN_SIMPLE");
-    c->attn_simple = as && as[0] && as[0] != '0';
-    const char *sp = getenv("GS_CUDA_ATTN_SPLITS");
-    c->attn_splits = sp ? atoi(sp) : 0;
-    if (c->attn_splits < 0 || c->attn_splits > 128)
-        c->attn_splits = 0;
+    const gs_backend_tuning tune = {0, 0}; /* defaults; gs_backend_set_tuning changes them */
+    gs_cuda_set_tuning(c, &tune);
     gs_cuda_attn_prefill_setup(c);
     gs_cuda_attn_paged_setup(c);
     gs_log_info("cuda: %s, %d SMs, %.1f GiB, smem opt-in %zu KiB, pool %s, gemv %s", c->name,
@@ -285,6 +279,13 @@ int gs_cuda_ctx_new(const gs_backend_params *p, gs_cuda **out, gs_diag *d)
                 c->use_pool ? "on" : "off", c->gemv_mode ? "auto" : "off");
     *out = c;
     return 0;
+}
+
+void gs_cuda_set_tuning(gs_cuda *c, const gs_backend_tuning *t)
+{
+    c->gemv_mode = (t->flags & GS_TUNE_NO_GEMV) ? 0 : 1;
+    c->attn_simple = (t->flags & GS_TUNE_ATTN_SIMPLE) ? 1 : 0;
+    c->attn_splits = t->attn_splits;
 }
 
 void gs_cuda_ctx_free(gs_cuda *c)

@@ -44,7 +44,7 @@ struct gs_cuda {
     void *lt_ws; /* cuBLASLt workspace */
     size_t lt_ws_bytes;
     struct gs_cuda_gemm_cache *gemm_cache;
-    int gemv_mode; /* GS_CUDA_GEMV: 0 off, 1 auto (default) */
+    int gemv_mode; /* 0 off (GS_TUNE_NO_GEMV), 1 auto (default) */
 
     int use_pool; /* stream-ordered allocator available */
     cudaMemPool_t pool;
@@ -64,8 +64,8 @@ struct gs_cuda {
     /* Tensor-core attention kernels got their shared-memory opt-in at
      * context creation (attn_*_setup); 0 -> fallback kernels only. */
     int attn_prefill_ok, attn_paged_ok;
-    int attn_simple; /* GS_CUDA_ATTN_SIMPLE set: force the fallback kernels */
-    int attn_splits; /* GS_CUDA_ATTN_SPLITS: fixed split count (0: heuristic) */
+    int attn_simple; /* GS_TUNE_ATTN_SIMPLE: force the fallback kernels */
+    int attn_splits; /* gs_backend_tuning.attn_splits: fixed split count (0: heuristic) */
 };
 
 /* ---- error handling --------------------------------------------------------- */

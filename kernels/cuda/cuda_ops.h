@@ -52,6 +52,8 @@ const char *gs_cuda_name(const gs_cuda *c); /* "cuda:0 NVIDIA H100 (sm_90)" */
 int gs_cuda_arch(const gs_cuda *c);
 int gs_cuda_sync(gs_cuda *c);
 int gs_cuda_mem_info(gs_cuda *c, size_t *free_bytes, size_t *total_bytes);
+/* gs_backend_set_tuning (values checked by kernels.c). */
+void gs_cuda_set_tuning(gs_cuda *c, const gs_backend_tuning *t);
 
 /* Returns owned device memory (gs_cuda_free), 256-byte aligned, or NULL.
  * Stream-ordered pool: cheap to call per forward pass. NULL while a graph

@@ -14,7 +14,7 @@
  *    (evict-first) weight loads, 4 loads in flight per lane, the m activation
  *    rows read through the read-only cache, FP32 accumulation, shuffle
  *    reduction, bias / accumulate fused in the epilogue. Deterministic.
- *    GS_CUDA_GEMV=0 in the environment forces cuBLASLt (for comparisons).
+ *    GS_TUNE_NO_GEMV (gs_backend_set_tuning) forces cuBLASLt (for comparisons).
  * Owns the descriptor cache (freed with the context). */
 #include <string.h>
 

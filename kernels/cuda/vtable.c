@@ -60,6 +60,11 @@ static int cu_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes)
     return gs_cuda_mem_info(ctx(be), free_bytes, total_bytes);
 }
 
+static void cu_set_tuning(gs_backend *be, const gs_backend_tuning *t)
+{
+    gs_cuda_set_tuning(ctx(be), t);
+}
+
 static void *cu_alloc(gs_backend *be, size_t bytes)
 {
     return gs_cuda_alloc(ctx(be), bytes);
@@ -277,6 +282,7 @@ static const gs_backend_ops cuda_ops = {
     .destroy = cu_destroy,
     .sync = cu_sync,
     .mem_info = cu_mem_info,
+    .set_tuning = cu_set_tuning,
     .alloc = cu_alloc,
     .free = cu_free,
     .upload = cu_upload,

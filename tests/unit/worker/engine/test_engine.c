@@ -527,6 +527,29 @@ static void test_abort_mid_step(void)
     gs_engine_free(e);
 }
 
+/* Backend tuning knobs are parameters (no environment): checked, and
+ * harmless on the CPU backend, which has none. */
+static void test_backend_tuning(void)
+{
+    gs_backend_tuning t = {GS_TUNE_NO_GEMV | GS_TUNE_ATTN_SIMPLE, 4};
+    GS_ASSERT_OK(gs_backend_set_tuning(g_be, &t));
+    gs_backend_tuning bad = {1u << 7, 0};
+    GS_ASSERT_EQ(gs_backend_set_tuning(g_be, &bad), GS_EINVAL);
+    bad = (gs_backend_tuning){0, 129};
+    GS_ASSERT_EQ(gs_backend_set_tuning(g_be, &bad), GS_EINVAL);
+    bad.attn_splits = -1;
+    GS_ASSERT_EQ(gs_backend_set_tuning(g_be, &bad), GS_EINVAL);
+    GS_ASSERT_EQ(gs_backend_set_tuning(NULL, &t), GS_EINVAL);
+    gs_engine *e = mk_engine(64, 8, 64, 4);
+    rec o;
+    GS_ASSERT_OK(submit(e, &g_p[1], 8, &o));
+    GS_ASSERT(run_all(e) > 0);
+    GS_ASSERT(same(&o, g_p[1].solo, 8, "tuned backend"));
+    gs_engine_free(e);
+    t = (gs_backend_tuning){0, 0};
+    GS_ASSERT_OK(gs_backend_set_tuning(g_be, &t));
+}
+
 int main(void)
 {
     gs_log_set_level(GS_LOG_WARN);
@@ -553,6 +576,7 @@ int main(void)
     GS_RUN(test_text_and_stop_string);
     GS_RUN(test_random_ops);
     GS_RUN(test_abort_mid_step);
+    GS_RUN(test_backend_tuning);
     for (int c = 0; c < N_CASES; c++)
         free(g_p[c].px);
     gs_tokenizer_free(g_tok);
