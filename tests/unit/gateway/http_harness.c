@@ -9,34 +9,23 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-/* ---- the server thread --------------------------------------------------- */
+/* ---- the server and its loop -------------------------------------------- */
 
-static void on_async(uv_async_t *a)
+static double now_ms(void)
 {
-    th_server *h = a->data;
-    pthread_mutex_lock(&h->mu);
-    th_fn fn = h->fn;
-    void *arg = h->arg;
-    h->fn = NULL;
-    pthread_mutex_unlock(&h->mu);
-    if (!fn)
-        return;
-    fn(h, arg);
-    pthread_mutex_lock(&h->mu);
-    h->fn_done = 1;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static void *loop_main(void *arg)
+/* One turn of the loop, then a short nap so the waits do not spin. */
+static void pump(th_server *h)
 {
-    th_server *h = arg;
-    uv_run(&h->loop, UV_RUN_DEFAULT);
-    return NULL;
+    if (h && !h->stopped)
+        uv_run(&h->loop, UV_RUN_NOWAIT);
 }
 
 int th_start(th_server *h, gs_http_params *p, void *user)
@@ -45,51 +34,31 @@ int th_start(th_server *h, gs_http_params *p, void *user)
     h->user = user;
     if (uv_loop_init(&h->loop) != 0)
         return -1;
-    pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->cv, NULL);
     p->user = h;
     gs_diag d;
     if (gs_http_server_new(&h->loop, p, &h->srv, &d) != 0 ||
         gs_http_server_listen(h->srv, "127.0.0.1", 0, &d) != 0)
         return -1;
     h->port = gs_http_server_port(h->srv);
-    if (h->port <= 0)
-        return -1;
-    uv_async_init(&h->loop, &h->async, on_async);
-    h->async.data = h;
-    return pthread_create(&h->thread, NULL, loop_main, h) == 0 ? 0 : -1;
+    return h->port > 0 ? 0 : -1;
 }
 
 void th_call(th_server *h, th_fn fn, void *arg)
 {
-    pthread_mutex_lock(&h->mu);
-    h->fn = fn;
-    h->arg = arg;
-    h->fn_done = 0;
-    pthread_mutex_unlock(&h->mu);
-    uv_async_send(&h->async);
-    pthread_mutex_lock(&h->mu);
-    while (!h->fn_done)
-        pthread_cond_wait(&h->cv, &h->mu);
-    pthread_mutex_unlock(&h->mu);
-}
-
-static void stop_fn(th_server *h, void *arg)
-{
-    (void)arg;
-    gs_http_server_free(h->srv);
-    h->srv = NULL;
-    uv_close((uv_handle_t *)&h->async, NULL);
+    fn(h, arg);
 }
 
 int th_stop(th_server *h)
 {
-    th_call(h, stop_fn, NULL);
-    pthread_join(h->thread, NULL);
-    int rc = uv_loop_close(&h->loop);
-    pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
-    return rc;
+    gs_http_server_free(h->srv);
+    h->srv = NULL;
+    double t0 = now_ms();
+    while (uv_run(&h->loop, UV_RUN_NOWAIT) != 0 && now_ms() - t0 < 5000) {
+        struct pollfd none;
+        poll(&none, 0, 1);
+    }
+    h->stopped = 1;
+    return uv_loop_close(&h->loop);
 }
 
 typedef struct {
@@ -120,34 +89,56 @@ void th_later(uv_loop_t *loop, unsigned ms, void (*cb)(void *data), void *data)
     uv_timer_start(&l->t, later_fire, ms, 0);
 }
 
-static void stats_fn(th_server *h, void *arg)
-{
-    gs_http_server_stats(h->srv, arg);
-}
-
 void th_stats(th_server *h, gs_http_stats *out)
 {
-    th_call(h, stats_fn, out);
+    gs_http_server_stats(h->srv, out);
 }
 
-void th_sleep_ms(unsigned ms)
+void th_sleep_ms(th_server *h, unsigned ms)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
+    double t0 = now_ms();
+    do {
+        pump(h);
+        struct pollfd none;
+        poll(&none, 0, 1);
+    } while (now_ms() - t0 < ms);
+}
+
+int th_wait_int(th_server *h, const int *v, int want, int ms)
+{
+    double t0 = now_ms();
+    while (*v != want && now_ms() - t0 < ms) {
+        pump(h);
+        struct pollfd none;
+        poll(&none, 0, 1);
+    }
+    return *v == want;
+}
+
+/* Waits up to ms for fd to be readable, running the loop meanwhile. */
+static int wait_readable(th_cli *c, int ms)
+{
+    double t0 = now_ms();
+    for (;;) {
+        pump(c->h);
+        struct pollfd pf = {c->fd, POLLIN, 0};
+        if (poll(&pf, 1, 1) > 0)
+            return 1;
+        if (now_ms() - t0 >= ms)
+            return 0;
+    }
 }
 
 /* ---- the client ------------------------------------------------------------ */
 
-int cli_open(th_cli *c, int port)
+int cli_open(th_cli *c, th_server *h)
 {
     memset(c, 0, sizeof *c);
+    c->h = h;
+    int port = h->port;
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0)
         return -1;
-    struct timeval tv = {5, 0};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
@@ -174,10 +165,13 @@ void cli_close(th_cli *c)
 int cli_sendn(th_cli *c, const void *p, size_t n)
 {
     const char *s = p;
+    double t0 = now_ms();
     while (n) {
-        ssize_t k = send(c->fd, s, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
+        ssize_t k = send(c->fd, s, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN) && now_ms() - t0 < 5000) {
+            pump(c->h); /* the server must read for the send to go on */
             continue;
+        }
         if (k <= 0)
             return -1;
         s += k;
@@ -202,9 +196,11 @@ static int fill(th_cli *c)
         c->buf = p;
         c->cap = cap;
     }
+    if (!wait_readable(c, 5000))
+        return -1;
     ssize_t k;
     do
-        k = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        k = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
     while (k < 0 && errno == EINTR);
     if (k <= 0)
         return -1;
@@ -347,19 +343,15 @@ int cli_readable(th_cli *c, int ms)
 {
     if (c->len > 0)
         return 1;
-    struct pollfd pf = {c->fd, POLLIN, 0};
-    return poll(&pf, 1, ms) > 0;
+    return wait_readable(c, ms);
 }
 
 int cli_eof(th_cli *c, int ms)
 {
-    if (c->len > 0)
-        return 0;
-    struct pollfd pf = {c->fd, POLLIN, 0};
-    if (poll(&pf, 1, ms) <= 0)
+    if (c->len > 0 || !wait_readable(c, ms))
         return 0;
     char b[64];
-    ssize_t k = recv(c->fd, b, sizeof b, 0);
+    ssize_t k = recv(c->fd, b, sizeof b, MSG_DONTWAIT);
     return k == 0 || (k < 0 && errno == ECONNRESET);
 }
 

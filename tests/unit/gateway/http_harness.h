@@ -1,13 +1,13 @@
 /* http_harness.h - what the gateway HTTP tests share: a gs_http_server on
- * its own libuv loop in a background thread, a way to run a function on
- * that loop from the test thread, and a blocking raw-socket HTTP client
- * (with receive timeouts, so a server bug fails a test instead of hanging).
- * Threading: th_* from the test thread; handlers and th_call functions run
- * on the loop thread. */
+ * a libuv loop, and a raw-socket HTTP client that runs that loop whenever
+ * it waits (for bytes, for a close, for time to pass). One thread only: no
+ * thread is started (threads are slow or broken under some qemu-user
+ * builds), and the order of events is easier to reason about.
+ * Every wait has a limit (5 s for a read), so a server bug fails a test
+ * instead of hanging it. */
 #ifndef GS_TEST_HTTP_HARNESS_H
 #define GS_TEST_HTTP_HARNESS_H
 
-#include <pthread.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -18,37 +18,33 @@ typedef void (*th_fn)(th_server *h, void *arg);
 
 struct th_server {
     uv_loop_t loop;
-    uv_async_t async;
-    pthread_t thread;
     gs_http_server *srv;
     int port;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    th_fn fn;
-    void *arg;
-    int fn_done;
-    void *user; /* the test's */
+    int stopped; /* th_stop ran: the loop is closed */
+    void *user;  /* the test's */
 };
 
 /* Starts a server with p (handler and user set by the test; p->user is
  * replaced by h, the test's own pointer goes in h->user) on 127.0.0.1:0.
  * 0 or -1. */
 int th_start(th_server *h, gs_http_params *p, void *user);
-/* Runs fn(h, arg) on the loop thread and waits for it to return. */
+/* Runs fn(h, arg) (kept so tests read as "on the loop"). */
 void th_call(th_server *h, th_fn fn, void *arg);
-/* Frees the server, closes the async handle, joins the thread and returns
- * uv_loop_close's result (0: every handle was released). */
+/* Frees the server, runs the loop until it has nothing left (at most 5 s)
+ * and returns uv_loop_close's result (0: every handle was released). */
 int th_stop(th_server *h);
-/* A one-shot timer on the loop thread that closes and frees itself. */
+/* A one-shot timer that closes and frees itself. */
 void th_later(uv_loop_t *loop, unsigned ms, void (*cb)(void *data), void *data);
-/* Server stats, read on the loop thread. */
 void th_stats(th_server *h, gs_http_stats *out);
-/* Sleeps ms milliseconds. */
-void th_sleep_ms(unsigned ms);
+/* Runs the loop for ms milliseconds. */
+void th_sleep_ms(th_server *h, unsigned ms);
+/* Runs the loop until *v == want or ms pass; 1 if it got there. */
+int th_wait_int(th_server *h, const int *v, int want, int ms);
 
 /* ---- the client ---------------------------------------------------------- */
 
 typedef struct {
+    th_server *h; /* its loop runs while the client waits */
     int fd;
     char *buf; /* bytes received, not yet consumed */
     size_t len, cap;
@@ -62,7 +58,7 @@ typedef struct {
     int chunked;
 } th_resp;
 
-int cli_open(th_cli *c, int port);      /* 0 or -1 */
+int cli_open(th_cli *c, th_server *h);  /* 0 or -1 */
 void cli_close(th_cli *c);              /* no-op when closed */
 int cli_send(th_cli *c, const char *s); /* whole string; 0 or -1 */
 int cli_sendn(th_cli *c, const void *p, size_t n);

@@ -1,7 +1,6 @@
 /* test_http.c - gateway/http*.c: the HTTP/1.1 server against a raw-socket
  * client. Each test starts its own server on 127.0.0.1:0 on a loop thread
  * and ends by freeing it and checking that uv_loop_close returns 0. */
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,13 +11,13 @@
 #include "test.h"
 
 typedef struct {
-    atomic_int aborts;      /* abort callbacks run */
-    atomic_int eio;         /* writes after an abort that returned GS_EIO */
-    atomic_int finals;      /* final calls made after an abort */
-    atomic_int final_rc;    /* what that final call returned */
-    atomic_int got_never;   /* /never reached the handler */
-    atomic_int drained;     /* drain callbacks run */
-    atomic_int upgraded_rc; /* gs_http_upgrade's result */
+    int aborts;      /* abort callbacks run */
+    int eio;         /* writes after an abort that returned GS_EIO */
+    int finals;      /* final calls made after an abort */
+    int final_rc;    /* what that final call returned */
+    int got_never;   /* /never reached the handler */
+    int drained;     /* drain callbacks run */
+    int upgraded_rc; /* gs_http_upgrade's result */
 } tstate;
 
 static tstate *state_of(gs_http_req *r, void *user)
@@ -76,25 +75,25 @@ static void hang_tick(uv_timer_t *t)
         return;
     }
     if (gs_http_stream_write(x->r, "late", 4) == GS_EIO)
-        atomic_fetch_add(&x->st->eio, 1);
-    atomic_store(&x->st->final_rc, gs_http_stream_end(x->r));
-    atomic_fetch_add(&x->st->finals, 1);
+        x->st->eio++;
+    x->st->final_rc = gs_http_stream_end(x->r);
+    x->st->finals++;
     uv_close((uv_handle_t *)t, hang_close);
 }
 
 static void on_abort_count(gs_http_req *r, void *user)
 {
     tstate *st = user;
-    atomic_fetch_add(&st->aborts, 1);
+    st->aborts++;
     (void)r;
 }
 
 static void on_abort_final(gs_http_req *r, void *user)
 {
     tstate *st = user;
-    atomic_fetch_add(&st->aborts, 1);
-    atomic_store(&st->final_rc, gs_http_respond(r, 200, NULL, NULL, "x", 1));
-    atomic_fetch_add(&st->finals, 1);
+    st->aborts++;
+    st->final_rc = gs_http_respond(r, 200, NULL, NULL, "x", 1);
+    st->finals++;
 }
 
 static void up_close(uv_handle_t *h)
@@ -118,7 +117,7 @@ static void do_upgrade(gs_http_req *r, tstate *st)
     uint8_t *extra;
     size_t n;
     int rc = gs_http_upgrade(r, resp, sizeof resp - 1, &tcp, &extra, &n);
-    atomic_store(&st->upgraded_rc, rc);
+    st->upgraded_rc = rc;
     if (rc != 0)
         return;
     char *msg = malloc(n + 8);
@@ -166,7 +165,7 @@ static void handler(gs_http_req *r, void *user)
         uv_timer_start(&x->t, hang_tick, 20, 20);
     } else if (strcmp(path, "/never") == 0) {
         gs_http_req_on_abort(r, on_abort_final, st);
-        atomic_store(&st->got_never, 1);
+        st->got_never = 1;
     } else if (strcmp(path, "/upgrade") == 0) {
         do_upgrade(r, st);
     } else {
@@ -195,17 +194,6 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* Polls until *v == want or ms pass. */
-static int wait_for(atomic_int *v, int want, int ms)
-{
-    for (int i = 0; i < ms / 10; i++) {
-        if (atomic_load(v) == want)
-            return 1;
-        th_sleep_ms(10);
-    }
-    return atomic_load(v) == want;
-}
-
 #define START(h, st, p)                                                                            \
     tstate st;                                                                                     \
     memset(&st, 0, sizeof st);                                                                     \
@@ -215,10 +203,10 @@ static int wait_for(atomic_int *v, int want, int ms)
 #define HDR(resp, name) resp_header(&(resp), name, hv, sizeof hv)
 
 /* Sends req on a new connection and reads the answer: 0 or -1. */
-static int one_shot(int port, const char *req, th_resp *out, int *closed)
+static int one_shot(th_server *h, const char *req, th_resp *out, int *closed)
 {
     th_cli c;
-    if (cli_open(&c, port))
+    if (cli_open(&c, h))
         return -1;
     cli_send(&c, req);
     int rc = cli_read(&c, out, 0);
@@ -237,7 +225,7 @@ static void test_get(void)
     th_cli c;
     th_resp r;
     char hv[128];
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     cli_send(&c, "GET /hello?x=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     GS_ASSERT_OK(cli_read(&c, &r, 0));
     GS_ASSERT_EQ(r.status, 200);
@@ -266,7 +254,7 @@ static void test_keepalive_reuse(void)
     START(h, st, p);
     th_cli c;
     th_resp r;
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     for (int i = 0; i < 3; i++) {
         cli_send(&c, "GET /hello HTTP/1.1\r\n\r\n");
         GS_ASSERT_OK(cli_read(&c, &r, 0));
@@ -298,7 +286,7 @@ static void test_pipelined_in_order(void)
     START(h, st, p);
     th_cli c;
     th_resp r;
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     /* The first answers 150 ms later, the others at once: order holds. */
     cli_send(&c, "GET /slow?ms=150&id=1 HTTP/1.1\r\n\r\n"
                  "GET /fast?id=2 HTTP/1.1\r\n\r\n"
@@ -320,11 +308,11 @@ static void test_chunked_request_body(void)
     th_cli c;
     th_resp r;
     char hv[64];
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     cli_send(&c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
-    th_sleep_ms(20);
+    th_sleep_ms(&h, 20);
     cli_send(&c, "lo\r\n6\r\n world\r\n");
-    th_sleep_ms(20);
+    th_sleep_ms(&h, 20);
     cli_send(&c, "0\r\n\r\n");
     GS_ASSERT_OK(cli_read(&c, &r, 0));
     GS_ASSERT_EQ(r.status, 200);
@@ -353,7 +341,7 @@ static void test_streamed_response(void)
     th_cli c;
     th_resp r;
     char hv[64];
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     cli_send(&c, "GET /stream HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
     GS_ASSERT_OK(cli_read(&c, &r, 0));
     GS_ASSERT_EQ(r.status, 200);
@@ -377,8 +365,7 @@ static void test_limits_and_malformed(void)
     char hv[128];
     int closed;
     /* Content-Length over the limit: 413 before any body byte is sent. */
-    GS_ASSERT_OK(
-        one_shot(h.port, "POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", &r, &closed));
+    GS_ASSERT_OK(one_shot(&h, "POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", &r, &closed));
     GS_ASSERT_EQ(r.status, 413);
     GS_ASSERT(closed);
     GS_ASSERT_STREQ(HDR(r, "Content-Type"), "application/json");
@@ -394,13 +381,13 @@ static void test_limits_and_malformed(void)
     size_t l = strlen(req);
     memset(req + l, 'a', n);
     strcpy(req + l + n, "\r\n\r\n");
-    GS_ASSERT_OK(one_shot(h.port, req, &r, &closed));
+    GS_ASSERT_OK(one_shot(&h, req, &r, &closed));
     free(req);
     GS_ASSERT_EQ(r.status, 431);
     GS_ASSERT(closed);
     resp_free(&r);
     /* Just under the limit is fine; many short headers are counted too. */
-    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.1\r\nA: 1\r\nA: 2\r\n\r\n", &r, NULL));
+    GS_ASSERT_OK(one_shot(&h, "GET /hello HTTP/1.1\r\nA: 1\r\nA: 2\r\n\r\n", &r, NULL));
     GS_ASSERT_EQ(r.status, 200);
     resp_free(&r);
     /* Spaces llhttp skips without a callback still count. */
@@ -409,32 +396,32 @@ static void test_limits_and_malformed(void)
     l = strlen(req);
     memset(req + l, ' ', n);
     strcpy(req + l + n, "v\r\n\r\n");
-    GS_ASSERT_OK(one_shot(h.port, req, &r, &closed));
+    GS_ASSERT_OK(one_shot(&h, req, &r, &closed));
     free(req);
     GS_ASSERT_EQ(r.status, 431);
     resp_free(&r);
     /* Malformed: 400 and close. */
-    GS_ASSERT_OK(one_shot(h.port, "GARBAGE\r\n\r\n", &r, &closed));
+    GS_ASSERT_OK(one_shot(&h, "GARBAGE\r\n\r\n", &r, &closed));
     GS_ASSERT_EQ(r.status, 400);
     GS_ASSERT(closed);
     GS_ASSERT(strstr(r.body, "invalid_request_error") != NULL);
     resp_free(&r);
-    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n", &r, &closed));
+    GS_ASSERT_OK(one_shot(&h, "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n", &r, &closed));
     GS_ASSERT_EQ(r.status, 400);
     resp_free(&r);
-    GS_ASSERT_OK(one_shot(h.port, "POST /echo HTTP/1.1\r\nContent-Length: x\r\n\r\n", &r, NULL));
+    GS_ASSERT_OK(one_shot(&h, "POST /echo HTTP/1.1\r\nContent-Length: x\r\n\r\n", &r, NULL));
     GS_ASSERT_EQ(r.status, 400);
     resp_free(&r);
     /* Unsupported versions: 505. */
-    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/2.0\r\n\r\n", &r, &closed));
+    GS_ASSERT_OK(one_shot(&h, "GET /hello HTTP/2.0\r\n\r\n", &r, &closed));
     GS_ASSERT_EQ(r.status, 505);
     GS_ASSERT(closed);
     resp_free(&r);
-    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.2\r\n\r\n", &r, NULL));
+    GS_ASSERT_OK(one_shot(&h, "GET /hello HTTP/1.2\r\n\r\n", &r, NULL));
     GS_ASSERT_EQ(r.status, 505);
     resp_free(&r);
     /* An expectation other than 100-continue: 417. */
-    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.1\r\nExpect: magic\r\n\r\n", &r, NULL));
+    GS_ASSERT_OK(one_shot(&h, "GET /hello HTTP/1.1\r\nExpect: magic\r\n\r\n", &r, NULL));
     GS_ASSERT_EQ(r.status, 417);
     resp_free(&r);
     GS_ASSERT_EQ(th_stop(&h), 0);
@@ -448,7 +435,7 @@ static void test_timeouts(void)
     th_cli c;
     th_resp r;
     /* Headers never finished: 408 after the header timeout (300 ms). */
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     double t0 = now_ms();
     cli_send(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n");
     GS_ASSERT_OK(cli_read(&c, &r, 0));
@@ -459,7 +446,7 @@ static void test_timeouts(void)
     resp_free(&r);
     cli_close(&c);
     /* Slowloris: a byte every 40 ms keeps nothing alive past the timeout. */
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     const char *drip = "GET /hello HTTP/1.1\r\nX-A: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
     t0 = now_ms();
     for (size_t i = 0; drip[i]; i++) {
@@ -473,7 +460,7 @@ static void test_timeouts(void)
     resp_free(&r);
     cli_close(&c);
     /* Body never finished: 408 after the body timeout. */
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     cli_send(&c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
     GS_ASSERT_OK(cli_read(&c, &r, 0));
     GS_ASSERT_EQ(r.status, 408);
@@ -481,7 +468,7 @@ static void test_timeouts(void)
     resp_free(&r);
     cli_close(&c);
     /* Idle keep-alive: closed silently after the idle timeout. */
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     cli_send(&c, "GET /hello HTTP/1.1\r\n\r\n");
     GS_ASSERT_OK(cli_read(&c, &r, 0));
     resp_free(&r);
@@ -491,7 +478,7 @@ static void test_timeouts(void)
     GS_ASSERT_MSG(dt > 200, "idle close after %.0f ms", dt);
     cli_close(&c);
     /* A connection that never sends a byte: closed silently too. */
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     GS_ASSERT(cli_eof(&c, 3000));
     cli_close(&c);
     GS_ASSERT_EQ(th_stop(&h), 0);
@@ -502,16 +489,16 @@ static void test_client_abort_mid_stream(void)
     gs_http_params p = params();
     START(h, st, p);
     th_cli c;
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     cli_send(&c, "GET /hang HTTP/1.1\r\n\r\n");
     GS_ASSERT_OK(cli_wait(&c, "first"));
     cli_close(&c);
-    GS_ASSERT(wait_for(&st.finals, 1, 3000));
-    GS_ASSERT_EQ(atomic_load(&st.aborts), 1);
-    GS_ASSERT_EQ(atomic_load(&st.eio), 1);
-    GS_ASSERT_EQ(atomic_load(&st.final_rc), GS_EIO);
-    th_sleep_ms(50);
-    GS_ASSERT_EQ(atomic_load(&st.aborts), 1);
+    GS_ASSERT(th_wait_int(&h, &st.finals, 1, 3000));
+    GS_ASSERT_EQ(st.aborts, 1);
+    GS_ASSERT_EQ(st.eio, 1);
+    GS_ASSERT_EQ(st.final_rc, GS_EIO);
+    th_sleep_ms(&h, 50);
+    GS_ASSERT_EQ(st.aborts, 1);
     gs_http_stats s;
     th_stats(&h, &s);
     GS_ASSERT_EQ(s.connections_open, 0);
@@ -525,7 +512,7 @@ static void test_expect_continue(void)
     th_cli c;
     th_resp r;
     char raw[64];
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     cli_send(&c, "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     GS_ASSERT_OK(cli_read_raw(&c, raw, 25));
     GS_ASSERT_STREQ(raw, "HTTP/1.1 100 Continue\r\n\r\n");
@@ -552,13 +539,13 @@ static void test_http10_and_close(void)
     char hv[64];
     int closed;
     /* HTTP/1.0 closes by default. */
-    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.0\r\n\r\n", &r, &closed));
+    GS_ASSERT_OK(one_shot(&h, "GET /hello HTTP/1.0\r\n\r\n", &r, &closed));
     GS_ASSERT_EQ(r.status, 200);
     GS_ASSERT_STREQ(HDR(r, "Connection"), "close");
     GS_ASSERT(closed);
     resp_free(&r);
     /* HTTP/1.0 with Connection: keep-alive stays open. */
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     for (int i = 0; i < 2; i++) {
         cli_send(&c, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         GS_ASSERT_OK(cli_read(&c, &r, 0));
@@ -568,13 +555,13 @@ static void test_http10_and_close(void)
     }
     cli_close(&c);
     /* A stream to HTTP/1.0: raw body, ended by the close. */
-    GS_ASSERT_OK(one_shot(h.port, "GET /stream HTTP/1.0\r\n\r\n", &r, NULL));
+    GS_ASSERT_OK(one_shot(&h, "GET /stream HTTP/1.0\r\n\r\n", &r, NULL));
     GS_ASSERT(!r.chunked);
     GS_ASSERT_STREQ(HDR(r, "Connection"), "close");
     GS_ASSERT_STREQ(r.body, "part0part1part2");
     resp_free(&r);
     /* HTTP/1.1 Connection: close is honoured. */
-    GS_ASSERT_OK(one_shot(h.port, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n", &r, &closed));
+    GS_ASSERT_OK(one_shot(&h, "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n", &r, &closed));
     GS_ASSERT_STREQ(HDR(r, "Connection"), "close");
     GS_ASSERT(closed);
     resp_free(&r);
@@ -583,7 +570,7 @@ static void test_http10_and_close(void)
 
 static void drained_cb(void *user)
 {
-    atomic_fetch_add(&((tstate *)user)->drained, 1);
+    ((tstate *)user)->drained++;
 }
 
 static void drain_fn(th_server *h, void *arg)
@@ -599,13 +586,13 @@ static void test_drain(void)
     th_cli a, b, x;
     th_resp r;
     char hv[64];
-    GS_ASSERT_OK(cli_open(&a, h.port));
-    GS_ASSERT_OK(cli_open(&b, h.port));
+    GS_ASSERT_OK(cli_open(&a, &h));
+    GS_ASSERT_OK(cli_open(&b, &h));
     cli_send(&a, "GET /hello HTTP/1.1\r\n\r\n");
     GS_ASSERT_OK(cli_read(&a, &r, 0));
     resp_free(&r);
     cli_send(&b, "GET /slow?ms=300&id=9 HTTP/1.1\r\n\r\n");
-    th_sleep_ms(60);
+    th_sleep_ms(&h, 60);
     th_call(&h, drain_fn, NULL);
     GS_ASSERT(cli_eof(&a, 2000)); /* idle: closed at once */
     GS_ASSERT_OK(cli_read(&b, &r, 0));
@@ -616,11 +603,11 @@ static void test_drain(void)
     GS_ASSERT(cli_eof(&b, 2000));
     cli_close(&a);
     cli_close(&b);
-    GS_ASSERT(wait_for(&st.drained, 1, 3000));
-    GS_ASSERT(cli_open(&x, h.port) != 0); /* no longer listening */
+    GS_ASSERT(th_wait_int(&h, &st.drained, 1, 3000));
+    GS_ASSERT(cli_open(&x, &h) != 0); /* no longer listening */
     cli_close(&x);
     GS_ASSERT_EQ(th_stop(&h), 0);
-    GS_ASSERT_EQ(atomic_load(&st.drained), 1);
+    GS_ASSERT_EQ(st.drained, 1);
 }
 
 static void test_upgrade(void)
@@ -630,7 +617,7 @@ static void test_upgrade(void)
     th_cli c;
     th_resp r;
     char raw[16];
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     cli_send(&c, "GET /upgrade HTTP/1.1\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\nEXTRA");
     GS_ASSERT_OK(cli_read(&c, &r, 1));
     GS_ASSERT_EQ(r.status, 101);
@@ -638,7 +625,7 @@ static void test_upgrade(void)
     GS_ASSERT_OK(cli_read_raw(&c, raw, 9));
     GS_ASSERT_STREQ(raw, "got:EXTRA");
     GS_ASSERT(cli_eof(&c, 2000));
-    GS_ASSERT_EQ(atomic_load(&st.upgraded_rc), 0);
+    GS_ASSERT_EQ(st.upgraded_rc, 0);
     cli_close(&c);
     gs_http_stats s;
     th_stats(&h, &s);
@@ -654,7 +641,7 @@ static void test_max_connections(void)
     th_cli c[3];
     th_resp r;
     for (int i = 0; i < 3; i++)
-        GS_ASSERT_OK(cli_open(&c[i], h.port));
+        GS_ASSERT_OK(cli_open(&c[i], &h));
     GS_ASSERT(cli_eof(&c[2], 2000)); /* the third is closed at once */
     for (int i = 0; i < 2; i++) {
         cli_send(&c[i], "GET /hello HTTP/1.1\r\n\r\n");
@@ -672,13 +659,13 @@ static void test_free_with_request_in_flight(void)
     gs_http_params p = params();
     START(h, st, p);
     th_cli c;
-    GS_ASSERT_OK(cli_open(&c, h.port));
+    GS_ASSERT_OK(cli_open(&c, &h));
     cli_send(&c, "GET /never HTTP/1.1\r\n\r\n");
-    GS_ASSERT(wait_for(&st.got_never, 1, 3000));
+    GS_ASSERT(th_wait_int(&h, &st.got_never, 1, 3000));
     GS_ASSERT_EQ(th_stop(&h), 0); /* the abort callback made the final call */
-    GS_ASSERT_EQ(atomic_load(&st.aborts), 1);
-    GS_ASSERT_EQ(atomic_load(&st.finals), 1);
-    GS_ASSERT_EQ(atomic_load(&st.final_rc), GS_EIO);
+    GS_ASSERT_EQ(st.aborts, 1);
+    GS_ASSERT_EQ(st.finals, 1);
+    GS_ASSERT_EQ(st.final_rc, GS_EIO);
     GS_ASSERT(cli_eof(&c, 2000));
     cli_close(&c);
 }

@@ -249,7 +249,7 @@ int main(void)
     }
     gs_http_params p = {0};
     p.handler = handler;
-    if (th_start(&srv, &p, st) != 0 || cli_open(&cli, srv.port) != 0) {
+    if (th_start(&srv, &p, st) != 0 || cli_open(&cli, &srv) != 0) {
         fprintf(stderr, "cannot start the server\n");
         return 1;
     }
