@@ -22,7 +22,9 @@
  *
  * Reads go on while the handler works (to see the client leave), into the
  * same buffer, up to gs__http_in_cap bytes; past that reading pauses until
- * the buffer is parsed.
+ * the buffer is parsed. Parsing itself waits while more than
+ * GS_HTTP_PARSE_PENDING_MAX response bytes are queued (on_write resumes it),
+ * so pipelining without reading the answers costs bounded memory.
  * Threading: the loop thread only. */
 #include "gateway/http_impl.h"
 
@@ -238,6 +240,12 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     gs__http_conn_process(c);
+    /* Parsing waits (responses queued): do not buffer without end. */
+    if (c->reading && !c->closing && !c->handed_over &&
+        c->in_len - c->in_off >= gs__http_in_cap(c->s)) {
+        uv_read_stop(st);
+        c->reading = 0;
+    }
 }
 
 void gs__http_conn_read_start(gs_http_conn *c)

@@ -78,8 +78,8 @@ void gs_http_server_stats(const gs_http_server *s, gs_http_stats *out);
 const char *gs_http_req_method(const gs_http_req *r); /* "GET", "POST", ... */
 /* As sent (not percent-decoded); an absolute-form target loses its
  * scheme and host. */
-const char *gs_http_req_path(const gs_http_req *r);   /* "/v1/models" (no query) */
-const char *gs_http_req_query(const gs_http_req *r);  /* "a=1&b=2", "" when none */
+const char *gs_http_req_path(const gs_http_req *r);  /* "/v1/models" (no query) */
+const char *gs_http_req_query(const gs_http_req *r); /* "a=1&b=2", "" when none */
 /* The value of a header by case-insensitive name (repeated headers joined
  * with ", "), or NULL. */
 const char *gs_http_req_header(const gs_http_req *r, const char *name);

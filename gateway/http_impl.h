@@ -28,6 +28,9 @@ enum {
     GS_HTTP_MAX_HEADERS = 256,  /* header lines per request; more: 431 */
     GS_HTTP_LINGER_MS = 2000,   /* read-and-discard after a closing response */
     GS_HTTP_READ_CHUNK = 65536, /* bytes offered to each read */
+    /* Pipelined requests wait while this many response bytes are queued
+     * (a client that sends and never reads cannot grow our queue). */
+    GS_HTTP_PARSE_PENDING_MAX = 1024 * 1024,
 };
 
 /* Where a connection is in its request cycle. */

@@ -360,7 +360,8 @@ void gs__http_conn_process(gs_http_conn *c)
     if (c->in_process)
         return; /* an outer call is looping: it picks the rest up */
     c->in_process = 1;
-    while (!c->closing && !c->handed_over && c->phase <= GS_PH_BODY && c->in_off < c->in_len) {
+    while (!c->closing && !c->handed_over && c->phase <= GS_PH_BODY && c->in_off < c->in_len &&
+           c->pending < GS_HTTP_PARSE_PENDING_MAX) {
         const char *data = c->in + c->in_off;
         size_t avail = c->in_len - c->in_off;
         c->hdr_mark = c->phase == GS_PH_HEADERS ? data : NULL;

@@ -172,6 +172,9 @@ static void on_write(uv_write_t *w, int status)
         gs__http_conn_close(c); /* the client is gone: abort, close */
     }
     free(q);
+    if (!c->closing && !c->handed_over && c->phase <= GS_PH_BODY && c->in_off < c->in_len &&
+        c->pending < GS_HTTP_PARSE_PENDING_MAX)
+        gs__http_conn_process(c); /* pipelined requests held back by the queue */
     gs__http_conn_maybe_free(c);
 }
 

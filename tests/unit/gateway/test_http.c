@@ -1,10 +1,15 @@
 /* test_http.c - gateway/http*.c: the HTTP/1.1 server against a raw-socket
  * client. Each test starts its own server on 127.0.0.1:0 on a loop thread
  * and ends by freeing it and checking that uv_loop_close returns 0. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gateway/http.h"
 #include "http_harness.h"
@@ -166,6 +171,12 @@ static void handler(gs_http_req *r, void *user)
     } else if (strcmp(path, "/never") == 0) {
         gs_http_req_on_abort(r, on_abort_final, st);
         st->got_never = 1;
+    } else if (strcmp(path, "/big") == 0) {
+        size_t n = 128 * 1024;
+        char *b = malloc(n);
+        memset(b, 'a' + qint(gs_http_req_query(r), "id") % 26, n);
+        gs_http_respond(r, 200, "application/octet-stream", NULL, b, n);
+        free(b);
     } else if (strcmp(path, "/upgrade") == 0) {
         do_upgrade(r, st);
     } else {
@@ -670,6 +681,69 @@ static void test_free_with_request_in_flight(void)
     cli_close(&c);
 }
 
+/* Many pipelined requests for large answers, sent before any is read: the
+ * server holds parsing back while answers are queued and resumes as they
+ * are written; every answer arrives whole and in order. */
+static void test_pipeline_backpressure(void)
+{
+    gs_http_params p = params();
+    START(h, st, p);
+    th_cli c;
+    th_resp r;
+    GS_ASSERT_OK(cli_open(&c, &h));
+    char req[64];
+    for (int i = 0; i < 24; i++) {
+        snprintf(req, sizeof req, "GET /big?id=%d HTTP/1.1\r\n\r\n", i);
+        GS_ASSERT_OK(cli_send(&c, req));
+    }
+    for (int i = 0; i < 24; i++) {
+        GS_ASSERT_OK(cli_read(&c, &r, 0));
+        GS_ASSERT_EQ(r.body_len, 128 * 1024);
+        GS_ASSERT_EQ(r.body[0], 'a' + i % 26);
+        GS_ASSERT_EQ(r.body[r.body_len - 1], 'a' + i % 26);
+        resp_free(&r);
+    }
+    cli_close(&c);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+/* An inherited listening fd: served, and still open after the free. */
+static void test_listen_fd(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    GS_ASSERT_OK(bind(fd, (struct sockaddr *)&a, sizeof a));
+    GS_ASSERT_OK(listen(fd, 16));
+    tstate st;
+    memset(&st, 0, sizeof st);
+    th_server h;
+    memset(&h, 0, sizeof h);
+    h.user = &st;
+    GS_ASSERT_OK(uv_loop_init(&h.loop));
+    gs_http_params p = params();
+    p.user = &h;
+    gs_diag d;
+    GS_ASSERT_OK(gs_http_server_new(&h.loop, &p, &h.srv, &d));
+    GS_ASSERT_OK(gs_http_server_listen_fd(h.srv, fd, &d));
+    GS_ASSERT_EQ(gs_http_server_listen_fd(h.srv, fd, &d), GS_EIO); /* one listener */
+    h.port = gs_http_server_port(h.srv);
+    GS_ASSERT(h.port > 0);
+    th_cli c;
+    th_resp r;
+    GS_ASSERT_OK(cli_open(&c, &h));
+    cli_send(&c, "GET /hello HTTP/1.1\r\n\r\n");
+    GS_ASSERT_OK(cli_read(&c, &r, 0));
+    GS_ASSERT_STREQ(r.body, "hello");
+    resp_free(&r);
+    cli_close(&c);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+    GS_ASSERT(fcntl(fd, F_GETFD) != -1);
+    close(fd);
+}
+
 static void test_bad_args(void)
 {
     uv_loop_t loop;
@@ -707,5 +781,7 @@ int main(void)
     GS_RUN(test_upgrade);
     GS_RUN(test_max_connections);
     GS_RUN(test_free_with_request_in_flight);
+    GS_RUN(test_pipeline_backpressure);
+    GS_RUN(test_listen_fd);
     return gs_test_summary();
 }
