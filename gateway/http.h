@@ -7,7 +7,7 @@
  * Limits (gs_http_params): header bytes, body bytes, and timeouts for the
  * headers, the body and an idle keep-alive connection;
  * a request over a limit is answered by the server itself (400, 408, 413,
- * 431, 505) with a JSON error body and the connection is closed.
+ * 417, 431, 505) with a JSON error body and the connection is closed.
  *
  * A complete request (headers and body) goes to the handler. The handler
  * answers now or later (the request stays valid until it does) with
@@ -39,13 +39,15 @@ typedef void (*gs_http_handler)(gs_http_req *r, void *user);
 typedef struct {
     gs_http_handler handler; /* required */
     void *user;
-    size_t max_header_bytes;    /* request line + headers; 0: 16 KiB */
-    size_t max_body_bytes;      /* 0: 32 MiB */
-    uint32_t header_timeout_ms; /* from the first byte to the end of the headers; 0: 10 s */
-    uint32_t body_timeout_ms;   /* from the end of the headers to the end of the body; 0: 60 s */
-    uint32_t idle_timeout_ms;   /* keep-alive connection with no request; 0: 75 s */
-    uint32_t max_connections;   /* beyond this, new connections are closed at once; 0: 10000 */
-    const char *server_name;    /* "Server:" header; NULL: "glmserve" */
+    size_t max_header_bytes; /* request line + headers; 0: 16 KiB */
+    size_t max_body_bytes;   /* 0: 32 MiB */
+    /* From the first byte to the end of the headers (on a new connection
+     * from the accept: one that sends nothing is closed silently); 0: 10 s */
+    uint32_t header_timeout_ms;
+    uint32_t body_timeout_ms; /* from the end of the headers to the end of the body; 0: 60 s */
+    uint32_t idle_timeout_ms; /* keep-alive connection with no request; 0: 75 s */
+    uint32_t max_connections; /* beyond this, new connections are closed at once; 0: 10000 */
+    const char *server_name;  /* "Server:" header; NULL: "glmserve" */
 } gs_http_params;
 
 /* *out owns a new server on loop (borrowed; must outlive it). GS_EINVAL,

@@ -146,8 +146,9 @@ static void handler(gs_http_req *r, void *user)
     } else if (strcmp(path, "/echo") == 0) {
         size_t n;
         const uint8_t *b = gs_http_req_body(r, &n);
-        char hdr[64];
-        snprintf(hdr, sizeof hdr, "X-Method: %s\r\n", gs_http_req_method(r));
+        char hdr[128];
+        snprintf(hdr, sizeof hdr, "X-Method: %s\r\nX-Peer: %s\r\n", gs_http_req_method(r),
+                 gs_http_req_peer(r));
         gs_http_respond(r, 200, "application/octet-stream", hdr, b, n);
     } else if (strcmp(path, "/slow") == 0) {
         th_later(&h->loop, (unsigned)qint(gs_http_req_query(r), "ms"), slow_done, r);
@@ -329,6 +330,7 @@ static void test_chunked_request_body(void)
     GS_ASSERT_EQ(r.status, 200);
     GS_ASSERT_STREQ(r.body, "hello world");
     GS_ASSERT_STREQ(HDR(r, "X-Method"), "POST");
+    GS_ASSERT_STREQ(HDR(r, "X-Peer"), "127.0.0.1");
     resp_free(&r);
     /* Chunks past max_body_bytes (1024): 413 while reading, then close. */
     cli_send(&c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n");
