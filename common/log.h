@@ -12,6 +12,11 @@ void gs_log_set_level(gs_log_level lvl);
 void gs_log_set_tag(const char *tag);
 /* Parses "debug"/"info"/"warn"/"error"; 0 or GS_EINVAL. */
 int gs_log_parse_level(const char *s, gs_log_level *out);
+/* Appends the logs to path from now on: the file is opened (created,
+ * O_APPEND) and put in place of standard error, so this process's
+ * children and every later line go there (SIGUSR1 after a log rotation
+ * calls it again). 0, or -1 with errno set (standard error unchanged). */
+int gs_log_reopen(const char *path);
 void gs_log(gs_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define gs_log_debug(...) gs_log(GS_LOG_DEBUG, __VA_ARGS__)

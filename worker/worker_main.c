@@ -7,7 +7,7 @@
  *       [--max-model-len N] [--kv-memory MIB] [--token-budget N]
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
  *       [--max-images N] [--dummy-weights] [--graphs auto|on|off]
- *       [--log-level debug|info|warn|error]
+ *       [--log-level debug|info|warn|error] [--log-file F]
  *
  * Started by the glmserve master (one per GPU, or CPU workers), or by hand
  * on another node with --listen tcp://0.0.0.0:PORT (gateways dial it) or
@@ -39,7 +39,7 @@
 #define MAX_URLS 16
 
 typedef struct {
-    const char *model, *backend, *name, *served, *log_level;
+    const char *model, *backend, *name, *served, *log_level, *log_file;
     const char *listen[MAX_URLS], *connect[MAX_URLS];
     int n_listen, n_connect;
     int device, threads, max_seqs, max_queue, max_model_len, token_budget;
@@ -55,7 +55,7 @@ static void usage(FILE *f)
                "       [--max-model-len N] [--kv-memory MIB] [--token-budget N]\n"
                "       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]\n"
                "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
-               "       [--log-level debug|info|warn|error]\n"
+               "       [--log-level debug|info|warn|error] [--log-file F]\n"
                "URLs: ipc:///path/to/socket or tcp://host:port\n");
 }
 
@@ -145,6 +145,8 @@ static int parse_args(int argc, char **argv, options *o)
             o->served = v;
         } else if (!strcmp(a, "--log-level")) {
             o->log_level = v;
+        } else if (!strcmp(a, "--log-file")) {
+            o->log_file = v;
         } else if (!strcmp(a, "--graphs")) {
             if (strcmp(v, "auto") && strcmp(v, "on") && strcmp(v, "off")) {
                 fprintf(stderr, "glmserve-worker: --graphs must be auto, on or off, got '%s'\n", v);
@@ -201,6 +203,8 @@ static void on_signal(int sig)
     errno = saved;
 }
 
+static const char *g_log_file; /* --log-file: reopened on SIGUSR1 */
+
 static void *signal_main(void *arg)
 {
     gs_server *srv = arg;
@@ -211,6 +215,11 @@ static void *signal_main(void *arg)
             continue;
         if (n <= 0 || b == 0)
             return NULL;
+        if (b == SIGUSR1) {
+            if (g_log_file && gs_log_reopen(g_log_file))
+                gs_log_error("SIGUSR1: cannot reopen %s: %s", g_log_file, strerror(errno));
+            continue;
+        }
         gs_log_info("%s received", b == SIGTERM ? "SIGTERM" : "SIGINT");
         gs_server_drain(srv);
     }
@@ -239,6 +248,14 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    if (o.log_file) {
+        if (gs_log_reopen(o.log_file)) {
+            fprintf(stderr, "glmserve-worker: --log-file %s: %s\n", o.log_file, strerror(errno));
+            return 1;
+        }
+        g_log_file = o.log_file;
+    }
 
     int status = 1, rc;
     gs_diag d;

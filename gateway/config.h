@@ -1,0 +1,87 @@
+/* config.h - the service's configuration: one JSON file (--config) plus
+ * command-line overrides, read through one directive table (config.c):
+ * each key has a type, bounds, a command-line flag and whether SIGHUP may
+ * change it. Errors name the key (and the file or the flag).
+ *
+ * JSON keys and flags (flag = "--" + key with '_' -> '-'):
+ *   model (required)        folder of the Hugging Face model
+ *   host ("127.0.0.1"), port (8080)
+ *   workers (1)             local worker processes (with cuda: one per GPU
+ *                           listed in gpus unless set)
+ *   gateways (1)            gateway processes sharing the listening socket
+ *   backend ("cpu")         cpu | cuda
+ *   gpus ("")               "0,1": the GPUs of the local workers
+ *   threads (0)             CPU threads per worker (0: all cores / workers)
+ *   api_key_file ("")       keys file (docs/api-keys.md); reloaded on SIGHUP
+ *   no_auth (false)         serve without keys (refused on a non-loopback
+ *                           host unless set)
+ *   log_file ("")           append logs there (reopened on SIGUSR1)
+ *   pid_file ("")
+ *   run_dir ("")            where the workers' ipc:// sockets live (default:
+ *                           a fresh folder under $TMPDIR or /tmp)
+ *   remote_workers ([])     tcp:// URLs of workers started by hand
+ *   max_seqs (64), max_queue (64), max_model_len (0: the model's),
+ *   kv_memory (0: the worker's default; MiB), dummy_weights (false),
+ *   graphs ("auto")         passed to every local worker
+ *   static_dir ("")         the browser UI (default: static/ beside the binary's tree)
+ *   heartbeat_timeout_ms (2000), drain_timeout (30; s)
+ *   max_body_mb (64), max_images (16)                          [reloadable]
+ *   rate (0: off; requests/s per key), burst (10), ip_rate (0), ip_burst (20),
+ *   max_streams (0), rpm (0), tpm (0)                           [reloadable]
+ *
+ * Threading: plain values; the master parses, each process holds its copy. */
+#ifndef GS_CONFIG_H
+#define GS_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/err.h"
+
+#define GS_CONFIG_MAX_REMOTE 64
+
+typedef struct {
+    char model[1024];
+    char host[256];
+    int port;
+    int workers, gateways;
+    char backend[16];
+    char gpus[256];
+    int threads;
+    char api_key_file[1024];
+    int no_auth;
+    char log_file[1024], pid_file[1024], run_dir[1024], static_dir[1024];
+    char remote_workers[GS_CONFIG_MAX_REMOTE][256];
+    int n_remote_workers;
+    int max_seqs, max_queue, max_model_len, kv_memory, dummy_weights;
+    char graphs[16];
+    int heartbeat_timeout_ms, drain_timeout;
+    int max_body_mb, max_images;
+    double rate, ip_rate;
+    int burst, ip_burst, max_streams, rpm, tpm;
+    char config_file[1024]; /* --config, for reloads */
+} gs_config;
+
+/* Defaults, then the file named by --config (if any), then the flags.
+ * argv[0] is skipped. 0, 1 (--help or --version: printed to stdout), or
+ * GS_ECONFIG / GS_EINVAL with d naming the key or flag. */
+int gs_config_load(int argc, char **argv, gs_config *out, gs_diag *d);
+
+/* Re-reads the file of cur->config_file and applies the flags again
+ * (argv as given at start), into *out. Keys that cannot change without a
+ * restart (everything not marked reloadable) keep cur's values, and each
+ * one that differs is reported in *restart_keys ("port, workers"; may be
+ * empty). 0 or an error with d naming the key: the caller keeps cur. */
+int gs_config_reload(const gs_config *cur, int argc, char **argv, gs_config *out,
+                     char *restart_keys, size_t cap, gs_diag *d);
+
+/* Checks what depends on more than one key (host vs no_auth and keys,
+ * backend vs gpus). 0 or GS_ECONFIG with d saying why. */
+int gs_config_check(const gs_config *c, gs_diag *d);
+
+/* 1 when host is a loopback address (127.0.0.0/8, ::1, localhost). */
+int gs_config_host_is_loopback(const char *host);
+
+void gs_config_usage(FILE *f);
+
+#endif

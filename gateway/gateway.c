@@ -1,0 +1,384 @@
+/* gateway.c - one gateway process (gateway.h): sets up the loop, the HTTP
+ * server, the dispatcher and the policies; routes each request through
+ * fixed phases (route -> method -> auth -> rate limit -> handler, as
+ * nginx's phases) and reacts to signals.
+ *
+ * Owns everything in gs_gw. Loop thread only (signals arrive through
+ * uv_signal_t, on the loop). */
+#include "gateway/gateway.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "gateway/gateway_impl.h"
+
+/* ---- responses and counting --------------------------------------------------------- */
+
+void gs_gw_count(gs_gw *gw, const char *route, int status)
+{
+    char st[8];
+    snprintf(st, sizeof st, "%d", status);
+    const char *labels[2] = {route, st};
+    gs_metric_series *s;
+    if (!gs_metrics_series(gw->metrics, gw->m.requests, labels, &s))
+        gs_metrics_inc(s, 1);
+}
+
+void gs_gw_json(gs_gw *gw, gs_http_req *r, const char *route, int status, const char *json,
+                size_t len)
+{
+    gs_gw_count(gw, route, status);
+    gs_http_respond(r, status, "application/json", NULL, json, len);
+}
+
+void gs_gw_error(gs_gw *gw, gs_http_req *r, const char *route, int code, int status,
+                 const char *msg, const char *param, int retry_after)
+{
+    if (!status)
+        status = gs_err_http_status(code);
+    const char *type = gs_err_type(code);
+    if (status == 404)
+        type = "invalid_request_error";
+    json_t *o = json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", msg, "type", type,
+                          "param", param, "code", gs_err_name(code));
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char hdr[64] = "";
+    if (retry_after > 0)
+        snprintf(hdr, sizeof hdr, "Retry-After: %d\r\n", retry_after);
+    gs_gw_count(gw, route, status);
+    static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                              "\"param\":null,\"code\":\"ENOMEM\"}}";
+    gs_http_respond(r, status, "application/json", hdr[0] ? hdr : NULL, js ? js : oom,
+                    js ? strlen(js) : sizeof oom - 1);
+    free(js);
+    json_decref(o);
+}
+
+/* ---- the phases ------------------------------------------------------------------------ */
+
+typedef enum { AUTH_NONE, AUTH_KEY } auth_mode;
+
+typedef struct {
+    const char *path;
+    const char *methods; /* "GET", "POST", "GET,HEAD" */
+    auth_mode auth;
+    int limited;                            /* goes through the drain check and the rate limits */
+    void (*get)(gs_gw *gw, gs_http_req *r); /* or: */
+    void (*with_key)(gs_gw *gw, gs_http_req *r, const gs_auth_key *key); /* limited routes */
+} route;
+
+static const route routes[] = {
+    {"/health", "GET,HEAD", AUTH_NONE, 0, gs_route_health, NULL},
+    {"/ready", "GET,HEAD", AUTH_NONE, 0, gs_route_ready, NULL},
+    {"/metrics", "GET", AUTH_NONE, 0, gs_route_metrics, NULL},
+    {"/v1/models", "GET", AUTH_KEY, 0, gs_route_models, NULL},
+    {"/v1/chat/completions", "POST", AUTH_KEY, 1, NULL, gs_route_chat},
+};
+
+static int method_allowed(const char *list, const char *m)
+{
+    size_t n = strlen(m);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, m, n))
+            return 1;
+        p = e ? e + 1 : p + len;
+    }
+    return 0;
+}
+
+/* Auth phase: 0 with *key set (NULL when keys are off), or answered. */
+static int authenticate(gs_gw *gw, gs_http_req *r, const char *route_name, const gs_auth_key **key)
+{
+    *key = NULL;
+    if (!gw->auth)
+        return 0;
+    const char *h = gs_http_req_header(r, "authorization");
+    const char *tok = NULL;
+    size_t tl = 0;
+    if (!h || gs_auth_parse_bearer(h, strlen(h), &tok, &tl)) {
+        gs_gw_error(gw, r, route_name, GS_EAUTH, 401,
+                    "missing API key: send it as 'Authorization: Bearer <key>'", NULL, 0);
+        return -1;
+    }
+    if (gs_auth_check(gw->auth, tok, tl, key)) {
+        gs_gw_error(gw, r, route_name, GS_EAUTH, 401, "invalid API key", NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+static void handle(gs_http_req *r, void *user)
+{
+    gs_gw *gw = user;
+    const char *path = gs_http_req_path(r), *method = gs_http_req_method(r);
+    const route *rt = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof *routes; i++)
+        if (!strcmp(path, routes[i].path))
+            rt = &routes[i];
+    if (!rt) {
+        if (gw->st && (!strcmp(method, "GET") || !strcmp(method, "HEAD")) &&
+            gs_static_serve(gw->st, r) == 0) {
+            gs_gw_count(gw, "static", 200);
+            return;
+        }
+        char m[300];
+        snprintf(m, sizeof m, "no route for %s %.200s", method, path);
+        gs_gw_error(gw, r, "other", GS_ENOENT, 404, m, NULL, 0);
+        return;
+    }
+    if (!method_allowed(rt->methods, method)) {
+        char m[128], hdr[64];
+        snprintf(m, sizeof m, "%s does not allow %s (allowed: %s)", rt->path, method, rt->methods);
+        snprintf(hdr, sizeof hdr, "Allow: %s\r\n", rt->methods);
+        json_t *o = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", m, "type",
+                              "invalid_request_error", "param", "code", "EMETHOD");
+        char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        gs_gw_count(gw, rt->path, 405);
+        gs_http_respond(r, 405, "application/json", hdr, js ? js : "{}", js ? strlen(js) : 2);
+        free(js);
+        json_decref(o);
+        return;
+    }
+    const gs_auth_key *key = NULL;
+    if (rt->auth == AUTH_KEY && authenticate(gw, r, rt->path, &key))
+        return;
+    if (rt->limited) {
+        if (gw->draining) {
+            gs_gw_error(gw, r, rt->path, GS_ESHUTDOWN, 503, "the server is shutting down", NULL, 1);
+            return;
+        }
+        gs_ratelimit_who who = {key ? key->id : NULL, key ? &key->limits : NULL,
+                                gs_http_req_peer(r)};
+        gs_ratelimit_verdict v;
+        int rc = gs_ratelimit_admit(gw->rl, &who, gs_clock_now_ns() / 1000000u, &v);
+        if (rc) {
+            char m[200];
+            snprintf(m, sizeof m, "rate limit reached (%s, per %s); retry after %u s",
+                     v.reason ? v.reason : "limit", v.scope ? v.scope : "key", v.retry_after_s);
+            gs_gw_error(gw, r, rt->path, rc == GS_EBUSY ? GS_EBUSY : GS_ENOMEM,
+                        rc == GS_EBUSY ? 429 : 503, m, NULL,
+                        v.retry_after_s ? (int)v.retry_after_s : 1);
+            return;
+        }
+        rt->with_key(gw, r, key);
+        return;
+    }
+    rt->get(gw, r);
+}
+
+/* ---- keys and limits (start and SIGHUP) ----------------------------------------------------- */
+
+static void limits_of(const gs_config *c, gs_ratelimit_config *rc)
+{
+    memset(rc, 0, sizeof *rc);
+    rc->key.rate_mrps = (uint32_t)(c->rate * 1000 + 0.5);
+    rc->key.burst = (uint32_t)c->burst;
+    rc->key.rpm = (uint32_t)c->rpm;
+    rc->key.tpm = (uint64_t)c->tpm;
+    rc->key.streams = (uint32_t)c->max_streams;
+    rc->ip_rate_mrps = (uint32_t)(c->ip_rate * 1000 + 0.5);
+    rc->ip_burst = (uint32_t)c->ip_burst;
+    if (getrandom(&rc->seed, sizeof rc->seed, GRND_NONBLOCK) != (ssize_t)sizeof rc->seed)
+        rc->seed = gs_clock_now_ns() ^ (uint64_t)getpid();
+}
+
+static int load_keys(const gs_config *c, gs_auth **out, gs_diag *d)
+{
+    *out = NULL;
+    if (!c->api_key_file[0])
+        return 0;
+    int rc = gs_auth_load(c->api_key_file, out, d);
+    if (!rc) {
+        gs_auth_info info;
+        gs_auth_get_info(*out, &info);
+        if (info.n_plaintext)
+            gs_log_warn("%s: %zu key(s) stored in plain text (first on line %u); store "
+                        "sha256:<hex> instead",
+                        c->api_key_file, info.n_plaintext, info.first_plaintext_line);
+    }
+    return rc;
+}
+
+static void on_hup(uv_signal_t *h, int sig)
+{
+    gs_gw *gw = h->data;
+    gs_config n;
+    char restart[512];
+    gs_diag d;
+    gs_diag_clear(&d);
+    if (gs_config_reload(&gw->cfg, gw->p.argc, gw->p.argv, &n, restart, sizeof restart, &d)) {
+        gs_log_error("reload refused, keeping the old configuration: %s", d.msg);
+        return;
+    }
+    gs_auth *keys = NULL;
+    if (load_keys(&n, &keys, &d)) {
+        gs_log_error("reload refused, keeping the old keys: %s", d.msg);
+        return;
+    }
+    gs_ratelimit_config rc;
+    limits_of(&n, &rc);
+    if (gs_ratelimit_reconfigure(gw->rl, &rc, &d)) {
+        gs_auth_free(keys);
+        gs_log_error("reload refused, keeping the old limits: %s", d.msg);
+        return;
+    }
+    if (n.no_auth && !keys) {
+        gs_auth_free(gw->auth);
+        gw->auth = NULL;
+    } else if (keys) {
+        gs_auth_free(gw->auth); /* open streams hold key ids, not entries */
+        gw->auth = keys;
+    }
+    gw->cfg = n;
+    gs_log_info("reloaded keys and limits%s%s", restart[0] ? "; needs a restart to change: " : "",
+                restart);
+}
+
+/* ---- drain and exit ------------------------------------------------------------------------- */
+
+static void close_all(gs_gw *gw)
+{
+    uv_signal_stop(&gw->sig_hup);
+    uv_signal_stop(&gw->sig_term);
+    uv_signal_stop(&gw->sig_int);
+    uv_signal_stop(&gw->sig_usr1);
+    uv_close((uv_handle_t *)&gw->sig_hup, NULL);
+    uv_close((uv_handle_t *)&gw->sig_term, NULL);
+    uv_close((uv_handle_t *)&gw->sig_int, NULL);
+    uv_close((uv_handle_t *)&gw->sig_usr1, NULL);
+    uv_close((uv_handle_t *)&gw->drain_timer, NULL);
+    gs_http_server_free(gw->http);
+    gw->http = NULL;
+    gs_dispatch_free(gw->ds);
+    gw->ds = NULL;
+}
+
+static void drained(void *user)
+{
+    gs_gw *gw = user;
+    gs_log_info("drained: no connection left");
+    close_all(gw);
+}
+
+static void drain_deadline(uv_timer_t *t)
+{
+    gs_gw *gw = t->data;
+    gs_log_warn("drain deadline passed: closing the connections still open");
+    close_all(gw);
+}
+
+static void on_term(uv_signal_t *h, int sig)
+{
+    gs_gw *gw = h->data;
+    if (gw->draining) {
+        gs_log_info("second stop signal: closing now");
+        uv_timer_stop(&gw->drain_timer);
+        close_all(gw);
+        return;
+    }
+    gw->draining = 1;
+    gs_log_info("%s: draining (%lld request(s) in flight, deadline %d s)",
+                sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)gw->streams_open,
+                gw->cfg.drain_timeout);
+    uv_timer_start(&gw->drain_timer, drain_deadline, (uint64_t)gw->cfg.drain_timeout * 1000 + 500,
+                   0);
+    gs_http_server_drain(gw->http, drained, gw);
+}
+
+static void on_usr1(uv_signal_t *h, int sig)
+{
+    gs_gw *gw = h->data;
+    if (!gw->cfg.log_file[0])
+        return;
+    if (gs_log_reopen(gw->cfg.log_file))
+        gs_log_error("cannot reopen %s: %s", gw->cfg.log_file, strerror(errno));
+}
+
+int gs_gateway_run(const gs_gateway_params *p)
+{
+    gs_gw *gw = calloc(1, sizeof *gw);
+    if (!gw) {
+        gs_log_error("fatal: out of memory");
+        return 1;
+    }
+    gw->p = *p;
+    gw->cfg = *p->cfg;
+    snprintf(gw->name, sizeof gw->name, "g%d", p->index);
+    int status = 1, rc;
+    gs_diag d;
+    gs_diag_clear(&d);
+    uv_loop_init(&gw->loop);
+    gs_ratelimit_config rlc;
+    limits_of(&gw->cfg, &rlc);
+    if ((rc = load_keys(&gw->cfg, &gw->auth, &d)) || (rc = gs_ratelimit_new(&rlc, &gw->rl, &d)) ||
+        (rc = gs_gw_metrics_init(gw, &d))) {
+        gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
+        goto out;
+    }
+    if (gw->cfg.static_dir[0] && (rc = gs_static_new(gw->cfg.static_dir, &gw->st, &d)))
+        gs_log_warn("no browser UI: %s", d.msg);
+    char name[64];
+    snprintf(name, sizeof name, "gateway-%d", p->index);
+    gs_dispatch_params dp = {
+        &gw->loop, p->worker_urls, p->n_worker_urls, (uint32_t)gw->cfg.heartbeat_timeout_ms, 0, 1,
+        name};
+    if ((rc = gs_dispatch_new(&dp, &gw->ds, &d))) {
+        gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
+        goto out;
+    }
+    gs_http_params hp = {0};
+    hp.handler = handle;
+    hp.user = gw;
+    hp.max_body_bytes = (size_t)gw->cfg.max_body_mb << 20;
+    if ((rc = gs_http_server_new(&gw->loop, &hp, &gw->http, &d)) ||
+        (rc = p->listen_fd >= 0
+                  ? gs_http_server_listen_fd(gw->http, p->listen_fd, &d)
+                  : gs_http_server_listen(gw->http, gw->cfg.host, gw->cfg.port, &d))) {
+        gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
+        goto out;
+    }
+    uv_signal_t *sigs[] = {&gw->sig_hup, &gw->sig_term, &gw->sig_int, &gw->sig_usr1};
+    void (*cbs[])(uv_signal_t *, int) = {on_hup, on_term, on_term, on_usr1};
+    const int nums[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
+        uv_signal_init(&gw->loop, sigs[i]);
+        sigs[i]->data = gw;
+        uv_signal_start(sigs[i], cbs[i], nums[i]);
+    }
+    uv_timer_init(&gw->loop, &gw->drain_timer);
+    gw->drain_timer.data = gw;
+    gs_log_info("gateway %d serving on %s:%d (%d worker URL(s)%s)", p->index, gw->cfg.host,
+                gw->cfg.port, p->n_worker_urls, gw->auth ? ", API keys on" : ", no API keys");
+    uv_run(&gw->loop, UV_RUN_DEFAULT);
+    status = 0;
+out:
+    if (gw->http || gw->ds) {
+        if (gw->drain_timer.data) {
+            close_all(gw);
+        } else {
+            gs_http_server_free(gw->http);
+            gs_dispatch_free(gw->ds);
+        }
+        uv_run(&gw->loop, UV_RUN_DEFAULT);
+    }
+    if (uv_loop_close(&gw->loop))
+        gs_log_warn("loop closed with handles still open");
+    gs_static_free(gw->st);
+    gs_metrics_free(gw->metrics);
+    gs_ratelimit_free(gw->rl);
+    gs_auth_free(gw->auth);
+    free(gw);
+    if (!status)
+        gs_log_info("gateway %d exits", p->index);
+    return status;
+}

@@ -1,0 +1,65 @@
+/* gateway_impl.h - the gateway process's state, shared by gateway.c and
+ * its route files. Internal to gateway/. Loop thread only. */
+#ifndef GS_GATEWAY_IMPL_H
+#define GS_GATEWAY_IMPL_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "gateway/auth.h"
+#include "gateway/config.h"
+#include "gateway/dispatch.h"
+#include "gateway/gateway.h"
+#include "gateway/http.h"
+#include "gateway/metrics.h"
+#include "gateway/ratelimit.h"
+#include "gateway/static.h"
+
+typedef struct {
+    gs_metric *requests;   /* counter {route, status} */
+    gs_metric *ttft;       /* histogram, seconds */
+    gs_metric *itl;        /* histogram, seconds between tokens */
+    gs_metric *e2e;        /* histogram, seconds */
+    gs_metric *prompt_tok; /* counter */
+    gs_metric *gen_tok;    /* counter */
+    gs_metric *gauges[10]; /* set at scrape time (routes_admin.c) */
+} gs_gw_metrics;
+
+typedef struct gs_gw {
+    gs_config cfg;
+    gs_gateway_params p;
+    uv_loop_t loop;
+    gs_http_server *http;
+    gs_dispatch *ds;
+    gs_auth *auth; /* NULL: no keys (no_auth) */
+    gs_ratelimit *rl;
+    gs_metrics *metrics;
+    gs_gw_metrics m;
+    gs_static *st; /* NULL: no UI folder */
+    uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
+    uv_timer_t drain_timer;
+    int draining, exit_status;
+    int64_t streams_open;
+    char name[64];
+} gs_gw;
+
+/* An OpenAI-shaped error response ({"error": {"message", "type", "param",
+ * "code"}}), the final call for r. status 0: from the code's table row.
+ * retry_after > 0 adds Retry-After. */
+void gs_gw_error(gs_gw *gw, gs_http_req *r, const char *route, int code, int status,
+                 const char *msg, const char *param, int retry_after);
+/* A JSON response (the final call for r); counts the request. */
+void gs_gw_json(gs_gw *gw, gs_http_req *r, const char *route, int status, const char *json,
+                size_t len);
+/* Counts a finished request in glmserve:requests_total. */
+void gs_gw_count(gs_gw *gw, const char *route, int status);
+
+/* Routes (each makes the final call for r, now or later). */
+void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key);
+void gs_route_models(gs_gw *gw, gs_http_req *r);
+void gs_route_health(gs_gw *gw, gs_http_req *r);
+void gs_route_ready(gs_gw *gw, gs_http_req *r);
+void gs_route_metrics(gs_gw *gw, gs_http_req *r);
+int gs_gw_metrics_init(gs_gw *gw, gs_diag *d);
+
+#endif

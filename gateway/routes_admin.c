@@ -1,0 +1,161 @@
+/* routes_admin.c - GET /health, /ready, /metrics and /v1/models, and the
+ * gateway's metric registry (names in the style of vLLM's, "glmserve:").
+ * Loop thread only. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway/gateway_impl.h"
+
+enum {
+    G_WORKERS_UP,
+    G_WORKERS,
+    G_RUNNING,
+    G_WAITING,
+    G_QUEUED,
+    G_KV_USED,
+    G_KV_TOTAL,
+    G_PREFIX_HIT,
+    G_STREAMS,
+    G_JOBS,
+    N_GAUGES
+};
+
+static const struct {
+    const char *name, *help;
+} gauges[N_GAUGES] = {
+    {"glmserve:workers_up", "Workers connected with a fresh heartbeat"},
+    {"glmserve:workers", "Workers configured"},
+    {"glmserve:num_requests_running", "Jobs running in the workers' engines"},
+    {"glmserve:num_requests_waiting", "Jobs waiting in the workers' engines"},
+    {"glmserve:num_requests_queued", "Jobs accepted by workers, still being prepared"},
+    {"glmserve:kv_pages_used", "KV cache pages in use over the workers"},
+    {"glmserve:kv_pages_total", "KV cache pages over the workers"},
+    {"glmserve:prefix_cache_hit_rate", "Prompt tokens served by the prefix cache / queried"},
+    {"glmserve:streams_open", "Requests in flight in this gateway"},
+    {"glmserve:jobs_in_flight", "Jobs dispatched and not finished"},
+};
+
+int gs_gw_metrics_init(gs_gw *gw, gs_diag *d)
+{
+    static const double lat[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                 2.5,   5,    10,    20,   40,  80,   160};
+    static const double itl[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06,
+                                 0.08,  0.1,    0.15,  0.2,  0.3,  0.5,  1};
+    int rc;
+    if ((rc = gs_metrics_new(&gw->metrics)))
+        return rc;
+    gs_metric_desc req = {.name = "glmserve:requests_total",
+                          .help = "HTTP requests by route and status",
+                          .type = GS_METRIC_COUNTER};
+    req.labels[0] = "route";
+    req.labels[1] = "status";
+    req.n_labels = 2;
+    gs_metric_desc ttft = {.name = "glmserve:time_to_first_token_seconds",
+                           .help = "Request arrival to first token",
+                           .type = GS_METRIC_HISTOGRAM};
+    ttft.buckets = lat;
+    ttft.n_buckets = sizeof lat / sizeof *lat;
+    gs_metric_desc tpot = {.name = "glmserve:inter_token_latency_seconds",
+                           .help = "Time between tokens",
+                           .type = GS_METRIC_HISTOGRAM};
+    tpot.buckets = itl;
+    tpot.n_buckets = sizeof itl / sizeof *itl;
+    gs_metric_desc e2e = {.name = "glmserve:e2e_request_latency_seconds",
+                          .help = "Request arrival to last token",
+                          .type = GS_METRIC_HISTOGRAM};
+    e2e.buckets = lat;
+    e2e.n_buckets = sizeof lat / sizeof *lat;
+    gs_metric_desc pt = {.name = "glmserve:prompt_tokens_total",
+                         .help = "Prompt tokens of finished requests",
+                         .type = GS_METRIC_COUNTER};
+    gs_metric_desc gt = {.name = "glmserve:generation_tokens_total",
+                         .help = "Tokens generated",
+                         .type = GS_METRIC_COUNTER};
+    if ((rc = gs_metrics_register(gw->metrics, &req, &gw->m.requests, d)) ||
+        (rc = gs_metrics_register(gw->metrics, &ttft, &gw->m.ttft, d)) ||
+        (rc = gs_metrics_register(gw->metrics, &tpot, &gw->m.itl, d)) ||
+        (rc = gs_metrics_register(gw->metrics, &e2e, &gw->m.e2e, d)) ||
+        (rc = gs_metrics_register(gw->metrics, &pt, &gw->m.prompt_tok, d)) ||
+        (rc = gs_metrics_register(gw->metrics, &gt, &gw->m.gen_tok, d)))
+        return rc;
+    for (int i = 0; i < N_GAUGES; i++) {
+        gs_metric_desc g = {
+            .name = gauges[i].name, .help = gauges[i].help, .type = GS_METRIC_GAUGE};
+        if ((rc = gs_metrics_register(gw->metrics, &g, &gw->m.gauges[i], d)))
+            return rc;
+    }
+    return 0;
+}
+
+static void set_gauge(gs_gw *gw, int i, double v)
+{
+    gs_metric_series *s;
+    if (!gs_metrics_series(gw->metrics, gw->m.gauges[i], NULL, &s))
+        gs_metrics_set(s, v);
+}
+
+void gs_route_metrics(gs_gw *gw, gs_http_req *r)
+{
+    gs_dispatch_stats st;
+    gs_dispatch_get_stats(gw->ds, &st);
+    set_gauge(gw, G_WORKERS_UP, st.workers_up);
+    set_gauge(gw, G_WORKERS, st.workers_total);
+    set_gauge(gw, G_RUNNING, (double)st.running);
+    set_gauge(gw, G_WAITING, (double)st.waiting);
+    set_gauge(gw, G_QUEUED, (double)st.queued);
+    set_gauge(gw, G_KV_USED, (double)(st.kv_pages - st.kv_free_pages));
+    set_gauge(gw, G_KV_TOTAL, (double)st.kv_pages);
+    set_gauge(gw, G_PREFIX_HIT,
+              st.prefix_query_tokens ? (double)st.prefix_hit_tokens / st.prefix_query_tokens : 0);
+    set_gauge(gw, G_STREAMS, (double)gw->streams_open);
+    set_gauge(gw, G_JOBS, st.jobs_in_flight);
+    gs_gw_count(gw, "/metrics", 200);
+    char *text = NULL;
+    size_t len = 0;
+    if (gs_metrics_render(gw->metrics, &text, &len)) {
+        gs_gw_error(gw, r, "/metrics", GS_ENOMEM, 503, "out of memory", NULL, 1);
+        return;
+    }
+    gs_http_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, text, len);
+    free(text);
+}
+
+void gs_route_health(gs_gw *gw, gs_http_req *r)
+{
+    static const char body[] = "{\"status\":\"ok\"}";
+    gs_gw_json(gw, r, "/health", 200, body, sizeof body - 1);
+}
+
+void gs_route_ready(gs_gw *gw, gs_http_req *r)
+{
+    gs_dispatch_stats st;
+    gs_dispatch_get_stats(gw->ds, &st);
+    int ready = gs_dispatch_ready(gw->ds) && !gw->draining;
+    char body[160];
+    int n = snprintf(body, sizeof body, "{\"ready\":%s,\"workers_up\":%d,\"workers\":%d}",
+                     ready ? "true" : "false", st.workers_up, st.workers_total);
+    gs_gw_json(gw, r, "/ready", ready ? 200 : 503, body, (size_t)n);
+}
+
+void gs_route_models(gs_gw *gw, gs_http_req *r)
+{
+    gs_dispatch_stats st;
+    gs_dispatch_get_stats(gw->ds, &st);
+    json_t *data = json_array();
+    if (st.model[0])
+        json_array_append_new(data,
+                              json_pack("{s:s, s:s, s:I, s:s, s:i}", "id", st.model, "object",
+                                        "model", "created", (json_int_t)time(NULL), "owned_by",
+                                        "glmserve", "max_model_len", st.max_model_len));
+    json_t *o = json_pack("{s:s, s:o}", "object", "list", "data", data);
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (js)
+        gs_gw_json(gw, r, "/v1/models", 200, js, strlen(js));
+    else
+        gs_gw_error(gw, r, "/v1/models", GS_ENOMEM, 503, "out of memory", NULL, 1);
+    free(js);
+    json_decref(o);
+}

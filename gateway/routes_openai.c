@@ -1,0 +1,644 @@
+/* routes_openai.c - POST /v1/chat/completions: an OpenAI request ->
+ * validated job JSON (worker/request.h's schema) + raw image bytes ->
+ * dispatch -> one JSON body, or Server-Sent Events shaped as OpenAI's
+ * chunks ending with "data: [DONE]".
+ *
+ * Images come as base64 data: URLs in image_url parts and travel raw;
+ * remote URLs are refused. The answer's <think> part is returned as
+ * reasoning_content (think_split.h); "chat_template_kwargs":
+ * {"enable_thinking": false} (or a top-level "enable_thinking": false)
+ * turns thinking off. A client that goes away cancels its job.
+ * Loop thread only. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "gateway/gateway_impl.h"
+#include "gateway/think_split.h"
+
+#define ROUTE "/v1/chat/completions"
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        char *t = realloc(b->p, cap);
+        if (!t) {
+            b->oom = 1;
+            return;
+        }
+        b->p = t;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+/* One chat request in flight. */
+typedef struct {
+    gs_gw *gw;
+    gs_http_req *r;
+    gs_djob *job;
+    const char *key_id; /* rate-limit identity (owned copy), NULL without keys */
+    int stream, include_usage, streaming_started;
+    char id[112], model[GS_IPC_MAX_NAME + 1];
+    int64_t created;
+    gs_think_split split;
+    sbuf content, reasoning; /* non-streaming: the whole answer */
+    sbuf chunk;              /* streaming: the SSE bytes of one event */
+    uint64_t t0, t_first, t_last;
+    int32_t n_tokens;
+} chat;
+
+static void chat_free(chat *c)
+{
+    free((char *)c->key_id);
+    free(c->content.p);
+    free(c->reasoning.p);
+    free(c->chunk.p);
+    free(c);
+}
+
+/* Ends c's request accounting (stream slot, gauge). */
+static void chat_end(chat *c)
+{
+    gs_gw *gw = c->gw;
+    if (c->key_id)
+        gs_ratelimit_release(gw->rl, c->key_id);
+    gw->streams_open--;
+}
+
+/* ---- request -> job ------------------------------------------------------------ */
+
+static int b64_val(int ch)
+{
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    if (ch == '+' || ch == '-')
+        return 62;
+    if (ch == '/' || ch == '_')
+        return 63;
+    return -1;
+}
+
+/* Strict base64 (standard or URL alphabet, padding optional, no other
+ * bytes). Returns owned bytes or NULL; *bad: 1 for invalid input. */
+static uint8_t *b64_decode(const char *s, size_t n, size_t *out_len, int *bad)
+{
+    *bad = 0;
+    while (n && s[n - 1] == '=')
+        n--;
+    if (n % 4 == 1) {
+        *bad = 1;
+        return NULL;
+    }
+    uint8_t *o = malloc(n / 4 * 3 + 3);
+    if (!o)
+        return NULL;
+    size_t k = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_val((unsigned char)s[i]);
+        if (v < 0) {
+            free(o);
+            *bad = 1;
+            return NULL;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            o[k++] = (uint8_t)(acc >> bits);
+        }
+    }
+    *out_len = k;
+    return o;
+}
+
+typedef struct {
+    uint8_t *bytes[GS_IPC_MAX_IMAGES];
+    gs_ipc_str str[GS_IPC_MAX_IMAGES];
+    int n;
+} images;
+
+static void images_free(images *im)
+{
+    for (int i = 0; i < im->n; i++)
+        free(im->bytes[i]);
+}
+
+/* One image_url part -> image bytes, and the part becomes {"type":
+ * "image"}. 0 or an HTTP status with msg filled. */
+static int take_image(gs_gw *gw, json_t *part, images *im, char *msg, size_t cap, int mi, int pi)
+{
+    const json_t *iu = json_object_get(part, "image_url");
+    const char *url = json_is_string(iu)   ? json_string_value(iu)
+                      : json_is_object(iu) ? json_string_value(json_object_get(iu, "url"))
+                                           : NULL;
+    if (!url) {
+        snprintf(msg, cap, "messages[%d].content[%d].image_url must have a url", mi, pi);
+        return 400;
+    }
+    if (strncmp(url, "data:", 5)) {
+        snprintf(msg, cap,
+                 "messages[%d].content[%d]: remote image URLs are not fetched; send the image "
+                 "as a base64 data: URL",
+                 mi, pi);
+        return 400;
+    }
+    if (im->n >= gw->cfg.max_images || im->n >= GS_IPC_MAX_IMAGES) {
+        snprintf(msg, cap, "at most %d images per request", gw->cfg.max_images);
+        return 400;
+    }
+    const char *comma = strchr(url, ',');
+    if (!comma || !strstr(url, ";base64") || strstr(url, ";base64") > comma) {
+        snprintf(msg, cap, "messages[%d].content[%d]: expected data:<type>;base64,<data>", mi, pi);
+        return 400;
+    }
+    if (strncmp(url + 5, "image/", 6) && url + 5 != strstr(url, ";base64")) {
+        snprintf(msg, cap, "messages[%d].content[%d]: the data URL is not an image", mi, pi);
+        return 415;
+    }
+    size_t len = 0;
+    int bad = 0;
+    uint8_t *b = b64_decode(comma + 1, strlen(comma + 1), &len, &bad);
+    if (!b) {
+        snprintf(msg, cap,
+                 bad ? "messages[%d].content[%d]: invalid base64 image data" : "out of memory", mi,
+                 pi);
+        return bad ? 400 : 503;
+    }
+    if (len == 0) {
+        free(b);
+        snprintf(msg, cap, "messages[%d].content[%d]: empty image", mi, pi);
+        return 400;
+    }
+    im->bytes[im->n] = b;
+    im->str[im->n].p = (const char *)b;
+    im->str[im->n].len = (uint32_t)len;
+    im->n++;
+    json_object_clear(part);
+    json_object_set_new(part, "type", json_string("image"));
+    return 0;
+}
+
+/* Copies a sampling key when present (the worker checks ranges). */
+static int copy_key(json_t *job, const json_t *req, const char *from, const char *to)
+{
+    json_t *v = json_object_get(req, from);
+    if (!v || json_is_null(v))
+        return 0;
+    return json_object_set(job, to, v);
+}
+
+/* Builds the job from the request body. 0, or an HTTP status with msg
+ * (and *param naming the field). */
+static int build_job(gs_gw *gw, json_t *req, json_t **job_out, images *im, chat *c, char *msg,
+                     size_t cap, const char **param)
+{
+    *param = NULL;
+    json_t *msgs = json_object_get(req, "messages");
+    if (!json_is_array(msgs) || !json_array_size(msgs)) {
+        *param = "messages";
+        snprintf(msg, cap, "'messages' must be a non-empty array");
+        return 400;
+    }
+    const json_t *n = json_object_get(req, "n");
+    if (n && !json_is_null(n) && !(json_is_integer(n) && json_integer_value(n) == 1)) {
+        *param = "n";
+        snprintf(msg, cap, "only n=1 is supported");
+        return 400;
+    }
+    const json_t *lp = json_object_get(req, "logprobs");
+    if (lp && json_is_true(lp)) {
+        *param = "logprobs";
+        snprintf(msg, cap, "logprobs are not supported");
+        return 400;
+    }
+    const json_t *rf = json_object_get(req, "response_format");
+    if (rf && !json_is_null(rf) &&
+        !(json_is_object(rf) && json_is_string(json_object_get(rf, "type")) &&
+          !strcmp(json_string_value(json_object_get(rf, "type")), "text"))) {
+        *param = "response_format";
+        snprintf(msg, cap, "only response_format {\"type\": \"text\"} is supported");
+        return 400;
+    }
+    const json_t *st = json_object_get(req, "stream");
+    if (st && !json_is_null(st) && !json_is_boolean(st)) {
+        *param = "stream";
+        snprintf(msg, cap, "'stream' must be a boolean");
+        return 400;
+    }
+    c->stream = st && json_is_true(st);
+    const json_t *so = json_object_get(req, "stream_options");
+    c->include_usage = json_is_object(so) && json_is_true(json_object_get(so, "include_usage"));
+    const json_t *model = json_object_get(req, "model");
+    if (model && !json_is_null(model) && !json_is_string(model)) {
+        *param = "model";
+        snprintf(msg, cap, "'model' must be a string");
+        return 400;
+    }
+    gs_dispatch_stats ds;
+    gs_dispatch_get_stats(gw->ds, &ds);
+    if (json_is_string(model) && ds.model[0] && strcmp(json_string_value(model), ds.model)) {
+        *param = "model";
+        snprintf(msg, cap, "the model '%.200s' does not exist; this server serves '%s'",
+                 json_string_value(model), ds.model);
+        return 404;
+    }
+    snprintf(c->model, sizeof c->model, "%s",
+             ds.model[0]             ? ds.model
+             : json_is_string(model) ? json_string_value(model)
+                                     : "");
+
+    json_t *job = json_object();
+    json_t *jm = json_deep_copy(msgs);
+    if (!job || !jm) {
+        json_decref(job);
+        json_decref(jm);
+        snprintf(msg, cap, "out of memory");
+        return 503;
+    }
+    json_object_set_new(job, "messages", jm);
+    *job_out = job;
+    /* image_url parts -> bytes; the rest of the messages is the worker's to check */
+    size_t mi;
+    json_t *m;
+    json_array_foreach(jm, mi, m)
+    {
+        json_t *content = json_is_object(m) ? json_object_get(m, "content") : NULL;
+        if (!json_is_array(content))
+            continue;
+        size_t pi;
+        json_t *part;
+        json_array_foreach(content, pi, part)
+        {
+            const char *type = json_string_value(json_object_get(part, "type"));
+            if (type && !strcmp(type, "image_url")) {
+                int st2 = take_image(gw, part, im, msg, cap, (int)mi, (int)pi);
+                if (st2) {
+                    *param = "messages";
+                    return st2;
+                }
+            } else if (type && !strcmp(type, "image")) {
+                *param = "messages";
+                snprintf(msg, cap,
+                         "messages[%d].content[%d]: send images as image_url parts with a data: "
+                         "URL",
+                         (int)mi, (int)pi);
+                return 400;
+            }
+        }
+    }
+    static const char *const keys[] = {"temperature",
+                                       "top_p",
+                                       "top_k",
+                                       "min_p",
+                                       "seed",
+                                       "stop",
+                                       "presence_penalty",
+                                       "frequency_penalty",
+                                       "repetition_penalty",
+                                       "tools",
+                                       "ignore_eos",
+                                       "stop_token_ids"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        copy_key(job, req, keys[i], keys[i]);
+    const json_t *mct = json_object_get(req, "max_completion_tokens");
+    if (mct && !json_is_null(mct))
+        copy_key(job, req, "max_completion_tokens", "max_tokens");
+    else
+        copy_key(job, req, "max_tokens", "max_tokens");
+    const json_t *kw = json_object_get(req, "chat_template_kwargs");
+    const json_t *think = json_is_object(kw) ? json_object_get(kw, "enable_thinking") : NULL;
+    if (!think)
+        think = json_object_get(req, "enable_thinking");
+    if (think && !json_is_null(think)) {
+        if (!json_is_boolean(think)) {
+            *param = "enable_thinking";
+            snprintf(msg, cap, "'enable_thinking' must be a boolean");
+            return 400;
+        }
+        json_object_set(job, "enable_thinking", (json_t *)think);
+    }
+    return 0;
+}
+
+/* ---- events -> the client ---------------------------------------------------------- */
+
+static const char *finish_name(int f)
+{
+    switch (f) {
+    case GS_IPC_FINISH_STOP:
+        return "stop";
+    case GS_IPC_FINISH_LENGTH:
+        return "length";
+    case GS_IPC_FINISH_CANCELLED:
+        return "cancelled";
+    default:
+        return "error";
+    }
+}
+
+/* One SSE chunk with a delta {kind: text} (or {} with a finish reason). */
+static void sse_chunk(chat *c, const char *kind, const char *s, size_t n, const char *finish,
+                      int with_role)
+{
+    json_t *delta = json_object();
+    if (with_role)
+        json_object_set_new(delta, "role", json_string("assistant"));
+    if (kind)
+        json_object_set_new(delta, kind, json_stringn(s, n));
+    json_t *o =
+        json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s?}]}", "id", c->id, "object",
+                  "chat.completion.chunk", "created", (json_int_t)c->created, "model", c->model,
+                  "choices", "index", 0, "delta", delta, "logprobs", "finish_reason", finish);
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (js) {
+        sb_put(&c->chunk, "data: ", 6);
+        sb_put(&c->chunk, js, strlen(js));
+        sb_put(&c->chunk, "\n\n", 2);
+    }
+    free(js);
+    json_decref(o);
+}
+
+static void sink(void *user, int reasoning, const char *s, size_t n)
+{
+    chat *c = user;
+    if (c->stream)
+        sse_chunk(c, reasoning ? "reasoning_content" : "content", s, n, NULL, 0);
+    else
+        sb_put(reasoning ? &c->reasoning : &c->content, s, n);
+}
+
+static json_t *usage_json(const gs_ipc_event *e)
+{
+    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", e->prompt_tokens,
+                     "completion_tokens", e->completion_tokens, "total_tokens",
+                     e->prompt_tokens + e->completion_tokens, "prompt_tokens_details",
+                     "cached_tokens", e->cached_prompt_tokens);
+}
+
+static void observe(chat *c, const gs_ipc_event *e, uint64_t now)
+{
+    gs_gw *gw = c->gw;
+    if (e->n_ids) {
+        if (!c->t_first) {
+            c->t_first = now;
+            gs_metric_series *s;
+            if (!gs_metrics_series(gw->metrics, gw->m.ttft, NULL, &s))
+                gs_metrics_observe(s, (now - c->t0) * 1e-9);
+        } else if (c->t_last) {
+            gs_metric_series *s;
+            if (!gs_metrics_series(gw->metrics, gw->m.itl, NULL, &s))
+                gs_metrics_observe(s, (now - c->t_last) * 1e-9 / e->n_ids);
+        }
+        c->t_last = now;
+        c->n_tokens += (int32_t)e->n_ids;
+    }
+    if (e->finish) {
+        gs_metric_series *s;
+        if (!gs_metrics_series(gw->metrics, gw->m.e2e, NULL, &s))
+            gs_metrics_observe(s, (now - c->t0) * 1e-9);
+        if (!gs_metrics_series(gw->metrics, gw->m.prompt_tok, NULL, &s))
+            gs_metrics_inc(s, (uint64_t)e->prompt_tokens);
+        if (!gs_metrics_series(gw->metrics, gw->m.gen_tok, NULL, &s))
+            gs_metrics_inc(s, (uint64_t)e->completion_tokens);
+        if (c->key_id)
+            gs_ratelimit_charge_tokens(gw->rl, c->key_id, (uint64_t)e->completion_tokens,
+                                       now / 1000000u);
+    }
+}
+
+static void stream_error(chat *c, int code, const char *msg)
+{
+    json_t *o = json_pack("{s:{s:s, s:s, s:n, s:i}}", "error", "message", msg, "type",
+                          gs_err_type(code), "param", "code", gs_err_http_status(code));
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (js) {
+        sb_put(&c->chunk, "data: ", 6);
+        sb_put(&c->chunk, js, strlen(js));
+        sb_put(&c->chunk, "\n\n", 2);
+    }
+    free(js);
+    json_decref(o);
+}
+
+static void flush_chunk(chat *c)
+{
+    if (c->chunk.n && !c->chunk.oom)
+        gs_http_stream_write(c->r, c->chunk.p, c->chunk.n);
+    c->chunk.n = 0;
+}
+
+static void on_event(void *user, const gs_ipc_event *e)
+{
+    chat *c = user;
+    const uint64_t now = gs_clock_now_ns();
+    if (c->stream && !c->streaming_started && e->finish != GS_IPC_FINISH_ERROR) {
+        gs_http_stream_begin(c->r, 200, "text/event-stream",
+                             "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+        c->streaming_started = 1;
+        sse_chunk(c, "content", "", 0, NULL, 1);
+    }
+    observe(c, e, now);
+    gs_think_split_push(&c->split, e->text.p, e->text.len, sink, c);
+    if (!e->finish) {
+        if (c->stream)
+            flush_chunk(c);
+        return;
+    }
+    c->job = NULL;
+    gs_think_split_flush(&c->split, sink, c);
+    gs_gw *gw = c->gw;
+    if (c->stream && c->streaming_started) {
+        if (e->finish == GS_IPC_FINISH_ERROR) {
+            char m[GS_IPC_MAX_MESSAGE + 1];
+            snprintf(m, sizeof m, "%.*s", (int)e->message.len, e->message.p);
+            stream_error(c, e->error, m);
+        } else {
+            sse_chunk(c, NULL, NULL, 0, finish_name(e->finish), 0);
+            if (c->include_usage) {
+                json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", c->id, "object",
+                                      "chat.completion.chunk", "created", (json_int_t)c->created,
+                                      "model", c->model, "choices", "usage", usage_json(e));
+                char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+                if (js) {
+                    sb_put(&c->chunk, "data: ", 6);
+                    sb_put(&c->chunk, js, strlen(js));
+                    sb_put(&c->chunk, "\n\n", 2);
+                }
+                free(js);
+                json_decref(o);
+            }
+        }
+        sb_put(&c->chunk, "data: [DONE]\n\n", 14);
+        flush_chunk(c);
+        gs_http_stream_end(c->r);
+        gs_gw_count(gw, ROUTE, 200);
+    } else if (e->finish == GS_IPC_FINISH_ERROR) {
+        char m[GS_IPC_MAX_MESSAGE + 1];
+        snprintf(m, sizeof m, "%.*s", (int)e->message.len, e->message.p);
+        gs_gw_error(gw, c->r, ROUTE, e->error, 0, m, NULL, 0);
+    } else {
+        json_t *msg = json_pack("{s:s, s:s%}", "role", "assistant", "content",
+                                c->content.p ? c->content.p : "", c->content.n);
+        if (c->reasoning.n) {
+            size_t n = c->reasoning.n;
+            while (n && c->reasoning.p[n - 1] == '\n')
+                n--; /* the template's rstrip('\n') before </think> */
+            json_object_set_new(msg, "reasoning_content", json_stringn(c->reasoning.p, n));
+        }
+        json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s}], s:o}", "id", c->id,
+                              "object", "chat.completion", "created", (json_int_t)c->created,
+                              "model", c->model, "choices", "index", 0, "message", msg, "logprobs",
+                              "finish_reason", finish_name(e->finish), "usage", usage_json(e));
+        char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (js)
+            gs_gw_json(gw, c->r, ROUTE, 200, js, strlen(js));
+        else
+            gs_gw_error(gw, c->r, ROUTE, GS_ENOMEM, 0, "out of memory", NULL, 0);
+        free(js);
+        json_decref(o);
+    }
+    chat_end(c);
+    chat_free(c);
+}
+
+static void on_error(void *user, int code, const char *msg)
+{
+    chat *c = user;
+    c->job = NULL;
+    if (c->stream && c->streaming_started) {
+        stream_error(c, code, msg);
+        sb_put(&c->chunk, "data: [DONE]\n\n", 14);
+        flush_chunk(c);
+        gs_http_stream_end(c->r);
+        gs_gw_count(c->gw, ROUTE, 200);
+    } else {
+        gs_gw_error(c->gw, c->r, ROUTE, code, 0, msg, NULL, code == GS_EOVERLOAD ? 1 : 0);
+    }
+    chat_end(c);
+    chat_free(c);
+}
+
+/* The client went away: stop the job, make the final call. */
+static void on_abort(gs_http_req *r, void *user)
+{
+    chat *c = user;
+    if (c->job)
+        gs_dispatch_cancel(c->job);
+    c->job = NULL;
+    if (c->stream && c->streaming_started)
+        gs_http_stream_end(r);
+    else
+        gs_http_respond(r, 499, "application/json", NULL, "{}", 2);
+    gs_gw_count(c->gw, ROUTE, 499);
+    chat_end(c);
+    chat_free(c);
+}
+
+void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
+{
+    size_t len = 0;
+    const uint8_t *body = gs_http_req_body(r, &len);
+    const char *ct = gs_http_req_header(r, "content-type");
+    /* JSON, or no type, or curl's default form type (its -d sends JSON bodies
+     * under it); anything else (multipart uploads, text) is refused. */
+    if (ct && strncasecmp(ct, "application/json", 16) &&
+        strncasecmp(ct, "application/x-www-form-urlencoded", 33)) {
+        gs_gw_error(gw, r, ROUTE, GS_EUNSUPPORTED, 415, "Content-Type must be application/json",
+                    NULL, 0);
+        return;
+    }
+    json_error_t je;
+    json_t *req = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!req || !json_is_object(req)) {
+        char m[300];
+        if (req)
+            snprintf(m, sizeof m, "the request body must be a JSON object");
+        else
+            snprintf(m, sizeof m, "invalid JSON at byte %d: %s", je.position, je.text);
+        json_decref(req);
+        gs_gw_error(gw, r, ROUTE, GS_EINVAL, 400, m, NULL, 0);
+        return;
+    }
+    chat *c = calloc(1, sizeof *c);
+    if (!c) {
+        json_decref(req);
+        gs_gw_error(gw, r, ROUTE, GS_ENOMEM, 503, "out of memory", NULL, 1);
+        return;
+    }
+    c->gw = gw;
+    c->r = r;
+    c->t0 = gs_http_req_start_ns(r);
+    c->created = (int64_t)time(NULL);
+    gs_think_split_init(&c->split);
+    snprintf(c->id, sizeof c->id, "chatcmpl-%s-%llx%06llx", gw->name,
+             (unsigned long long)c->created, (unsigned long long)(c->t0 % 0xffffff));
+    images im = {0};
+    json_t *job = NULL;
+    char msg[512];
+    const char *param = NULL;
+    int status = build_job(gw, req, &job, &im, c, msg, sizeof msg, &param);
+    json_decref(req);
+    char *job_text = NULL;
+    if (!status && !(job_text = json_dumps(job, JSON_COMPACT))) {
+        status = 503;
+        snprintf(msg, sizeof msg, "out of memory");
+    }
+    json_decref(job);
+    if (status) {
+        images_free(&im);
+        free(job_text);
+        free(c);
+        gs_gw_error(gw, r, ROUTE, status == 503 ? GS_ENOMEM : GS_EINVAL, status, msg, param, 0);
+        return;
+    }
+    if (key && !(c->key_id = strdup(key->id))) {
+        images_free(&im);
+        free(job_text);
+        free(c);
+        gs_gw_error(gw, r, ROUTE, GS_ENOMEM, 503, "out of memory", NULL, 1);
+        return;
+    }
+    gw->streams_open++;
+    gs_djob_cbs cbs = {on_event, on_error};
+    int rc = gs_dispatch_submit(gw->ds, job_text, strlen(job_text), im.str, im.n, &cbs, c, &c->job);
+    images_free(&im);
+    free(job_text);
+    if (rc) {
+        chat_end(c);
+        chat_free(c);
+        gs_gw_error(gw, r, ROUTE, rc, 0,
+                    rc == GS_EOVERLOAD ? "no worker can take the request now; retry later"
+                                       : gs_strerror(rc),
+                    NULL, rc == GS_EOVERLOAD || rc == GS_ESHUTDOWN ? 1 : 0);
+        return;
+    }
+    /* A stream starts with the first event, so that a job the worker
+     * refuses (bad messages, context too long) still gets its HTTP status. */
+    gs_http_req_on_abort(r, on_abort, c);
+}
