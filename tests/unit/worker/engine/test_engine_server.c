@@ -563,13 +563,13 @@ typedef struct {
 static void *read_stats(void *arg)
 {
     reader *rd = arg;
-    while (!atomic_load(&rd->stop)) {
+    do { /* at least once, however late this thread gets to run */
         gs_engine_stats st;
         gs_engine_stats_snapshot(rd->e, &st);
         rd->bad += st.n_jobs_finished != st.n_finished_stop + st.n_finished_length +
                                              st.n_finished_cancelled + st.n_finished_error;
         rd->reads++;
-    }
+    } while (!atomic_load(&rd->stop));
     return NULL;
 }
 
