@@ -85,7 +85,7 @@ if [ "$python" = 1 ]; then
     if [ ! -x "$venv/bin/python" ]; then
         /usr/bin/python3 -m venv "$venv"
     fi
-    if ! "$venv/bin/python" -c 'import pytest, numpy' 2>/dev/null; then
+    if ! "$venv/bin/python" -c 'import pytest, numpy, openai, websockets' 2>/dev/null; then
         "$venv/bin/pip" install -q --disable-pip-version-check \
             -r "$here/tests/requirements.txt"
     fi

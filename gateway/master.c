@@ -34,6 +34,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "gateway/auth.h"
 #include "gateway/config.h"
 #include "gateway/gateway.h"
 
@@ -279,13 +280,25 @@ static int n_running(const master *m)
     return n;
 }
 
+/* The keys file must load before anything starts or reloads. */
+static int check_keys(const gs_config *c, gs_diag *d)
+{
+    if (!c->api_key_file[0])
+        return 0;
+    gs_auth *a = NULL;
+    int rc = gs_auth_load(c->api_key_file, &a, d);
+    gs_auth_free(a);
+    return rc;
+}
+
 static void reload(master *m)
 {
     gs_config n;
     char restart[512];
     gs_diag d;
     gs_diag_clear(&d);
-    if (gs_config_reload(&m->cfg, m->argc, m->argv, &n, restart, sizeof restart, &d)) {
+    if (gs_config_reload(&m->cfg, m->argc, m->argv, &n, restart, sizeof restart, &d) ||
+        check_keys(&n, &d)) {
         gs_log_error("SIGHUP: reload refused, keeping the running configuration: %s", d.msg);
         return;
     }
@@ -329,6 +342,10 @@ int main(int argc, char **argv)
     }
     if (!c->static_dir[0])
         snprintf(c->static_dir, sizeof c->static_dir, "%s", GS_STATIC_DIR);
+    if (check_keys(c, &d)) {
+        gs_log_error("fatal: --api-key-file: %s", d.msg);
+        return 1;
+    }
     if (find_worker(&m)) {
         gs_log_error("fatal: glmserve-worker not found beside this program");
         return 1;
