@@ -1,0 +1,43 @@
+/* chat_job.h - an OpenAI chat request -> the worker's job: the job JSON
+ * (worker/request.h's schema) and the raw bytes of its images (decoded
+ * from base64 data: URLs; remote URLs refused), plus what the response
+ * needs (stream or not, usage in the stream, the model name). Shared by
+ * POST /v1/chat/completions and the WebSocket protocol.
+ * Pure (no I/O); thread-safe. */
+#ifndef GS_CHAT_JOB_H
+#define GS_CHAT_JOB_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/ipc_msg.h"
+
+typedef struct {
+    int max_images;    /* per request */
+    const char *model; /* the served model's name; NULL or "": not known yet */
+} gs_chat_job_params;
+
+typedef struct {
+    char *json;                           /* the job JSON (owned) */
+    uint8_t *bytes[GS_IPC_MAX_IMAGES];    /* owned image bytes */
+    gs_ipc_str images[GS_IPC_MAX_IMAGES]; /* views of bytes, for gs_dispatch_submit */
+    int n_images;
+    int stream, include_usage;
+    char model[GS_IPC_MAX_NAME + 1]; /* for the response's "model" */
+} gs_chat_job;
+
+/* Builds *out from req (borrowed; not changed). 0, or an HTTP status (400,
+ * 404 for another model, 415 for a data URL that is not an image, 503 out
+ * of memory) with msg filled and *param naming the field (or NULL). out
+ * is freed on error. */
+int gs_chat_job_build(const gs_chat_job_params *p, const json_t *req, gs_chat_job *out, char *msg,
+                      size_t cap, const char **param);
+void gs_chat_job_free(gs_chat_job *j); /* frees the members; NULL: no-op */
+
+/* Strict base64 (standard or URL alphabet, padding optional). Returns
+ * owned bytes (free()) with *out_len, or NULL: *bad = 1 for invalid
+ * input, else out of memory. */
+uint8_t *gs_b64_decode(const char *s, size_t n, size_t *out_len, int *bad);
+
+#endif
