@@ -38,7 +38,7 @@ pkgs=(
     libspng-dev libpng-dev zlib1g-dev libopenblas-dev
     libssl-dev libpcre2-dev libwslay-dev
     python3 python3-venv python3-pip clang-format
-    curl
+    curl nginx wrk
 )
 # The aarch64 cross build + emulation used by .ci/run on x86-64.
 cross_pkgs=(crossbuild-essential-arm64 qemu-user-static)
