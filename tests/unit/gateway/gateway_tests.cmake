@@ -1,0 +1,7 @@
+# Tests of the gateway's pure modules (config, dispatch policy, think split).
+gs_add_test(NAME test_config SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_config.c LIBS gs_gateway
+            TIMEOUT 60)
+gs_add_test(NAME test_dispatch_policy SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_dispatch_policy.c
+            LIBS gs_gateway TIMEOUT 60)
+gs_add_test(NAME test_think_split SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_think_split.c
+            LIBS gs_gateway TIMEOUT 60)
