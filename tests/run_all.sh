@@ -5,8 +5,9 @@
 #                               compile check (sm_90) when nvcc is present,
 #                               aarch64 cross build + ctest under qemu
 #                               (x86-64 hosts with the cross toolchain),
+#                               the libFuzzer targets briefly (clang),
 #                               then pytest.
-# Environment: GS_SKIP_ARM64=1 / GS_SKIP_CUDA=1 skip those stages;
+# Environment: GS_SKIP_ARM64=1 / GS_SKIP_CUDA=1 / GS_SKIP_FUZZ=1 skip those stages;
 # JOBS=N sets build parallelism (default: nproc).
 # Expects deploy/install-deps.sh to have run (README's test command does).
 set -euo pipefail
@@ -65,6 +66,13 @@ if [ "${GS_SKIP_ARM64:-0}" != 1 ] && [ "$(uname -m)" = x86_64 ] &&
     fi
 else
     stage "aarch64 stage skipped (not an x86-64 host with the cross toolchain)"
+fi
+
+if [ "${GS_SKIP_FUZZ:-0}" != 1 ] && command -v clang >/dev/null; then
+    stage "fuzz (libFuzzer, ${GS_FUZZ_SECONDS:-20} s per target)"
+    JOBS="$jobs" tests/fuzz/run.sh "${GS_FUZZ_SECONDS:-20}" || status=1
+else
+    stage "fuzz stage skipped (no clang)"
 fi
 
 stage "python tests (pytest)"
