@@ -341,3 +341,40 @@ def test_worker_in_another_network_namespace_serves_over_tcp(build_dir, fixtures
             worker.wait(30)
         for ns in (nw, ng):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def metric(svc, name):
+    st, _, body = svc.request("GET", "/metrics")
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_client_disconnect_mid_stream_cancels_the_job_and_frees_its_pages(svc):
+    c = svc.conn(60)
+    c.request("POST", "/v1/chat/completions", json.dumps(
+        {"messages": [{"role": "user", "content": "Tell me a very long story."}],
+         "max_tokens": 4000, "temperature": 0, "stream": True}),
+        {"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 200
+    for _ in range(3):
+        assert r.readline().startswith(b"data: ")
+        r.readline()
+    end = time.time() + 10
+    while metric(svc, "glmserve:kv_pages_used") == 0 and time.time() < end:
+        time.sleep(0.05)
+    assert metric(svc, "glmserve:kv_pages_used") > 0  # the job holds pages while it runs
+    c.sock.shutdown(__import__("socket").SHUT_RDWR)
+    c.close()
+    t0 = time.time()
+    while time.time() - t0 < 5:
+        if (metric(svc, "glmserve:kv_pages_used") == 0 and
+                metric(svc, "glmserve:num_requests_running") == 0):
+            break
+        time.sleep(0.05)
+    # 4000 tokens would take far longer than this: the job was cancelled
+    assert metric(svc, "glmserve:kv_pages_used") == 0
+    assert metric(svc, "glmserve:num_requests_running") == 0
+    assert time.time() - t0 < 5
