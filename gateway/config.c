@@ -43,6 +43,8 @@ static const directive table[] = {
     {"static_dir", T_STR, F(static_dir), 0, 0, 0, "D  the browser UI's files"},
     {"remote_workers", T_URLS, F(remote_workers), 0, 0, 0,
      "URL  a worker started by hand (tcp://host:port); repeatable"},
+    {"worker_listen", T_STR, F(worker_listen), 0, 0, 0,
+     "URL  accept workers that dial in (their --connect); tcp://host:port"},
     {"max_seqs", T_INT, F(max_seqs), 1, 256, 0, "N  sequences per worker step (64)"},
     {"max_queue", T_INT, F(max_queue), 1, 1 << 20, 0, "N  jobs queued per worker (64)"},
     {"max_model_len", T_INT, F(max_model_len), 0, 1 << 24, 0, "N  tokens per sequence"},
@@ -265,8 +267,13 @@ int gs_config_check(const gs_config *c, gs_diag *d)
                            "refusing to serve %s (not a loopback address) without API keys: "
                            "give --api-key-file F, or --no-auth to serve anyone",
                            c->host);
-    if (c->workers == 0 && c->n_remote_workers == 0)
-        return gs_diag_set(d, GS_ECONFIG, "no workers: give workers >= 1 or a remote worker");
+    if (c->workers == 0 && c->n_remote_workers == 0 && !c->worker_listen[0])
+        return gs_diag_set(d, GS_ECONFIG,
+                           "no workers: give workers >= 1, a remote worker or worker_listen");
+    if (c->worker_listen[0] && strncmp(c->worker_listen, "tcp://", 6) &&
+        strncmp(c->worker_listen, "ipc://", 6))
+        return gs_diag_set(d, GS_ECONFIG, "worker_listen: '%s' is not a tcp:// or ipc:// URL",
+                           c->worker_listen);
     for (const char *p = c->gpus; *p; p++)
         if (!(*p >= '0' && *p <= '9') && *p != ',')
             return gs_diag_set(d, GS_ECONFIG, "gpus must be a list like 0,1, got '%s'", c->gpus);

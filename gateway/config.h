@@ -19,7 +19,10 @@
  *   pid_file ("")
  *   run_dir ("")            where the workers' ipc:// sockets live (default:
  *                           a fresh folder under $TMPDIR or /tmp)
- *   remote_workers ([])     tcp:// URLs of workers started by hand
+ *   remote_workers ([])     tcp:// URLs of workers started by hand (they --listen)
+ *   worker_listen ("")      a URL where workers started by hand dial in
+ *                           (glmserve-worker --connect URL); gateway i
+ *                           listens on port + i (tcp) or path-i (ipc)
  *   max_seqs (64), max_queue (64), max_model_len (0: the model's),
  *   kv_memory (0: the worker's default; MiB), dummy_weights (false),
  *   graphs ("auto")         passed to every local worker
@@ -52,6 +55,7 @@ typedef struct {
     int no_auth;
     char log_file[1024], pid_file[1024], run_dir[1024], static_dir[1024];
     char remote_workers[GS_CONFIG_MAX_REMOTE][256];
+    char worker_listen[256];
     int n_remote_workers;
     int max_seqs, max_queue, max_model_len, kv_memory, dummy_weights;
     char graphs[16];

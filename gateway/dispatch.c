@@ -39,6 +39,9 @@ typedef enum { W_DOWN, W_DIALING, W_CONNECTED, W_UP } wstate;
 typedef struct dworker {
     gs_dispatch *ds;
     int index;
+    int dynamic; /* connected to our listener (a worker's --connect): no redial */
+    int in_use;  /* a dynamic slot holds a worker (static slots always do) */
+    int timer_ready;
     char *url;
     gs_ipc_conn *conn; /* held reference while connected */
     int conn_dead;     /* declared dead: ignore its frames until its close */
@@ -75,12 +78,14 @@ struct gs_djob {
     int resends;
 };
 
-/* A frame or a close, queued by an nng thread for the loop. */
+/* A frame, a close or a new accepted connection, queued by an nng thread
+ * for the loop. w is NULL for accepted connections (the loop finds or
+ * makes their worker slot). */
 typedef struct item {
     struct item *next;
     dworker *w;
     gs_ipc_conn *conn; /* one reference */
-    int is_close, err;
+    int is_close, is_open, err;
     gs_ipc_header h;
     uint8_t *body;
 } item;
@@ -100,6 +105,8 @@ struct gs_dispatch {
     uint64_t resends, deaths;
     int closing, handles_open;
     char *name;
+    gs_ipc_listener *listener; /* workers that dial us (--connect) */
+    gs_ipc_conn_cbs acc_cbs;
 };
 
 static gs_djob **job_slot(gs_dispatch *ds, uint64_t id)
@@ -132,32 +139,42 @@ static void job_forget(gs_djob *j)
 
 /* ---- nng threads -> loop ---------------------------------------------------- */
 
+static void post_to(gs_dispatch *ds, dworker *w, gs_ipc_conn *c, int kind, int err,
+                    const gs_ipc_header *h, const uint8_t *body);
+
 static void post(dworker *w, gs_ipc_conn *c, int is_close, int err, const gs_ipc_header *h,
                  const uint8_t *body)
 {
+    post_to(w->ds, w, c, is_close, err, h, body);
+}
+
+/* kind: 0 frame, 1 close, 2 open (accepted) */
+static void post_to(gs_dispatch *ds, dworker *w, gs_ipc_conn *c, int kind, int err,
+                    const gs_ipc_header *h, const uint8_t *body)
+{
     item *it = calloc(1, sizeof *it);
     if (!it) {
-        gs_log_error("dispatch: out of memory: a frame from %s is lost", w->url);
+        gs_log_error("dispatch: out of memory: a frame from %s is lost", gs_ipc_conn_peer(c));
         return;
     }
     it->w = w;
     it->conn = c;
     gs_ipc_conn_ref(c);
-    it->is_close = is_close;
+    it->is_close = kind == 1;
+    it->is_open = kind == 2;
     it->err = err;
     if (h) {
         it->h = *h;
         it->body = malloc(h->body_len ? h->body_len : 1);
         if (!it->body) {
             gs_log_error("dispatch: out of memory: a %u-byte frame from %s is lost",
-                         (unsigned)h->body_len, w->url);
+                         (unsigned)h->body_len, gs_ipc_conn_peer(c));
             gs_ipc_conn_unref(c);
             free(it);
             return;
         }
         memcpy(it->body, body, h->body_len);
     }
-    gs_dispatch *ds = w->ds;
     pthread_mutex_lock(&ds->mu);
     if (ds->tail)
         ds->tail->next = it;
@@ -176,6 +193,24 @@ static void on_frame(gs_ipc_conn *c, const gs_ipc_header *h, const uint8_t *body
 static void on_close(gs_ipc_conn *c, int err, void *user)
 {
     post(user, c, 1, err, NULL, NULL);
+}
+
+/* Connections accepted on the listener: their worker slot is found on
+ * the loop. The listener's reference is handed to the open item. */
+static void acc_on_open(gs_ipc_conn *c, void *user)
+{
+    post_to(user, NULL, c, 2, 0, NULL, NULL);
+    gs_ipc_conn_unref(c);
+}
+
+static void acc_on_frame(gs_ipc_conn *c, const gs_ipc_header *h, const uint8_t *body, void *user)
+{
+    post_to(user, NULL, c, 0, 0, h, body);
+}
+
+static void acc_on_close(gs_ipc_conn *c, int err, void *user)
+{
+    post_to(user, NULL, c, 1, err, NULL, NULL);
 }
 
 /* ---- sending and resending ---------------------------------------------------- */
@@ -406,9 +441,55 @@ static void handle_error(dworker *w, const gs_ipc_error *e)
     fail(j, e->code, msg);
 }
 
+/* The slot of an accepted connection: the one holding it, or for its open
+ * item a free dynamic slot. NULL: none (logged; the connection is closed). */
+static dworker *accepted_slot(gs_dispatch *ds, item *it)
+{
+    for (int i = 0; i < ds->n; i++)
+        if (ds->w[i].dynamic && ds->w[i].in_use && ds->w[i].conn == it->conn)
+            return &ds->w[i];
+    if (!it->is_open || ds->closing)
+        return NULL;
+    dworker *w = NULL;
+    for (int i = 0; i < ds->n && !w; i++)
+        if (ds->w[i].dynamic && !ds->w[i].in_use)
+            w = &ds->w[i];
+    if (!w && ds->n < MAX_WORKERS) {
+        w = &ds->w[ds->n];
+        memset(w, 0, sizeof *w);
+        w->index = ds->n++;
+    }
+    if (!w) {
+        gs_log_error("dispatch: %d workers already; refusing a worker from %s", MAX_WORKERS,
+                     gs_ipc_conn_peer(it->conn));
+        gs_ipc_conn_close(it->conn);
+        return NULL;
+    }
+    int index = w->index;
+    free(w->url);
+    memset(w, 0, sizeof *w);
+    w->ds = ds;
+    w->index = index;
+    w->dynamic = w->in_use = 1;
+    char url[200];
+    snprintf(url, sizeof url, "connected from %.150s", gs_ipc_conn_peer(it->conn));
+    w->url = strdup(url);
+    snprintf(w->name, sizeof w->name, "%s", url);
+    if (!w->url) {
+        w->in_use = 0;
+        gs_ipc_conn_close(it->conn);
+        return NULL;
+    }
+    adopt(w, it->conn);
+    gs_log_info("a worker %s", url);
+    return w;
+}
+
 static void handle_item(gs_dispatch *ds, item *it)
 {
-    dworker *w = it->w;
+    dworker *w = it->w ? it->w : accepted_slot(ds, it);
+    if (!w || it->is_open)
+        return;
     if (it->is_close) {
         if (w->conn == it->conn) {
             if (!w->conn_dead)
@@ -419,7 +500,9 @@ static void handle_item(gs_dispatch *ds, item *it)
             w->conn_dead = 0;
             w->state = W_DOWN;
             memset(&w->hb, 0, sizeof w->hb);
-            if (!ds->closing)
+            if (w->dynamic)
+                w->in_use = 0; /* it dials again if it can; its slot is free */
+            else if (!ds->closing)
                 schedule_dial(w);
         }
         return;
@@ -535,7 +618,7 @@ int gs_dispatch_new(const gs_dispatch_params *p, gs_dispatch **out, gs_diag *d)
     ds->name = strdup(p->name ? p->name : "gateway");
     ds->next_id = 1;
     ds->n = p->n_urls;
-    ds->w = calloc((size_t)(ds->n ? ds->n : 1), sizeof *ds->w);
+    ds->w = calloc(MAX_WORKERS, sizeof *ds->w); /* static slots, then accepted workers */
     if (!ds->name || !ds->w) {
         free(ds->name);
         free(ds->w);
@@ -558,8 +641,20 @@ int gs_dispatch_new(const gs_dispatch_params *p, gs_dispatch **out, gs_diag *d)
         w->cbs = (gs_ipc_conn_cbs){w, NULL, on_frame, on_close, 0};
         snprintf(w->name, sizeof w->name, "%s", p->urls[i]);
         uv_timer_init(ds->loop, &w->retry);
+        w->timer_ready = 1;
         w->retry.data = w;
         uv_timer_start(&w->retry, retry_cb, 0, 0);
+    }
+    if (p->listen_url && p->listen_url[0]) {
+        ds->acc_cbs = (gs_ipc_conn_cbs){ds, acc_on_open, acc_on_frame, acc_on_close, 0};
+        gs_diag ld;
+        int rc = gs_ipc_listen(p->listen_url, &ds->acc_cbs, &ds->listener, &ld);
+        if (rc) {
+            gs_diag_set(d, rc, "worker_listen %s: %s", p->listen_url, ld.msg);
+            gs_dispatch_free(ds);
+            return rc;
+        }
+        gs_log_info("accepting workers on %s", p->listen_url);
     }
     *out = ds;
     return 0;
@@ -575,6 +670,8 @@ void gs_dispatch_free(gs_dispatch *ds)
     if (!ds)
         return;
     ds->closing = 1;
+    gs_ipc_listener_close(ds->listener);
+    ds->listener = NULL;
     for (int b = 0; b < JOB_BUCKETS; b++)
         while (ds->jobs[b])
             fail(ds->jobs[b], GS_ESHUTDOWN, "the gateway is shutting down");
@@ -589,8 +686,11 @@ void gs_dispatch_free(gs_dispatch *ds)
     /* Pending dials finish on the pool; their completion sees `closing`.
      * The handles: every worker's timer, the tick and the async. Queued
      * items are dropped when the async handle closes. */
-    ds->handles_open += ds->n + 2;
+    ds->handles_open += 2;
     for (int i = 0; i < ds->n; i++) {
+        if (!ds->w[i].timer_ready)
+            continue;
+        ds->handles_open++;
         ds->w[i].retry.data = ds;
         uv_close((uv_handle_t *)&ds->w[i].retry, handle_closed);
     }
@@ -665,7 +765,8 @@ void gs_dispatch_cancel(gs_djob *j)
 void gs_dispatch_get_stats(const gs_dispatch *ds, gs_dispatch_stats *out)
 {
     memset(out, 0, sizeof *out);
-    out->workers_total = ds->n;
+    for (int i = 0; i < ds->n; i++)
+        out->workers_total += !ds->w[i].dynamic || ds->w[i].in_use;
     out->jobs_in_flight = ds->n_jobs;
     out->resends = ds->resends;
     out->worker_deaths = ds->deaths;

@@ -14,6 +14,7 @@
  *   - a stalled local worker (ipc://, same host) is killed (SIGKILL) so
  *     that its supervisor restarts it.
  *
+ * Workers are the URLs it dials, plus those that dial it (listen_url).
  * Threading: everything runs on the gateway's libuv loop; nng's threads
  * only queue what they receive and wake the loop (uv_async). Callbacks
  * run on the loop. */
@@ -51,6 +52,10 @@ typedef struct {
     int max_resends;               /* 0: 2; -1: none */
     int kill_stalled;              /* 1: SIGKILL a stalled ipc:// worker (its pid from hello) */
     const char *name;              /* sent in hello (copied); NULL: "gateway" */
+    /* Also accept workers that dial in (glmserve-worker --connect URL) on
+     * this URL; NULL or "": none. Such a worker is used like the others
+     * while it is connected. */
+    const char *listen_url;
 } gs_dispatch_params;
 
 int gs_dispatch_new(const gs_dispatch_params *p, gs_dispatch **out, gs_diag *d);

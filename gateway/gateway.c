@@ -81,6 +81,7 @@ static const route routes[] = {
     {"/metrics", "GET", AUTH_NONE, 0, gs_route_metrics, NULL},
     {"/v1/models", "GET", AUTH_KEY, 0, gs_route_models, NULL},
     {"/v1/chat/completions", "POST", AUTH_KEY, 1, NULL, gs_route_chat},
+    {"/v1/ws", "GET", AUTH_NONE, 0, gs_route_ws, NULL}, /* auth and limits per ask: routes_ws.c */
 };
 
 static int method_allowed(const char *list, const char *m)
@@ -304,6 +305,24 @@ static void on_usr1(uv_signal_t *h, int sig)
         gs_log_error("cannot reopen %s: %s", gw->cfg.log_file, strerror(errno));
 }
 
+/* Gateway i's URL for workers that dial in: the port + i (tcp), or the
+ * path with "-i" (ipc), so every gateway has its own. */
+static int worker_listen_url(const gs_config *c, int i, char *out, size_t cap)
+{
+    const char *u = c->worker_listen;
+    if (!strncmp(u, "ipc://", 6)) {
+        snprintf(out, cap, i ? "%s-%d" : "%s", u, i);
+        return 0;
+    }
+    const char *colon = strrchr(u, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (strncmp(u, "tcp://", 6) || !colon || colon < u + 6 || *end || port < 0 || port + i > 65535)
+        return GS_ECONFIG;
+    snprintf(out, cap, "%.*s:%ld", (int)(colon - u), u, port + i);
+    return 0;
+}
+
 int gs_gateway_run(const gs_gateway_params *p)
 {
     gs_gw *gw = calloc(1, sizeof *gw);
@@ -327,11 +346,21 @@ int gs_gateway_run(const gs_gateway_params *p)
     }
     if (gw->cfg.static_dir[0] && (rc = gs_static_new(gw->cfg.static_dir, &gw->st, &d)))
         gs_log_warn("no browser UI: %s", d.msg);
-    char name[64];
+    char name[64], wl[300] = "";
     snprintf(name, sizeof name, "gateway-%d", p->index);
-    gs_dispatch_params dp = {
-        &gw->loop, p->worker_urls, p->n_worker_urls, (uint32_t)gw->cfg.heartbeat_timeout_ms, 0, 1,
-        name};
+    if (gw->cfg.worker_listen[0] && worker_listen_url(&gw->cfg, p->index, wl, sizeof wl)) {
+        gs_log_error("fatal: worker_listen %s: expected tcp://host:port or ipc://path",
+                     gw->cfg.worker_listen);
+        goto out;
+    }
+    gs_dispatch_params dp = {0};
+    dp.loop = &gw->loop;
+    dp.urls = p->worker_urls;
+    dp.n_urls = p->n_worker_urls;
+    dp.heartbeat_timeout_ms = (uint32_t)gw->cfg.heartbeat_timeout_ms;
+    dp.kill_stalled = 1;
+    dp.name = name;
+    dp.listen_url = wl;
     if ((rc = gs_dispatch_new(&dp, &gw->ds, &d))) {
         gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
         goto out;

@@ -60,6 +60,7 @@ void gs_route_models(gs_gw *gw, gs_http_req *r);
 void gs_route_health(gs_gw *gw, gs_http_req *r);
 void gs_route_ready(gs_gw *gw, gs_http_req *r);
 void gs_route_metrics(gs_gw *gw, gs_http_req *r);
+void gs_route_ws(gs_gw *gw, gs_http_req *r); /* routes_ws.c; 501 without libwslay */
 int gs_gw_metrics_init(gs_gw *gw, gs_diag *d);
 
 #endif

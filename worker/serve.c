@@ -799,13 +799,15 @@ int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d)
     }
     for (int i = 0; i < p->n_connect; i++) {
         dialer_arg *a = malloc(sizeof *a);
+        if (a) {
+            a->s = s;
+            a->url = p->connect[i];
+        }
         if (!a || pthread_create(&s->dialers[i], NULL, dialer_main, a)) {
             free(a);
             gs_server_free(s);
             return gs_diag_set(d, GS_ENOMEM, "worker: cannot start a dialer thread");
         }
-        a->s = s;
-        a->url = p->connect[i];
         s->n_dialers++;
     }
     *out = s;

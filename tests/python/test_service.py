@@ -378,3 +378,31 @@ def test_client_disconnect_mid_stream_cancels_the_job_and_frees_its_pages(svc):
     assert metric(svc, "glmserve:kv_pages_used") == 0
     assert metric(svc, "glmserve:num_requests_running") == 0
     assert time.time() - t0 < 5
+
+
+def test_worker_started_by_hand_dials_in_with_connect(build_dir, fixtures, tmp_path, cases):
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path, "--worker-listen", url, workers=0,
+                ready=False)
+    wlog = open(tmp_path / "worker.log", "wb")
+    w = subprocess.Popen([str(build_dir / "worker" / "glmserve-worker"), "--model",
+                          str(fixtures / "tiny-glm4v"), "--connect", url, "--kv-memory", "64",
+                          "--max-model-len", "8192"], stdout=wlog, stderr=subprocess.STDOUT)
+    try:
+        s.wait_ready(1)
+        case = cases["text_only"]
+        st, body = s.chat(messages_of(case, fixtures), max_tokens=len(case["greedy_ids"]),
+                          temperature=0)
+        assert st == 200 and body["choices"][0]["message"]["content"] == case["greedy_text"]
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(30) == 0
+        end = time.time() + 10
+        while time.time() < end and json.loads(s.request("GET", "/ready")[2])["ready"]:
+            time.sleep(0.05)
+        st, _, body = s.request("GET", "/ready")
+        assert st == 503 and json.loads(body)["workers_up"] == 0
+    finally:
+        if w.poll() is None:
+            w.kill()
+        assert s.stop() == 0, s.log_text()[-3000:]

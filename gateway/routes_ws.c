@@ -1,0 +1,602 @@
+/* routes_ws.c - GET /v1/ws: the browser UI's WebSocket protocol (docs/api.md,
+ * "WebSocket /v1/ws"): JSON text messages (auth, ask, cancel) in; delta,
+ * done and error messages out; images as binary frames after their ask.
+ *
+ * Owns one wsconn per socket and one ws_ask per ask in flight (each its
+ * own dispatch job, through the same rate limits as the HTTP route). The
+ * framing and the handshake are ws.c's; the request -> job conversion is
+ * chat_job.c's. Closing the socket cancels every ask on it. Without
+ * libwslay (GS_HAVE_WSLAY undefined) the route answers 501.
+ *
+ * Loop thread only. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/queue.h"
+#include "gateway/chat_job.h"
+#include "gateway/gateway_impl.h"
+#include "gateway/think_split.h"
+
+#define ROUTE "/v1/ws"
+
+#ifndef GS_HAVE_WSLAY
+
+void gs_route_ws(gs_gw *gw, gs_http_req *r)
+{
+    gs_gw_error(gw, r, ROUTE, GS_ENOTSUP, 501,
+                "this server was built without WebSocket support (libwslay); stream with POST "
+                "/v1/chat/completions and \"stream\": true instead",
+                NULL, 0);
+}
+
+#else
+
+#include "gateway/ws.h"
+
+#define MAX_ID 128 /* bytes of a client-chosen ask id */
+#define MAX_ASKS_PER_SOCKET 64
+
+typedef struct wsconn wsconn;
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1)
+            cap *= 2;
+        char *t = realloc(b->p, cap);
+        if (!t)
+            return; /* the piece is lost; the answer goes on */
+        b->p = t;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+/* One ask in flight (a dispatch job). */
+typedef struct {
+    gs_queue link; /* in wsconn.asks */
+    wsconn *wc;
+    gs_djob *job;
+    char id[MAX_ID + 1];
+    gs_think_split split;
+    sbuf content, reasoning; /* the text of the current event */
+    uint64_t t0, t_first, t_last;
+} ws_ask;
+
+/* One socket. */
+struct wsconn {
+    gs_gw *gw;
+    gs_ws *ws;
+    int authed; /* keys off, a valid Bearer header, or a valid auth message */
+    char key_id[sizeof(((gs_auth_key *)0)->id)]; /* "" without a key */
+    gs_auth_limits limits;                       /* the key's, copied (a SIGHUP may free the key) */
+    gs_queue asks;                               /* ws_ask */
+    int n_asks;
+    /* an ask waiting for its binary frames */
+    json_t *pending; /* owned */
+    char pending_id[MAX_ID + 1];
+    int need, have;
+    uint8_t *frames[GS_IPC_MAX_IMAGES]; /* owned */
+    size_t frame_len[GS_IPC_MAX_IMAGES];
+    int going_away;
+};
+
+/* ---- messages to the client ----------------------------------------------------------- */
+
+/* Sends o (taken). */
+static void send_json(wsconn *wc, json_t *o)
+{
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (js)
+        gs_ws_send_text(wc->ws, js, strlen(js));
+    free(js);
+    json_decref(o);
+}
+
+/* {"type": "error", "id", "status", "code", "message"}; id NULL: null. */
+static void send_error(wsconn *wc, const char *id, int status, int code, const char *msg)
+{
+    send_json(wc, json_pack("{s:s, s:s?, s:i, s:s, s:s}", "type", "error", "id", id, "status",
+                            status, "code", gs_err_name(code), "message", msg));
+}
+
+/* ---- asks --------------------------------------------------------------------------------- */
+
+static ws_ask *find_ask(wsconn *wc, const char *id)
+{
+    gs_queue *q;
+    GS_QUEUE_FOREACH(q, &wc->asks)
+    {
+        ws_ask *a = gs_queue_data(q, ws_ask, link);
+        if (!strcmp(a->id, id))
+            return a;
+    }
+    return NULL;
+}
+
+/* Ends a's accounting and frees it (its job is over or cancelled). */
+static void ask_end(ws_ask *a)
+{
+    wsconn *wc = a->wc;
+    gs_queue_remove(&a->link);
+    wc->n_asks--;
+    if (wc->key_id[0])
+        gs_ratelimit_release(wc->gw->rl, wc->key_id);
+    wc->gw->streams_open--;
+    free(a->content.p);
+    free(a->reasoning.p);
+    free(a);
+}
+
+static void sink(void *user, int reasoning, const char *s, size_t n)
+{
+    ws_ask *a = user;
+    sb_put(reasoning ? &a->reasoning : &a->content, s, n);
+}
+
+/* Sends the text gathered since the last delta, if any. */
+static void send_delta(ws_ask *a)
+{
+    if (!a->content.n && !a->reasoning.n)
+        return;
+    json_t *o = json_pack("{s:s, s:s}", "type", "delta", "id", a->id);
+    if (o && a->content.n)
+        json_object_set_new(o, "content", json_stringn(a->content.p, a->content.n));
+    if (o && a->reasoning.n)
+        json_object_set_new(o, "reasoning", json_stringn(a->reasoning.p, a->reasoning.n));
+    send_json(a->wc, o);
+    a->content.n = a->reasoning.n = 0;
+}
+
+static const char *finish_name(int f)
+{
+    switch (f) {
+    case GS_IPC_FINISH_STOP:
+        return "stop";
+    case GS_IPC_FINISH_LENGTH:
+        return "length";
+    case GS_IPC_FINISH_CANCELLED:
+        return "cancelled";
+    default:
+        return "error";
+    }
+}
+
+/* The gateway's latency and token metrics, as for the HTTP route. */
+static void observe(ws_ask *a, const gs_ipc_event *e, uint64_t now)
+{
+    gs_gw *gw = a->wc->gw;
+    gs_metric_series *s;
+    if (e->n_ids) {
+        if (!a->t_first) {
+            a->t_first = now;
+            if (!gs_metrics_series(gw->metrics, gw->m.ttft, NULL, &s))
+                gs_metrics_observe(s, (now - a->t0) * 1e-9);
+        } else if (a->t_last && !gs_metrics_series(gw->metrics, gw->m.itl, NULL, &s)) {
+            gs_metrics_observe(s, (now - a->t_last) * 1e-9 / e->n_ids);
+        }
+        a->t_last = now;
+    }
+    if (!e->finish)
+        return;
+    if (!gs_metrics_series(gw->metrics, gw->m.e2e, NULL, &s))
+        gs_metrics_observe(s, (now - a->t0) * 1e-9);
+    if (!gs_metrics_series(gw->metrics, gw->m.prompt_tok, NULL, &s))
+        gs_metrics_inc(s, (uint64_t)e->prompt_tokens);
+    if (!gs_metrics_series(gw->metrics, gw->m.gen_tok, NULL, &s))
+        gs_metrics_inc(s, (uint64_t)e->completion_tokens);
+    if (a->wc->key_id[0])
+        gs_ratelimit_charge_tokens(gw->rl, a->wc->key_id, (uint64_t)e->completion_tokens,
+                                   now / 1000000u);
+}
+
+static void on_event(void *user, const gs_ipc_event *e)
+{
+    ws_ask *a = user;
+    observe(a, e, gs_clock_now_ns());
+    gs_think_split_push(&a->split, e->text.p, e->text.len, sink, a);
+    if (!e->finish) {
+        send_delta(a);
+        return;
+    }
+    a->job = NULL;
+    gs_think_split_flush(&a->split, sink, a);
+    send_delta(a);
+    if (e->finish == GS_IPC_FINISH_ERROR) {
+        char m[GS_IPC_MAX_MESSAGE + 1];
+        snprintf(m, sizeof m, "%.*s", (int)e->message.len, e->message.p);
+        send_error(a->wc, a->id, gs_err_http_status(e->error), e->error, m);
+    } else {
+        send_json(a->wc,
+                  json_pack("{s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i}, s:{s:f, s:f, s:f}}", "type",
+                            "done", "id", a->id, "finish_reason", finish_name(e->finish), "usage",
+                            "prompt_tokens", e->prompt_tokens, "completion_tokens",
+                            e->completion_tokens, "total_tokens",
+                            e->prompt_tokens + e->completion_tokens, "cached_tokens",
+                            e->cached_prompt_tokens, "timings", "queue_ms", e->queue_ns * 1e-6,
+                            "ttft_ms", e->ttft_ns * 1e-6, "decode_ms", e->decode_ns * 1e-6));
+    }
+    ask_end(a);
+}
+
+static void on_error(void *user, int code, const char *msg)
+{
+    ws_ask *a = user;
+    a->job = NULL;
+    send_error(a->wc, a->id, gs_err_http_status(code), code, msg);
+    ask_end(a);
+}
+
+/* image_ref parts -> placeholder image_url parts that chat_job.c counts in
+ * order; slot_frame[slot] = the binary frame for that image slot (-1: a
+ * data URL of the request's own). 0 or 400 with msg. */
+static int resolve_refs(json_t *req, int n_frames, int slot_frame[GS_IPC_MAX_IMAGES], char *msg,
+                        size_t cap)
+{
+    int slot = 0;
+    size_t mi, pi;
+    json_t *m, *part;
+    json_array_foreach(json_object_get(req, "messages"), mi, m)
+    {
+        json_t *content = json_is_object(m) ? json_object_get(m, "content") : NULL;
+        if (!json_is_array(content))
+            continue;
+        json_array_foreach(content, pi, part)
+        {
+            const char *type = json_string_value(json_object_get(part, "type"));
+            if (!type || (strcmp(type, "image_url") && strcmp(type, "image_ref")))
+                continue;
+            if (slot >= GS_IPC_MAX_IMAGES)
+                return 0; /* chat_job.c refuses the count */
+            slot_frame[slot] = -1;
+            if (!strcmp(type, "image_ref")) {
+                const json_t *ix = json_object_get(part, "index");
+                if (!json_is_integer(ix) || json_integer_value(ix) < 0 ||
+                    json_integer_value(ix) >= n_frames) {
+                    snprintf(msg, cap,
+                             "messages[%zu].content[%zu].index must be an integer in [0, %d): "
+                             "the binary frames sent after this ask",
+                             mi, pi, n_frames);
+                    return 400;
+                }
+                slot_frame[slot] = (int)json_integer_value(ix);
+                json_object_clear(part);
+                json_object_set_new(part, "type", json_string("image_url"));
+                json_object_set_new(part, "image_url",
+                                    json_pack("{s:s}", "url", "data:image/png;base64,AA=="));
+            }
+            slot++;
+        }
+    }
+    return 0;
+}
+
+/* Starts an ask (req borrowed; frames[0..n) borrowed, copied into the job). */
+static void start_ask(wsconn *wc, const char *id, json_t *req, uint8_t **frames,
+                      const size_t *frame_len, int n)
+{
+    gs_gw *gw = wc->gw;
+    if (wc->going_away || gw->draining || !gw->ds) {
+        send_error(wc, id, 503, GS_ESHUTDOWN, "the server is shutting down");
+        return;
+    }
+    if (wc->n_asks >= MAX_ASKS_PER_SOCKET) {
+        send_error(wc, id, 429, GS_EBUSY, "too many asks in flight on this socket");
+        return;
+    }
+    gs_ratelimit_who who = {wc->key_id[0] ? wc->key_id : NULL, wc->key_id[0] ? &wc->limits : NULL,
+                            gs_ws_peer(wc->ws)};
+    gs_ratelimit_verdict v;
+    int rc = gs_ratelimit_admit(gw->rl, &who, gs_clock_now_ns() / 1000000u, &v);
+    if (rc) {
+        char m[200];
+        snprintf(m, sizeof m, "rate limit reached (%s, per %s); retry after %u s",
+                 v.reason ? v.reason : "limit", v.scope ? v.scope : "key", v.retry_after_s);
+        send_error(wc, id, rc == GS_EBUSY ? 429 : 503, rc == GS_EBUSY ? GS_EBUSY : GS_ENOMEM, m);
+        return;
+    }
+    ws_ask *a = calloc(1, sizeof *a);
+    if (!a) {
+        if (wc->key_id[0])
+            gs_ratelimit_release(gw->rl, wc->key_id);
+        send_error(wc, id, 503, GS_ENOMEM, "out of memory");
+        return;
+    }
+    a->wc = wc;
+    a->t0 = gs_clock_now_ns();
+    snprintf(a->id, sizeof a->id, "%s", id);
+    gs_think_split_init(&a->split);
+    gs_queue_insert_tail(&wc->asks, &a->link);
+    wc->n_asks++;
+    gw->streams_open++;
+
+    char msg[512];
+    const char *param = NULL;
+    int slot_frame[GS_IPC_MAX_IMAGES];
+    int status = resolve_refs(req, n, slot_frame, msg, sizeof msg);
+    gs_chat_job job;
+    memset(&job, 0, sizeof job);
+    if (!status) {
+        gs_dispatch_stats ds;
+        gs_dispatch_get_stats(gw->ds, &ds);
+        gs_chat_job_params jp = {gw->cfg.max_images, ds.model};
+        status = gs_chat_job_build(&jp, req, &job, msg, sizeof msg, &param);
+    }
+    for (int i = 0; !status && i < job.n_images; i++) {
+        if (slot_frame[i] < 0)
+            continue;
+        size_t len = frame_len[slot_frame[i]];
+        uint8_t *b = malloc(len ? len : 1);
+        if (!b) {
+            status = 503;
+            snprintf(msg, sizeof msg, "out of memory");
+            break;
+        }
+        memcpy(b, frames[slot_frame[i]], len);
+        free(job.bytes[i]);
+        job.bytes[i] = b;
+        job.images[i].p = (const char *)b;
+        job.images[i].len = (uint32_t)len;
+    }
+    if (status) {
+        gs_chat_job_free(&job);
+        send_error(wc, id, status, status == 503 ? GS_ENOMEM : GS_EINVAL, msg);
+        ask_end(a);
+        return;
+    }
+    gs_djob_cbs cbs = {on_event, on_error};
+    rc = gs_dispatch_submit(gw->ds, job.json, strlen(job.json), job.images, job.n_images, &cbs, a,
+                            &a->job);
+    gs_chat_job_free(&job);
+    if (rc) {
+        send_error(wc, id, gs_err_http_status(rc), rc,
+                   rc == GS_EOVERLOAD ? "no worker can take the request now; retry later"
+                                      : gs_strerror(rc));
+        ask_end(a);
+    }
+}
+
+static void drop_pending(wsconn *wc)
+{
+    json_decref(wc->pending);
+    wc->pending = NULL;
+    for (int i = 0; i < wc->have; i++)
+        free(wc->frames[i]);
+    wc->need = wc->have = 0;
+}
+
+/* ---- messages from the client ------------------------------------------------------------ */
+
+/* A key (borrowed) -> authed, or an error and close 1008. */
+static void on_auth(wsconn *wc, const json_t *msg)
+{
+    gs_gw *gw = wc->gw;
+    const char *key = json_string_value(json_object_get(msg, "key"));
+    if (!gw->auth) {
+        wc->authed = 1;
+    } else {
+        const gs_auth_key *k = NULL;
+        if (!key || gs_auth_check(gw->auth, key, strlen(key), &k)) {
+            send_error(wc, NULL, 401, GS_EAUTH, "invalid API key");
+            gs_ws_close(wc->ws, GS_WS_POLICY, "invalid API key");
+            return;
+        }
+        wc->authed = 1;
+        snprintf(wc->key_id, sizeof wc->key_id, "%s", k->id);
+        wc->limits = k->limits;
+    }
+    send_json(wc, json_pack("{s:s, s:b}", "type", "auth", "ok", 1));
+}
+
+static void on_ask(wsconn *wc, json_t *msg)
+{
+    gs_gw *gw = wc->gw;
+    const json_t *jid = json_object_get(msg, "id");
+    const char *id = json_string_value(jid);
+    if (!id || !id[0] || strlen(id) > MAX_ID) {
+        send_error(wc, NULL, 400, GS_EINVAL, "an ask needs an \"id\": a string of 1 to 128 bytes");
+        return;
+    }
+    if (gw->auth && !wc->authed) {
+        send_error(wc, id, 401, GS_EAUTH,
+                   "missing API key: send {\"type\": \"auth\", \"key\": ...} first");
+        gs_ws_close(wc->ws, GS_WS_POLICY, "missing API key");
+        return;
+    }
+    if (find_ask(wc, id)) {
+        send_error(wc, id, 400, GS_EINVAL, "an ask with this id is already in flight");
+        return;
+    }
+    const json_t *ni = json_object_get(msg, "images");
+    json_int_t n = json_is_integer(ni) ? json_integer_value(ni) : 0;
+    int max = gw->cfg.max_images < GS_IPC_MAX_IMAGES ? gw->cfg.max_images : GS_IPC_MAX_IMAGES;
+    if ((ni && !json_is_null(ni) && !json_is_integer(ni)) || n < 0 || n > max) {
+        char m[128];
+        snprintf(m, sizeof m, "\"images\" must be an integer from 0 to %d", max);
+        send_error(wc, id, 400, GS_EINVAL, m);
+        return;
+    }
+    if (!n) {
+        start_ask(wc, id, msg, NULL, NULL, 0);
+        return;
+    }
+    wc->pending = json_incref(msg);
+    snprintf(wc->pending_id, sizeof wc->pending_id, "%s", id);
+    wc->need = (int)n;
+    wc->have = 0;
+}
+
+static void on_cancel(wsconn *wc, const json_t *msg)
+{
+    const char *id = json_string_value(json_object_get(msg, "id"));
+    ws_ask *a = id ? find_ask(wc, id) : NULL;
+    if (!a) {
+        send_error(wc, id, 404, GS_ENOENT, "no ask in flight with this id");
+        return;
+    }
+    if (a->job)
+        gs_dispatch_cancel(a->job); /* no callback after this */
+    a->job = NULL;
+    gs_think_split_flush(&a->split, sink, a);
+    send_delta(a);
+    send_json(wc, json_pack("{s:s, s:s, s:s}", "type", "done", "id", a->id, "finish_reason",
+                            "cancelled"));
+    ask_end(a);
+}
+
+static void on_text(gs_ws *ws, void *user, const char *s, size_t n)
+{
+    wsconn *wc = user;
+    if (wc->pending) {
+        char m[160];
+        snprintf(m, sizeof m, "expected %d more binary frame(s) with this ask's images",
+                 wc->need - wc->have);
+        send_error(wc, wc->pending_id, 400, GS_EINVAL, m);
+        drop_pending(wc);
+    }
+    json_error_t je;
+    json_t *msg = json_loadb(s, n, JSON_REJECT_DUPLICATES, &je);
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!msg || !json_is_object(msg) || !type) {
+        char m[300];
+        if (!msg)
+            snprintf(m, sizeof m, "invalid JSON at byte %d: %s", je.position, je.text);
+        else
+            snprintf(m, sizeof m, "a message must be a JSON object with a \"type\"");
+        send_error(wc, NULL, 400, GS_EINVAL, m);
+    } else if (!strcmp(type, "auth")) {
+        on_auth(wc, msg);
+    } else if (!strcmp(type, "ask")) {
+        on_ask(wc, msg);
+    } else if (!strcmp(type, "cancel")) {
+        on_cancel(wc, msg);
+    } else {
+        char m[160];
+        snprintf(m, sizeof m, "unknown message type '%.64s' (auth, ask, cancel)", type);
+        send_error(wc, json_string_value(json_object_get(msg, "id")), 400, GS_EINVAL, m);
+    }
+    json_decref(msg);
+}
+
+static void on_binary(gs_ws *ws, void *user, const uint8_t *p, size_t n)
+{
+    wsconn *wc = user;
+    if (!wc->pending) {
+        send_error(wc, NULL, 400, GS_EINVAL,
+                   "unexpected binary frame: send an ask with \"images\": N first");
+        return;
+    }
+    uint8_t *b = n ? malloc(n) : NULL;
+    if (!n || !b) {
+        send_error(wc, wc->pending_id, n ? 503 : 400, n ? GS_ENOMEM : GS_EINVAL,
+                   n ? "out of memory" : "empty image frame");
+        drop_pending(wc);
+        return;
+    }
+    memcpy(b, p, n);
+    wc->frames[wc->have] = b;
+    wc->frame_len[wc->have++] = n;
+    if (wc->have < wc->need)
+        return;
+    start_ask(wc, wc->pending_id, wc->pending, wc->frames, wc->frame_len, wc->have);
+    drop_pending(wc);
+}
+
+/* Drain: no new asks; once the last one has ended, close with 1001. */
+static void on_tick(gs_ws *ws, void *user)
+{
+    wsconn *wc = user;
+    if (wc->gw->draining)
+        wc->going_away = 1;
+    if (wc->going_away && !wc->n_asks)
+        gs_ws_close(ws, GS_WS_GOING_AWAY, "server shutting down");
+}
+
+/* The socket is gone: cancel every ask on it. */
+static void on_close(gs_ws *ws, void *user, int code)
+{
+    wsconn *wc = user;
+    while (!gs_queue_empty(&wc->asks)) {
+        ws_ask *a = gs_queue_data(gs_queue_head(&wc->asks), ws_ask, link);
+        if (a->job)
+            gs_dispatch_cancel(a->job);
+        ask_end(a);
+    }
+    drop_pending(wc);
+    free(wc);
+}
+
+void gs_route_ws(gs_gw *gw, gs_http_req *r)
+{
+    char accept[29], msg[200];
+    int status = gs_ws_check_request(r, accept, msg, sizeof msg);
+    if (status == 426) {
+        json_t *o = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type",
+                              "invalid_request_error", "param", "code", "EUPGRADE");
+        char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        gs_gw_count(gw, ROUTE, 426);
+        gs_http_respond(r, 426, "application/json",
+                        "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", js ? js : "{}",
+                        js ? strlen(js) : 2);
+        free(js);
+        json_decref(o);
+        return;
+    }
+    if (status) {
+        gs_gw_error(gw, r, ROUTE, GS_EINVAL, status, msg, NULL, 0);
+        return;
+    }
+    if (gw->draining) {
+        gs_gw_error(gw, r, ROUTE, GS_ESHUTDOWN, 503, "the server is shutting down", NULL, 1);
+        return;
+    }
+    wsconn *wc = calloc(1, sizeof *wc);
+    if (!wc) {
+        gs_gw_error(gw, r, ROUTE, GS_ENOMEM, 503, "out of memory", NULL, 1);
+        return;
+    }
+    wc->gw = gw;
+    gs_queue_init(&wc->asks);
+    /* Keys: an Authorization header on the upgrade (non-browser clients),
+     * else an auth message first. */
+    const char *h = gs_http_req_header(r, "authorization");
+    if (!gw->auth) {
+        wc->authed = 1;
+    } else if (h) {
+        const char *tok = NULL;
+        size_t tl = 0;
+        const gs_auth_key *k = NULL;
+        if (gs_auth_parse_bearer(h, strlen(h), &tok, &tl) || gs_auth_check(gw->auth, tok, tl, &k)) {
+            free(wc);
+            gs_gw_error(gw, r, ROUTE, GS_EAUTH, 401, "invalid API key", NULL, 0);
+            return;
+        }
+        wc->authed = 1;
+        snprintf(wc->key_id, sizeof wc->key_id, "%s", k->id);
+        wc->limits = k->limits;
+    }
+    gs_ws_params wp = {0};
+    wp.max_message_bytes = (size_t)gw->cfg.max_body_mb << 20;
+    gs_ws_cbs cbs = {on_text, on_binary, on_tick, on_close};
+    int rc = gs_ws_accept(r, accept, &wp, &cbs, wc, &wc->ws);
+    if (rc) {
+        free(wc);
+        gs_gw_count(gw, ROUTE, 499);
+        return;
+    }
+    gs_gw_count(gw, ROUTE, 101);
+}
+
+#endif
