@@ -1,0 +1,358 @@
+"""GET /v1/ws (docs/api.md, "WebSocket /v1/ws") against the real service on
+the tiny fixture model: asks stream deltas then done with the same text as
+the HTTP route, several asks share a socket, cancel ends one ask, images
+travel as binary frames, API keys come in an auth message, and the RFC 6455
+rules hold on raw sockets (unmasked frame 1002, invalid UTF-8 1007, too big
+1009). Closing the socket mid-answer frees the worker's KV pages."""
+import base64
+import hashlib
+import json
+import os
+import re
+import socket
+import struct
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from service import Service, data_url
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+HELLO = [{"role": "user", "content": "Hello, who are you?"}]
+
+
+def key_line(key):
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest() + "\n"
+
+
+@pytest.fixture(scope="module")
+def svc(build_dir, fixtures, tmp_path_factory):
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path_factory.mktemp("ws"))
+    yield s
+    assert s.stop() == 0, s.log_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def keyed(build_dir, fixtures, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wskeys")
+    keys = tmp / "keys"
+    keys.write_text(key_line("key-A"))
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp, "--api-key-file", keys)
+    yield s
+    assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def url(s):
+    return f"ws://{s.host}:{s.port}/v1/ws"
+
+
+def ws_connect(s, **kw):
+    return connect(url(s), open_timeout=10, close_timeout=5, max_size=None, **kw)
+
+
+def recv_json(ws, timeout=60):
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def collect(ws, ids, timeout=120):
+    """Reads until every id in ids has its done or error; returns
+    {id: {"content", "reasoning", "end": the done/error message, "deltas"}}."""
+    out = {i: {"content": "", "reasoning": "", "end": None, "deltas": 0} for i in ids}
+    end = time.time() + timeout
+    while any(v["end"] is None for v in out.values()):
+        m = recv_json(ws, max(0.1, end - time.time()))
+        r = out[m["id"]]
+        assert r["end"] is None, m
+        if m["type"] == "delta":
+            r["content"] += m.get("content", "")
+            r["reasoning"] += m.get("reasoning", "")
+            r["deltas"] += 1
+        else:
+            assert m["type"] in ("done", "error"), m
+            r["end"] = m
+    return out
+
+
+def close_code(ws, timeout=10):
+    """Waits for the server's close; returns its code."""
+    with pytest.raises(ConnectionClosed) as ei:
+        while True:
+            ws.recv(timeout=timeout)
+    return ei.value.rcvd.code if ei.value.rcvd else None
+
+
+# ---- raw sockets (frames the websockets package will not send) -------------------------------
+
+def raw_open(s):
+    sock = socket.create_connection((s.host, s.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /v1/ws HTTP/1.1\r\nHost: {s.host}:{s.port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+    assert f"Sec-WebSocket-Accept: {accept}".encode() in head, head
+    return sock
+
+
+def frame(opcode, payload, mask=True, fin=True, length=None):
+    n = len(payload) if length is None else length
+    b = bytes([(0x80 if fin else 0) | opcode])
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        b += bytes([mbit | n])
+    elif n < 65536:
+        b += bytes([mbit | 126]) + struct.pack(">H", n)
+    else:
+        b += bytes([mbit | 127]) + struct.pack(">Q", n)
+    if mask:
+        k = os.urandom(4)
+        b += k + bytes(c ^ k[i % 4] for i, c in enumerate(payload))
+    else:
+        b += payload
+    return b
+
+
+def raw_read_close(sock, timeout=10):
+    """Reads server frames until a close frame; returns its code."""
+    sock.settimeout(timeout)
+    buf = b""
+
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            c = sock.recv(65536)
+            assert c, "connection closed without a close frame"
+            buf += c
+
+    while True:
+        need(2)
+        op, n = buf[0] & 0x0F, buf[1] & 0x7F
+        assert not buf[1] & 0x80, "server frames are not masked"
+        off = 2
+        if n == 126:
+            need(4)
+            n, off = struct.unpack(">H", buf[2:4])[0], 4
+        elif n == 127:
+            need(10)
+            n, off = struct.unpack(">Q", buf[2:10])[0], 10
+        need(off + n)
+        payload, buf = buf[off:off + n], buf[off + n:]
+        if op == 8:
+            return struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
+
+
+# ---- the protocol ---------------------------------------------------------------------------
+
+def test_handshake_refusals(svc):
+    st, h, body = svc.request("GET", "/v1/ws")
+    assert st == 426 and h.get("Sec-WebSocket-Version") == "13", (st, h, body)
+    st, _, body = svc.request("GET", "/v1/ws", headers={
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "8",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert st == 426, body
+    st, _, body = svc.request("GET", "/v1/ws", headers={
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "short"})
+    assert st == 400 and "Sec-WebSocket-Key" in json.loads(body)["error"]["message"]
+
+
+def test_ask_streams_deltas_then_done_like_http(svc):
+    st, body = svc.chat(HELLO, max_tokens=16, temperature=0)
+    assert st == 200, body
+    with ws_connect(svc) as ws:
+        ws.send(json.dumps({"type": "ask", "id": "a1", "messages": HELLO, "max_tokens": 16,
+                            "temperature": 0}))
+        r = collect(ws, ["a1"])["a1"]
+    done = r["end"]
+    assert done["type"] == "done", done
+    assert r["content"] == body["choices"][0]["message"]["content"]
+    assert r["deltas"] >= 2
+    assert done["finish_reason"] == body["choices"][0]["finish_reason"]
+    assert done["usage"]["completion_tokens"] == body["usage"]["completion_tokens"]
+    assert done["usage"]["prompt_tokens"] == body["usage"]["prompt_tokens"]
+    assert set(done["timings"]) == {"queue_ms", "ttft_ms", "decode_ms"}
+
+
+def test_two_asks_in_flight_on_one_socket(svc):
+    with ws_connect(svc) as ws:
+        for i in ("x", "y"):
+            ws.send(json.dumps({"type": "ask", "id": i, "messages": HELLO, "max_tokens": 12,
+                                "temperature": 0}))
+        r = collect(ws, ["x", "y"])
+    assert r["x"]["end"]["type"] == r["y"]["end"]["type"] == "done"
+    assert r["x"]["content"] == r["y"]["content"] != ""
+
+
+def test_cancel_ends_one_ask_the_other_completes(svc):
+    with ws_connect(svc) as ws:
+        ws.send(json.dumps({"type": "ask", "id": "long", "messages": HELLO, "max_tokens": 4000,
+                            "ignore_eos": True}))
+        m = recv_json(ws)
+        assert m["type"] == "delta" and m["id"] == "long", m
+        ws.send(json.dumps({"type": "ask", "id": "short", "messages": HELLO, "max_tokens": 8,
+                            "temperature": 0}))
+        ws.send(json.dumps({"type": "cancel", "id": "long"}))
+        r = collect(ws, ["long", "short"])
+        assert r["long"]["end"] == {"type": "done", "id": "long", "finish_reason": "cancelled"}
+        assert r["short"]["end"]["type"] == "done"
+        assert r["short"]["end"]["usage"]["completion_tokens"] == 8
+        # cancelling an unknown id is an error; the socket stays usable
+        ws.send(json.dumps({"type": "cancel", "id": "long"}))
+        m = recv_json(ws)
+        assert m["type"] == "error" and m["status"] == 404 and m["id"] == "long", m
+
+
+def test_image_as_binary_frame_equals_data_url_over_http(svc, fixtures):
+    img = fixtures / "ref" / "images" / "model_56x56.png"
+    text = {"type": "text", "text": "What is in this image?"}
+    http_msgs = [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_url(img)}}, text]}]
+    st, body = svc.chat(http_msgs, max_tokens=16, temperature=0)
+    assert st == 200, body
+    ws_msgs = [{"role": "user", "content": [{"type": "image_ref", "index": 0}, text]}]
+    with ws_connect(svc) as ws:
+        ws.send(json.dumps({"type": "ask", "id": "img", "messages": ws_msgs, "max_tokens": 16,
+                            "temperature": 0, "images": 1}))
+        ws.send(img.read_bytes())
+        r = collect(ws, ["img"])["img"]
+        assert r["end"]["type"] == "done", r
+        assert r["content"] == body["choices"][0]["message"]["content"]
+        assert r["end"]["usage"]["prompt_tokens"] == body["usage"]["prompt_tokens"]
+        # an index past the frames sent is refused
+        ws.send(json.dumps({"type": "ask", "id": "bad", "messages": [{"role": "user", "content": [
+            {"type": "image_ref", "index": 1}, text]}], "images": 1}))
+        ws.send(img.read_bytes())
+        m = recv_json(ws)
+        assert m["type"] == "error" and m["id"] == "bad" and m["status"] == 400, m
+
+
+def test_malformed_messages_keep_the_socket(svc):
+    with ws_connect(svc) as ws:
+        ws.send("{not json")
+        m = recv_json(ws)
+        assert m["type"] == "error" and m["status"] == 400 and m["id"] is None, m
+        assert "invalid JSON" in m["message"]
+        ws.send(json.dumps({"type": "dance", "id": "d"}))
+        m = recv_json(ws)
+        assert m["type"] == "error" and m["id"] == "d", m
+        ws.send(json.dumps({"type": "ask", "id": "e", "messages": []}))
+        m = recv_json(ws)
+        assert m["type"] == "error" and m["id"] == "e" and m["status"] == 400, m
+        ws.send(b"\x89PNG stray")
+        m = recv_json(ws)
+        assert m["type"] == "error" and "binary" in m["message"], m
+        ws.send(json.dumps({"type": "ask", "id": "ok", "messages": HELLO, "max_tokens": 4}))
+        assert collect(ws, ["ok"])["ok"]["end"]["type"] == "done"
+
+
+def test_keys_auth_message_and_1008(keyed):
+    # an ask before auth: error then 1008
+    with ws_connect(keyed) as ws:
+        ws.send(json.dumps({"type": "ask", "id": "a", "messages": HELLO, "max_tokens": 4}))
+        m = recv_json(ws)
+        assert m["type"] == "error" and m["status"] == 401, m
+        assert close_code(ws) == 1008
+    # a bad key: error then 1008
+    with ws_connect(keyed) as ws:
+        ws.send(json.dumps({"type": "auth", "key": "key-B"}))
+        m = recv_json(ws)
+        assert m["type"] == "error" and m["status"] == 401, m
+        assert close_code(ws) == 1008
+    # a good key, then asks
+    with ws_connect(keyed) as ws:
+        ws.send(json.dumps({"type": "auth", "key": "key-A"}))
+        assert recv_json(ws) == {"type": "auth", "ok": True}
+        ws.send(json.dumps({"type": "ask", "id": "a", "messages": HELLO, "max_tokens": 4}))
+        assert collect(ws, ["a"])["a"]["end"]["type"] == "done"
+    # or an Authorization header on the upgrade
+    with ws_connect(keyed, additional_headers={"Authorization": "Bearer key-A"}) as ws:
+        ws.send(json.dumps({"type": "ask", "id": "h", "messages": HELLO, "max_tokens": 4}))
+        assert collect(ws, ["h"])["h"]["end"]["type"] == "done"
+    with pytest.raises(InvalidStatus) as ei:
+        ws_connect(keyed, additional_headers={"Authorization": "Bearer key-B"})
+    assert ei.value.response.status_code == 401
+
+
+# ---- RFC 6455 on raw sockets ------------------------------------------------------------------
+
+def test_unmasked_client_frame_closes_1002(svc):
+    sock = raw_open(svc)
+    try:
+        sock.sendall(frame(1, b'{"type":"ask"}', mask=False))
+        assert raw_read_close(sock) == 1002
+    finally:
+        sock.close()
+
+
+def test_invalid_utf8_text_closes_1007(svc):
+    sock = raw_open(svc)
+    try:
+        sock.sendall(frame(1, b'{"type":"\xff\xfe"}'))
+        assert raw_read_close(sock) == 1007
+    finally:
+        sock.close()
+
+
+def test_frame_over_the_limit_closes_1009(svc):
+    sock = raw_open(svc)
+    try:  # the header announces 2^40 bytes: refused at the first bytes of payload
+        sock.sendall(frame(2, b"", length=1 << 40)[:10] + os.urandom(4) + os.urandom(64))
+        assert raw_read_close(sock) == 1009
+    finally:
+        sock.close()
+
+
+def test_fragments_and_ping(svc):
+    sock = raw_open(svc)
+    try:
+        msg = json.dumps({"type": "cancel", "id": "nothing"}).encode()
+        sock.sendall(frame(1, msg[:5], fin=False) + frame(9, b"hi") + frame(0, msg[5:]))
+        sock.settimeout(10)
+        got = b""
+        while got.count(b"nothing") < 1 or b"hi" not in got:
+            c = sock.recv(65536)
+            assert c, got
+            got += c
+        assert got.startswith(b"\x8a\x02hi"), got  # the pong first, then the error
+        assert b'"status":404' in got
+        sock.sendall(frame(8, struct.pack(">H", 1000)))
+        assert raw_read_close(sock) == 1000
+    finally:
+        sock.close()
+
+
+def kv_pages_used(svc):
+    _, _, body = svc.request("GET", "/metrics")
+    m = re.search(r"^glmserve:kv_pages_used (\d+)", body, re.M)
+    return int(m.group(1)) if m else None
+
+
+def test_closing_the_socket_cancels_its_asks(svc):
+    with ws_connect(svc) as ws:
+        for i in ("c1", "c2"):
+            ws.send(json.dumps({"type": "ask", "id": i, "messages": HELLO, "max_tokens": 4000,
+                                "ignore_eos": True}))
+        seen = set()
+        while seen != {"c1", "c2"}:
+            m = recv_json(ws)
+            assert m["type"] == "delta", m
+            seen.add(m["id"])
+        end = time.time() + 10
+        while (kv_pages_used(svc) or 0) == 0 and time.time() < end:
+            time.sleep(0.05)  # the heartbeat shows the pages in use
+        assert kv_pages_used(svc) > 0
+    # the socket is closed here, both asks still running
+    end = time.time() + 15
+    while kv_pages_used(svc) != 0 and time.time() < end:
+        time.sleep(0.1)
+    assert kv_pages_used(svc) == 0
+    st, _, body = svc.request("GET", "/metrics")
+    assert 'glmserve:requests_total{route="/v1/ws",status="101"}' in body
