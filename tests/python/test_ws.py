@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import time
@@ -356,3 +357,18 @@ def test_closing_the_socket_cancels_its_asks(svc):
     assert kv_pages_used(svc) == 0
     st, _, body = svc.request("GET", "/metrics")
     assert 'glmserve:requests_total{route="/v1/ws",status="101"}' in body
+
+
+def test_drain_closes_sockets_1001(build_dir, fixtures, tmp_path):
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path)
+    try:
+        with ws_connect(s) as ws:
+            ws.send(json.dumps({"type": "ask", "id": "d", "messages": HELLO, "max_tokens": 24,
+                                "temperature": 0}))
+            assert recv_json(ws)["type"] == "delta"
+            s.proc.send_signal(signal.SIGTERM)
+            r = collect(ws, ["d"])["d"]
+            assert r["end"]["type"] in ("done", "error"), r
+            assert close_code(ws) == 1001
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
