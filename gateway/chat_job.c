@@ -111,6 +111,14 @@ static int take_image(const gs_chat_job_params *p, json_t *part, gs_chat_job *im
     return 0;
 }
 
+static int is_ascii(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return 0;
+    return 1;
+}
+
 /* Copies a sampling key when present (the worker checks ranges). */
 static int copy_key(json_t *job, const json_t *req, const char *from, const char *to)
 {
@@ -195,6 +203,16 @@ static int build(const gs_chat_job_params *p, const json_t *req, json_t **job_ou
     json_t *m;
     json_array_foreach(jm, mi, m)
     {
+        /* Roles and part types are ASCII words. The worker quotes an unknown
+         * one cut to 40 bytes, which can split a UTF-8 character: that error
+         * cannot cross the IPC (UTF-8 only) and the request never ended.
+         * Refused here first. */
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (role && !is_ascii(role)) {
+            *param = "messages";
+            snprintf(msg, cap, "messages[%d].role: unknown role", (int)mi);
+            return 400;
+        }
         json_t *content = json_is_object(m) ? json_object_get(m, "content") : NULL;
         if (!json_is_array(content))
             continue;
@@ -203,6 +221,11 @@ static int build(const gs_chat_job_params *p, const json_t *req, json_t **job_ou
         json_array_foreach(content, pi, part)
         {
             const char *type = json_string_value(json_object_get(part, "type"));
+            if (type && !is_ascii(type)) {
+                *param = "messages";
+                snprintf(msg, cap, "messages[%d].content[%d].type: unknown type", (int)mi, (int)pi);
+                return 400;
+            }
             if (type && !strcmp(type, "image_url")) {
                 int st2 = take_image(p, part, im, msg, cap, (int)mi, (int)pi);
                 if (st2) {

@@ -39,6 +39,59 @@ void gs_gw_json(gs_gw *gw, gs_http_req *r, const char *route, int status, const 
     gs_http_respond(r, status, "application/json", NULL, json, len);
 }
 
+/* Length of the valid UTF-8 character at s (n bytes left), 0 when it is not
+ * one (bad lead or continuation byte, truncated, overlong, surrogate, above
+ * U+10FFFF): the rules jansson checks strings against. */
+static size_t utf8_char(const unsigned char *s, size_t n)
+{
+    size_t len;
+    unsigned cp, min;
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF)
+        len = 2, cp = s[0] & 0x1Fu, min = 0x80;
+    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+        len = 3, cp = s[0] & 0x0Fu, min = 0x800;
+    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+        len = 4, cp = s[0] & 0x07u, min = 0x10000;
+    else
+        return 0;
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3Fu);
+    }
+    return cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : len;
+}
+
+/* msg as valid UTF-8: itself when it is, else a copy in buf (cap >= 4) with
+ * each stray byte replaced by U+FFFD, cut to fit. */
+static const char *utf8_clean(const char *msg, char *buf, size_t cap)
+{
+    const unsigned char *s = (const unsigned char *)msg;
+    size_t n = strlen(msg), i = 0, k;
+    while (i < n && (k = utf8_char(s + i, n - i)))
+        i += k;
+    if (i == n)
+        return msg;
+    size_t o = 0;
+    for (i = 0; i < n && o + 4 <= cap;) {
+        k = utf8_char(s + i, n - i);
+        if (k && o + k + 1 > cap)
+            break;
+        if (k)
+            memcpy(buf + o, s + i, k);
+        else
+            memcpy(buf + o, "\xEF\xBF\xBD", 3);
+        o += k ? k : 3;
+        i += k ? k : 1;
+    }
+    buf[o] = 0;
+    return buf;
+}
+
 void gs_gw_error(gs_gw *gw, gs_http_req *r, const char *route, int code, int status,
                  const char *msg, const char *param, int retry_after)
 {
@@ -47,6 +100,11 @@ void gs_gw_error(gs_gw *gw, gs_http_req *r, const char *route, int code, int sta
     const char *type = gs_err_type(code);
     if (status == 404)
         type = "invalid_request_error";
+    /* Messages quote client bytes (a path, a model name, cut to a length):
+     * jansson refuses a string that is not valid UTF-8, and the answer
+     * became a 'server_error: out of memory' body; replace the stray bytes. */
+    char clean[1024];
+    msg = utf8_clean(msg, clean, sizeof clean);
     json_t *o = json_pack("{s:{s:s, s:s, s:s?, s:s}}", "error", "message", msg, "type", type,
                           "param", param, "code", gs_err_name(code));
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;

@@ -178,6 +178,11 @@ static void stream_error(chat *c, int code, const char *msg)
 {
     json_t *o = json_pack("{s:{s:s, s:s, s:n, s:i}}", "error", "message", msg, "type",
                           gs_err_type(code), "param", "code", gs_err_http_status(code));
+    /* A message jansson refuses (not UTF-8) must not make the error event
+     * vanish from the stream: say the code's own message instead. */
+    if (!o)
+        o = json_pack("{s:{s:s, s:s, s:n, s:i}}", "error", "message", gs_strerror(code), "type",
+                      gs_err_type(code), "param", "code", gs_err_http_status(code));
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     if (js) {
         sb_put(&c->chunk, "data: ", 6);
@@ -302,6 +307,19 @@ static void on_abort(gs_http_req *r, void *user)
     chat_free(c);
 }
 
+/* Content-Type ct names type (parameters after ';' allowed). A prefix is
+ * not enough: "application/jsonx" is another type. */
+static int media_type_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+    if (strncasecmp(ct, type, n))
+        return 0;
+    ct += n;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == 0 || *ct == ';';
+}
+
 void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
 {
     size_t len = 0;
@@ -309,8 +327,8 @@ void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
     const char *ct = gs_http_req_header(r, "content-type");
     /* JSON, or no type, or curl's default form type (its -d sends JSON bodies
      * under it); anything else (multipart uploads, text) is refused. */
-    if (ct && strncasecmp(ct, "application/json", 16) &&
-        strncasecmp(ct, "application/x-www-form-urlencoded", 33)) {
+    if (ct && !media_type_is(ct, "application/json") &&
+        !media_type_is(ct, "application/x-www-form-urlencoded")) {
         gs_gw_error(gw, r, ROUTE, GS_EUNSUPPORTED, 415, "Content-Type must be application/json",
                     NULL, 0);
         return;
