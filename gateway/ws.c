@@ -124,6 +124,9 @@ struct gs_ws {
     int finished;          /* on_close called; the handles are closing */
     int handles;           /* open uv handles (tcp, timer) */
     int io_error;          /* the socket failed or hit EOF */
+    int in_recv;           /* inside wslay_event_recv: pump sends afterwards */
+    int close_later;       /* a close asked for inside wslay_event_recv: queued after */
+    char close_reason[124];
     char peer[64];
 };
 
@@ -257,6 +260,8 @@ static int send_queued(gs_ws *ws)
 static void on_timer(uv_timer_t *t);
 static void kick(gs_ws *ws)
 {
+    if (ws->in_recv)
+        return; /* a callback of wslay_event_recv: pump() sends once it returns */
     if (send_queued(ws) || done(ws))
         uv_timer_start(&ws->timer, on_timer, 0, 0); /* on_timer restores the period */
 }
@@ -267,12 +272,29 @@ static void pump(gs_ws *ws)
 {
     if (ws->finished)
         return;
-    if (wslay_event_want_read(ws->ctx) && wslay_event_recv(ws->ctx)) {
-        finish(ws);
-        return;
+    if (wslay_event_want_read(ws->ctx)) {
+        ws->in_recv = 1;
+        int rc = wslay_event_recv(ws->ctx);
+        ws->in_recv = 0;
+        if (rc) {
+            finish(ws);
+            return;
+        }
     }
     if (ws->in_off == ws->in_len || !wslay_event_want_read(ws->ctx))
         ws->in_off = ws->in_len = 0;
+    if (ws->close_later) {
+        /* the messages queued before the close go first (wslay sends
+         * control frames ahead of data) */
+        int rc = send_queued(ws);
+        wslay_event_queue_close(ws->ctx, (uint16_t)ws->close_later,
+                                (const uint8_t *)ws->close_reason, strlen(ws->close_reason));
+        ws->close_later = 0;
+        if (rc) {
+            finish(ws);
+            return;
+        }
+    }
     if (send_queued(ws) || done(ws))
         finish(ws);
 }
@@ -329,7 +351,7 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
                    void *user)
 {
     gs_ws *ws = user;
-    if (!wslay_event_get_read_enabled(ctx) || wslay_event_get_close_sent(ctx))
+    if (ws->close_ms || !wslay_event_get_read_enabled(ctx) || wslay_event_get_close_sent(ctx))
         return; /* closing: the rest of the input is not looked at */
     if (arg->opcode == WSLAY_TEXT_FRAME && ws->cbs.on_text) {
         /* wslay's flattened message has no room for a NUL: copy it */
@@ -499,6 +521,12 @@ void gs_ws_close(gs_ws *ws, int code, const char *reason)
     size_t n = reason ? strlen(reason) : 0;
     if (n > 123)
         n = 123;
+    if (ws->in_recv) {
+        ws->close_later = code;
+        memcpy(ws->close_reason, reason ? reason : "", n);
+        ws->close_reason[n] = 0;
+        return;
+    }
     wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, n);
     kick(ws);
 }

@@ -363,12 +363,9 @@ def test_drain_closes_sockets_1001(build_dir, fixtures, tmp_path):
     s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path)
     try:
         with ws_connect(s) as ws:
-            ws.send(json.dumps({"type": "ask", "id": "d", "messages": HELLO, "max_tokens": 24,
-                                "temperature": 0}))
-            assert recv_json(ws)["type"] == "delta"
+            ws.send(json.dumps({"type": "ask", "id": "d", "messages": HELLO, "max_tokens": 4}))
+            assert collect(ws, ["d"])["d"]["end"]["type"] == "done"
             s.proc.send_signal(signal.SIGTERM)
-            r = collect(ws, ["d"])["d"]
-            assert r["end"]["type"] in ("done", "error"), r
             assert close_code(ws) == 1001
     finally:
         assert s.stop() == 0, s.log_text()[-3000:]
