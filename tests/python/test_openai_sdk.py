@@ -225,7 +225,7 @@ def test_401(keyed):
 def test_429_exact_counts_and_retry_after(keyed):
     """rate 1/s, burst 1: at one instant 1 + 1 requests pass, the rest get
     429 with Retry-After; the SDK waits that long and then gets through."""
-    time.sleep(2.5)  # test_401's calls do not touch the limiter; start with a full bucket
+    time.sleep(2.5)  # whatever ran before, the bucket is empty again
     c = client_for(keyed, KEY)
     results, barrier = [None] * 5, threading.Barrier(5)
 
@@ -256,11 +256,13 @@ def test_429_exact_counts_and_retry_after(keyed):
         lambda resp: seen.append((time.time(), resp.status_code,
                                   resp.headers.get("retry-after")))]})
     retrying = client_for(keyed, KEY, max_retries=3, http_client=http)
-    while True:  # make sure the bucket is full right now
+    for _ in range(5):  # make sure the bucket is full right now
         try:
             c.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
         except openai.RateLimitError:
             break
+    else:
+        pytest.fail("5 requests in a row passed a limit of 1/s with a burst of 1")
     r = retrying.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1)
     assert r.choices[0].finish_reason in ("stop", "length")
     assert [st for _, st, _ in seen][-1] == 200, seen
