@@ -21,6 +21,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,7 +104,10 @@ struct gs_dispatch {
     int32_t n_jobs;
     uint64_t next_id;
     uint64_t resends, deaths;
-    int closing, handles_open;
+    int closing, handles_open, async_closed;
+    /* Connections whose callbacks may still queue items: the async handle
+     * (and so the dispatcher) stays until each has queued its close. */
+    atomic_int live_conns;
     char *name;
     gs_ipc_listener *listener; /* workers that dial us (--connect) */
     gs_ipc_conn_cbs acc_cbs;
@@ -199,6 +203,8 @@ static void on_close(gs_ipc_conn *c, int err, void *user)
  * the loop. The listener's reference is handed to the open item. */
 static void acc_on_open(gs_ipc_conn *c, void *user)
 {
+    gs_dispatch *ds = user;
+    atomic_fetch_add(&ds->live_conns, 1);
     post_to(user, NULL, c, 2, 0, NULL, NULL);
     gs_ipc_conn_unref(c);
 }
@@ -312,6 +318,12 @@ static void release(gs_dispatch *ds)
 {
     if (--ds->handles_open > 0 || !ds->closing)
         return;
+    for (item *it = ds->head, *next; it; it = next) {
+        next = it->next;
+        gs_ipc_conn_unref(it->conn);
+        free(it->body);
+        free(it);
+    }
     for (int i = 0; i < ds->n; i++)
         free(ds->w[i].url);
     free(ds->w);
@@ -328,8 +340,23 @@ static void dial_work(uv_work_t *req)
     gs_diag d;
     gs_diag_clear(&d);
     w->dialed = NULL;
+    atomic_fetch_add(&w->ds->live_conns, 1); /* before its callbacks can run */
     w->dial_rc = gs_ipc_dial(w->url, &w->cbs, 2000, &w->dialed, &d);
+    if (w->dial_rc)
+        atomic_fetch_sub(&w->ds->live_conns, 1);
     snprintf(w->dial_err, sizeof w->dial_err, "%s", d.msg);
+}
+
+static void handle_closed(uv_handle_t *h);
+
+/* While closing, once no connection can queue an item any more, the async
+ * handle goes (the last handle closed frees the dispatcher). */
+static void maybe_close_async(gs_dispatch *ds)
+{
+    if (!ds->closing || ds->async_closed || atomic_load(&ds->live_conns) > 0)
+        return;
+    ds->async_closed = 1;
+    uv_close((uv_handle_t *)&ds->async, handle_closed);
 }
 
 static void send_hello(dworker *w)
@@ -376,6 +403,7 @@ static void dial_done(uv_work_t *req, int status)
         if (!ds->closing)
             schedule_dial(w);
     }
+    maybe_close_async(ds);
     release(ds);
 }
 
@@ -485,11 +513,23 @@ static dworker *accepted_slot(gs_dispatch *ds, item *it)
     return w;
 }
 
+static void handle_conn_item(gs_dispatch *ds, item *it, dworker *w);
+
 static void handle_item(gs_dispatch *ds, item *it)
 {
     dworker *w = it->w ? it->w : accepted_slot(ds, it);
-    if (!w || it->is_open)
-        return;
+    if (!w && it->is_open)
+        gs_ipc_conn_close(it->conn); /* no slot (or shutting down): its close follows */
+    if (w && !it->is_open)
+        handle_conn_item(ds, it, w);
+    if (it->is_close) {
+        atomic_fetch_sub(&ds->live_conns, 1); /* the last item of a connection */
+        maybe_close_async(ds);
+    }
+}
+
+static void handle_conn_item(gs_dispatch *ds, item *it, dworker *w)
+{
     if (it->is_close) {
         if (w->conn == it->conn) {
             if (!w->conn_dead)
@@ -684,8 +724,7 @@ void gs_dispatch_free(gs_dispatch *ds)
         }
     }
     /* Pending dials finish on the pool; their completion sees `closing`.
-     * The handles: every worker's timer, the tick and the async. Queued
-     * items are dropped when the async handle closes. */
+     * The handles: every worker's timer, the tick and the async. */
     ds->handles_open += 2;
     for (int i = 0; i < ds->n; i++) {
         if (!ds->w[i].timer_ready)
@@ -696,18 +735,9 @@ void gs_dispatch_free(gs_dispatch *ds)
     }
     ds->tick.data = ds;
     uv_close((uv_handle_t *)&ds->tick, handle_closed);
-    pthread_mutex_lock(&ds->mu);
-    item *it = ds->head;
-    ds->head = ds->tail = NULL;
-    pthread_mutex_unlock(&ds->mu);
-    while (it) {
-        item *next = it->next;
-        gs_ipc_conn_unref(it->conn);
-        free(it->body);
-        free(it);
-        it = next;
-    }
-    uv_close((uv_handle_t *)&ds->async, handle_closed);
+    /* The async handle stays until every connection has queued its close
+     * (the loop keeps handling items until then). */
+    maybe_close_async(ds);
 }
 
 int gs_dispatch_submit(gs_dispatch *ds, const char *json, size_t len, const gs_ipc_str *images,

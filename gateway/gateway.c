@@ -307,6 +307,10 @@ static void on_hup(uv_signal_t *h, int sig)
 
 static void close_all(gs_gw *gw)
 {
+    if (gw->closed)
+        return;
+    gw->closed = 1;
+    uv_close((uv_handle_t *)&gw->streams_timer, NULL);
     uv_signal_stop(&gw->sig_hup);
     uv_signal_stop(&gw->sig_term);
     uv_signal_stop(&gw->sig_int);
@@ -322,9 +326,24 @@ static void close_all(gs_gw *gw)
     gw->ds = NULL;
 }
 
+/* Sockets handed over to the WebSocket layer are no HTTP connections any
+ * more: their asks (counted in streams_open) are waited for here. */
+static void streams_check(uv_timer_t *t)
+{
+    gs_gw *gw = t->data;
+    if (gw->streams_open > 0)
+        return;
+    gs_log_info("drained: no connection or stream left");
+    close_all(gw);
+}
+
 static void drained(void *user)
 {
     gs_gw *gw = user;
+    if (gw->streams_open > 0) {
+        uv_timer_start(&gw->streams_timer, streams_check, 20, 20);
+        return;
+    }
     gs_log_info("drained: no connection left");
     close_all(gw);
 }
@@ -444,6 +463,8 @@ int gs_gateway_run(const gs_gateway_params *p)
     }
     uv_timer_init(&gw->loop, &gw->drain_timer);
     gw->drain_timer.data = gw;
+    uv_timer_init(&gw->loop, &gw->streams_timer);
+    gw->streams_timer.data = gw;
     gs_log_info("gateway %d serving on %s:%d (%d worker URL(s)%s)", p->index, gw->cfg.host,
                 gw->cfg.port, p->n_worker_urls, gw->auth ? ", API keys on" : ", no API keys");
     uv_run(&gw->loop, UV_RUN_DEFAULT);

@@ -38,6 +38,8 @@ typedef struct gs_gw {
     gs_static *st; /* NULL: no UI folder */
     uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
     uv_timer_t drain_timer;
+    uv_timer_t streams_timer; /* drain: waits for WebSocket asks after the last HTTP connection */
+    int closed;
     int draining, exit_status;
     int64_t streams_open;
     char name[64];

@@ -15,6 +15,7 @@
  * (through the cancel list and the event callback's return) acts on it. */
 #include "worker/serve.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include "common/clock.h"
 #include "common/ipc_conn.h"
 #include "common/log.h"
+#include "worker/tokenizer/utf8.h"
 
 #define TABLE_SIZE 512
 
@@ -58,6 +60,7 @@ struct gs_server {
     int n_jobs, n_unstarted;
     gs_ipc_conn **conns;
     int n_conns, cap_conns;
+    int live_conns; /* connections opened and not yet through on_close */
     int draining, stopping, fatal;
     uint64_t drain_deadline;
     uint64_t start_ns;
@@ -131,15 +134,28 @@ static void job_done(gs_server *s, wjob *j)
 
 static void send_error(gs_ipc_conn *c, uint64_t id, int code, const char *msg)
 {
+    /* The message may quote client text cut mid-character: every invalid
+     * UTF-8 byte becomes '?', so the frame always encodes (a frame that
+     * does not encode would leave the job without an answer). */
+    char text[GS_IPC_MAX_MESSAGE + 1];
+    snprintf(text, sizeof text, "%s", msg ? msg : gs_strerror(code));
+    size_t n = strlen(text), at;
+    while ((at = gs_utf8_invalid_at((const uint8_t *)text, n)) < n)
+        text[at] = '?';
     gs_ipc_msg m = {.type = GS_IPC_ERROR};
     m.u.error.id = id;
     m.u.error.code = code;
-    m.u.error.message.p = msg ? msg : gs_strerror(code);
-    m.u.error.message.len = (uint32_t)gs_ipc_utf8_clip(
-        m.u.error.message.p, strlen(m.u.error.message.p), GS_IPC_MAX_MESSAGE);
+    m.u.error.message.p = text;
+    m.u.error.message.len = (uint32_t)n;
     gs_diag d;
-    if (gs_ipc_conn_send_msg(c, &m, &d) && d.msg[0])
-        gs_log_warn("job %llu: error frame not sent: %s", (unsigned long long)id, d.msg);
+    gs_diag_clear(&d);
+    if (gs_ipc_conn_send_msg(c, &m, &d) && d.msg[0]) {
+        gs_log_warn("job %llu: error frame not sent (%s); sending the bare code",
+                    (unsigned long long)id, d.msg);
+        m.u.error.message.p = gs_strerror(code);
+        m.u.error.message.len = (uint32_t)strlen(m.u.error.message.p);
+        gs_ipc_conn_send_msg(c, &m, NULL);
+    }
 }
 
 /* The final event of a job that never reached the engine (cancelled). */
@@ -180,6 +196,7 @@ static void send_hello(gs_server *s, gs_ipc_conn *c)
 static void add_conn(gs_server *s, gs_ipc_conn *c)
 {
     pthread_mutex_lock(&s->mu);
+    s->live_conns++; /* its on_close will come, whatever happens below */
     if (s->n_conns == s->cap_conns) {
         int cap = s->cap_conns ? 2 * s->cap_conns : 8;
         gs_ipc_conn **t = realloc(s->conns, (size_t)cap * sizeof *t);
@@ -230,11 +247,15 @@ static void on_close(gs_ipc_conn *c, int err, void *user)
                 s->cancels[s->n_cancels++] = j->eng_id;
         }
     pthread_cond_broadcast(&s->engine_cv);
-    pthread_cond_broadcast(&s->hb_cv);
     pthread_mutex_unlock(&s->mu);
     gs_log_info("gateway at %s disconnected (%s); %d job(s) cancelled", gs_ipc_conn_peer(c),
                 err ? gs_strerror(err) : "closed", n_cancelled);
     gs_ipc_conn_unref(drop);
+    /* Last: gs_server_free waits for this before it frees the server. */
+    pthread_mutex_lock(&s->mu);
+    s->live_conns--;
+    pthread_cond_broadcast(&s->hb_cv);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- frames in -------------------------------------------------------------- */
@@ -849,6 +870,20 @@ void gs_server_free(gs_server *s)
     for (int i = 0; i < n; i++) {
         gs_ipc_conn_close(s->conns[i]);
         gs_ipc_conn_unref(s->conns[i]);
+    }
+    /* Their on_close callbacks use s: wait for them (a few ms). */
+    pthread_mutex_lock(&s->mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += 5;
+    while (s->live_conns > 0 && pthread_cond_timedwait(&s->hb_cv, &s->mu, &ts) != ETIMEDOUT)
+        ;
+    int stuck = s->live_conns;
+    pthread_mutex_unlock(&s->mu);
+    if (stuck > 0) {
+        gs_log_error("%d connection(s) did not close within 5 s; leaving the server allocated",
+                     stuck);
+        return;
     }
     free(s->conns);
     free(s->cancels);
