@@ -48,6 +48,7 @@
 #include "common/log.h"
 
 #define SKIP_CHUNK (64u << 10)
+#define RBUF_SIZE (64u << 10)
 
 typedef struct frame {
     struct frame *next;
@@ -73,6 +74,10 @@ struct gs_ipc_conn {
     size_t rx_off; /* bytes of the header or body read so far */
     size_t skip_left;
     uint8_t *skip; /* [SKIP_CHUNK] scratch, allocated on first use */
+    /* Reads go into rbuf (many small frames per read) except the rest of a
+     * body that is larger than it, which is read in place. */
+    uint8_t *rbuf;    /* [RBUF_SIZE], allocated on first use */
+    int rx_into_rbuf; /* the read in flight targets rbuf */
 
     /* under mu */
     int refs;
@@ -136,6 +141,7 @@ static void conn_destroy(gs_ipc_conn *c)
         free_queue(c->tx_cur);
     free(c->body);
     free(c->skip);
+    free(c->rbuf);
     /* Both may run inside one of c's own aio callbacks: reap, not free. */
     if (c->s)
         nng_stream_free(c->s);
@@ -225,23 +231,31 @@ static void rx_stop(gs_ipc_conn *c, int err)
         finish(c);
 }
 
-/* Submits the next read for the current phase unless closing. */
+/* Submits the next read for the current phase unless closing: into rbuf,
+ * or straight into a body whose rest is at least as large as rbuf. */
 static void rx_next(gs_ipc_conn *c)
 {
     nng_iov iov;
-    switch (c->rx_phase) {
-    case RX_HDR:
-        iov.iov_buf = c->hdr + c->rx_off;
-        iov.iov_len = GS_IPC_HEADER_SIZE - c->rx_off;
-        break;
-    case RX_BODY:
+    if (c->rx_phase == RX_BODY && c->h.body_len - c->rx_off >= RBUF_SIZE) {
         iov.iov_buf = c->body + c->rx_off;
         iov.iov_len = c->h.body_len - c->rx_off;
-        break;
-    default:
-        iov.iov_buf = c->skip;
-        iov.iov_len = c->skip_left < SKIP_CHUNK ? c->skip_left : SKIP_CHUNK;
-        break;
+        c->rx_into_rbuf = 0;
+    } else if (c->rbuf || (c->rbuf = malloc(RBUF_SIZE))) {
+        iov.iov_buf = c->rbuf;
+        iov.iov_len = RBUF_SIZE;
+        c->rx_into_rbuf = 1;
+    } else { /* no memory for the buffer: read what the phase needs */
+        c->rx_into_rbuf = 0;
+        if (c->rx_phase == RX_HDR) {
+            iov.iov_buf = c->hdr + c->rx_off;
+            iov.iov_len = GS_IPC_HEADER_SIZE - c->rx_off;
+        } else if (c->rx_phase == RX_BODY) {
+            iov.iov_buf = c->body + c->rx_off;
+            iov.iov_len = c->h.body_len - c->rx_off;
+        } else {
+            iov.iov_buf = c->skip;
+            iov.iov_len = c->skip_left < SKIP_CHUNK ? c->skip_left : SKIP_CHUNK;
+        }
     }
     pthread_mutex_lock(&c->mu);
     if (c->closing) {
@@ -303,6 +317,46 @@ static void rx_deliver(gs_ipc_conn *c)
     free(body);
 }
 
+/* Takes n bytes (src: from rbuf, or NULL when they were read in place)
+ * into the current phase; completes headers and frames. 0 or a GS_E*
+ * code that stops the connection. *used: bytes taken. */
+static int rx_feed(gs_ipc_conn *c, const uint8_t *src, size_t n, size_t *used)
+{
+    size_t take = 0;
+    int rc = 0;
+    switch (c->rx_phase) {
+    case RX_HDR:
+        take = GS_IPC_HEADER_SIZE - c->rx_off < n ? GS_IPC_HEADER_SIZE - c->rx_off : n;
+        if (src)
+            memcpy(c->hdr + c->rx_off, src, take);
+        c->rx_off += take;
+        if (c->rx_off == GS_IPC_HEADER_SIZE) {
+            rc = rx_header(c);
+            if (rc == 0 && c->rx_phase == RX_BODY && c->h.body_len == 0)
+                rx_deliver(c);
+        }
+        break;
+    case RX_BODY:
+        take = c->h.body_len - c->rx_off < n ? c->h.body_len - c->rx_off : n;
+        if (src)
+            memcpy(c->body + c->rx_off, src, take);
+        c->rx_off += take;
+        if (c->rx_off == c->h.body_len)
+            rx_deliver(c);
+        break;
+    default:
+        take = c->skip_left < n ? c->skip_left : n;
+        c->skip_left -= take;
+        if (c->skip_left == 0) {
+            c->rx_phase = RX_HDR;
+            c->rx_off = 0;
+        }
+        break;
+    }
+    *used = take;
+    return rc;
+}
+
 static void rx_cb(void *arg)
 {
     gs_ipc_conn *c = arg;
@@ -311,29 +365,20 @@ static void rx_cb(void *arg)
         rx_stop(c, GS_EIO); /* kept only if we were not closing already */
         return;
     }
-    size_t n = nng_aio_count(c->rxa);
+    size_t n = nng_aio_count(c->rxa), used;
     int rc = 0;
-    switch (c->rx_phase) {
-    case RX_HDR:
-        c->rx_off += n;
-        if (c->rx_off == GS_IPC_HEADER_SIZE) {
-            rc = rx_header(c);
-            if (rc == 0 && c->rx_phase == RX_BODY && c->h.body_len == 0)
-                rx_deliver(c);
+    if (!c->rx_into_rbuf) {
+        rc = rx_feed(c, NULL, n, &used);
+    } else {
+        /* Every frame the read brought, in order. */
+        for (size_t off = 0; off < n && !rc; off += used) {
+            pthread_mutex_lock(&c->mu);
+            int closing = c->closing;
+            pthread_mutex_unlock(&c->mu);
+            if (closing)
+                break;
+            rc = rx_feed(c, c->rbuf + off, n - off, &used);
         }
-        break;
-    case RX_BODY:
-        c->rx_off += n;
-        if (c->rx_off == c->h.body_len)
-            rx_deliver(c);
-        break;
-    default:
-        c->skip_left -= n;
-        if (c->skip_left == 0) {
-            c->rx_phase = RX_HDR;
-            c->rx_off = 0;
-        }
-        break;
     }
     if (rc) {
         rx_stop(c, rc);
@@ -352,16 +397,56 @@ static void tx_submit_locked(gs_ipc_conn *c)
     nng_stream_send(c->s, c->txa);
 }
 
-/* Under mu: starts the next queued frame, if any. */
-static void tx_start_locked(gs_ipc_conn *c)
+/* Small frames queued together (a step's events for many jobs) go out in
+ * one write: they are copied into one buffer of at most BATCH_BYTES, which
+ * saves a system call and a completion per frame. */
+#define BATCH_SMALL (16u << 10)
+#define BATCH_BYTES (256u << 10)
+
+/* Under mu: pops the queue's head, or a batch of its small frames as one
+ * frame. NULL when the queue is empty. */
+static frame *tx_take_locked(gs_ipc_conn *c)
 {
     frame *f = c->q_head;
     if (!f)
-        return;
-    c->q_head = f->next;
+        return NULL;
+    size_t total = 0, n = 0;
+    for (frame *g = f; g && g->len <= BATCH_SMALL && total + g->len <= BATCH_BYTES; g = g->next) {
+        total += g->len;
+        n++;
+    }
+    uint8_t *buf = n > 1 ? malloc(total) : NULL;
+    if (!buf) { /* one frame (or no memory for a batch: send them one by one) */
+        c->q_head = f->next;
+        if (!c->q_head)
+            c->q_tail = NULL;
+        f->next = NULL;
+        return f;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        frame *g = c->q_head;
+        c->q_head = g->next;
+        memcpy(buf + off, g->data, g->len);
+        off += g->len;
+        free(g->data);
+        if (i)
+            free(g);
+    }
     if (!c->q_head)
         c->q_tail = NULL;
     f->next = NULL;
+    f->data = buf;
+    f->len = total;
+    return f;
+}
+
+/* Under mu: starts the next queued frame (or batch), if any. */
+static void tx_start_locked(gs_ipc_conn *c)
+{
+    frame *f = tx_take_locked(c);
+    if (!f)
+        return;
     c->tx_cur = f;
     c->tx_off = 0;
     tx_submit_locked(c);
