@@ -155,7 +155,7 @@ static void nm_case(gt_ctx *t, int m)
     if (!rc) {
         rc = gs_buf_upload(be, s.bias.data, b1, sizeof(float) * H);
         int lrc = rc ? rc : gs_graph_launch(be, g);
-        /* m = 4 takes the GEMV unless GS_CUDA_GEMV=0: either answer is right there */
+        /* m = 4 takes the GEMV unless GS_TUNE_NO_GEMV: either answer is right there */
         const int ok = m > 8 ? lrc == GS_EAGAIN : lrc == 0 || lrc == GS_EAGAIN;
         snprintf(sh, sizeof sh, "launch after bias upload m=%d", m);
         gt_row(t, "graph", sh, ok, lrc == GS_EAGAIN ? "(GS_EAGAIN: stale)" : "(still valid)");
