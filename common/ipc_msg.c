@@ -183,8 +183,7 @@ static int check_event_scalars(const gs_ipc_event *e, int code, gs_diag *d)
     XX(n_steps)                                                                                    \
     XX(n_finished)                                                                                 \
     XX(n_generated)                                                                                \
-    XX(n_prompt_tokens) XX(prefix_query_tokens) XX(prefix_hit_tokens) XX(last_step_ns)             \
-        XX(uptime_ms)
+    XX(n_prompt_tokens) XX(prefix_query_tokens) XX(prefix_hit_tokens) XX(last_step_ns) XX(uptime_ms)
 
 static int check_stats(const gs_ipc_stats *s, int code, gs_diag *d)
 {
