@@ -34,6 +34,7 @@
 typedef enum { J_PREP, J_INBOX, J_ENGINE } jstate;
 
 typedef struct wjob {
+    struct gs_server *srv;
     struct wjob *qnext; /* prep queue or inbox */
     struct wjob *hnext; /* table chain */
     gs_ipc_conn *conn;  /* one reference */
@@ -41,7 +42,8 @@ typedef struct wjob {
     int64_t eng_id;     /* the engine's id once submitted */
     jstate state;
     atomic_int cancel;
-    uint8_t *body; /* owned copy of the JOB frame body; msg points into it */
+    int enc_failed; /* an event could not be encoded: the job ends in an error */
+    uint8_t *body;  /* owned copy of the JOB frame body; msg points into it */
     gs_ipc_job msg;
     gs_request *req;
     uint64_t arrival_ns;
@@ -288,6 +290,7 @@ static void admit(gs_server *s, gs_ipc_conn *c, uint8_t *body, size_t len)
     } else if (!(j = calloc(1, sizeof *j))) {
         refuse = GS_ENOMEM;
     } else {
+        j->srv = s;
         j->conn = c;
         gs_ipc_conn_ref(c);
         j->gw_id = id;
@@ -529,9 +532,14 @@ static void *dialer_main(void *arg)
 
 /* ---- the engine thread ----------------------------------------------------------- */
 
+/* Engine events -> EVENT frames on the job's connection. A frame that
+ * cannot be encoded (never expected: the engine emits whole UTF-8
+ * characters) must not leave the job without its end: the job is
+ * cancelled, and its final event goes out as a bare GS_EINTERNAL error. */
 static int on_event(void *user, const gs_engine_event *ev)
 {
     wjob *j = user;
+    const int final = ev->finish != GS_FINISH_NONE;
     gs_ipc_msg m = {.type = GS_IPC_EVENT};
     gs_ipc_event *e = &m.u.event;
     e->id = j->gw_id;
@@ -541,63 +549,55 @@ static int on_event(void *user, const gs_engine_event *ev)
     e->ids = ev->ids;
     e->text.p = ev->text_len ? ev->text : "";
     e->text.len = (uint32_t)ev->text_len;
-    e->message.p = e->error ? gs_strerror(e->error) : "";
-    e->message.len = (uint32_t)strlen(e->message.p);
     e->prompt_tokens = ev->usage.prompt_tokens;
     e->completion_tokens = ev->usage.completion_tokens;
     e->cached_prompt_tokens = ev->usage.cached_prompt_tokens;
     e->queue_ns = ev->timings.queue_ns;
     e->ttft_ns = ev->timings.ttft_ns;
     e->decode_ns = ev->timings.decode_ns;
+    if (final && j->enc_failed) {
+        e->finish = GS_IPC_FINISH_ERROR;
+        e->error = GS_EINTERNAL;
+        e->n_ids = 0;
+        e->text.len = 0;
+    }
+    e->message.p = e->error ? gs_strerror(e->error) : "";
+    e->message.len = (uint32_t)strlen(e->message.p);
     gs_diag d;
     gs_diag_clear(&d);
     int rc = gs_ipc_conn_send_msg(j->conn, &m, &d);
-    if (rc && d.msg[0])
-        gs_log_error("job %llu: event not encoded: %s", (unsigned long long)j->gw_id, d.msg);
-    if (ev->finish != GS_FINISH_NONE)
-        return 0; /* on_event_ctx frees the job */
-    return rc || atomic_load(&j->cancel);
-}
-
-/* The engine's user pointer for a job: the wjob, and the server, so the
- * final event can remove it. */
-typedef struct {
-    gs_server *s;
-    wjob *j;
-} ev_ctx;
-
-static int on_event_ctx(void *user, const gs_engine_event *ev)
-{
-    ev_ctx *x = user;
-    int r = on_event(x->j, ev);
-    if (ev->finish != GS_FINISH_NONE) {
-        job_done(x->s, x->j);
-        free(x);
+    if (rc && rc != GS_EIO) { /* EIO: the gateway is gone, nothing to tell */
+        gs_log_error("job %llu: event not sent: %s", (unsigned long long)j->gw_id, d.msg);
+        j->enc_failed = 1;
+        if (final) {
+            e->finish = GS_IPC_FINISH_ERROR;
+            e->error = GS_EINTERNAL;
+            e->n_ids = 0;
+            e->text.len = 0;
+            e->message.p = gs_strerror(GS_EINTERNAL);
+            e->message.len = (uint32_t)strlen(e->message.p);
+            gs_ipc_conn_send_msg(j->conn, &m, NULL);
+        }
     }
-    return r;
+    if (final) {
+        job_done(j->srv, j);
+        return 0;
+    }
+    return rc || atomic_load(&j->cancel);
 }
 
 static void submit_one(gs_server *s, wjob *j)
 {
     gs_engine_job job;
     gs_request_to_job(j->req, &job);
-    ev_ctx *x = malloc(sizeof *x);
-    if (!x) {
-        send_error(j->conn, j->gw_id, GS_ENOMEM, NULL);
-        job_done(s, j);
-        return;
-    }
-    x->s = s;
-    x->j = j;
-    job.on_event = on_event_ctx;
-    job.user = x;
+    job.on_event = on_event;
+    job.user = j;
     job.arrival_ns = j->arrival_ns;
     int64_t id = 0;
     gs_diag d;
     gs_diag_clear(&d);
     int rc = gs_engine_submit(s->eng, &job, &id, &d);
     if (rc) {
-        free(x);
         send_error(j->conn, j->gw_id, rc, d.msg[0] ? d.msg : NULL);
         job_done(s, j);
         return;
