@@ -135,8 +135,14 @@ static void job_forget(gs_djob *j)
             ds->n_jobs--;
             break;
         }
-    if (j->w)
+    if (j->w) {
         j->w->n_jobs--;
+        /* A job that ended no longer weighs on its worker's backlog, even
+         * before the next heartbeat says so (at hundreds of jobs a second,
+         * a heartbeat period sends more jobs than a queue bound). */
+        if (j->w->sent_since_hb > 0)
+            j->w->sent_since_hb--;
+    }
     free(j->frame);
     free(j);
 }
@@ -258,6 +264,14 @@ static dworker *pick(gs_dispatch *ds, const gs_djob *j)
         l->sent_since_heartbeat = w->sent_since_hb;
     }
     int i = gs_dispatch_pick(load, ds->n);
+    if (i < 0) {
+        /* Every worker looks full from here: the estimate may be stale, so
+         * the least loaded one decides (it refuses with GS_EOVERLOAD if it
+         * is full, and the job goes on to the next). */
+        for (int k = 0; k < ds->n; k++)
+            load[k].max_queue = 0;
+        i = gs_dispatch_pick(load, ds->n);
+    }
     return i < 0 ? NULL : &ds->w[i];
 }
 

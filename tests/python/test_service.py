@@ -406,3 +406,30 @@ def test_worker_started_by_hand_dials_in_with_connect(build_dir, fixtures, tmp_p
         if w.poll() is None:
             w.kill()
         assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def test_full_workers_answer_503_with_retry_after(build_dir, fixtures, tmp_path):
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path, "--max-seqs", 1, "--max-queue", 1)
+    try:
+        msgs = [{"role": "user", "content": "Hello"}]
+        out = [None] * 10
+
+        def run(i):
+            out[i] = s.request("POST", "/v1/chat/completions",
+                               {"messages": msgs, "max_tokens": 48, "temperature": 0})
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+            assert not t.is_alive()
+        busy = [o for o in out if o[0] == 503]
+        ok = [o for o in out if o[0] == 200]
+        assert len(busy) + len(ok) == 10, [o[0] for o in out]
+        assert busy and len(ok) >= 2
+        for st, headers, body in busy:
+            assert headers.get("Retry-After") == "1"
+            assert json.loads(body)["error"]["code"] == "EOVERLOAD"
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
