@@ -63,6 +63,7 @@ typedef struct {
     gs_think_split split;
     sbuf content, reasoning; /* non-streaming: the whole answer */
     sbuf chunk;              /* streaming: the SSE bytes of one event */
+    sbuf head;               /* streaming: a delta chunk's fixed start */
     uint64_t t0, t_first, t_last;
     int32_t n_tokens;
 } chat;
@@ -73,6 +74,7 @@ static void chat_free(chat *c)
     free(c->content.p);
     free(c->reasoning.p);
     free(c->chunk.p);
+    free(c->head.p);
     free(c);
 }
 
@@ -104,9 +106,76 @@ static const char *finish_name(int f)
 }
 
 /* One SSE chunk with a delta {kind: text} (or {} with a finish reason). */
+#define SB_LIT(b, lit) sb_put((b), (lit), sizeof(lit) - 1)
+
+/* Appends s[0..n) (valid UTF-8: the wire decoder checked it) as a JSON
+ * string: quotes, backslashes and control characters escaped. */
+static void sb_json_string(sbuf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    sb_put(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        sb_put(b, s + run, i - run);
+        run = i + 1;
+        char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+        if (ch == '"' || ch == '\\') {
+            esc[1] = (char)ch;
+            sb_put(b, esc, 2);
+        } else if (ch == '\n' || ch == '\t' || ch == '\r') {
+            esc[1] = ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r';
+            sb_put(b, esc, 2);
+        } else {
+            sb_put(b, esc, 6);
+        }
+    }
+    sb_put(b, s + run, n - run);
+    sb_put(b, "\"", 1);
+}
+
+/* One SSE chunk with a delta {kind: text} (or {} with a finish reason).
+ * A plain delta, one per token event of every stream, is written from a
+ * head made once per request (id, created, model) without building a
+ * JSON tree; the first and the last chunk go through jansson. */
 static void sse_chunk(chat *c, const char *kind, const char *s, size_t n, const char *finish,
                       int with_role)
 {
+    if (kind && !finish && !with_role) {
+        if (!c->head.n) {
+            json_t *id = json_string(c->id), *model = json_string(c->model);
+            char *ids = id ? json_dumps(id, JSON_ENCODE_ANY) : NULL;
+            char *ms = model ? json_dumps(model, JSON_ENCODE_ANY) : NULL;
+            char created[32];
+            snprintf(created, sizeof created, "%lld", (long long)c->created);
+            SB_LIT(&c->head, "data: {\"id\":");
+            if (ids)
+                sb_put(&c->head, ids, strlen(ids));
+            SB_LIT(&c->head, ",\"object\":\"chat.completion.chunk\",\"created\":");
+            sb_put(&c->head, created, strlen(created));
+            SB_LIT(&c->head, ",\"model\":");
+            if (ms)
+                sb_put(&c->head, ms, strlen(ms));
+            SB_LIT(&c->head, ",\"choices\":[{\"index\":0,\"delta\":{\"");
+            free(ids);
+            free(ms);
+            json_decref(id);
+            json_decref(model);
+            if (!ids || !ms)
+                c->head.oom = 1;
+        }
+        static const char tail[] = "},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+        sb_put(&c->chunk, c->head.p, c->head.n);
+        sb_put(&c->chunk, kind, strlen(kind));
+        sb_put(&c->chunk, "\":", 2);
+        sb_json_string(&c->chunk, s, n);
+        sb_put(&c->chunk, tail, sizeof tail - 1);
+        if (c->head.oom)
+            c->chunk.oom = 1;
+        return;
+    }
     json_t *delta = json_object();
     if (with_role)
         json_object_set_new(delta, "role", json_string("assistant"));

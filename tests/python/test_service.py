@@ -433,3 +433,23 @@ def test_full_workers_answer_503_with_retry_after(build_dir, fixtures, tmp_path)
             assert json.loads(body)["error"]["code"] == "EOVERLOAD"
     finally:
         assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def test_streamed_text_equals_the_whole_answer_for_any_bytes(svc):
+    """Sampled answers of the random model hold characters JSON must escape
+    (control characters, quotes, backslashes): the SSE chunks, written
+    without jansson, must carry them exactly."""
+    msgs = [{"role": "user", "content": 'Write "code" with \\ and\ttabs\n'}]
+    seen = set()
+    for seed in range(12):
+        st, body = svc.chat(msgs, max_tokens=64, temperature=1.5, seed=seed)
+        assert st == 200
+        whole = body["choices"][0]["message"]
+        st, chunks, text, err = svc.stream(msgs, max_tokens=64, temperature=1.5, seed=seed)
+        assert st == 200 and err is None
+        reasoning = "".join(ch["choices"][0]["delta"].get("reasoning_content") or ""
+                            for ch in chunks if ch["choices"])
+        assert text == whole["content"]
+        assert reasoning.rstrip("\n") == (whole.get("reasoning_content") or "")
+        seen.update(c for c in text + reasoning if c in '"\\\n\t\r' or ord(c) < 0x20)
+    assert seen, "no character that needs escaping came up"  # the escapes were exercised
