@@ -36,7 +36,7 @@ pkgs=(
     build-essential cmake pkg-config ninja-build git ca-certificates
     libuv1-dev node-llhttp libnng-dev libjansson-dev libturbojpeg0-dev
     libspng-dev libpng-dev zlib1g-dev libopenblas-dev
-    libssl-dev libpcre2-dev libwslay-dev
+    libssl-dev libpcre2-dev libwslay-dev libcurl4-openssl-dev
     python3 python3-venv python3-pip clang-format
     curl nginx wrk
 )

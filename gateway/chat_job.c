@@ -68,16 +68,29 @@ static int take_image(const gs_chat_job_params *p, json_t *part, gs_chat_job *im
         snprintf(msg, cap, "messages[%d].content[%d].image_url must have a url", mi, pi);
         return 400;
     }
-    if (strncmp(url, "data:", 5)) {
+    const int remote = !strncmp(url, "http://", 7) || !strncmp(url, "https://", 8);
+    if (strncmp(url, "data:", 5) && !(remote && p->fetch_remote)) {
         snprintf(msg, cap,
-                 "messages[%d].content[%d]: remote image URLs are not fetched; send the image "
-                 "as a base64 data: URL",
+                 remote ? "messages[%d].content[%d]: remote image URLs are not fetched by this "
+                          "server (fetch_images is off); send the image as a base64 data: URL"
+                        : "messages[%d].content[%d]: expected a data: URL (or http/https when "
+                          "the server fetches images)",
                  mi, pi);
         return 400;
     }
     if (im->n_images >= p->max_images || im->n_images >= GS_IPC_MAX_IMAGES) {
         snprintf(msg, cap, "at most %d images per request", p->max_images);
         return 400;
+    }
+    if (remote) { /* fetched by the route before the job is sent */
+        if (strlen(url) > 8192 || !(im->urls[im->n_images] = strdup(url))) {
+            snprintf(msg, cap, "messages[%d].content[%d]: the image URL is too long", mi, pi);
+            return 400;
+        }
+        im->n_images++;
+        json_object_clear(part);
+        json_object_set_new(part, "type", json_string("image"));
+        return 0;
     }
     const char *comma = strchr(url, ',');
     if (!comma || !strstr(url, ";base64") || strstr(url, ";base64") > comma) {
@@ -281,9 +294,21 @@ void gs_chat_job_free(gs_chat_job *j)
     if (!j)
         return;
     free(j->json);
-    for (int i = 0; i < j->n_images; i++)
+    for (int i = 0; i < j->n_images; i++) {
         free(j->bytes[i]);
+        free(j->urls[i]);
+    }
     memset(j, 0, sizeof *j);
+}
+
+void gs_chat_job_set_image(gs_chat_job *j, int k, uint8_t *bytes, size_t len)
+{
+    free(j->bytes[k]);
+    free(j->urls[k]);
+    j->urls[k] = NULL;
+    j->bytes[k] = bytes;
+    j->images[k].p = (const char *)bytes;
+    j->images[k].len = (uint32_t)len;
 }
 
 int gs_chat_job_build(const gs_chat_job_params *p, const json_t *req, gs_chat_job *out, char *msg,

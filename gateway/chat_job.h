@@ -16,12 +16,17 @@
 typedef struct {
     int max_images;    /* per request */
     const char *model; /* the served model's name; NULL or "": not known yet */
+    int fetch_remote;  /* 1: http(s) image URLs are kept in urls[] to be fetched */
 } gs_chat_job_params;
 
 typedef struct {
     char *json;                           /* the job JSON (owned) */
     uint8_t *bytes[GS_IPC_MAX_IMAGES];    /* owned image bytes */
     gs_ipc_str images[GS_IPC_MAX_IMAGES]; /* views of bytes, for gs_dispatch_submit */
+    /* [n_images] owned http(s) URL of an image still to fetch (its bytes
+     * NULL), or NULL; only with fetch_remote. gs_chat_job_set_image fills
+     * such an image once fetched. */
+    char *urls[GS_IPC_MAX_IMAGES];
     int n_images;
     int stream, include_usage;
     char model[GS_IPC_MAX_NAME + 1]; /* for the response's "model" */
@@ -34,6 +39,8 @@ typedef struct {
 int gs_chat_job_build(const gs_chat_job_params *p, const json_t *req, gs_chat_job *out, char *msg,
                       size_t cap, const char **param);
 void gs_chat_job_free(gs_chat_job *j); /* frees the members; NULL: no-op */
+/* Image k's bytes (takes them: free()) in place of its URL. */
+void gs_chat_job_set_image(gs_chat_job *j, int k, uint8_t *bytes, size_t len);
 
 /* Strict base64 (standard or URL alphabet, padding optional). Returns
  * owned bytes (free()) with *out_len, or NULL: *bad = 1 for invalid

@@ -54,6 +54,12 @@ static const directive table[] = {
     {"heartbeat_timeout_ms", T_INT, F(heartbeat_timeout_ms), 100, 600000, 0,
      "MS  a silent worker is dead after this (2000)"},
     {"drain_timeout", T_INT, F(drain_timeout), 0, 86400, 0, "S  graceful stop deadline (30)"},
+    {"fetch_images", T_BOOL, F(fetch_images), 0, 0, 0,
+     "  fetch http(s) image URLs (else they are refused)"},
+    {"fetch_timeout_ms", T_INT, F(fetch_timeout_ms), 100, 600000, 0,
+     "MS  deadline of one image download (10000)"},
+    {"fetch_allow_private", T_BOOL, F(fetch_allow_private), 0, 0, 0,
+     "  also fetch from loopback and private addresses"},
     {"max_body_mb", T_INT, F(max_body_mb), 1, 4096, 1, "MB  request body limit (64)"},
     {"max_images", T_INT, F(max_images), 0, 64, 1, "N  images per request (16)"},
     {"rate", T_NUM, F(rate), 0, 1e6, 1, "R  requests/s per key (0: off)"},
@@ -81,6 +87,7 @@ static void defaults(gs_config *c)
     c->drain_timeout = 30;
     c->max_body_mb = 64;
     c->max_images = 16;
+    c->fetch_timeout_ms = 10000;
     c->burst = 10;
     c->ip_burst = 20;
 }

@@ -28,6 +28,10 @@
  *   graphs ("auto")         passed to every local worker
  *   static_dir ("")         the browser UI (default: static/ beside the binary's tree)
  *   heartbeat_timeout_ms (2000), drain_timeout (30; s)
+ *   fetch_images (false)    fetch http(s) image URLs (needs libcurl); off:
+ *                           they are refused with 400
+ *   fetch_timeout_ms (10000), fetch_allow_private (false: loopback and
+ *                           private addresses are never fetched)
  *   max_body_mb (64), max_images (16)                          [reloadable]
  *   rate (0: off; requests/s per key), burst (10), ip_rate (0), ip_burst (20),
  *   max_streams (0), rpm (0), tpm (0)                           [reloadable]
@@ -61,6 +65,7 @@ typedef struct {
     char graphs[16];
     int heartbeat_timeout_ms, drain_timeout;
     int max_body_mb, max_images;
+    int fetch_images, fetch_timeout_ms, fetch_allow_private;
     double rate, ip_rate;
     int burst, ip_burst, max_streams, rpm, tpm;
     char config_file[1024]; /* --config, for reloads */

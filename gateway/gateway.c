@@ -324,6 +324,8 @@ static void close_all(gs_gw *gw)
     gw->http = NULL;
     gs_dispatch_free(gw->ds);
     gw->ds = NULL;
+    gs_fetcher_free(gw->fetcher);
+    gw->fetcher = NULL;
 }
 
 /* Sockets handed over to the WebSocket layer are no HTTP connections any
@@ -421,6 +423,14 @@ int gs_gateway_run(const gs_gateway_params *p)
         gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
         goto out;
     }
+    if (gw->cfg.fetch_images) {
+        gs_fetch_params fp = {(uint32_t)gw->cfg.fetch_timeout_ms, (size_t)gw->cfg.max_body_mb << 20,
+                              gw->cfg.fetch_allow_private};
+        if ((rc = gs_fetcher_new(&gw->loop, &fp, &gw->fetcher, &d))) {
+            gs_log_error("fatal: fetch_images: %s", d.msg);
+            goto out;
+        }
+    }
     if (gw->cfg.static_dir[0] && (rc = gs_static_new(gw->cfg.static_dir, &gw->st, &d)))
         gs_log_warn("no browser UI: %s", d.msg);
     char name[64], wl[300] = "";
@@ -477,6 +487,11 @@ out:
             gs_http_server_free(gw->http);
             gs_dispatch_free(gw->ds);
         }
+        uv_run(&gw->loop, UV_RUN_DEFAULT);
+    }
+    if (gw->fetcher) { /* made before a later start-up step failed */
+        gs_fetcher_free(gw->fetcher);
+        gw->fetcher = NULL;
         uv_run(&gw->loop, UV_RUN_DEFAULT);
     }
     if (uv_loop_close(&gw->loop))

@@ -9,6 +9,7 @@
 #include "gateway/auth.h"
 #include "gateway/config.h"
 #include "gateway/dispatch.h"
+#include "gateway/fetch.h"
 #include "gateway/gateway.h"
 #include "gateway/http.h"
 #include "gateway/metrics.h"
@@ -35,7 +36,8 @@ typedef struct gs_gw {
     gs_ratelimit *rl;
     gs_metrics *metrics;
     gs_gw_metrics m;
-    gs_static *st; /* NULL: no UI folder */
+    gs_static *st;       /* NULL: no UI folder */
+    gs_fetcher *fetcher; /* NULL: remote image URLs are refused */
     uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
     uv_timer_t drain_timer;
     uv_timer_t streams_timer; /* drain: waits for WebSocket asks after the last HTTP connection */

@@ -19,6 +19,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "gateway/chat_job.h"
+#include "gateway/fetch.h"
 #include "gateway/gateway_impl.h"
 #include "gateway/think_split.h"
 
@@ -51,8 +52,14 @@ static void sb_put(sbuf *b, const char *s, size_t n)
     b->p[b->n] = 0;
 }
 
-/* One chat request in flight. */
+struct chat;
 typedef struct {
+    struct chat *c;
+    int k; /* image index */
+} fetch_slot;
+
+/* One chat request in flight. */
+typedef struct chat {
     gs_gw *gw;
     gs_http_req *r;
     gs_djob *job;
@@ -64,6 +71,12 @@ typedef struct {
     sbuf content, reasoning; /* non-streaming: the whole answer */
     sbuf chunk;              /* streaming: the SSE bytes of one event */
     sbuf head;               /* streaming: a delta chunk's fixed start */
+    /* Remote images being fetched before the job is sent (fetch_images). */
+    gs_chat_job jd;
+    gs_fetch *fetches[GS_IPC_MAX_IMAGES];
+    fetch_slot slots[GS_IPC_MAX_IMAGES];
+    int fetch_pending, fetch_rc;
+    char fetch_msg[400];
     uint64_t t0, t_first, t_last;
     int32_t n_tokens;
 } chat;
@@ -75,6 +88,9 @@ static void chat_free(chat *c)
     free(c->reasoning.p);
     free(c->chunk.p);
     free(c->head.p);
+    for (int i = 0; i < GS_IPC_MAX_IMAGES; i++)
+        gs_fetch_cancel(c->fetches[i]);
+    gs_chat_job_free(&c->jd);
     free(c);
 }
 
@@ -389,6 +405,57 @@ static int media_type_is(const char *ct, const char *type)
     return *ct == 0 || *ct == ';';
 }
 
+/* Sends the job (images all in hand) to a worker. */
+static void submit(chat *c)
+{
+    gs_gw *gw = c->gw;
+    gs_djob_cbs cbs = {on_event, on_error};
+    int rc = gs_dispatch_submit(gw->ds, c->jd.json, strlen(c->jd.json), c->jd.images,
+                                c->jd.n_images, &cbs, c, &c->job);
+    gs_chat_job_free(&c->jd);
+    if (rc) {
+        gs_gw_error(gw, c->r, ROUTE, rc, 0,
+                    rc == GS_EOVERLOAD ? "no worker can take the request now; retry later"
+                                       : gs_strerror(rc),
+                    NULL, rc == GS_EOVERLOAD || rc == GS_ESHUTDOWN ? 1 : 0);
+        chat_end(c);
+        chat_free(c);
+    }
+}
+
+/* A remote image could not be fetched: the request ends with a status
+ * that says why (400 refused URL, 413 too large, 504 timeout, 502 else). */
+static void fetch_failed(chat *c, int rc, const char *why)
+{
+    int status = rc == GS_ETOOBIG     ? 413
+                 : rc == GS_ETIMEDOUT ? 504
+                 : rc == GS_EINVAL    ? 400
+                 : rc == GS_ENOMEM    ? 503
+                                      : 502;
+    char msg[600];
+    snprintf(msg, sizeof msg, "cannot fetch image: %s", why);
+    gs_gw_error(c->gw, c->r, ROUTE, rc == GS_EIO ? GS_EWORKER : rc, status, msg, "messages", 0);
+    chat_end(c);
+    chat_free(c); /* cancels the other downloads */
+}
+
+static void on_fetched(void *user, int rc, const char *msg, uint8_t *bytes, size_t len)
+{
+    fetch_slot *f = user;
+    chat *c = f->c;
+    c->fetches[f->k] = NULL; /* the fetcher has freed it */
+    c->fetch_pending--;
+    if (rc) {
+        char why[500];
+        snprintf(why, sizeof why, "image %d: %s", f->k, msg);
+        fetch_failed(c, rc, why);
+        return;
+    }
+    gs_chat_job_set_image(&c->jd, f->k, bytes, len);
+    if (!c->fetch_pending)
+        submit(c);
+}
+
 void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
 {
     size_t len = 0;
@@ -429,41 +496,40 @@ void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
              (unsigned long long)c->created, (unsigned long long)(c->t0 % 0xffffff));
     gs_dispatch_stats ds;
     gs_dispatch_get_stats(gw->ds, &ds);
-    gs_chat_job_params jp = {gw->cfg.max_images, ds.model};
-    gs_chat_job job;
+    gs_chat_job_params jp = {gw->cfg.max_images, ds.model, gw->fetcher != NULL};
     char msg[512];
     const char *param = NULL;
-    int status = gs_chat_job_build(&jp, req, &job, msg, sizeof msg, &param);
+    int status = gs_chat_job_build(&jp, req, &c->jd, msg, sizeof msg, &param);
     json_decref(req);
     if (status) {
         free(c);
         gs_gw_error(gw, r, ROUTE, status == 503 ? GS_ENOMEM : GS_EINVAL, status, msg, param, 0);
         return;
     }
-    c->stream = job.stream;
-    c->include_usage = job.include_usage;
-    snprintf(c->model, sizeof c->model, "%s", job.model);
+    c->stream = c->jd.stream;
+    c->include_usage = c->jd.include_usage;
+    snprintf(c->model, sizeof c->model, "%s", c->jd.model);
     if (key && !(c->key_id = strdup(key->id))) {
-        gs_chat_job_free(&job);
-        free(c);
+        chat_free(c);
         gs_gw_error(gw, r, ROUTE, GS_ENOMEM, 503, "out of memory", NULL, 1);
         return;
     }
     gw->streams_open++;
-    gs_djob_cbs cbs = {on_event, on_error};
-    int rc = gs_dispatch_submit(gw->ds, job.json, strlen(job.json), job.images, job.n_images, &cbs,
-                                c, &c->job);
-    gs_chat_job_free(&job);
-    if (rc) {
-        chat_end(c);
-        chat_free(c);
-        gs_gw_error(gw, r, ROUTE, rc, 0,
-                    rc == GS_EOVERLOAD ? "no worker can take the request now; retry later"
-                                       : gs_strerror(rc),
-                    NULL, rc == GS_EOVERLOAD || rc == GS_ESHUTDOWN ? 1 : 0);
-        return;
-    }
     /* A stream starts with the first event, so that a job the worker
      * refuses (bad messages, context too long) still gets its HTTP status. */
     gs_http_req_on_abort(r, on_abort, c);
+    for (int i = 0; i < c->jd.n_images; i++) {
+        if (!c->jd.urls[i])
+            continue;
+        c->slots[i] = (fetch_slot){c, i};
+        int rc =
+            gs_fetch_start(gw->fetcher, c->jd.urls[i], on_fetched, &c->slots[i], &c->fetches[i]);
+        if (rc) {
+            fetch_failed(c, rc, "cannot start the download");
+            return;
+        }
+        c->fetch_pending++;
+    }
+    if (!c->fetch_pending)
+        submit(c);
 }

@@ -31,6 +31,7 @@ class Service:
     def __init__(self, build_dir, model, tmp_path, *args, workers=1, gateways=1, host="127.0.0.1",
                  ready=True, netns=None, heartbeat_timeout_ms=2000):
         self.build_dir = build_dir
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp_path
         self.host = host
         self.port = free_port()

@@ -453,3 +453,63 @@ def test_streamed_text_equals_the_whole_answer_for_any_bytes(svc):
         assert reasoning.rstrip("\n") == (whole.get("reasoning_content") or "")
         seen.update(c for c in text + reasoning if c in '"\\\n\t\r' or ord(c) < 0x20)
     assert seen, "no character that needs escaping came up"  # the escapes were exercised
+
+
+def test_remote_image_urls_are_fetched_only_when_allowed(build_dir, fixtures, tmp_path, cases):
+    import http.server
+    import socket as socketlib
+
+    root = fixtures / "ref"
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    silent = socketlib.socket()  # accepts, never answers: a download that times out
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    case = cases["one_image"]
+    n = len(case["greedy_ids"])
+
+    def ask(svc, url):
+        msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                             {"type": "text", "text": "What is in this image?"}]}]
+        return svc.chat(msgs, max_tokens=n, temperature=0)
+
+    url = f"{base}/{case['images'][0]}"
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path / "a", "--fetch-images",
+                "--fetch-allow-private", "--fetch-timeout-ms", 1000)
+    try:
+        st, body = ask(s, url)
+        assert st == 200, body
+        assert body["choices"][0]["message"]["content"] == case["greedy_text"]
+        st, body = ask(s, f"{base}/images/no_such.png")
+        assert st == 502 and "404" in body["error"]["message"], body
+        st, body = ask(s, f"http://127.0.0.1:{silent.getsockname()[1]}/x.png")
+        assert st == 504 and "image 0" in body["error"]["message"], body
+        st, body = ask(s, "ftp://example.invalid/x.png")
+        assert st == 400
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
+    # without fetch_allow_private a loopback URL is never fetched
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path / "b", "--fetch-images")
+    try:
+        st, body = ask(s, url)
+        assert st == 400 and "not allowed" in body["error"]["message"], body
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
+    # and by default no URL is fetched at all
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path / "c")
+    try:
+        st, body = ask(s, url)
+        assert st == 400 and "not fetched" in body["error"]["message"], body
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
+        httpd.shutdown()
+        silent.close()
