@@ -12,6 +12,7 @@
  * is made there), checks each of its metrics against dst, and only then
  * adds it in. Not thread-safe. */
 #include "gateway/metrics.h"
+#include "common/sbuf.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -289,40 +290,8 @@ void gs_metrics_observe(gs_metric_series *s, double v)
 
 /* ---- text ---- */
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} tbuf;
-
-static void tb_put(tbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 1024;
-        while (nc < b->n + n + 1)
-            nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void tb_str(tbuf *b, const char *s)
-{
-    tb_put(b, s, strlen(s));
-}
-
-static void tb_fmt(tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tb_fmt(tbuf *b, const char *fmt, ...)
+static void tb_fmt(gs_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tb_fmt(gs_sbuf *b, const char *fmt, ...)
 {
     char tmp[128];
     va_list ap;
@@ -330,7 +299,7 @@ static void tb_fmt(tbuf *b, const char *fmt, ...)
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (n > 0)
-        tb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+        gs_sbuf_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 /* Shortest %g form that reads back as v; "+Inf", "-Inf", "NaN". */
@@ -351,57 +320,57 @@ static void fmt_double(char out[32], double v)
     }
 }
 
-static void tb_double(tbuf *b, double v)
+static void tb_double(gs_sbuf *b, double v)
 {
     char t[32];
     fmt_double(t, v);
-    tb_str(b, t);
+    gs_sbuf_puts(b, t);
 }
 
 /* Escapes \ and newline (and " when quote), as the text format wants. */
-static void tb_escaped(tbuf *b, const char *s, int quote)
+static void tb_escaped(gs_sbuf *b, const char *s, int quote)
 {
     for (; *s; s++) {
         if (*s == '\\')
-            tb_str(b, "\\\\");
+            gs_sbuf_puts(b, "\\\\");
         else if (*s == '\n')
-            tb_str(b, "\\n");
+            gs_sbuf_puts(b, "\\n");
         else if (quote && *s == '"')
-            tb_str(b, "\\\"");
+            gs_sbuf_puts(b, "\\\"");
         else
-            tb_put(b, s, 1);
+            gs_sbuf_put(b, s, 1);
     }
 }
 
 /* name{l1="v1",...[,le="x"]} - braces left out when there is nothing. */
-static void tb_series(tbuf *b, const gs_metric *mt, const char *suffix, const gs_metric_series *s,
-                      const char *le)
+static void tb_series(gs_sbuf *b, const gs_metric *mt, const char *suffix,
+                      const gs_metric_series *s, const char *le)
 {
-    tb_str(b, mt->name);
-    tb_str(b, suffix);
+    gs_sbuf_puts(b, mt->name);
+    gs_sbuf_puts(b, suffix);
     if (mt->n_labels == 0 && !le)
         return;
-    tb_str(b, "{");
+    gs_sbuf_puts(b, "{");
     for (size_t i = 0; i < mt->n_labels; i++) {
         if (i)
-            tb_str(b, ",");
-        tb_str(b, mt->labels[i]);
-        tb_str(b, "=\"");
+            gs_sbuf_puts(b, ",");
+        gs_sbuf_puts(b, mt->labels[i]);
+        gs_sbuf_puts(b, "=\"");
         tb_escaped(b, s->values[i], 1);
-        tb_str(b, "\"");
+        gs_sbuf_puts(b, "\"");
     }
     if (le) {
-        tb_str(b, mt->n_labels ? ",le=\"" : "le=\"");
-        tb_str(b, le);
-        tb_str(b, "\"");
+        gs_sbuf_puts(b, mt->n_labels ? ",le=\"" : "le=\"");
+        gs_sbuf_puts(b, le);
+        gs_sbuf_puts(b, "\"");
     }
-    tb_str(b, "}");
+    gs_sbuf_puts(b, "}");
 }
 
 int gs_metrics_render(const gs_metrics *m, char **out, size_t *len)
 {
-    tbuf b = {0};
-    tb_put(&b, "", 0);
+    gs_sbuf b = {0};
+    gs_sbuf_put(&b, "", 0);
     for (const gs_metric *mt = m->head; mt; mt = mt->next) {
         tb_fmt(&b, "# HELP %s ", mt->name);
         tb_escaped(&b, mt->help, 0);
@@ -412,9 +381,9 @@ int gs_metrics_render(const gs_metrics *m, char **out, size_t *len)
                 tb_fmt(&b, " %llu\n", (unsigned long long)s->count);
             } else if (mt->type == GS_METRIC_GAUGE) {
                 tb_series(&b, mt, "", s, NULL);
-                tb_str(&b, " ");
+                gs_sbuf_puts(&b, " ");
                 tb_double(&b, s->gauge);
-                tb_str(&b, "\n");
+                gs_sbuf_puts(&b, "\n");
             } else {
                 uint64_t cum = 0;
                 for (size_t i = 0; i <= mt->n_buckets; i++) {
@@ -428,9 +397,9 @@ int gs_metrics_render(const gs_metrics *m, char **out, size_t *len)
                     tb_fmt(&b, " %llu\n", (unsigned long long)cum);
                 }
                 tb_series(&b, mt, "_sum", s, NULL);
-                tb_str(&b, " ");
+                gs_sbuf_puts(&b, " ");
                 tb_double(&b, s->sum);
-                tb_str(&b, "\n");
+                gs_sbuf_puts(&b, "\n");
                 tb_series(&b, mt, "_count", s, NULL);
                 tb_fmt(&b, " %llu\n", (unsigned long long)s->count);
             }

@@ -18,39 +18,13 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/sbuf.h"
 #include "gateway/chat_job.h"
 #include "gateway/fetch.h"
 #include "gateway/gateway_impl.h"
 #include "gateway/think_split.h"
 
 #define ROUTE "/v1/chat/completions"
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *t = realloc(b->p, cap);
-        if (!t) {
-            b->oom = 1;
-            return;
-        }
-        b->p = t;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
 
 struct chat;
 typedef struct {
@@ -68,9 +42,9 @@ typedef struct chat {
     char id[112], model[GS_IPC_MAX_NAME + 1];
     int64_t created;
     gs_think_split split;
-    sbuf content, reasoning; /* non-streaming: the whole answer */
-    sbuf chunk;              /* streaming: the SSE bytes of one event */
-    sbuf head;               /* streaming: a delta chunk's fixed start */
+    gs_sbuf content, reasoning; /* non-streaming: the whole answer */
+    gs_sbuf chunk;              /* streaming: the SSE bytes of one event */
+    gs_sbuf head;               /* streaming: a delta chunk's fixed start */
     /* Remote images being fetched before the job is sent (fetch_images). */
     gs_chat_job jd;
     gs_fetch *fetches[GS_IPC_MAX_IMAGES];
@@ -103,8 +77,6 @@ static void chat_end(chat *c)
     gw->streams_open--;
 }
 
-/* ---- request -> job ------------------------------------------------------------ */
-
 /* ---- events -> the client ---------------------------------------------------------- */
 
 static const char *finish_name(int f)
@@ -122,34 +94,32 @@ static const char *finish_name(int f)
 }
 
 /* One SSE chunk with a delta {kind: text} (or {} with a finish reason). */
-#define SB_LIT(b, lit) sb_put((b), (lit), sizeof(lit) - 1)
-
 /* Appends s[0..n) (valid UTF-8: the wire decoder checked it) as a JSON
  * string: quotes, backslashes and control characters escaped. */
-static void sb_json_string(sbuf *b, const char *s, size_t n)
+static void sb_json_string(gs_sbuf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    sb_put(b, "\"", 1);
+    gs_sbuf_put(b, "\"", 1);
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch >= 0x20 && ch != '"' && ch != '\\')
             continue;
-        sb_put(b, s + run, i - run);
+        gs_sbuf_put(b, s + run, i - run);
         run = i + 1;
         char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
         if (ch == '"' || ch == '\\') {
             esc[1] = (char)ch;
-            sb_put(b, esc, 2);
+            gs_sbuf_put(b, esc, 2);
         } else if (ch == '\n' || ch == '\t' || ch == '\r') {
             esc[1] = ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r';
-            sb_put(b, esc, 2);
+            gs_sbuf_put(b, esc, 2);
         } else {
-            sb_put(b, esc, 6);
+            gs_sbuf_put(b, esc, 6);
         }
     }
-    sb_put(b, s + run, n - run);
-    sb_put(b, "\"", 1);
+    gs_sbuf_put(b, s + run, n - run);
+    gs_sbuf_put(b, "\"", 1);
 }
 
 /* One SSE chunk with a delta {kind: text} (or {} with a finish reason).
@@ -166,15 +136,15 @@ static void sse_chunk(chat *c, const char *kind, const char *s, size_t n, const 
             char *ms = model ? json_dumps(model, JSON_ENCODE_ANY) : NULL;
             char created[32];
             snprintf(created, sizeof created, "%lld", (long long)c->created);
-            SB_LIT(&c->head, "data: {\"id\":");
+            GS_SBUF_LIT(&c->head, "data: {\"id\":");
             if (ids)
-                sb_put(&c->head, ids, strlen(ids));
-            SB_LIT(&c->head, ",\"object\":\"chat.completion.chunk\",\"created\":");
-            sb_put(&c->head, created, strlen(created));
-            SB_LIT(&c->head, ",\"model\":");
+                gs_sbuf_put(&c->head, ids, strlen(ids));
+            GS_SBUF_LIT(&c->head, ",\"object\":\"chat.completion.chunk\",\"created\":");
+            gs_sbuf_put(&c->head, created, strlen(created));
+            GS_SBUF_LIT(&c->head, ",\"model\":");
             if (ms)
-                sb_put(&c->head, ms, strlen(ms));
-            SB_LIT(&c->head, ",\"choices\":[{\"index\":0,\"delta\":{\"");
+                gs_sbuf_put(&c->head, ms, strlen(ms));
+            GS_SBUF_LIT(&c->head, ",\"choices\":[{\"index\":0,\"delta\":{\"");
             free(ids);
             free(ms);
             json_decref(id);
@@ -183,11 +153,11 @@ static void sse_chunk(chat *c, const char *kind, const char *s, size_t n, const 
                 c->head.oom = 1;
         }
         static const char tail[] = "},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
-        sb_put(&c->chunk, c->head.p, c->head.n);
-        sb_put(&c->chunk, kind, strlen(kind));
-        sb_put(&c->chunk, "\":", 2);
+        gs_sbuf_put(&c->chunk, c->head.p, c->head.n);
+        gs_sbuf_put(&c->chunk, kind, strlen(kind));
+        gs_sbuf_put(&c->chunk, "\":", 2);
         sb_json_string(&c->chunk, s, n);
-        sb_put(&c->chunk, tail, sizeof tail - 1);
+        gs_sbuf_put(&c->chunk, tail, sizeof tail - 1);
         if (c->head.oom)
             c->chunk.oom = 1;
         return;
@@ -203,9 +173,9 @@ static void sse_chunk(chat *c, const char *kind, const char *s, size_t n, const 
                   "choices", "index", 0, "delta", delta, "logprobs", "finish_reason", finish);
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     if (js) {
-        sb_put(&c->chunk, "data: ", 6);
-        sb_put(&c->chunk, js, strlen(js));
-        sb_put(&c->chunk, "\n\n", 2);
+        gs_sbuf_put(&c->chunk, "data: ", 6);
+        gs_sbuf_put(&c->chunk, js, strlen(js));
+        gs_sbuf_put(&c->chunk, "\n\n", 2);
     }
     free(js);
     json_decref(o);
@@ -217,7 +187,7 @@ static void sink(void *user, int reasoning, const char *s, size_t n)
     if (c->stream)
         sse_chunk(c, reasoning ? "reasoning_content" : "content", s, n, NULL, 0);
     else
-        sb_put(reasoning ? &c->reasoning : &c->content, s, n);
+        gs_sbuf_put(reasoning ? &c->reasoning : &c->content, s, n);
 }
 
 static json_t *usage_json(const gs_ipc_event *e)
@@ -270,9 +240,9 @@ static void stream_error(chat *c, int code, const char *msg)
                       gs_err_type(code), "param", "code", gs_err_http_status(code));
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     if (js) {
-        sb_put(&c->chunk, "data: ", 6);
-        sb_put(&c->chunk, js, strlen(js));
-        sb_put(&c->chunk, "\n\n", 2);
+        gs_sbuf_put(&c->chunk, "data: ", 6);
+        gs_sbuf_put(&c->chunk, js, strlen(js));
+        gs_sbuf_put(&c->chunk, "\n\n", 2);
     }
     free(js);
     json_decref(o);
@@ -318,15 +288,15 @@ static void on_event(void *user, const gs_ipc_event *e)
                                       "model", c->model, "choices", "usage", usage_json(e));
                 char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
                 if (js) {
-                    sb_put(&c->chunk, "data: ", 6);
-                    sb_put(&c->chunk, js, strlen(js));
-                    sb_put(&c->chunk, "\n\n", 2);
+                    gs_sbuf_put(&c->chunk, "data: ", 6);
+                    gs_sbuf_put(&c->chunk, js, strlen(js));
+                    gs_sbuf_put(&c->chunk, "\n\n", 2);
                 }
                 free(js);
                 json_decref(o);
             }
         }
-        sb_put(&c->chunk, "data: [DONE]\n\n", 14);
+        gs_sbuf_put(&c->chunk, "data: [DONE]\n\n", 14);
         flush_chunk(c);
         gs_http_stream_end(c->r);
         gs_gw_count(gw, ROUTE, 200);
@@ -365,7 +335,7 @@ static void on_error(void *user, int code, const char *msg)
     c->job = NULL;
     if (c->stream && c->streaming_started) {
         stream_error(c, code, msg);
-        sb_put(&c->chunk, "data: [DONE]\n\n", 14);
+        gs_sbuf_put(&c->chunk, "data: [DONE]\n\n", 14);
         flush_chunk(c);
         gs_http_stream_end(c->r);
         gs_gw_count(c->gw, ROUTE, 200);

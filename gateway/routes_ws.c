@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/queue.h"
+#include "common/sbuf.h"
 #include "gateway/chat_job.h"
 #include "gateway/gateway_impl.h"
 #include "gateway/think_split.h"
@@ -42,28 +43,6 @@ void gs_route_ws(gs_gw *gw, gs_http_req *r)
 
 typedef struct wsconn wsconn;
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *t = realloc(b->p, cap);
-        if (!t)
-            return; /* the piece is lost; the answer goes on */
-        b->p = t;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
 /* One ask in flight (a dispatch job). */
 typedef struct {
     gs_queue link; /* in wsconn.asks */
@@ -71,7 +50,7 @@ typedef struct {
     gs_djob *job;
     char id[MAX_ID + 1];
     gs_think_split split;
-    sbuf content, reasoning; /* the text of the current event */
+    gs_sbuf content, reasoning; /* the text of the current event */
     uint64_t t0, t_first, t_last;
 } ws_ask;
 
@@ -143,7 +122,7 @@ static void ask_end(ws_ask *a)
 static void sink(void *user, int reasoning, const char *s, size_t n)
 {
     ws_ask *a = user;
-    sb_put(reasoning ? &a->reasoning : &a->content, s, n);
+    gs_sbuf_put(reasoning ? &a->reasoning : &a->content, s, n);
 }
 
 /* Sends the text gathered since the last delta, if any. */
@@ -157,7 +136,9 @@ static void send_delta(ws_ask *a)
     if (o && a->reasoning.n)
         json_object_set_new(o, "reasoning", json_stringn(a->reasoning.p, a->reasoning.n));
     send_json(a->wc, o);
+    /* Flushed: a piece lost to a failed allocation stays lost, the rest goes on. */
     a->content.n = a->reasoning.n = 0;
+    a->content.oom = a->reasoning.oom = 0;
 }
 
 static const char *finish_name(int f)

@@ -9,15 +9,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-/* A growable string; `oom` is sticky, so callers check once at the end. */
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} gs_sbuf;
-
-void gs_sbuf_put(gs_sbuf *b, const char *s, size_t n);
-void gs_sbuf_puts(gs_sbuf *b, const char *s);
+#include "common/sbuf.h"
 
 /* Appends json.dumps(v, ensure_ascii=False): separators ", " and ": ",
  * keys in insertion order, floats as Python's repr. */
