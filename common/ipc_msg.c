@@ -31,6 +31,20 @@
 
 static const uint8_t magic[4] = {'G', 'S', 'I', 'P'};
 
+const char *gs_ipc_finish_name(int finish)
+{
+    switch (finish) {
+    case GS_IPC_FINISH_STOP:
+        return "stop";
+    case GS_IPC_FINISH_LENGTH:
+        return "length";
+    case GS_IPC_FINISH_CANCELLED:
+        return "cancelled";
+    default:
+        return "error";
+    }
+}
+
 const char *gs_ipc_type_name(int type)
 {
     switch (type) {

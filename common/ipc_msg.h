@@ -100,6 +100,10 @@ typedef struct {
 #define GS_IPC_FINISH_CANCELLED 3
 #define GS_IPC_FINISH_ERROR 4
 
+/* OpenAI's finish_reason of a final event: "stop", "length", "cancelled";
+ * "error" for ERROR and anything else. Static string. */
+const char *gs_ipc_finish_name(int finish);
+
 /* event: what one engine step produced for one job (coalesced: at most one
  * event per job per step), or the final event (finish != NONE) with usage,
  * timings and, for errors, the code and a message. */

@@ -120,6 +120,20 @@ void gs_gw_error(gs_gw *gw, gs_http_req *r, const char *route, int code, int sta
     json_decref(o);
 }
 
+int gs_gw_admit(gs_gw *gw, const char *key_id, const gs_auth_limits *limits, const char *ip,
+                char *msg, size_t cap, int *retry_after)
+{
+    gs_ratelimit_who who = {key_id, limits, ip};
+    gs_ratelimit_verdict v;
+    int rc = gs_ratelimit_admit(gw->rl, &who, gs_clock_now_ns() / 1000000u, &v);
+    if (!rc)
+        return 0;
+    snprintf(msg, cap, "rate limit reached (%s, per %s); retry after %u s",
+             v.reason ? v.reason : "limit", v.scope ? v.scope : "key", v.retry_after_s);
+    *retry_after = v.retry_after_s ? (int)v.retry_after_s : 1;
+    return rc == GS_EBUSY ? GS_EBUSY : GS_ENOMEM;
+}
+
 /* ---- the phases ------------------------------------------------------------------------ */
 
 typedef enum { AUTH_NONE, AUTH_KEY } auth_mode;
@@ -216,17 +230,12 @@ static void handle(gs_http_req *r, void *user)
             gs_gw_error(gw, r, rt->path, GS_ESHUTDOWN, 503, "the server is shutting down", NULL, 1);
             return;
         }
-        gs_ratelimit_who who = {key ? key->id : NULL, key ? &key->limits : NULL,
-                                gs_http_req_peer(r)};
-        gs_ratelimit_verdict v;
-        int rc = gs_ratelimit_admit(gw->rl, &who, gs_clock_now_ns() / 1000000u, &v);
+        char m[200];
+        int retry = 0;
+        int rc = gs_gw_admit(gw, key ? key->id : NULL, key ? &key->limits : NULL,
+                             gs_http_req_peer(r), m, sizeof m, &retry);
         if (rc) {
-            char m[200];
-            snprintf(m, sizeof m, "rate limit reached (%s, per %s); retry after %u s",
-                     v.reason ? v.reason : "limit", v.scope ? v.scope : "key", v.retry_after_s);
-            gs_gw_error(gw, r, rt->path, rc == GS_EBUSY ? GS_EBUSY : GS_ENOMEM,
-                        rc == GS_EBUSY ? 429 : 503, m, NULL,
-                        v.retry_after_s ? (int)v.retry_after_s : 1);
+            gs_gw_error(gw, r, rt->path, rc, rc == GS_EBUSY ? 429 : 503, m, NULL, retry);
             return;
         }
         rt->with_key(gw, r, key);

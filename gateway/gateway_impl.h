@@ -55,6 +55,12 @@ void gs_gw_error(gs_gw *gw, gs_http_req *r, const char *route, int code, int sta
 /* A JSON response (the final call for r); counts the request. */
 void gs_gw_json(gs_gw *gw, gs_http_req *r, const char *route, int status, const char *json,
                 size_t len);
+/* The rate-limit phase for one request (HTTP or a WebSocket ask): 0, or
+ * the code to refuse with (GS_EBUSY -> 429, GS_ENOMEM -> 503), msg saying
+ * which limit and *retry_after the seconds to wait. key_id / limits NULL
+ * without keys. */
+int gs_gw_admit(gs_gw *gw, const char *key_id, const gs_auth_limits *limits, const char *ip,
+                char *msg, size_t cap, int *retry_after);
 /* Counts a finished request in glmserve:requests_total. */
 void gs_gw_count(gs_gw *gw, const char *route, int status);
 

@@ -79,20 +79,6 @@ static void chat_end(chat *c)
 
 /* ---- events -> the client ---------------------------------------------------------- */
 
-static const char *finish_name(int f)
-{
-    switch (f) {
-    case GS_IPC_FINISH_STOP:
-        return "stop";
-    case GS_IPC_FINISH_LENGTH:
-        return "length";
-    case GS_IPC_FINISH_CANCELLED:
-        return "cancelled";
-    default:
-        return "error";
-    }
-}
-
 /* One SSE chunk with a delta {kind: text} (or {} with a finish reason). */
 /* Appends s[0..n) (valid UTF-8: the wire decoder checked it) as a JSON
  * string: quotes, backslashes and control characters escaped. */
@@ -281,7 +267,7 @@ static void on_event(void *user, const gs_ipc_event *e)
             snprintf(m, sizeof m, "%.*s", (int)e->message.len, e->message.p);
             stream_error(c, e->error, m);
         } else {
-            sse_chunk(c, NULL, NULL, 0, finish_name(e->finish), 0);
+            sse_chunk(c, NULL, NULL, 0, gs_ipc_finish_name(e->finish), 0);
             if (c->include_usage) {
                 json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", c->id, "object",
                                       "chat.completion.chunk", "created", (json_int_t)c->created,
@@ -313,10 +299,11 @@ static void on_event(void *user, const gs_ipc_event *e)
                 n--; /* the template's rstrip('\n') before </think> */
             json_object_set_new(msg, "reasoning_content", json_stringn(c->reasoning.p, n));
         }
-        json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s}], s:o}", "id", c->id,
-                              "object", "chat.completion", "created", (json_int_t)c->created,
-                              "model", c->model, "choices", "index", 0, "message", msg, "logprobs",
-                              "finish_reason", finish_name(e->finish), "usage", usage_json(e));
+        json_t *o =
+            json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s}], s:o}", "id", c->id, "object",
+                      "chat.completion", "created", (json_int_t)c->created, "model", c->model,
+                      "choices", "index", 0, "message", msg, "logprobs", "finish_reason",
+                      gs_ipc_finish_name(e->finish), "usage", usage_json(e));
         char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (js)
             gs_gw_json(gw, c->r, ROUTE, 200, js, strlen(js));

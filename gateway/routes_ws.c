@@ -141,20 +141,6 @@ static void send_delta(ws_ask *a)
     a->content.oom = a->reasoning.oom = 0;
 }
 
-static const char *finish_name(int f)
-{
-    switch (f) {
-    case GS_IPC_FINISH_STOP:
-        return "stop";
-    case GS_IPC_FINISH_LENGTH:
-        return "length";
-    case GS_IPC_FINISH_CANCELLED:
-        return "cancelled";
-    default:
-        return "error";
-    }
-}
-
 /* The gateway's latency and token metrics, as for the HTTP route. */
 static void observe(ws_ask *a, const gs_ipc_event *e, uint64_t now)
 {
@@ -202,8 +188,8 @@ static void on_event(void *user, const gs_ipc_event *e)
     } else {
         send_json(a->wc,
                   json_pack("{s:s, s:s, s:s, s:{s:i, s:i, s:i, s:i}, s:{s:f, s:f, s:f}}", "type",
-                            "done", "id", a->id, "finish_reason", finish_name(e->finish), "usage",
-                            "prompt_tokens", e->prompt_tokens, "completion_tokens",
+                            "done", "id", a->id, "finish_reason", gs_ipc_finish_name(e->finish),
+                            "usage", "prompt_tokens", e->prompt_tokens, "completion_tokens",
                             e->completion_tokens, "total_tokens",
                             e->prompt_tokens + e->completion_tokens, "cached_tokens",
                             e->cached_prompt_tokens, "timings", "queue_ms", e->queue_ns * 1e-6,
@@ -277,15 +263,12 @@ static void start_ask(wsconn *wc, const char *id, json_t *req, uint8_t **frames,
         send_error(wc, id, 429, GS_EBUSY, "too many asks in flight on this socket");
         return;
     }
-    gs_ratelimit_who who = {wc->key_id[0] ? wc->key_id : NULL, wc->key_id[0] ? &wc->limits : NULL,
-                            gs_ws_peer(wc->ws)};
-    gs_ratelimit_verdict v;
-    int rc = gs_ratelimit_admit(gw->rl, &who, gs_clock_now_ns() / 1000000u, &v);
+    char m[200];
+    int retry = 0;
+    int rc = gs_gw_admit(gw, wc->key_id[0] ? wc->key_id : NULL, wc->key_id[0] ? &wc->limits : NULL,
+                         gs_ws_peer(wc->ws), m, sizeof m, &retry);
     if (rc) {
-        char m[200];
-        snprintf(m, sizeof m, "rate limit reached (%s, per %s); retry after %u s",
-                 v.reason ? v.reason : "limit", v.scope ? v.scope : "key", v.retry_after_s);
-        send_error(wc, id, rc == GS_EBUSY ? 429 : 503, rc == GS_EBUSY ? GS_EBUSY : GS_ENOMEM, m);
+        send_error(wc, id, rc == GS_EBUSY ? 429 : 503, rc, m);
         return;
     }
     ws_ask *a = calloc(1, sizeof *a);
