@@ -80,6 +80,20 @@ static void chat_end(chat *c)
 /* ---- events -> the client ---------------------------------------------------------- */
 
 /* One SSE chunk with a delta {kind: text} (or {} with a finish reason). */
+/* Appends `data: <o as compact JSON>` and the blank line to the pending
+ * SSE bytes; takes o (NULL: nothing, out of memory). */
+static void sse_event(chat *c, json_t *o)
+{
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (js) {
+        GS_SBUF_LIT(&c->chunk, "data: ");
+        gs_sbuf_puts(&c->chunk, js);
+        GS_SBUF_LIT(&c->chunk, "\n\n");
+    }
+    free(js);
+    json_decref(o);
+}
+
 /* Appends s[0..n) (valid UTF-8: the wire decoder checked it) as a JSON
  * string: quotes, backslashes and control characters escaped. */
 static void sb_json_string(gs_sbuf *b, const char *s, size_t n)
@@ -157,14 +171,7 @@ static void sse_chunk(chat *c, const char *kind, const char *s, size_t n, const 
         json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s?}]}", "id", c->id, "object",
                   "chat.completion.chunk", "created", (json_int_t)c->created, "model", c->model,
                   "choices", "index", 0, "delta", delta, "logprobs", "finish_reason", finish);
-    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    if (js) {
-        gs_sbuf_put(&c->chunk, "data: ", 6);
-        gs_sbuf_put(&c->chunk, js, strlen(js));
-        gs_sbuf_put(&c->chunk, "\n\n", 2);
-    }
-    free(js);
-    json_decref(o);
+    sse_event(c, o);
 }
 
 static void sink(void *user, int reasoning, const char *s, size_t n)
@@ -224,14 +231,7 @@ static void stream_error(chat *c, int code, const char *msg)
     if (!o)
         o = json_pack("{s:{s:s, s:s, s:n, s:i}}", "error", "message", gs_strerror(code), "type",
                       gs_err_type(code), "param", "code", gs_err_http_status(code));
-    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    if (js) {
-        gs_sbuf_put(&c->chunk, "data: ", 6);
-        gs_sbuf_put(&c->chunk, js, strlen(js));
-        gs_sbuf_put(&c->chunk, "\n\n", 2);
-    }
-    free(js);
-    json_decref(o);
+    sse_event(c, o);
 }
 
 static void flush_chunk(chat *c)
@@ -272,14 +272,7 @@ static void on_event(void *user, const gs_ipc_event *e)
                 json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", c->id, "object",
                                       "chat.completion.chunk", "created", (json_int_t)c->created,
                                       "model", c->model, "choices", "usage", usage_json(e));
-                char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
-                if (js) {
-                    gs_sbuf_put(&c->chunk, "data: ", 6);
-                    gs_sbuf_put(&c->chunk, js, strlen(js));
-                    gs_sbuf_put(&c->chunk, "\n\n", 2);
-                }
-                free(js);
-                json_decref(o);
+                sse_event(c, o);
             }
         }
         gs_sbuf_put(&c->chunk, "data: [DONE]\n\n", 14);
