@@ -31,7 +31,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 host_arch="$(dpkg --print-architecture)"
 
-# Packages for the native build, runtime and tests.
+# Packages for the native build, runtime and tests. chromium drives the
+# browser tests (Playwright); libjs-marked and node-dompurify are the web
+# UI's Markdown renderer and sanitizer, served by the gateway (vendor_dirs).
 pkgs=(
     build-essential cmake pkg-config ninja-build git ca-certificates
     libuv1-dev node-llhttp libnng-dev libjansson-dev libturbojpeg0-dev
@@ -39,6 +41,7 @@ pkgs=(
     libssl-dev libpcre2-dev libwslay-dev libcurl4-openssl-dev
     python3 python3-venv python3-pip clang-format
     curl nginx wrk
+    chromium libjs-marked node-dompurify
 )
 # The aarch64 cross build + emulation used by .ci/run on x86-64.
 cross_pkgs=(crossbuild-essential-arm64 qemu-user-static)
@@ -85,7 +88,7 @@ if [ "$python" = 1 ]; then
     if [ ! -x "$venv/bin/python" ]; then
         /usr/bin/python3 -m venv "$venv"
     fi
-    if ! "$venv/bin/python" -c 'import pytest, numpy, openai, websockets' 2>/dev/null; then
+    if ! "$venv/bin/python" -c 'import pytest, numpy, openai, websockets, playwright, matplotlib, aiohttp' 2>/dev/null; then
         "$venv/bin/pip" install -q --disable-pip-version-check \
             -r "$here/tests/requirements.txt"
     fi
