@@ -1,0 +1,1 @@
+"""glmserve-bench: a serving benchmark client (see cli.py)."""
