@@ -184,6 +184,16 @@ static int check_event_scalars(const gs_ipc_event *e, int code, gs_diag *d)
     if (e->n_ids > GS_IPC_MAX_IDS)
         return gs_diag_set(d, code, "ipc event: n_ids at offset 52: %u over the cap of %d",
                            e->n_ids, GS_IPC_MAX_IDS);
+    if (e->queue_report > 1)
+        return gs_diag_set(d, code, "ipc event: flags at offset 33: unknown bits 0x%x",
+                           (unsigned)e->queue_report);
+    if (!e->queue_report && e->queue_position)
+        return gs_diag_set(d, code,
+                           "ipc event: queue_position at offset 34 is %u without the queue flag",
+                           (unsigned)e->queue_position);
+    if (e->queue_report && (e->finish || e->n_ids))
+        return gs_diag_set(d, code,
+                           "ipc event: a queue report carries no finish or ids (offset 33)");
     return 0;
 }
 
@@ -300,6 +310,8 @@ static int encode_size(const gs_ipc_msg *m, uint64_t *size, gs_diag *d)
         const gs_ipc_event *e = &m->u.event;
         if ((rc = check_event_scalars(e, GS_EINVAL, d)))
             return rc;
+        if (e->queue_report && e->text.len)
+            return gs_diag_set(d, GS_EINVAL, "ipc event: a queue report carries no text");
         if (e->n_ids && !e->ids)
             return gs_diag_set(d, GS_EINVAL, "ipc event: ids NULL with n_ids %u", e->n_ids);
         size_t text_off = EVENT_IDS_OFF + 4 * (size_t)e->n_ids;
@@ -371,7 +383,10 @@ static void encode_body(const gs_ipc_msg *m, uint8_t *b)
         put_u64(b + 8, e->queue_ns);
         put_u64(b + 16, e->ttft_ns);
         put_u64(b + 24, e->decode_ns);
-        b[32] = e->finish; /* b[33..35] reserved */
+        b[32] = e->finish;
+        b[33] = e->queue_report;
+        b[34] = (uint8_t)(e->queue_position & 0xff);
+        b[35] = (uint8_t)(e->queue_position >> 8);
         put_u32(b + 36, (uint32_t)e->error);
         put_u32(b + 40, (uint32_t)e->prompt_tokens);
         put_u32(b + 44, (uint32_t)e->completion_tokens);
@@ -589,9 +604,11 @@ static int decode_job(reader *r, gs_ipc_job *j)
 static int decode_event(reader *r, gs_ipc_event *e)
 {
     int rc;
-    if ((rc = need(r, EVENT_FIXED, "fixed fields")) || (rc = rd_reserved(r, 33, 3)))
+    if ((rc = need(r, EVENT_FIXED, "fixed fields")))
         return rc;
     const uint8_t *b = r->b;
+    e->queue_report = b[33];
+    e->queue_position = (uint16_t)(b[34] | b[35] << 8);
     e->id = get_u64(b);
     e->queue_ns = get_u64(b + 8);
     e->ttft_ns = get_u64(b + 16);
@@ -614,6 +631,9 @@ static int decode_event(reader *r, gs_ipc_event *e)
     if ((rc = rd_str(r, "text", &e->text)) ||
         (rc = check_text(e->text, GS_IPC_MAX_BODY, "event", "text", text_off + 4, GS_EPROTO, r->d)))
         return rc;
+    if (e->queue_report && e->text.len)
+        return gs_diag_set(r->d, GS_EPROTO,
+                           "ipc event: a queue report carries no text (offset %zu)", text_off);
     size_t msg_off = r->off;
     if ((rc = rd_str(r, "message", &e->message)))
         return rc;

@@ -32,7 +32,7 @@
 #error "the glmserve wire protocol assumes a little-endian host"
 #endif
 
-#define GS_IPC_VERSION 1
+#define GS_IPC_VERSION 2
 #define GS_IPC_HEADER_SIZE 16
 #define GS_IPC_MAX_BODY (256u << 20)   /* hard cap of any body */
 #define GS_IPC_MAX_IMAGES 64           /* images in one job */
@@ -119,6 +119,11 @@ typedef struct {
     gs_ipc_str message; /* UTF-8 error message ("" unless error) */
     int32_t prompt_tokens, completion_tokens, cached_prompt_tokens;
     uint64_t queue_ns, ttft_ns, decode_ns; /* as gs_engine_timings */
+    /* A queue report (queue_report 1; finish NONE, no ids, no text): the
+     * job waits in the worker's engine at place queue_position (1: next
+     * to start; capped at 65535), or 0: it has left the queue and started. */
+    uint8_t queue_report;
+    uint16_t queue_position;
 } gs_ipc_event;
 
 /* heartbeat: the worker's load, as the dispatch policy reads it. */

@@ -41,6 +41,8 @@ static const directive table[] = {
     {"pid_file", T_STR, F(pid_file), 0, 0, 0, "F  write the master's pid"},
     {"run_dir", T_STR, F(run_dir), 0, 0, 0, "D  folder of the workers' sockets"},
     {"static_dir", T_STR, F(static_dir), 0, 0, 0, "D  the browser UI's files"},
+    {"vendor_dirs", T_STR, F(vendor_dirs), 0, 0, 0,
+     "D1:D2  folders served at /vendor/ (marked, DOMPurify)"},
     {"remote_workers", T_URLS, F(remote_workers), 0, 0, 0,
      "URL  a worker started by hand (tcp://host:port); repeatable"},
     {"worker_listen", T_STR, F(worker_listen), 0, 0, 0,
@@ -81,6 +83,8 @@ static void defaults(gs_config *c)
     c->gateways = 1;
     snprintf(c->backend, sizeof c->backend, "cpu");
     snprintf(c->graphs, sizeof c->graphs, "auto");
+    snprintf(c->vendor_dirs, sizeof c->vendor_dirs, "%s",
+             "/usr/share/javascript/marked:/usr/share/nodejs/dompurify/dist");
     c->max_seqs = 64;
     c->max_queue = 64;
     c->heartbeat_timeout_ms = 2000;
@@ -292,6 +296,10 @@ int gs_config_load(int argc, char **argv, gs_config *out, gs_diag *d)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             gs_config_usage(stdout);
+            return 1;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("glmserve %s\n", GS_VERSION);
             return 1;
         }
     }

@@ -27,6 +27,12 @@
  *   kv_memory (0: the worker's default; MiB), dummy_weights (false),
  *   graphs ("auto")         passed to every local worker
  *   static_dir ("")         the browser UI (default: static/ beside the binary's tree)
+ *   vendor_dirs             folders, ':'-separated, whose files are served at
+ *                           /vendor/NAME (first folder holding NAME wins): the
+ *                           UI's Markdown renderer and sanitizer
+ *                           ("/usr/share/javascript/marked:
+ *                            /usr/share/nodejs/dompurify/dist", Debian's
+ *                            libjs-marked and node-dompurify)
  *   heartbeat_timeout_ms (2000), drain_timeout (30; s)
  *   fetch_images (false)    fetch http(s) image URLs (needs libcurl); off:
  *                           they are refused with 400
@@ -58,6 +64,7 @@ typedef struct {
     char api_key_file[1024];
     int no_auth;
     char log_file[1024], pid_file[1024], run_dir[1024], static_dir[1024];
+    char vendor_dirs[2048];
     char remote_workers[GS_CONFIG_MAX_REMOTE][256];
     char worker_listen[256];
     int n_remote_workers;

@@ -89,10 +89,12 @@ typedef struct item {
     int is_close, is_open, err;
     gs_ipc_header h;
     uint8_t *body;
+    uint64_t recv_ns; /* when the nng thread had it */
 } item;
 
 struct gs_dispatch {
     gs_dispatch_params p;
+    uint64_t frame_ns; /* recv_ns of the item being handled */
     uv_loop_t *loop;
     dworker *w;
     int n;
@@ -172,6 +174,7 @@ static void post_to(gs_dispatch *ds, dworker *w, gs_ipc_conn *c, int kind, int e
     gs_ipc_conn_ref(c);
     it->is_close = kind == 1;
     it->is_open = kind == 2;
+    it->recv_ns = gs_clock_now_ns();
     it->err = err;
     if (h) {
         it->h = *h;
@@ -621,6 +624,7 @@ static void async_cb(uv_async_t *a)
     pthread_mutex_unlock(&ds->mu);
     while (it) {
         item *next = it->next;
+        ds->frame_ns = it->recv_ns;
         handle_item(ds, it);
         gs_ipc_conn_unref(it->conn);
         free(it->body);
@@ -831,6 +835,11 @@ void gs_dispatch_get_stats(const gs_dispatch *ds, gs_dispatch_stats *out)
             out->max_model_len = w->max_model_len;
         }
     }
+}
+
+uint64_t gs_dispatch_frame_ns(const gs_dispatch *ds)
+{
+    return ds->frame_ns;
 }
 
 int gs_dispatch_ready(const gs_dispatch *ds)

@@ -86,6 +86,10 @@ typedef struct {
     int32_t max_model_len;
 } gs_dispatch_stats;
 void gs_dispatch_get_stats(const gs_dispatch *ds, gs_dispatch_stats *out);
+/* When the frame whose callback is running (on_event, on_error) was
+ * received from the worker, by gs_clock_now_ns: the start of the
+ * gateway's relay time. */
+uint64_t gs_dispatch_frame_ns(const gs_dispatch *ds);
 /* 1 when at least one worker is up (the gateway's /ready). */
 int gs_dispatch_ready(const gs_dispatch *ds);
 

@@ -151,6 +151,7 @@ static const route routes[] = {
     {"/health", "GET,HEAD", AUTH_NONE, 0, gs_route_health, NULL},
     {"/ready", "GET,HEAD", AUTH_NONE, 0, gs_route_ready, NULL},
     {"/metrics", "GET", AUTH_NONE, 0, gs_route_metrics, NULL},
+    {"/v1/info", "GET,HEAD", AUTH_NONE, 0, gs_route_info, NULL},
     {"/v1/models", "GET", AUTH_KEY, 0, gs_route_models, NULL},
     {"/v1/chat/completions", "POST", AUTH_KEY, 1, NULL, gs_route_chat},
     {"/v1/ws", "GET", AUTH_NONE, 0, gs_route_ws, NULL}, /* auth and limits per ask: routes_ws.c */
@@ -199,8 +200,16 @@ static void handle(gs_http_req *r, void *user)
         if (!strcmp(path, routes[i].path))
             rt = &routes[i];
     if (!rt) {
-        if (gw->st && (!strcmp(method, "GET") || !strcmp(method, "HEAD")) &&
-            gs_static_serve(gw->st, r) == 0) {
+        int get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+        if (get && !strncmp(path, "/vendor/", 8)) {
+            /* One file name, no folders: the first vendor folder holding it. */
+            if (!strchr(path + 8, '/'))
+                for (int i = 0; i < gw->n_vendor; i++)
+                    if (gs_static_serve_path(gw->vendor[i], r, path + 7) == 0) {
+                        gs_gw_count(gw, "vendor", 200);
+                        return;
+                    }
+        } else if (get && gw->st && gs_static_serve(gw->st, r) == 0) {
             gs_gw_count(gw, "static", 200);
             return;
         }
@@ -411,6 +420,28 @@ static int worker_listen_url(const gs_config *c, int i, char *out, size_t cap)
     return 0;
 }
 
+/* The vendor folders (config vendor_dirs, ':'-separated): a missing one
+ * is logged once (gateway 0) and skipped; the UI then renders plain text. */
+static void open_vendor(gs_gw *gw)
+{
+    char list[sizeof gw->cfg.vendor_dirs];
+    snprintf(list, sizeof list, "%s", gw->cfg.vendor_dirs);
+    char *save = NULL;
+    for (char *dir = strtok_r(list, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        gs_diag d;
+        gs_diag_clear(&d);
+        if (gw->n_vendor == GS_GW_MAX_VENDOR) {
+            gs_log_warn("vendor_dirs: more than %d folders, %s and the rest ignored",
+                        GS_GW_MAX_VENDOR, dir);
+            break;
+        }
+        if (gs_static_new(dir, &gw->vendor[gw->n_vendor], &d) == 0)
+            gw->n_vendor++;
+        else if (gw->p.index == 0)
+            gs_log_warn("vendor_dirs: %s (the UI falls back to plain text)", d.msg);
+    }
+}
+
 int gs_gateway_run(const gs_gateway_params *p)
 {
     gs_gw *gw = calloc(1, sizeof *gw);
@@ -442,6 +473,7 @@ int gs_gateway_run(const gs_gateway_params *p)
     }
     if (gw->cfg.static_dir[0] && (rc = gs_static_new(gw->cfg.static_dir, &gw->st, &d)))
         gs_log_warn("no browser UI: %s", d.msg);
+    open_vendor(gw);
     char name[64], wl[300] = "";
     snprintf(name, sizeof name, "gateway-%d", p->index);
     if (gw->cfg.worker_listen[0] && worker_listen_url(&gw->cfg, p->index, wl, sizeof wl)) {
@@ -506,6 +538,8 @@ out:
     if (uv_loop_close(&gw->loop))
         gs_log_warn("loop closed with handles still open");
     gs_static_free(gw->st);
+    for (int i = 0; i < gw->n_vendor; i++)
+        gs_static_free(gw->vendor[i]);
     gs_metrics_free(gw->metrics);
     gs_ratelimit_free(gw->rl);
     gs_auth_free(gw->auth);

@@ -23,8 +23,13 @@ typedef struct {
     gs_metric *e2e;        /* histogram, seconds */
     gs_metric *prompt_tok; /* counter */
     gs_metric *gen_tok;    /* counter */
+    gs_metric *finished;   /* counter {finish_reason} */
+    gs_metric *dispatch_s; /* histogram: request in -> job sent to a worker, seconds */
+    gs_metric *relay_s;    /* histogram: worker event in -> bytes to the client, seconds */
     gs_metric *gauges[10]; /* set at scrape time (routes_admin.c) */
 } gs_gw_metrics;
+
+#define GS_GW_MAX_VENDOR 8
 
 typedef struct gs_gw {
     gs_config cfg;
@@ -36,7 +41,9 @@ typedef struct gs_gw {
     gs_ratelimit *rl;
     gs_metrics *metrics;
     gs_gw_metrics m;
-    gs_static *st;       /* NULL: no UI folder */
+    gs_static *st;                       /* NULL: no UI folder */
+    gs_static *vendor[GS_GW_MAX_VENDOR]; /* /vendor/NAME: first folder holding NAME */
+    int n_vendor;
     gs_fetcher *fetcher; /* NULL: remote image URLs are refused */
     uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
     uv_timer_t drain_timer;
@@ -63,6 +70,13 @@ int gs_gw_admit(gs_gw *gw, const char *key_id, const gs_auth_limits *limits, con
                 char *msg, size_t cap, int *retry_after);
 /* Counts a finished request in glmserve:requests_total. */
 void gs_gw_count(gs_gw *gw, const char *route, int status);
+/* Counts a chat request (HTTP or WebSocket ask) that reached a worker in
+ * glmserve:requests_finished_total: reason "stop", "length", "cancelled"
+ * (by the client, or it went away) or "error". */
+void gs_gw_finished(gs_gw *gw, const char *reason);
+/* The gateway's own share of a request: `since` (gs_clock_now_ns) to now
+ * into the dispatch or relay histogram. */
+void gs_gw_share(gs_gw *gw, gs_metric *hist, uint64_t since);
 
 /* Routes (each makes the final call for r, now or later). */
 void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key);
@@ -70,6 +84,7 @@ void gs_route_models(gs_gw *gw, gs_http_req *r);
 void gs_route_health(gs_gw *gw, gs_http_req *r);
 void gs_route_ready(gs_gw *gw, gs_http_req *r);
 void gs_route_metrics(gs_gw *gw, gs_http_req *r);
+void gs_route_info(gs_gw *gw, gs_http_req *r);
 void gs_route_ws(gs_gw *gw, gs_http_req *r); /* routes_ws.c; 501 without libwslay */
 int gs_gw_metrics_init(gs_gw *gw, gs_diag *d);
 

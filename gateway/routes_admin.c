@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "gateway/gateway_impl.h"
 
 enum {
@@ -44,6 +45,9 @@ int gs_gw_metrics_init(gs_gw *gw, gs_diag *d)
                                  2.5,   5,    10,    20,   40,  80,   160};
     static const double itl[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06,
                                  0.08,  0.1,    0.15,  0.2,  0.3,  0.5,  1};
+    /* The gateway's own share: microseconds to tens of milliseconds. */
+    static const double share[] = {5e-6,  1e-5,  2e-5,  5e-5, 1e-4, 2e-4, 5e-4,
+                                   0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1};
     int rc;
     if ((rc = gs_metrics_new(&gw->metrics)))
         return rc;
@@ -74,7 +78,25 @@ int gs_gw_metrics_init(gs_gw *gw, gs_diag *d)
     gs_metric_desc gt = {.name = "glmserve:generation_tokens_total",
                          .help = "Tokens generated",
                          .type = GS_METRIC_COUNTER};
+    gs_metric_desc fin = {.name = "glmserve:requests_finished_total",
+                          .help = "Chat requests that reached a worker, by how they ended",
+                          .type = GS_METRIC_COUNTER};
+    fin.labels[0] = "finish_reason";
+    fin.n_labels = 1;
+    gs_metric_desc dsp = {.name = "glmserve:gateway_dispatch_seconds",
+                          .help = "Gateway share: request received to job sent to a worker",
+                          .type = GS_METRIC_HISTOGRAM};
+    dsp.buckets = share;
+    dsp.n_buckets = sizeof share / sizeof *share;
+    gs_metric_desc rel = {.name = "glmserve:gateway_relay_seconds",
+                          .help = "Gateway share: worker event received to bytes to the client",
+                          .type = GS_METRIC_HISTOGRAM};
+    rel.buckets = share;
+    rel.n_buckets = sizeof share / sizeof *share;
     if ((rc = gs_metrics_register(gw->metrics, &req, &gw->m.requests, d)) ||
+        (rc = gs_metrics_register(gw->metrics, &fin, &gw->m.finished, d)) ||
+        (rc = gs_metrics_register(gw->metrics, &dsp, &gw->m.dispatch_s, d)) ||
+        (rc = gs_metrics_register(gw->metrics, &rel, &gw->m.relay_s, d)) ||
         (rc = gs_metrics_register(gw->metrics, &ttft, &gw->m.ttft, d)) ||
         (rc = gs_metrics_register(gw->metrics, &tpot, &gw->m.itl, d)) ||
         (rc = gs_metrics_register(gw->metrics, &e2e, &gw->m.e2e, d)) ||
@@ -88,6 +110,22 @@ int gs_gw_metrics_init(gs_gw *gw, gs_diag *d)
             return rc;
     }
     return 0;
+}
+
+void gs_gw_finished(gs_gw *gw, const char *reason)
+{
+    gs_metric_series *s;
+    const char *v[1] = {reason};
+    if (!gs_metrics_series(gw->metrics, gw->m.finished, v, &s))
+        gs_metrics_inc(s, 1);
+}
+
+void gs_gw_share(gs_gw *gw, gs_metric *hist, uint64_t since)
+{
+    gs_metric_series *s;
+    uint64_t now = gs_clock_now_ns();
+    if (since && now >= since && !gs_metrics_series(gw->metrics, hist, NULL, &s))
+        gs_metrics_observe(s, (double)(now - since) * 1e-9);
 }
 
 static void set_gauge(gs_gw *gw, int i, double v)
@@ -138,6 +176,31 @@ void gs_route_ready(gs_gw *gw, gs_http_req *r)
     int n = snprintf(body, sizeof body, "{\"ready\":%s,\"workers_up\":%d,\"workers\":%d}",
                      ready ? "true" : "false", st.workers_up, st.workers_total);
     gs_gw_json(gw, r, "/ready", ready ? 200 : 503, body, (size_t)n);
+}
+
+/* What a client (the browser UI) needs before it asks: whether a key is
+ * required and the request limits. No key needed; it names no model. */
+void gs_route_info(gs_gw *gw, gs_http_req *r)
+{
+    gs_dispatch_stats st;
+    gs_dispatch_get_stats(gw->ds, &st);
+#ifdef GS_HAVE_WSLAY
+    const int ws = 1;
+#else
+    const int ws = 0;
+#endif
+    json_t *o =
+        json_pack("{s:s, s:b, s:i, s:i, s:i, s:b, s:b, s:b}", "version", GS_VERSION, "auth",
+                  gw->auth != NULL, "max_images", gw->cfg.max_images, "max_body_mb",
+                  gw->cfg.max_body_mb, "max_model_len", st.max_model_len, "ws", ws, "fetch_images",
+                  gw->cfg.fetch_images, "ready", gs_dispatch_ready(gw->ds) && !gw->draining);
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (js)
+        gs_gw_json(gw, r, "/v1/info", 200, js, strlen(js));
+    else
+        gs_gw_error(gw, r, "/v1/info", GS_ENOMEM, 503, "out of memory", NULL, 1);
+    free(js);
+    json_decref(o);
 }
 
 void gs_route_models(gs_gw *gw, gs_http_req *r)

@@ -52,6 +52,8 @@ typedef struct chat {
     int fetch_pending, fetch_rc;
     char fetch_msg[400];
     uint64_t t0, t_first, t_last;
+    uint64_t t_in; /* the handler started: the request is all in */
+    int fetched;   /* some image was downloaded by the gateway */
     int32_t n_tokens;
 } chat;
 
@@ -244,6 +246,8 @@ static void flush_chunk(chat *c)
 static void on_event(void *user, const gs_ipc_event *e)
 {
     chat *c = user;
+    if (e->queue_report)
+        return; /* a place in the worker's queue: the WebSocket shows it, SSE has no field */
     const uint64_t now = gs_clock_now_ns();
     if (c->stream && !c->streaming_started && e->finish != GS_IPC_FINISH_ERROR) {
         gs_http_stream_begin(c->r, 200, "text/event-stream",
@@ -254,11 +258,14 @@ static void on_event(void *user, const gs_ipc_event *e)
     observe(c, e, now);
     gs_think_split_push(&c->split, e->text.p, e->text.len, sink, c);
     if (!e->finish) {
-        if (c->stream)
+        if (c->stream) {
             flush_chunk(c);
+            gs_gw_share(c->gw, c->gw->m.relay_s, gs_dispatch_frame_ns(c->gw->ds));
+        }
         return;
     }
     c->job = NULL;
+    gs_gw_finished(c->gw, gs_ipc_finish_name(e->finish));
     gs_think_split_flush(&c->split, sink, c);
     gs_gw *gw = c->gw;
     if (c->stream && c->streaming_started) {
@@ -305,6 +312,7 @@ static void on_event(void *user, const gs_ipc_event *e)
         free(js);
         json_decref(o);
     }
+    gs_gw_share(gw, gw->m.relay_s, gs_dispatch_frame_ns(gw->ds));
     chat_end(c);
     chat_free(c);
 }
@@ -313,6 +321,7 @@ static void on_error(void *user, int code, const char *msg)
 {
     chat *c = user;
     c->job = NULL;
+    gs_gw_finished(c->gw, "error");
     if (c->stream && c->streaming_started) {
         stream_error(c, code, msg);
         gs_sbuf_put(&c->chunk, "data: [DONE]\n\n", 14);
@@ -330,8 +339,10 @@ static void on_error(void *user, int code, const char *msg)
 static void on_abort(gs_http_req *r, void *user)
 {
     chat *c = user;
-    if (c->job)
+    if (c->job) {
         gs_dispatch_cancel(c->job);
+        gs_gw_finished(c->gw, "cancelled");
+    }
     c->job = NULL;
     if (c->stream && c->streaming_started)
         gs_http_stream_end(r);
@@ -363,6 +374,8 @@ static void submit(chat *c)
     int rc = gs_dispatch_submit(gw->ds, c->jd.json, strlen(c->jd.json), c->jd.images,
                                 c->jd.n_images, &cbs, c, &c->job);
     gs_chat_job_free(&c->jd);
+    if (!rc && !c->fetched)
+        gs_gw_share(gw, gw->m.dispatch_s, c->t_in);
     if (rc) {
         gs_gw_error(gw, c->r, ROUTE, rc, 0,
                     rc == GS_EOVERLOAD ? "no worker can take the request now; retry later"
@@ -408,6 +421,7 @@ static void on_fetched(void *user, int rc, const char *msg, uint8_t *bytes, size
 
 void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
 {
+    const uint64_t t_in = gs_clock_now_ns(); /* the whole request is in */
     size_t len = 0;
     const uint8_t *body = gs_http_req_body(r, &len);
     const char *ct = gs_http_req_header(r, "content-type");
@@ -439,6 +453,7 @@ void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
     }
     c->gw = gw;
     c->r = r;
+    c->t_in = t_in;
     c->t0 = gs_http_req_start_ns(r);
     c->created = (int64_t)time(NULL);
     gs_think_split_init(&c->split);
@@ -479,6 +494,7 @@ void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
             return;
         }
         c->fetch_pending++;
+        c->fetched = 1; /* its dispatch time holds a download: not the gateway's share */
     }
     if (!c->fetch_pending)
         submit(c);

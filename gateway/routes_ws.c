@@ -172,13 +172,21 @@ static void observe(ws_ask *a, const gs_ipc_event *e, uint64_t now)
 static void on_event(void *user, const gs_ipc_event *e)
 {
     ws_ask *a = user;
+    gs_gw *gw = a->wc->gw;
+    if (e->queue_report) {
+        send_json(a->wc, json_pack("{s:s, s:s, s:i}", "type", "queued", "id", a->id, "position",
+                                   (int)e->queue_position));
+        return;
+    }
     observe(a, e, gs_clock_now_ns());
     gs_think_split_push(&a->split, e->text.p, e->text.len, sink, a);
     if (!e->finish) {
         send_delta(a);
+        gs_gw_share(gw, gw->m.relay_s, gs_dispatch_frame_ns(gw->ds));
         return;
     }
     a->job = NULL;
+    gs_gw_finished(gw, gs_ipc_finish_name(e->finish));
     gs_think_split_flush(&a->split, sink, a);
     send_delta(a);
     if (e->finish == GS_IPC_FINISH_ERROR) {
@@ -195,6 +203,7 @@ static void on_event(void *user, const gs_ipc_event *e)
                             e->cached_prompt_tokens, "timings", "queue_ms", e->queue_ns * 1e-6,
                             "ttft_ms", e->ttft_ns * 1e-6, "decode_ms", e->decode_ns * 1e-6));
     }
+    gs_gw_share(gw, gw->m.relay_s, gs_dispatch_frame_ns(gw->ds));
     ask_end(a);
 }
 
@@ -202,6 +211,7 @@ static void on_error(void *user, int code, const char *msg)
 {
     ws_ask *a = user;
     a->job = NULL;
+    gs_gw_finished(a->wc->gw, "error");
     send_error(a->wc, a->id, gs_err_http_status(code), code, msg);
     ask_end(a);
 }
@@ -324,6 +334,8 @@ static void start_ask(wsconn *wc, const char *id, json_t *req, uint8_t **frames,
     rc = gs_dispatch_submit(gw->ds, job.json, strlen(job.json), job.images, job.n_images, &cbs, a,
                             &a->job);
     gs_chat_job_free(&job);
+    if (!rc)
+        gs_gw_share(gw, gw->m.dispatch_s, a->t0);
     if (rc) {
         send_error(wc, id, gs_err_http_status(rc), rc,
                    rc == GS_EOVERLOAD ? "no worker can take the request now; retry later"
@@ -410,8 +422,10 @@ static void on_cancel(wsconn *wc, const json_t *msg)
         send_error(wc, id, 404, GS_ENOENT, "no ask in flight with this id");
         return;
     }
-    if (a->job)
+    if (a->job) {
         gs_dispatch_cancel(a->job); /* no callback after this */
+        gs_gw_finished(wc->gw, "cancelled");
+    }
     a->job = NULL;
     gs_think_split_flush(&a->split, sink, a);
     send_delta(a);
@@ -494,8 +508,10 @@ static void on_close(gs_ws *ws, void *user, int code)
     wsconn *wc = user;
     while (!gs_queue_empty(&wc->asks)) {
         ws_ask *a = gs_queue_data(gs_queue_head(&wc->asks), ws_ask, link);
-        if (a->job)
+        if (a->job) {
             gs_dispatch_cancel(a->job);
+            gs_gw_finished(wc->gw, "cancelled");
+        }
         ask_end(a);
     }
     drop_pending(wc);

@@ -215,12 +215,19 @@ int gs_static_serve(gs_static *s, gs_http_req *r)
 {
     if (!s || !r)
         return GS_EINVAL;
+    return gs_static_serve_path(s, r, gs_http_req_path(r));
+}
+
+int gs_static_serve_path(gs_static *s, gs_http_req *r, const char *path)
+{
+    if (!s || !r || !path)
+        return GS_EINVAL;
     const char *method = gs_http_req_method(r);
     int head = strcmp(method, "HEAD") == 0;
     if (!head && strcmp(method, "GET") != 0)
         return GS_ENOENT;
     char rel[PATH_MAX];
-    if (decode_path(gs_http_req_path(r), rel, sizeof rel) != 0)
+    if (decode_path(path, rel, sizeof rel) != 0)
         return GS_ENOENT;
     int fd = open_beneath(s, rel);
     if (fd < 0)
@@ -240,10 +247,19 @@ int gs_static_serve(gs_static *s, gs_http_req *r)
              (unsigned long long)st.st_mtim.tv_sec * 1000000000ull +
                  (unsigned long long)st.st_mtim.tv_nsec,
              (unsigned long long)st.st_ino);
-    char headers[256];
+    /* Pages get a Content-Security-Policy: scripts, styles, fonts and
+     * connections from this origin only, images also from data: and blob:
+     * (previews), no plugins, no framing. Markdown rendered into the page
+     * is sanitized as well; this is the second wall. */
+    static const char csp[] =
+        "Content-Security-Policy: default-src 'self'; script-src 'self'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'\r\n"
+        "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n";
+    char headers[640];
     snprintf(headers, sizeof headers,
-             "ETag: %s\r\nCache-Control: %s\r\nX-Content-Type-Options: nosniff\r\n", etag,
-             html ? "no-cache" : "public, max-age=3600");
+             "ETag: %s\r\nCache-Control: %s\r\nX-Content-Type-Options: nosniff\r\n%s", etag,
+             html ? "no-cache" : "public, max-age=3600", html ? csp : "");
     const char *inm = gs_http_req_header(r, "If-None-Match");
     if (inm && etag_matches(inm, etag)) {
         close(fd);

@@ -33,7 +33,14 @@ void gs_static_free(gs_static *s); /* NULL: no-op */
  *    cannot be read or is larger than GS_STATIC_MAX_FILE).
  * GS_ENOENT: not a file to serve (see above); r is NOT consumed, the
  *    caller answers (404).
- * GS_EINVAL: s or r NULL; r, if any, is not consumed. */
+ * GS_EINVAL: s or r NULL; r, if any, is not consumed.
+ * HTML answers carry a Content-Security-Policy (same origin only; images
+ * also from data: and blob:), X-Frame-Options DENY and no Referer. */
 int gs_static_serve(gs_static *s, gs_http_req *r);
+
+/* As gs_static_serve, for the URL path `path` (borrowed; "/name", may be
+ * percent-encoded) instead of the request's: serves a mount such as
+ * /vendor/NAME from another folder. */
+int gs_static_serve_path(gs_static *s, gs_http_req *r, const char *path);
 
 #endif

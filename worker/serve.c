@@ -27,6 +27,7 @@
 #include "common/clock.h"
 #include "common/ipc_conn.h"
 #include "common/log.h"
+#include "common/queue.h"
 #include "worker/tokenizer/utf8.h"
 
 #define TABLE_SIZE 512
@@ -47,6 +48,13 @@ typedef struct wjob {
     gs_ipc_job msg;
     gs_request *req;
     uint64_t arrival_ns;
+    /* Queue reports (engine thread only): the place last reported (0:
+     * none outstanding; then the job is not on the server's report list),
+     * the report round that last saw it waiting, and whether it started. */
+    gs_queue rlink;
+    int32_t q_pos;
+    uint32_t q_round;
+    int started;
 } wjob;
 
 struct gs_server {
@@ -75,6 +83,11 @@ struct gs_server {
     gs_ipc_listener **listeners;
     int n_listeners;
     gs_ipc_conn_cbs cbs;
+    /* Queue reports (engine thread only). */
+    gs_queue reported; /* wjob.rlink: jobs with a place reported */
+    void **qusers;     /* [cap_qusers] scratch for gs_engine_queue */
+    int32_t cap_qusers;
+    uint32_t q_round;
 };
 
 static uint64_t now_ns(void)
@@ -126,6 +139,8 @@ static void job_free(wjob *j)
 /* Removes j from the table and frees it. */
 static void job_done(gs_server *s, wjob *j)
 {
+    if (j->q_pos) /* engine thread: only it reports places */
+        gs_queue_remove(&j->rlink);
     pthread_mutex_lock(&s->mu);
     table_remove(s, j);
     pthread_mutex_unlock(&s->mu);
@@ -536,10 +551,69 @@ static void *dialer_main(void *arg)
  * cannot be encoded (never expected: the engine emits whole UTF-8
  * characters) must not leave the job without its end: the job is
  * cancelled, and its final event goes out as a bare GS_EINTERNAL error. */
+/* Tells j's gateway its place in the engine's queue (0: started). */
+static void send_place(wjob *j, int32_t pos)
+{
+    gs_ipc_msg m = {.type = GS_IPC_EVENT};
+    m.u.event.id = j->gw_id;
+    m.u.event.text.p = m.u.event.message.p = "";
+    m.u.event.queue_report = 1;
+    m.u.event.queue_position = (uint16_t)(pos > 65535 ? 65535 : pos);
+    gs_ipc_conn_send_msg(j->conn, &m, NULL);
+}
+
+/* After each step (engine thread): every job waiting in the engine that
+ * has not started learns its place when it changes, and a job whose place
+ * was reported learns 0 once it has left the queue. Costs one walk of the
+ * waiting queue (empty while the worker keeps up). */
+static void report_queue(gs_server *s)
+{
+    int32_t n = gs_engine_queue(s->eng, s->qusers, s->cap_qusers);
+    if (n > s->cap_qusers) {
+        void **grown = realloc(s->qusers, (size_t)n * 2 * sizeof *grown);
+        if (grown) {
+            s->qusers = grown;
+            s->cap_qusers = n * 2;
+            n = gs_engine_queue(s->eng, s->qusers, s->cap_qusers);
+        }
+    }
+    if (n <= 0 && gs_queue_empty(&s->reported))
+        return;
+    s->q_round++;
+    for (int32_t i = 0; i < n && i < s->cap_qusers; i++) {
+        wjob *j = s->qusers[i];
+        if (j->started)
+            continue; /* preempted after its first tokens: not queued to the client */
+        j->q_round = s->q_round;
+        if (j->q_pos == i + 1)
+            continue;
+        if (!j->q_pos)
+            gs_queue_insert_tail(&s->reported, &j->rlink);
+        j->q_pos = i + 1;
+        send_place(j, j->q_pos);
+    }
+    gs_queue *q = gs_queue_head(&s->reported), *next;
+    for (; q != &s->reported; q = next) {
+        next = q->next;
+        wjob *j = gs_queue_data(q, wjob, rlink);
+        if (j->q_round == s->q_round)
+            continue;
+        gs_queue_remove(&j->rlink);
+        j->q_pos = 0;
+        send_place(j, 0);
+    }
+}
+
 static int on_event(void *user, const gs_engine_event *ev)
 {
     wjob *j = user;
     const int final = ev->finish != GS_FINISH_NONE;
+    if (j->q_pos && !final) { /* it started: place 0 before its first output */
+        gs_queue_remove(&j->rlink);
+        j->q_pos = 0;
+        send_place(j, 0);
+    }
+    j->started = 1;
     gs_ipc_msg m = {.type = GS_IPC_EVENT};
     gs_ipc_event *e = &m.u.event;
     e->id = j->gw_id;
@@ -689,6 +763,7 @@ int gs_server_run(gs_server *s)
                             gs_strerror(rc));
             }
         }
+        report_queue(s);
         pthread_mutex_lock(&s->mu);
     }
     if (s->draining && !result)
@@ -756,6 +831,7 @@ int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d)
     if (!s)
         return GS_ENOMEM;
     s->p = *p;
+    gs_queue_init(&s->reported);
     if (!s->p.prep_threads)
         s->p.prep_threads = 2;
     if (!s->p.max_queue)
@@ -855,6 +931,7 @@ void gs_server_free(gs_server *s)
         pthread_join(s->dialers[i], NULL);
     /* Jobs still inside get their final events (GS_ESHUTDOWN) here. */
     gs_engine_free(s->eng);
+    free(s->qusers);
     /* Jobs that never reached the engine. */
     for (wjob *lists[2] = {s->prep_head, s->inbox_head}, **l = lists; l < lists + 2; l++)
         while (*l) {

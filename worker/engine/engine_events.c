@@ -242,6 +242,26 @@ void gs_engine_finish_all(gs_engine *e, int err)
     gs_engine__publish_stats(e);
 }
 
+int32_t gs_engine_queue(gs_engine *e, void **users, int32_t cap)
+{
+    enum { CHUNK = 64 };
+    gs_seq *seqs[CHUNK];
+    int32_t n = gs_sched_waiting(e->sched, seqs, CHUNK);
+    if (n > CHUNK) { /* a long queue: one allocation for the whole list */
+        gs_seq **all = malloc((size_t)n * sizeof *all);
+        if (!all)
+            return -1;
+        n = gs_sched_waiting(e->sched, all, n);
+        for (int32_t i = 0; i < n && i < cap; i++)
+            users[i] = ((gs_job *)all[i]->user)->user;
+        free(all);
+        return n;
+    }
+    for (int32_t i = 0; i < n && i < cap; i++)
+        users[i] = ((gs_job *)seqs[i]->user)->user;
+    return n;
+}
+
 int gs_engine_busy(const gs_engine *e)
 {
     return e->n_jobs > 0;

@@ -479,3 +479,16 @@ int32_t gs_sched_running(const gs_sched *s, gs_seq **seqs, int32_t cap)
         seqs[i] = s->running[i];
     return s->n_running;
 }
+
+int32_t gs_sched_waiting(const gs_sched *s, gs_seq **seqs, int32_t cap)
+{
+    int32_t n = 0;
+    const gs_queue *q;
+    GS_QUEUE_FOREACH(q, &s->waiting)
+    {
+        if (n < cap)
+            seqs[n] = gs_queue_data(q, gs_seq, q_link);
+        n++;
+    }
+    return n;
+}

@@ -103,6 +103,9 @@ int gs_sched_plan(gs_sched *s, uint64_t now, gs_step_plan *plan);
 int gs_sched_commit(gs_sched *s, const gs_step_plan *plan);
 
 void gs_sched_get_stats(const gs_sched *s, gs_sched_stats *out);
+/* The waiting queue in order (head first: the next to be admitted): up
+ * to cap into seqs; returns the number waiting. */
+int32_t gs_sched_waiting(const gs_sched *s, gs_seq **seqs, int32_t cap);
 /* The running list in admission order: up to cap into seqs; returns the
  * number running. For tests. */
 int32_t gs_sched_running(const gs_sched *s, gs_seq **seqs, int32_t cap);

@@ -538,8 +538,9 @@ static void test_header(void)
         int off;
         uint8_t val;
         const char *word;
-    } bad[] = {{0, 'X', "magic"}, {3, 'Q', "magic"},  {4, 2, "version"},   {4, 0, "version"},
-               {6, 1, "flags"},   {7, 0x80, "flags"}, {12, 1, "reserved"}, {15, 1, "reserved"}};
+    } bad[] = {{0, 'X', "magic"},   {3, 'Q', "magic"},  {4, GS_IPC_VERSION + 1, "version"},
+               {4, 0, "version"},   {6, 1, "flags"},    {7, 0x80, "flags"},
+               {12, 1, "reserved"}, {15, 1, "reserved"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         uint8_t x[16];
         memcpy(x, hdr, 16);
@@ -581,6 +582,59 @@ static void test_header(void)
     GS_ASSERT_EQ(gs_ipc_frame(GS_IPC_JOB, NULL, 3, &f, &len), GS_EINVAL);
 }
 
+/* Queue reports: the flag and the place round-trip; a report with a
+ * finish, ids or text, unknown flag bits and a place without the flag are
+ * refused on both sides. */
+static void test_queue_report(void)
+{
+    gs_diag d;
+    for (int pos = 0; pos <= 65535; pos += 65535 / 5) {
+        gs_ipc_msg m = {.type = GS_IPC_EVENT};
+        m.u.event.id = 7;
+        m.u.event.text = S("");
+        m.u.event.message = S("");
+        m.u.event.queue_report = 1;
+        m.u.event.queue_position = (uint16_t)pos;
+        enc e;
+        GS_ASSERT_OK(encode(&m, &e));
+        gs_ipc_msg out;
+        GS_ASSERT_OK(gs_ipc_decode(GS_IPC_EVENT, (const uint8_t *)e.body, e.blen, &out, &d));
+        GS_ASSERT_EQ(out.u.event.queue_report, 1);
+        GS_ASSERT_EQ(out.u.event.queue_position, pos);
+        GS_ASSERT_EQ(out.u.event.finish, GS_IPC_FINISH_NONE);
+        enc_free(&e);
+    }
+    gs_ipc_msg m = {.type = GS_IPC_EVENT};
+    m.u.event.id = 7;
+    m.u.event.text = S("");
+    m.u.event.message = S("");
+    m.u.event.queue_report = 1;
+    m.u.event.queue_position = 3;
+    uint8_t *out;
+    size_t len;
+    gs_ipc_msg bad = m;
+    bad.u.event.finish = GS_IPC_FINISH_STOP;
+    GS_ASSERT_EQ(gs_ipc_encode(&bad, &out, &len, &d), GS_EINVAL);
+    bad = m;
+    int32_t id1 = 1;
+    bad.u.event.n_ids = 1;
+    bad.u.event.ids = &id1;
+    GS_ASSERT_EQ(gs_ipc_encode(&bad, &out, &len, &d), GS_EINVAL);
+    bad = m;
+    bad.u.event.text = S("x");
+    GS_ASSERT_EQ(gs_ipc_encode(&bad, &out, &len, &d), GS_EINVAL);
+    bad = m;
+    bad.u.event.queue_report = 0; /* a place without the flag */
+    GS_ASSERT_EQ(gs_ipc_encode(&bad, &out, &len, &d), GS_EINVAL);
+    /* decoding: unknown flag bits, a finish with the flag, a place without it */
+    uint8_t two = 2, stop = GS_IPC_FINISH_STOP, zero = 0;
+    GS_ASSERT_EQ(decode_patched(&m, 33, &two, 1, &d), GS_EPROTO);
+    GS_ASSERT(strstr(d.msg, "flags") != NULL);
+    GS_ASSERT_EQ(decode_patched(&m, 32, &stop, 1, &d), GS_EPROTO);
+    GS_ASSERT_EQ(decode_patched(&m, 33, &zero, 1, &d), GS_EPROTO);
+    GS_ASSERT(strstr(d.msg, "queue_position") != NULL);
+}
+
 int main(void)
 {
     GS_RUN(test_round_trip);
@@ -590,5 +644,6 @@ int main(void)
     GS_RUN(test_utf8);
     GS_RUN(test_trailing_unknown_misaligned);
     GS_RUN(test_header);
+    GS_RUN(test_queue_report);
     return gs_test_summary();
 }
