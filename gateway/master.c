@@ -14,6 +14,9 @@
  *     gateways are told (SIGHUP) to reload keys and limits (open streams
  *     stay open); keys that need a restart are named in the log;
  *   - SIGUSR1: the log file is reopened, here and in every child.
+ * Under systemd (Type=notify, $NOTIFY_SOCKET set) it says READY=1 once its
+ * own GET /ready answers 200, RELOADING=1 then READY=1 around a SIGHUP,
+ * and STOPPING=1 when a stop begins (sdnotify.h).
  * Signals are blocked and taken with sigtimedwait in the loop, so no
  * handler runs any code. Every fatal exit logs why and exits non-zero. */
 #include <errno.h>
@@ -37,6 +40,7 @@
 #include "gateway/auth.h"
 #include "gateway/config.h"
 #include "gateway/gateway.h"
+#include "gateway/sdnotify.h"
 
 #ifndef GS_STATIC_DIR
 #define GS_STATIC_DIR ""
@@ -71,6 +75,8 @@ typedef struct {
     int n_urls;
     int stopping;
     uint64_t deadline;
+    char notify[256]; /* $NOTIFY_SOCKET when systemd started us; "" otherwise */
+    int told_ready;
 } master;
 
 static uint64_t now_ns(void)
@@ -308,6 +314,32 @@ static void reload(master *m)
     signal_children(m, SIGHUP, 1);
 }
 
+/* Tells systemd state (sdnotify.h), when it is listening; never fatal. */
+static void tell_systemd(master *m, const char *state)
+{
+    if (m->notify[0] && gs_sdnotify(m->notify, state) < 0)
+        gs_log_warn("cannot tell systemd '%s' on %s", state, m->notify);
+}
+
+/* READY=1 once the gateways answer /ready with 200 (a worker is up); until
+ * then probed every 250 ms. */
+static void tell_ready_when_serving(master *m, uint64_t now, uint64_t *wake)
+{
+    if (!m->notify[0] || m->told_ready || m->stopping)
+        return;
+    if (gs_sdnotify_probe_ready(m->listen_fd, 200) != 1) {
+        if (now + 250000000u < *wake)
+            *wake = now + 250000000u;
+        return;
+    }
+    char st[384];
+    snprintf(st, sizeof st, "READY=1\nSTATUS=serving on %s:%d\nMAINPID=%d", m->cfg.host,
+             m->cfg.port, (int)getpid());
+    tell_systemd(m, st);
+    m->told_ready = 1;
+    gs_log_info("serving (/ready answers 200): told systemd READY=1");
+}
+
 static void remove_run_dir(master *m)
 {
     if (!m->own_run_dir)
@@ -336,6 +368,11 @@ int main(int argc, char **argv)
         return 2;
     }
     gs_config *c = &m.cfg;
+    const char *ns = getenv("NOTIFY_SOCKET");
+    if (ns) { /* ours only: the children must not inherit it */
+        snprintf(m.notify, sizeof m.notify, "%s", ns);
+        unsetenv("NOTIFY_SOCKET");
+    }
     if (c->log_file[0] && gs_log_reopen(c->log_file)) {
         fprintf(stderr, "glmserve: --log-file %s: %s\n", c->log_file, strerror(errno));
         return 1;
@@ -427,6 +464,7 @@ int main(int argc, char **argv)
                     wake = ch->respawn;
             }
         }
+        tell_ready_when_serving(&m, now, &wake);
         if (m.stopping) {
             if (!n_running(&m))
                 break;
@@ -454,15 +492,23 @@ int main(int argc, char **argv)
                 m.deadline = now_ns() + ((uint64_t)c->drain_timeout + 5) * 1000000000u;
                 gs_log_info("%s: stopping: children drain within %d s", strsignal(sig),
                             c->drain_timeout);
+                tell_systemd(&m, "STOPPING=1");
                 signal_children(&m, SIGTERM, 0);
             } else {
                 gs_log_warn("second stop signal: killing the children now");
                 signal_children(&m, SIGKILL, 0);
             }
             break;
-        case SIGHUP:
+        case SIGHUP: {
+            char st[64];
+            snprintf(st, sizeof st, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                     (unsigned long long)(now_ns() / 1000u));
+            tell_systemd(&m, st);
             reload(&m);
+            if (m.told_ready)
+                tell_systemd(&m, "READY=1");
             break;
+        }
         case SIGUSR1:
             if (c->log_file[0] && gs_log_reopen(c->log_file))
                 gs_log_error("SIGUSR1: cannot reopen %s: %s", c->log_file, strerror(errno));

@@ -5,3 +5,5 @@ gs_add_test(NAME test_dispatch_policy SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_dis
             LIBS gs_gateway TIMEOUT 60)
 gs_add_test(NAME test_think_split SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_think_split.c
             LIBS gs_gateway TIMEOUT 60)
+gs_add_test(NAME test_sdnotify SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sdnotify.c
+            ${PROJECT_SOURCE_DIR}/gateway/sdnotify.c LIBS gs_common TIMEOUT 60)
