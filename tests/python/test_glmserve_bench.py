@@ -14,6 +14,7 @@ import pytest
 from service import Service
 
 MAX_TOKENS = 6
+SIZES = "64x64,128x96,200x150"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def bench(root, svc, tmp_path, name, *args):
     before = generated_tokens(svc)
     p = subprocess.run([sys.executable, str(root / "tools" / "glmserve-bench"),
                         "--base-url", f"http://127.0.0.1:{svc.port}", "--max-tokens", str(MAX_TOKENS),
-                        "--ignore-eos", "--image-sizes", "64x64,128x96,200x150", "--warmup", "1",
+                        "--ignore-eos", "--image-sizes", SIZES,
                         "--seed", "7", "--slo-ttft-ms", "60000", "--label", name,
                         "--json", str(out_json), "--plot", str(out_png), *args],
                        capture_output=True, text=True, timeout=120)
@@ -43,9 +44,10 @@ def bench(root, svc, tmp_path, name, *args):
     doc = json.loads(out_json.read_text())
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "failed 0" in p.stderr  # the progress bar
-    # What the service generated during the run: the warm-up plus every level.
+    # What the service generated during the run: the warm-up (a request
+    # per image size) plus every level.
     total = sum(lv["summary"]["output_tokens"] for lv in doc["levels"])
-    assert generated_tokens(svc) - before == total + MAX_TOKENS
+    assert generated_tokens(svc) - before == total + MAX_TOKENS * len(SIZES.split(","))
     return doc, p.stdout
 
 

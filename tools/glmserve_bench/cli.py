@@ -60,8 +60,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--image-format", choices=("jpeg", "png"), default=None,
                    help="jpeg when Pillow is importable, else png")
     p.add_argument("--images", help="a folder of .png/.jpg files to use instead of drawn images")
-    p.add_argument("--warmup", type=int, default=2,
-                   help="requests sent one at a time before the first level, not measured")
+    p.add_argument("--first-request", type=int, default=0,
+                   help="index of the first request in the seed's workload (default 0); "
+                        "separate runs that must not share images start at different ones")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="skip the warm-up: one request per image size (or per --images "
+                        "file), one at a time before the first level, not measured")
     p.add_argument("--timeout", type=float, default=600.0, help="per request, seconds")
     p.add_argument("--slo-ttft-ms", type=float, help="goodput objective: TTFT at most this")
     p.add_argument("--slo-itl-ms", type=float,
@@ -73,9 +77,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--label", default=None, help="a name for this run in JSON and charts")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--plot", help="write a PNG chart of latency and throughput against load")
-    p.add_argument("--compare", nargs=2, metavar="JSON",
+    p.add_argument("--compare", nargs=2, metavar="JSON[,JSON...]",
                    help="no run: print two earlier results side by side with the ratios "
-                        "first/second (and --plot both)")
+                        "first/second (and --plot both); a comma list joins the levels of "
+                        "several files into one side")
     p.add_argument("--labels", help="with --compare: two comma-separated names")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -191,10 +196,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "config": {k: v for k, v in vars(args).items() if k not in ("api_key", "compare")},
             "image_format": None if folder else fmt,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "levels": []}
-        first = 0
-        if args.warmup:
-            warm = workload.build(args.warmup, 10_000_000, args.seed, sizes, fmt, folder)
-            for req in warm:
+        first = args.first_request
+        if not args.no_warmup:
+            for req in workload.warmup(args.seed, sizes, fmt, folder):
                 r = await runner.one(req)
                 if not r.ok:
                     raise SystemExit(f"glmserve-bench: warm-up request failed: {r.error}")
@@ -216,19 +220,31 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def join(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first document with the levels of all of them."""
+    return {**docs[0], "levels": [lv for d in docs for lv in d["levels"]]}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     if args.compare:
-        docs = [json.loads(open(f).read()) for f in args.compare]
-        labels = args.labels.split(",") if args.labels else [d.get("label", f) for d, f in
-                                                             zip(docs, args.compare)]
+        docs = [join([json.loads(pathlib.Path(f).read_text()) for f in side.split(",")])
+                for side in args.compare]
+        labels = args.labels.split(",") if args.labels else [d["label"] for d in docs]
         print(report.compare_table(docs, labels))
+        for doc, label in zip(docs, labels):
+            table = report.gateway_table(doc)
+            if table:
+                print(f"\nThe gateway's share ({label}):\n\n{table}")
         if args.plot:
             report.plot(docs, labels, args.plot)
         return 0
     doc = asyncio.run(bench(args))
     print()
     print(report.summary_table(doc))
+    table = report.gateway_table(doc)
+    if table:
+        print(f"\nThe gateway's share:\n\n{table}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)

@@ -142,6 +142,26 @@ def compare_table(docs: list[dict[str, Any]], labels: list[str]) -> str:
     return "\n".join(rows)
 
 
+def gateway_table(doc: dict[str, Any]) -> Optional[str]:
+    """The gateway's dispatch and relay histograms per level (None when no
+    level has them): request bytes in -> job sent, once per request, and
+    worker event in -> bytes written, once per event."""
+    levels = [lv for lv in doc["levels"] if lv.get("gateway")]
+    if not levels:
+        return None
+    rows = ["| load | dispatch: n, mean / p50 / p99 ms | relay: n, mean / p50 / p99 ms |",
+            "|---|---|---|"]
+    for lv in levels:
+        cells = []
+        for key in ("dispatch", "relay"):
+            d = lv["gateway"].get(key)
+            cells.append("n/a" if d is None else
+                         f"{d['count']}, {d['mean_ms']:.3f} / {_f(d['p50_ms'], '{:.3f}')} / "
+                         f"{_f(d['p99_ms'], '{:.3f}')}")
+        rows.append(f"| {load_name(lv['load'])} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows)
+
+
 def plot(docs: list[dict[str, Any]], labels: list[str], path: str) -> None:
     """Two panels against load, one colour per document: TTFT p50 (solid),
     TTFT p99 (dashed) and E2E p50 (dotted) on a log scale, and output

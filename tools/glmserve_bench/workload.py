@@ -143,6 +143,18 @@ def load_dir(folder: pathlib.Path) -> list[Image]:
     return images
 
 
+def warmup(seed: int, sizes: list[tuple[int, int]], fmt: str,
+           folder: Optional[list[Image]] = None) -> list[Request]:
+    """One request per image size (or per file), outside the measured
+    workload: a server may pay once per image shape (tables cached by
+    grid size), which is not what the measured levels are about."""
+    if folder:
+        return [Request(-1 - k, QUESTIONS[0], image, seed) for k, image in enumerate(folder)]
+    rng = np.random.default_rng([seed, 2**31])
+    return [Request(-1 - k, QUESTIONS[0], encode(draw(w, h, rng), fmt), seed)
+            for k, (w, h) in enumerate(sizes)]
+
+
 def build(n: int, first: int, seed: int, sizes: list[tuple[int, int]], fmt: str,
           folder: Optional[list[Image]] = None) -> list[Request]:
     """Requests first .. first+n-1 of the workload of this seed. Request i
