@@ -175,6 +175,27 @@ static void test_probe_gives_up_at_its_deadline(void)
     GS_ASSERT_EQ(gs_sdnotify_probe_ready(-1, 200), GS_EIO);
 }
 
+/* Whether a forked child runs here, probed with a deadline: under
+ * qemu-user with the cross sysroot's ld.so and the multiarch libc.so.6 (two
+ * glibc builds), the child spins for ever in glibc's fork. */
+static int fork_works(void)
+{
+    pid_t p = fork();
+    if (p < 0)
+        return 0;
+    if (p == 0)
+        _exit(0);
+    for (int i = 0; i < 500; i++) {
+        int st;
+        if (waitpid(p, &st, WNOHANG) == p)
+            return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        usleep(10000);
+    }
+    kill(p, SIGKILL);
+    waitpid(p, NULL, 0);
+    return 0;
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -188,7 +209,11 @@ int main(void)
     GS_RUN(test_abstract_socket);
     GS_RUN(test_no_socket_sends_nothing);
     GS_RUN(test_bad_names);
-    GS_RUN(test_probe_ready_only_on_200);
+    if (fork_works())
+        GS_RUN(test_probe_ready_only_on_200);
+    else
+        fprintf(stderr, "SKIP test_probe_ready_only_on_200: a forked child does not run here "
+                        "(qemu-user: run it with -L / so that ld.so and libc.so.6 match)\n");
     GS_RUN(test_probe_gives_up_at_its_deadline);
     rmdir(tmpdir);
     return gs_test_summary();
