@@ -11,4 +11,13 @@ set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE BOTH)
 set(CMAKE_LIBRARY_ARCHITECTURE aarch64-linux-gnu)
 set(ENV{PKG_CONFIG_LIBDIR} "/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_SYSROOT_DIR} "")
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64-static;-L;/usr/aarch64-linux-gnu)
+# The loader and libc must come from one package: with the multiarch
+# libc6:arm64 installed (its ld.so in /lib), "-L /" takes both from it.
+# "-L /usr/aarch64-linux-gnu" would pair the cross sysroot's ld.so with
+# the multiarch libc.so.6 (another build), and the first pthread_create or
+# fork then loops for ever.
+if(EXISTS /lib/ld-linux-aarch64.so.1)
+  set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64-static;-L;/)
+else()
+  set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64-static;-L;/usr/aarch64-linux-gnu)
+endif()

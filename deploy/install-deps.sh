@@ -40,7 +40,7 @@ pkgs=(
     libspng-dev libpng-dev zlib1g-dev libopenblas-dev
     libssl-dev libpcre2-dev libwslay-dev libcurl4-openssl-dev
     python3 python3-venv python3-pip clang-format
-    curl nginx wrk
+    curl nginx wrk logrotate openssl
     chromium libjs-marked node-dompurify
 )
 # The aarch64 cross build + emulation used by .ci/run on x86-64.
@@ -88,7 +88,7 @@ if [ "$python" = 1 ]; then
     if [ ! -x "$venv/bin/python" ]; then
         /usr/bin/python3 -m venv "$venv"
     fi
-    if ! "$venv/bin/python" -c 'import pytest, numpy, openai, websockets, playwright, matplotlib, aiohttp' 2>/dev/null; then
+    if ! "$venv/bin/python" -c 'import pytest, numpy, openai, websockets, playwright, matplotlib, aiohttp, yaml, kubernetes_validate' 2>/dev/null; then
         "$venv/bin/pip" install -q --disable-pip-version-check \
             -r "$here/tests/requirements.txt"
     fi
