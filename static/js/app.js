@@ -102,8 +102,19 @@ function scrollDown(force) {
   if (force || near) log.scrollTop = log.scrollHeight;
 }
 
+let starting = false; // between Enter and the ask leaving (images being read)
+
 async function ask() {
-  if (current) return;
+  if (current || starting) return;
+  starting = true;
+  try {
+    await startAsk();
+  } finally {
+    starting = false;
+  }
+}
+
+async function startAsk() {
   await composer.pending; // images still being decoded
   const peek = composer.input.value.trim();
   if (!peek && !composer.images.length) return;
@@ -182,6 +193,7 @@ function newChat() {
 
 function openKeyDialog(reason) {
   const d = $("key-dialog");
+  $("key-button").hidden = false;
   $("key-error").hidden = !reason;
   $("key-error").textContent = reason || "";
   $("key-input").value = storage(true, KEY_STORE) || "";

@@ -12,6 +12,7 @@ injected handlers renders inert, and plain text without the vendor
 libraries; the queue position shows while the worker is busy; keyboard
 use; screenshots at desktop and phone widths in English and Chinese, saved
 under GS_BUILD_DIR/ui-screenshots."""
+import base64
 import hashlib
 import json
 import os
@@ -53,12 +54,14 @@ def svc(build_dir, fixtures, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def keyed(build_dir, fixtures, tmp_path_factory):
-    """API keys, and no Markdown libraries to serve."""
+    """API keys (one of them allowed one request a minute), no Markdown
+    libraries to serve, two images per request."""
     tmp = tmp_path_factory.mktemp("uikeys")
     keys = tmp / "keys"
-    keys.write_text("sha256:" + hashlib.sha256(b"key-A").hexdigest() + " name=ui\n")
+    keys.write_text("".join(f"sha256:{hashlib.sha256(k.encode()).hexdigest()} {opts}\n" for k, opts in
+                            (("key-A", "name=ui"), ("key-slow", "name=slow rate=1/m burst=0"))))
     s = Service(build_dir, fixtures / "tiny-glm4v", tmp, "--api-key-file", keys,
-                "--vendor-dirs", tmp / "no-vendor")
+                "--vendor-dirs", tmp / "no-vendor", "--max-images", "2")
     yield s
     assert s.stop() == 0, s.log_text()[-3000:]
 
@@ -202,7 +205,7 @@ def test_image_question_streams_across_paints(svc, tab, fixtures):
 
 
 def test_follow_up_keeps_the_image(svc, tab, fixtures):
-    img = fixtures / "ref" / "images" / "medium_640x480.jpg"
+    img = fixtures / "ref" / "images" / "square_336x336.jpg"
     page = tab.open(svc, "max_tokens=6&seed=1")
     pick(page, img)
     expect(page.locator("#attachments img")).to_have_count(1)
@@ -224,7 +227,7 @@ def test_follow_up_keeps_the_image(svc, tab, fixtures):
     # the whole first exchange, image tokens included, is in the second prompt
     assert d2["usage"]["prompt_tokens"] >= (d1["usage"]["prompt_tokens"]
                                             + d1["usage"]["completion_tokens"]), (d1, d2)
-    assert d1["usage"]["prompt_tokens"] > 100, d1  # 640x480 is a few hundred image tokens
+    assert d1["usage"]["prompt_tokens"] > 100, d1  # 336x336: 144 image tokens
 
 
 def test_huge_image_is_downscaled_in_the_browser(svc, tab, fixtures):
@@ -323,8 +326,7 @@ def test_new_chat_clears_the_conversation(svc, tab):
 
 def test_queue_position_shows_while_the_worker_is_busy(svc, tab):
     """--max-seqs 1: a long answer holds the worker, so the page's ask waits."""
-    hog = connect(f"ws://{svc.host}:{svc.port}/v1/ws", open_timeout=10, close_timeout=5)
-    try:
+    with connect(f"ws://{svc.host}:{svc.port}/v1/ws", open_timeout=10, close_timeout=5) as hog:
         hog.send(json.dumps({"type": "ask", "id": "hog", "max_tokens": 4000, "ignore_eos": True,
                              "messages": [{"role": "user", "content": "Go on and on."}]}))
         assert json.loads(hog.recv(timeout=30))["type"] == "delta"
@@ -336,8 +338,6 @@ def test_queue_position_shows_while_the_worker_is_busy(svc, tab):
         while json.loads(hog.recv(timeout=30))["type"] != "done":
             pass  # read what is left, so that the close handshake is not stuck behind it
         wait_finished(page)
-    finally:
-        hog.close()
     queued = tab.ends("queued")
     assert queued and queued[0]["position"] >= 1, queued
     assert queued[-1]["position"] == 0, queued
@@ -414,6 +414,32 @@ def test_markdown_renders_inert(svc, tab):
     assert out["strong"] == 1 and out["h1"] == 1, out["html"]
 
 
+def test_thinking_is_shown_apart_and_collapsed(svc, tab):
+    """The tiny model never thinks, so the answer view gets the deltas a
+    thinking model sends (reasoning first, then content) in the page."""
+    page = tab.open(svc)
+    page.evaluate("""async () => {
+        const {AnswerView} = await import('/js/chat.js');
+        const v = new AnswerView(document.getElementById('turns'));
+        window.__view = v;
+        v.delta({reasoning: 'The user asks about '});
+        v.delta({reasoning: 'a red square.'});
+        await new Promise(r => setTimeout(r, 50));
+        v.delta({content: 'A **red** square.'});
+        v.done({finish_reason: 'stop', usage: {completion_tokens: 3},
+                timings: {decode_ms: 20, ttft_ms: 5, queue_ms: 0}});
+    }""")
+    answer = last_answer(page)
+    think = answer.locator("details.thinking")
+    expect(think).to_be_visible()
+    expect(think).not_to_have_attribute("open", "")
+    expect(think.locator("summary")).to_have_text(re.compile(r"Thought for \d+\.\d s"))
+    expect(think.locator(".think-text")).to_be_hidden()
+    expect(answer.locator(".answer")).to_have_text("A red square.")
+    think.locator("summary").click()
+    expect(think.locator(".think-text")).to_have_text("The user asks about a red square.")
+
+
 def test_wrong_key_then_right_key_and_plain_text_fallback(keyed, tab):
     page = tab.open(keyed, "max_tokens=24&seed=5&temperature=1", connected=False)
     dialog = page.locator("#key-dialog")
@@ -453,13 +479,59 @@ def test_a_refused_key_mid_session_asks_again(keyed, tab):
     expect(page.locator("#key-error")).to_contain_text("did not accept")
 
 
+def test_too_many_images_and_too_many_requests(keyed, tab, fixtures):
+    page = tab.open(keyed, "max_tokens=2", connected=False)
+    page.evaluate("localStorage.setItem('glmserve.apiKey', 'key-slow')")
+    page.reload()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    expect(page.locator("#key-dialog")).to_be_hidden()
+    imgs = fixtures / "ref" / "images"
+    pick(page, imgs / "model_56x56.png", imgs / "model_84x56.png", imgs / "tiny_20x90.png")
+    expect(page.locator("#attachments img")).to_have_count(2)  # /v1/info: max_images 2
+    expect(page.locator("#alert")).to_contain_text("A conversation can hold at most 2 images")
+    ask(page, "Two pictures")
+    wait_finished(page)
+    assert tab.asks()[0]["images"] == 2 and len(tab.binary()) == 2
+    ask(page, "And again")
+    expect(last_answer(page).locator(".error")).to_have_text(
+        re.compile(r"Too many requests\. Please wait \d+ s and try again\."))
+    expect(page.locator("#question")).to_have_value("And again")  # to send again later
+    assert tab.ends("error")[0]["status"] == 429
+
+
+def test_drop_and_paste_add_images(svc, tab, fixtures):
+    page = tab.open(svc)
+    png = base64.b64encode((fixtures / "ref" / "images" / "model_56x56.png").read_bytes()).decode()
+    page.evaluate("""(b64) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        window.__files = () => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+            return dt;
+        };
+        const dt = window.__files();
+        window.dispatchEvent(new DragEvent('dragenter', {dataTransfer: dt, cancelable: true}));
+    }""", png)
+    expect(page.locator("#drop")).to_be_visible()
+    page.evaluate("""() => window.dispatchEvent(new DragEvent('drop',
+        {dataTransfer: window.__files(), cancelable: true}))""")
+    expect(page.locator("#drop")).to_be_hidden()
+    expect(page.locator("#attachments img")).to_have_count(1)
+    page.locator("#question").focus()
+    page.evaluate("""() => document.activeElement.dispatchEvent(new ClipboardEvent('paste',
+        {clipboardData: window.__files(), bubbles: true, cancelable: true}))""")
+    expect(page.locator("#attachments img")).to_have_count(2)
+    page.get_by_role("button", name="Remove image 1").click()
+    expect(page.locator("#attachments img")).to_have_count(1)
+
+
 # ---- looks ----------------------------------------------------------------------------------
 
 def screenshot_conversation(browser, s, shots, fixtures, lang, scheme="light"):
     locale = {"en": "en-US", "zh": "zh-CN"}[lang]
     t = Tab(browser, locale=locale, viewport=DESKTOP, scheme=scheme)
     try:
-        page = t.open(s, "max_tokens=90&seed=11&temperature=0.9")
+        page = t.open(s, "max_tokens=60&seed=11&temperature=0.9")
         pick(page, fixtures / "ref" / "images" / "medium_640x480.jpg")
         expect(page.locator("#attachments img")).to_have_count(1)
         q = {"en": "What is in this photo? Please describe it briefly.",
