@@ -172,6 +172,8 @@ def result_record(r: clients.Result) -> dict[str, Any]:
         rec.update({"ttft_ms": 1e3 * (r.first - r.start), "e2e_ms": 1e3 * (r.end - r.start),
                     "start_s": r.start, "usage_tokens": r.usage_tokens, "chunks": r.chunks,
                     "prompt_tokens": r.prompt_tokens, "finish_reason": r.finish_reason})
+        if r.server_timings:
+            rec["server_timings_ms"] = r.server_timings
     else:
         rec["error"] = r.error
     return rec

@@ -56,6 +56,7 @@ class Result:
     prompt_tokens: Optional[int] = None
     finish_reason: str = ""
     image: str = ""  # "WxH"
+    server_timings: Optional[dict[str, Any]] = None  # the WebSocket's done.timings (ms)
 
     @property
     def chunks(self) -> int:
@@ -188,6 +189,7 @@ async def ws_request(pool: WsPool, p: Params, req: Request) -> Result:
                     usage = msg.get("usage") or {}
                     r.usage_tokens = usage.get("completion_tokens")
                     r.prompt_tokens = usage.get("prompt_tokens")
+                    r.server_timings = msg.get("timings")
                     break
                 elif kind == "error":
                     r.error = f"HTTP {msg.get('status')}: {msg.get('code')}: {msg.get('message')}"

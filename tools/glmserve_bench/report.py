@@ -73,6 +73,10 @@ def print_level(level: dict[str, Any], out: TextIO = sys.stdout) -> None:
             w(f"{name:20} {d['mean']:9.2f} {d['p50']:9.2f} {d['p90']:9.2f} {d['p99']:9.2f}\n")
         else:
             w(f"{name:20} {'n/a':>9}\n")
+    by_image = s.get("ttft_ms_by_image") or {}
+    if len(by_image) > 1:
+        w("TTFT p50 by image   " + ", ".join(f"{k} {d['p50']:.1f} ms (n={d['n']})"
+                                            for k, d in by_image.items()) + "\n")
     g = s["goodput"]
     if g["slo_ttft_ms"] is not None or g["slo_itl_ms"] is not None:
         w(f"goodput              {g['requests_per_s']:.2f} req/s, {g['output_tokens_per_s']:.1f} tok/s "
