@@ -190,16 +190,18 @@ static int build(const gs_chat_job_params *p, const json_t *req, json_t **job_ou
         return 400;
     }
     const char *served = p->model ? p->model : "";
-    if (json_is_string(model) && served[0] && strcmp(json_string_value(model), served)) {
+    /* Quoted and copied names are cut at a character boundary: a split
+     * UTF-8 character would make the JSON that carries them invalid. */
+    const char *name = json_string_value(model);
+    if (name && served[0] && strcmp(name, served)) {
         *param = "model";
-        snprintf(msg, cap, "the model '%.200s' does not exist; this server serves '%s'",
-                 json_string_value(model), served);
+        snprintf(msg, cap, "the model '%.*s' does not exist; this server serves '%s'",
+                 (int)gs_ipc_utf8_clip(name, strlen(name), 200), name, served);
         return 404;
     }
-    snprintf(c->model, sizeof c->model, "%s",
-             served[0]               ? served
-             : json_is_string(model) ? json_string_value(model)
-                                     : "");
+    const char *shown = served[0] ? served : name ? name : "";
+    snprintf(c->model, sizeof c->model, "%.*s",
+             (int)gs_ipc_utf8_clip(shown, strlen(shown), GS_IPC_MAX_NAME), shown);
 
     json_t *job = json_object();
     json_t *jm = json_deep_copy(msgs);
