@@ -1,0 +1,254 @@
+"""Faults injected into the whole service (glmserve master, gateway and
+worker processes on the tiny fixture model), each with what the client
+sees and the proof that the service recovers (issue 23, item 3). Covered
+elsewhere, and not repeated here: kill -9 of a worker mid-stream, a
+SIGSTOPped worker, jobs resent from a stalled worker, SIGTERM draining
+(test_service.py); client disconnects (test_service.py); hostile input
+(test_bad_inputs.py). docs/reliability.md lists every fault and outcome.
+
+Here:
+- kill -9 of the gateway process under load: the clients on it see their
+  connection cut (a reset or an early end, never a hang), the worker drops
+  the orphaned jobs and frees their pages, the master starts a new gateway
+  on the same listening socket, and new requests succeed;
+- logs on a full disk (--log-file /dev/full: every write fails with
+  ENOSPC): nothing changes for clients, a killed worker is still restarted,
+  SIGUSR1 (reopen) and SIGTERM work;
+- a model folder with a missing shard: a clear log line naming the shard,
+  /ready says not ready, requests get a clean 503 (no hang), restarts back
+  off (no storm), SIGTERM stops it;
+- out-of-pages storms: many long prompts at once on a KV cache far smaller
+  than they need together (so sequences wait and are preempted): every
+  request completes, none hangs, and the pages all come back."""
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from service import Service
+
+LONG = [{"role": "user", "content": "Tell me a long story."}]
+
+
+def metric(svc, name):
+    st, _, body = svc.request("GET", "/metrics")
+    assert st == 200, body
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def wait_for(cond, timeout, step=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def children(pid):
+    """{pid: command name} of the processes whose parent is pid."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == pid:
+            out[int(d)] = comm
+    return out
+
+
+def stream_all(svc, n, msgs, started=None, **kw):
+    """n concurrent streams in threads; results[i] is svc.stream's tuple or
+    ("exception", repr). started[i] (if given) is set at the 2nd chunk."""
+    results = [None] * n
+
+    def run(i):
+        try:
+            results[i] = svc.stream(
+                msgs, timeout=120,
+                on_chunk=(lambda k, _: k >= 2 and started[i].set()) if started else None, **kw)
+        except Exception as e:  # a reset or a cut stream: reported to the test
+            results[i] = ("exception", repr(e))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def join_all(threads, timeout):
+    end = time.time() + timeout
+    for t in threads:
+        t.join(max(0.1, end - time.time()))
+        assert not t.is_alive(), "a client hangs"
+
+
+def test_kill_9_of_the_gateway_under_load(build_dir, fixtures, tmp_path):
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path)
+    try:
+        started = [threading.Event() for _ in range(12)]
+        threads, results = stream_all(s, 12, LONG, started, max_tokens=2000, temperature=0)
+        for e in started:
+            assert e.wait(60), "a stream did not start"
+        assert metric(s, "glmserve:kv_pages_used") > 0
+        victim = s.pids("gateway")[0]
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.time()
+        join_all(threads, 30)
+        # every client on it sees its connection cut at once: a reset or
+        # an early end (http.client: IncompleteRead / RemoteDisconnected /
+        # ConnectionResetError), never a hang and never a normal end
+        for r in results:
+            if r[0] == "exception":
+                assert re.search(r"IncompleteRead|RemoteDisconnected|ConnectionReset|"
+                                 r"BrokenPipe|ConnectionAborted", r[1]), r
+            else:
+                assert r[0] == 200 and r[3] is not None, r  # cut without [DONE]
+        assert time.time() - t0 < 10
+        # the master restarts it on the same listening socket
+        assert wait_for(lambda: s.pids("gateway")[0] != victim, 30), s.log_text()[-2000:]
+        assert re.search(rf"gateway 0 \(pid {victim}\) was killed by signal 9; restarting",
+                         s.log_text())
+        s.wait_ready(1)
+        # the worker saw the gateway go and dropped its jobs: pages come back
+        assert wait_for(lambda: metric(s, "glmserve:kv_pages_used") == 0 and
+                        metric(s, "glmserve:num_requests_running") == 0, 20), \
+            (metric(s, "glmserve:kv_pages_used"), metric(s, "glmserve:num_requests_running"))
+        threads, results = stream_all(s, 12, LONG, max_tokens=8, temperature=0)
+        join_all(threads, 120)
+        assert all(r[0] == 200 and r[3] is None for r in results), results
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def test_requests_sent_while_the_gateway_is_down_wait_for_the_next_one(build_dir, fixtures,
+                                                                        tmp_path):
+    """The listening socket is the master's: connections made while no
+    gateway runs wait in its backlog and are answered by the new one."""
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path)
+    try:
+        victim = s.pids("gateway")[0]
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.time()
+        st, body = s.chat(LONG, max_tokens=4, temperature=0, timeout=60)
+        assert st == 200 and body["choices"][0]["finish_reason"] == "length", body
+        assert s.pids("gateway")[0] != victim
+        assert time.time() - t0 < 30
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def test_logs_on_a_full_disk(build_dir, fixtures, tmp_path):
+    """--log-file /dev/full: every log write fails with ENOSPC. Logging
+    never blocks or stops anything: clients see no difference, a killed
+    worker is restarted, SIGUSR1 reopens (still full), SIGTERM exits 0."""
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path, "--log-file", "/dev/full")
+    try:
+        size0 = s.log_path.stat().st_size  # what the master said before it opened /dev/full
+        st, body = s.chat(LONG, max_tokens=8, temperature=0)
+        assert st == 200 and body["usage"]["completion_tokens"] == 8, body
+        st, chunks, text, err = s.stream(LONG, max_tokens=8, temperature=0)
+        assert st == 200 and err is None and text
+        os.kill(s.proc.pid, signal.SIGUSR1)
+        time.sleep(0.3)
+        assert s.chat(LONG, max_tokens=4)[0] == 200
+        # the log says nothing now, so the worker is found in /proc
+        workers = [p for p, comm in children(s.proc.pid).items() if "worker" in comm]
+        assert len(workers) == 1, children(s.proc.pid)
+        os.kill(workers[0], signal.SIGKILL)
+        assert wait_for(lambda: [p for p, c in children(s.proc.pid).items()
+                                 if "worker" in c and p != workers[0]], 30)
+        s.wait_ready(1)
+        assert s.chat(LONG, max_tokens=4)[0] == 200
+        # every line since went to /dev/full (and was lost), none here
+        assert s.log_path.stat().st_size == size0, s.log_text()[-2000:]
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def test_model_folder_with_a_missing_shard(build_dir, fixtures, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    src = fixtures / "tiny-glm4v"
+    for f in src.iterdir():
+        if f.name != "model-00002-of-00003.safetensors":
+            (model / f.name).symlink_to(f)
+    s = Service(build_dir, model, tmp_path / "svc", ready=False)
+    try:
+        time.sleep(6)
+        assert s.proc.poll() is None  # the master keeps the gateways up
+        log = s.log_text()
+        # a clear line naming the missing file
+        assert re.search(r"model-00002-of-00003\.safetensors.*(No such file|missing|not found)",
+                         log), log[-3000:]
+        # what clients see: not ready, and a clean 503 at once
+        st, _, body = s.request("GET", "/ready", timeout=10)
+        assert st == 503 and json.loads(body)["ready"] is False, body
+        t0 = time.time()
+        st, body = s.chat(LONG, max_tokens=4, timeout=30)
+        assert st == 503 and body["error"]["type"] == "server_error", body
+        assert time.time() - t0 < 15
+        # no restart storm: the backoff doubles (100 ms ... 30 s)
+        starts = len(re.findall(r"started worker 0 \(pid", log))
+        assert 1 <= starts <= 8, starts
+    finally:
+        s.stop()
+    assert "stopped" in s.log_text() or s.proc.returncode is not None
+
+
+def test_out_of_pages_storm(build_dir, fixtures, tmp_path):
+    """12 prompts of a few hundred tokens that each want 200 more, at once,
+    on a KV cache of 2 MiB (about 1000 tokens of the tiny model): one fits,
+    all together need several times the pages there are, so most wait and
+    running ones are preempted (recomputed later). Every request must end
+    with its full answer; none may hang; the pool fills and empties."""
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path, "--kv-memory", "2")
+    try:
+        total = metric(s, "glmserve:kv_pages_total")
+        words = " ".join(f"word{i}" for i in range(80))
+        n, out = 12, 200
+        msgs = [[{"role": "user", "content": f"{k}: {words}"}] for k in range(n)]
+        st, body = s.chat(msgs[0], max_tokens=1, temperature=0)
+        assert st == 200, body
+        prompt = body["usage"]["prompt_tokens"]
+        assert prompt > 200, prompt
+        results = [None] * n
+
+        def run(i):
+            try:
+                results[i] = s.stream(msgs[i], timeout=300, max_tokens=out, temperature=0,
+                                      ignore_eos=True)
+            except Exception as e:
+                results[i] = ("exception", repr(e))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        peak = 0.0
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, metric(s, "glmserve:kv_pages_used"))
+            time.sleep(0.1)
+        join_all(threads, 300)
+        for r in results:
+            assert r[0] == 200 and r[3] is None, r
+            assert r[1][-1]["choices"][0]["finish_reason"] == "length", r[1][-1]
+        print(f"storm: {n} requests of {prompt} prompt + {out} tokens, "
+              f"{total:.0f} KV pages, peak {peak:.0f} used")
+        assert 0.75 * total <= peak <= total, (peak, total)  # under pressure, never over
+        assert wait_for(lambda: metric(s, "glmserve:kv_pages_used") == 0, 10)
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
