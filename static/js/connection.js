@@ -46,7 +46,6 @@ export class Connection extends EventTarget {
     ws.onopen = () => {
       if (this.key) this.rawSend({ type: "auth", key: this.key });
       this.delay = MIN_DELAY;
-      this.reconnected = this.everOpen;
       this.everOpen = true;
       this.setState("open");
     };

@@ -83,7 +83,3 @@ export function releaseImage(img) {
   if (img && img.url) URL.revokeObjectURL(img.url);
 }
 
-/** The image files among a DataTransfer's items or a FileList. */
-export function filesOf(list) {
-  return [...(list || [])].filter((f) => f && f.size !== undefined);
-}
