@@ -109,6 +109,11 @@ def test_kill_9_of_the_gateway_under_load(build_dir, fixtures, tmp_path):
         os.kill(victim, signal.SIGKILL)
         t0 = time.time()
         join_all(threads, 30)
+        kinds = {}
+        for r in results:
+            k = r[1].split("(")[0] if r[0] == "exception" else "cut without [DONE]"
+            kinds[k] = kinds.get(k, 0) + 1
+        print(f"gateway kill: {kinds}")
         # every client on it sees its connection cut at once: a reset or
         # an early end (http.client: IncompleteRead / RemoteDisconnected /
         # ConnectionResetError), never a hang and never a normal end
@@ -138,14 +143,25 @@ def test_kill_9_of_the_gateway_under_load(build_dir, fixtures, tmp_path):
 def test_requests_sent_while_the_gateway_is_down_wait_for_the_next_one(build_dir, fixtures,
                                                                         tmp_path):
     """The listening socket is the master's: connections made while no
-    gateway runs wait in its backlog and are answered by the new one."""
+    gateway runs wait in its backlog and are answered by the new one, at
+    once: before that gateway has dialled the workers, with a clean 503
+    (Retry-After) that a client retries."""
     s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path)
     try:
         victim = s.pids("gateway")[0]
         os.kill(victim, signal.SIGKILL)
         t0 = time.time()
-        st, body = s.chat(LONG, max_tokens=4, temperature=0, timeout=60)
-        assert st == 200 and body["choices"][0]["finish_reason"] == "length", body
+        tries = []
+        while time.time() - t0 < 30:
+            st, h, body = s.request("POST", "/v1/chat/completions",
+                                    {"messages": LONG, "max_tokens": 4}, timeout=60)
+            tries.append(st)
+            if st != 503:
+                break
+            assert json.loads(body)["error"]["type"] == "server_error" and "Retry-After" in h
+            time.sleep(min(0.2, float(h["Retry-After"])))
+        print(f"gateway down: answers {tries}")
+        assert tries[-1] == 200, (tries, body)
         assert s.pids("gateway")[0] != victim
         assert time.time() - t0 < 30
     finally:
@@ -201,10 +217,12 @@ def test_model_folder_with_a_missing_shard(build_dir, fixtures, tmp_path):
         t0 = time.time()
         st, body = s.chat(LONG, max_tokens=4, timeout=30)
         assert st == 503 and body["error"]["type"] == "server_error", body
+        print(f"missing shard: POST answered {st} {body['error']['message']!r}")
         assert time.time() - t0 < 15
         # no restart storm: the backoff doubles (100 ms ... 30 s)
         starts = len(re.findall(r"started worker 0 \(pid", log))
         assert 1 <= starts <= 8, starts
+        print(f"missing shard: {starts} worker starts in 6 s")
     finally:
         s.stop()
     assert "stopped" in s.log_text() or s.proc.returncode is not None
@@ -225,7 +243,7 @@ def test_out_of_pages_storm(build_dir, fixtures, tmp_path):
         st, body = s.chat(msgs[0], max_tokens=1, temperature=0)
         assert st == 200, body
         prompt = body["usage"]["prompt_tokens"]
-        assert prompt > 200, prompt
+        assert prompt > 150, prompt
         results = [None] * n
 
         def run(i):
