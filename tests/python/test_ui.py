@@ -383,6 +383,24 @@ def test_non_image_files_get_a_clear_message(svc, tab, tmp_path):
     assert not tab.asks()
 
 
+def test_an_image_the_server_refuses_is_said_plainly(svc, tab, fixtures):
+    """The server's decoder refuses an image (400) that the browser could
+    draw: here the picked image's frame is cut short on its way, the page
+    says why in plain words and gives the question back."""
+    def relay(ws):
+        server = ws.connect_to_server()
+        ws.on_message(lambda m: server.send(m[:len(m) // 2] if isinstance(m, bytes) else m))
+    tab.page.route_web_socket(re.compile(r"/v1/ws$"), relay)
+    page = tab.open(svc, "max_tokens=2")
+    pick(page, fixtures / "ref" / "images" / "small_100x140.jpg")
+    expect(page.locator("#attachments img")).to_have_count(1)
+    ask(page, "What is this?")
+    expect(last_answer(page).locator(".error")).to_have_text(
+        re.compile(r"^The server could not use an image: image 0: truncated JPEG"))
+    expect(page.locator("#question")).to_have_value("What is this?")
+    expect(page.locator("#attachments img")).to_have_count(1)
+
+
 def test_markdown_renders_inert(svc, tab):
     page = tab.open(svc)
     out = page.evaluate("""async () => {
