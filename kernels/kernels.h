@@ -58,7 +58,7 @@ typedef enum { GS_BACKEND_CPU = 0, GS_BACKEND_CUDA = 1 } gs_backend_kind;
 
 typedef struct {
     gs_backend_kind kind;
-    int n_threads; /* CPU: threads; <= 0: $GS_CPU_THREADS if set, else all usable cores */
+    int n_threads; /* CPU: threads; <= 0: all usable cores (the affinity mask) */
     int device;    /* CUDA: device ordinal */
     /* CPU: how gs_weight_new stores BF16/F16 weights. 0 = keep them 16-bit
      * (half the memory; converted tile by tile inside the GEMM), 1 =

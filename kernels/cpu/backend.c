@@ -6,12 +6,21 @@
  * generator, and the gs_backend_ops table that points at the op files.
  * OpenBLAS runs single-threaded (see cpu_impl.h for why).
  *
- * Pool protocol: the caller publishes a job (fn, ctx, n, grain), bumps the
- * generation counter and wakes the workers; every thread, the caller too,
- * takes chunks from an atomic cursor until none are left; the last worker
- * to finish wakes the caller. Workers spin briefly on the generation
- * before sleeping on a condition variable, so back-to-back ops (decode
- * issues hundreds per token) do not pay a futex wake each.
+ * Pool protocol: the caller retires the last job's sequence number
+ * (so that no late claim can pair it with the new fields), writes the job
+ * (fn, ctx, n, grain), publishes it under a new sequence number in one
+ * atomic word, `work` (sequence << 32 | next item), and wakes sleeping
+ * workers (only if some sleep). Every thread,
+ * the caller too, claims chunks by compare-and-swap on `work`, which also
+ * proves the job it read is still the current one, runs them and adds the
+ * items to `done`. The caller returns when done == n: it waits for the
+ * chunks, never for the threads, so a worker that the OS has not run yet
+ * (a busy neighbour, more threads than free cores) costs nothing; it finds
+ * the job taken and goes back to waiting. Waiting (workers for a job, the
+ * caller for the last chunks) spins for a few microseconds, then yields
+ * the core (sched_yield: a descheduled straggler or a neighbour gets it),
+ * then sleeps on a condition variable: no spinning when the pool does not
+ * own its cores.
  * Threading: one thread drives the backend at a time. */
 #include <cblas.h>
 #include <errno.h>
@@ -21,27 +30,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "kernels/cpu/cpu_impl.h"
 
 #define GS_CPU_MAX_THREADS 512
-#define GS_CPU_SPIN 20000
+#define SPIN_NS 4000u   /* pure spinning (pause), then ... */
+#define YIELD_NS 60000u /* ... sched_yield until this, then sleep */
 
 struct gs_cpu_pool {
     int n; /* threads including the caller */
     pthread_t *th;
     pthread_mutex_t mu;
     pthread_cond_t cv_go, cv_done;
-    atomic_uint_fast64_t gen;
+    /* The current job: seq << 32 | next unclaimed item. Job fields are
+     * written before it (release) and read after it (acquire); a claim's
+     * CAS succeeding proves they belong to that seq. */
+    atomic_uint_fast64_t work;
+    _Atomic(gs_cpu_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_int_fast64_t n_items, grain;
+    atomic_int_fast64_t done; /* items finished in the current job */
+    atomic_int n_sleeping;    /* workers in cv_go */
+    atomic_int caller_waiting;
     atomic_int stop;
-    /* the current job, written before gen is bumped */
-    gs_cpu_fn fn;
-    void *ctx;
-    int64_t n_items, grain;
-    atomic_int_fast64_t next;
-    atomic_int pending; /* workers that have not finished the job */
+    uint32_t seq; /* the caller's */
 };
 
 typedef struct {
@@ -58,15 +73,68 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static void run_chunks(gs_cpu_pool *pool, int tid)
+static uint64_t mono_ns(void)
 {
-    const int64_t n = pool->n_items, g = pool->grain;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* One round of waiting: 1 to keep waiting actively, 0 when it is time to
+ * sleep. *t0 is 0 on the first call. */
+static int wait_round(uint64_t *t0, unsigned *iter)
+{
+    if (++*iter & 63) {
+        cpu_relax();
+        return 1;
+    }
+    uint64_t now = mono_ns();
+    if (!*t0)
+        *t0 = now;
+    uint64_t dt = now - *t0;
+    if (dt < SPIN_NS) {
+        cpu_relax();
+        return 1;
+    }
+    if (dt < YIELD_NS) {
+        sched_yield();
+        return 1;
+    }
+    return 0;
+}
+
+/* Claims and runs chunks of job `seq` while there are any. */
+static void run_chunks(gs_cpu_pool *pool, uint32_t seq, int tid)
+{
+    uint_fast64_t w = atomic_load_explicit(&pool->work, memory_order_acquire);
+    if ((uint32_t)(w >> 32) != seq)
+        return;
+    /* Acquire: a field of a later job, once seen, makes a claim on this
+     * job's seq fail (the caller retired the seq before writing it). */
+    gs_cpu_fn fn = atomic_load_explicit(&pool->fn, memory_order_acquire);
+    void *ctx = atomic_load_explicit(&pool->ctx, memory_order_acquire);
+    const int64_t n = atomic_load_explicit(&pool->n_items, memory_order_acquire);
+    const int64_t g = atomic_load_explicit(&pool->grain, memory_order_acquire);
     for (;;) {
-        int64_t i0 = atomic_fetch_add_explicit(&pool->next, g, memory_order_relaxed);
+        if ((uint32_t)(w >> 32) != seq)
+            return;
+        int64_t i0 = (int64_t)(uint32_t)w;
         if (i0 >= n)
-            break;
+            return;
         int64_t i1 = i0 + g < n ? i0 + g : n;
-        pool->fn(pool->ctx, i0, i1, tid);
+        uint_fast64_t next = ((uint_fast64_t)seq << 32) | (uint64_t)i1;
+        if (!atomic_compare_exchange_weak_explicit(&pool->work, &w, next, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue; /* w reloaded */
+        fn(ctx, i0, i1, tid);
+        int64_t before =
+            atomic_fetch_add(&pool->done, i1 - i0); /* seq_cst: pairs with caller_waiting */
+        if (before + (i1 - i0) == n && atomic_load(&pool->caller_waiting)) {
+            pthread_mutex_lock(&pool->mu);
+            pthread_cond_broadcast(&pool->cv_done);
+            pthread_mutex_unlock(&pool->mu);
+        }
+        w = atomic_load_explicit(&pool->work, memory_order_acquire);
     }
 }
 
@@ -76,30 +144,46 @@ static void *worker_main(void *p)
     gs_cpu_pool *pool = a->pool;
     const int tid = a->tid;
     free(a);
-    uint_fast64_t seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-        uint_fast64_t g;
-        int spins = 0;
-        while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen) {
-            if (++spins < GS_CPU_SPIN) {
-                cpu_relax();
+        uint64_t t0 = 0;
+        unsigned iter = 0;
+        uint32_t s;
+        while ((s = (uint32_t)(atomic_load_explicit(&pool->work, memory_order_acquire) >> 32)) ==
+               seen) {
+            if (wait_round(&t0, &iter))
                 continue;
-            }
             pthread_mutex_lock(&pool->mu);
-            while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen)
+            atomic_fetch_add(&pool->n_sleeping, 1);
+            while ((s = (uint32_t)(atomic_load(&pool->work) >> 32)) == seen)
                 pthread_cond_wait(&pool->cv_go, &pool->mu);
+            atomic_fetch_sub(&pool->n_sleeping, 1);
             pthread_mutex_unlock(&pool->mu);
             break;
         }
-        seen = g;
+        seen = s;
         if (atomic_load(&pool->stop))
             return NULL;
-        run_chunks(pool, tid);
-        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&pool->mu);
-            pthread_cond_broadcast(&pool->cv_done);
-            pthread_mutex_unlock(&pool->mu);
-        }
+        run_chunks(pool, s, tid);
+    }
+}
+
+/* The caller's next sequence number (0 is the workers' start value). */
+static uint32_t next_seq(gs_cpu_pool *pool)
+{
+    if (!++pool->seq)
+        ++pool->seq;
+    return pool->seq;
+}
+
+/* Publishes job seq (fields already stored) and wakes sleeping workers. */
+static void publish(gs_cpu_pool *pool, uint32_t seq)
+{
+    atomic_store(&pool->work, (uint_fast64_t)seq << 32); /* seq_cst: pairs with n_sleeping */
+    if (atomic_load(&pool->n_sleeping) > 0) {
+        pthread_mutex_lock(&pool->mu);
+        pthread_cond_broadcast(&pool->cv_go);
+        pthread_mutex_unlock(&pool->mu);
     }
 }
 
@@ -107,9 +191,10 @@ static void pool_free(gs_cpu_pool *pool)
 {
     if (!pool)
         return;
-    pthread_mutex_lock(&pool->mu);
     atomic_store(&pool->stop, 1);
-    atomic_fetch_add_explicit(&pool->gen, 1, memory_order_release);
+    atomic_store_explicit(&pool->n_items, 0, memory_order_relaxed);
+    pthread_mutex_lock(&pool->mu);
+    atomic_store(&pool->work, (uint_fast64_t)++pool->seq << 32);
     pthread_cond_broadcast(&pool->cv_go);
     pthread_mutex_unlock(&pool->mu);
     for (int i = 1; i < pool->n; i++)
@@ -134,10 +219,15 @@ static int pool_new(int n, gs_cpu_pool **out)
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->cv_go, NULL);
     pthread_cond_init(&pool->cv_done, NULL);
-    atomic_init(&pool->gen, 0);
+    atomic_init(&pool->work, 0);
+    atomic_init(&pool->fn, NULL);
+    atomic_init(&pool->ctx, NULL);
+    atomic_init(&pool->n_items, 0);
+    atomic_init(&pool->grain, 1);
+    atomic_init(&pool->done, 0);
+    atomic_init(&pool->n_sleeping, 0);
+    atomic_init(&pool->caller_waiting, 0);
     atomic_init(&pool->stop, 0);
-    atomic_init(&pool->next, 0);
-    atomic_init(&pool->pending, 0);
     pool->n = 1;
     for (int i = 1; i < n; i++) {
         worker_arg *a = malloc(sizeof *a);
@@ -163,31 +253,37 @@ void gs_cpu_parallel(gs_cpu *c, int64_t n, int64_t grain, gs_cpu_fn fn, void *ct
         return;
     if (grain < 1)
         grain = 1;
-    if (n <= grain || pool->n == 1) {
+    if (n <= grain || pool->n == 1 || n >= (int64_t)UINT32_MAX) {
         fn(ctx, 0, n, 0);
         return;
     }
-    pool->fn = fn;
-    pool->ctx = ctx;
-    pool->n_items = n;
-    pool->grain = grain;
-    atomic_store_explicit(&pool->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool->pending, pool->n - 1, memory_order_relaxed);
-    pthread_mutex_lock(&pool->mu);
-    atomic_fetch_add_explicit(&pool->gen, 1, memory_order_release);
-    pthread_cond_broadcast(&pool->cv_go);
-    pthread_mutex_unlock(&pool->mu);
+    /* Retire the last job's seq first: a worker that read its cursor long
+     * ago and now reads the new fields must not claim with them under the
+     * old seq (its CAS fails on the retired word). Then the fields, then
+     * the job under a fresh seq. */
+    atomic_store(&pool->work, (uint_fast64_t)next_seq(pool) << 32 | UINT32_MAX);
+    atomic_store_explicit(&pool->fn, fn, memory_order_release);
+    atomic_store_explicit(&pool->ctx, ctx, memory_order_release);
+    atomic_store_explicit(&pool->n_items, n, memory_order_release);
+    atomic_store_explicit(&pool->grain, grain, memory_order_release);
+    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+    uint32_t seq = next_seq(pool);
+    publish(pool, seq);
 
-    run_chunks(pool, 0);
+    run_chunks(pool, seq, 0);
 
-    for (int spins = 0; spins < GS_CPU_SPIN; spins++) {
-        if (atomic_load_explicit(&pool->pending, memory_order_acquire) == 0)
-            return;
-        cpu_relax();
-    }
+    uint64_t t0 = 0;
+    unsigned iter = 0;
+    while (atomic_load_explicit(&pool->done, memory_order_acquire) != n)
+        if (!wait_round(&t0, &iter))
+            break;
+    if (atomic_load_explicit(&pool->done, memory_order_acquire) == n)
+        return;
     pthread_mutex_lock(&pool->mu);
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0)
+    atomic_store(&pool->caller_waiting, 1); /* seq_cst: pairs with the last chunk's add */
+    while (atomic_load(&pool->done) != n)
         pthread_cond_wait(&pool->cv_done, &pool->mu);
+    atomic_store(&pool->caller_waiting, 0);
     pthread_mutex_unlock(&pool->mu);
 }
 
@@ -473,13 +569,7 @@ static int online_cores(void)
 
 int gs_cpu_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
 {
-    int n = p->n_threads;
-    if (n <= 0) {
-        /* GS_CPU_THREADS overrides the core count (containers, qemu user
-         * emulation, where creating threads can hang). */
-        const char *e = getenv("GS_CPU_THREADS");
-        n = e && atoi(e) > 0 ? atoi(e) : online_cores();
-    }
+    int n = p->n_threads > 0 ? p->n_threads : online_cores();
     if (n > GS_CPU_MAX_THREADS)
         n = GS_CPU_MAX_THREADS;
     gs_cpu *c = calloc(1, sizeof *c);

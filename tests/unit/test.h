@@ -85,6 +85,15 @@ static inline int gs_test_summary(void)
 
 /* Path of a file under the fixtures folder, in a static buffer (valid until
  * the next call). */
+/* CPU threads for a test's backend: $GS_CPU_THREADS when set (1 under
+ * qemu, see cmake/GsTest.cmake), else 0 (all usable cores). The backend
+ * itself reads no environment: its threads are a parameter. */
+static inline int gs_test_cpu_threads(void)
+{
+    const char *e = getenv("GS_CPU_THREADS");
+    return e && atoi(e) > 0 ? atoi(e) : 0;
+}
+
 static inline const char *gs_fixture_path(const char *rel)
 {
     static char buf[4096];

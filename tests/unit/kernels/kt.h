@@ -51,11 +51,12 @@ static inline float *kt_rand(size_t n, float lo, float hi)
 }
 
 /* A backend for the tests: CPU with `threads` threads (GS_TEST_THREADS
- * overrides when set). */
+ * overrides when set; 0: gs_test_cpu_threads()). */
 static inline gs_backend *kt_backend(int threads, int weights_f32)
 {
     const char *e = getenv("GS_TEST_THREADS");
-    gs_backend_params p = {GS_BACKEND_CPU, e ? atoi(e) : threads, 0, weights_f32};
+    int n = e ? atoi(e) : threads;
+    gs_backend_params p = {GS_BACKEND_CPU, n > 0 ? n : gs_test_cpu_threads(), 0, weights_f32};
     gs_backend *be = NULL;
     gs_diag d;
     gs_diag_clear(&d);
