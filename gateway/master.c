@@ -5,7 +5,10 @@
  * own ipc:// socket) and forks the gateway processes (which share the
  * listening socket), then supervises them in one loop:
  *   - a child that dies is restarted with exponential backoff (100 ms
- *     doubling to 30 s; back to 100 ms after a minute of good health);
+ *     doubling to 30 s; back to 100 ms after a minute of good health),
+ *     except a worker that exits 3 (its model folder cannot be served):
+ *     it is not restarted, and when no worker is left (and none can dial
+ *     in) the service stops with status 3;
  *   - SIGTERM / SIGINT: graceful stop: every child is asked to drain
  *     (SIGTERM), and whatever is left at the deadline is killed; a second
  *     signal kills at once;
@@ -21,6 +24,9 @@
  * handler runs any code. Every fatal exit logs why and exits non-zero. */
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 #include <libgen.h>
 #include <limits.h>
 #include <netdb.h>
@@ -57,7 +63,8 @@ typedef struct {
     uint64_t started; /* ns */
     uint64_t respawn; /* ns; 0: none pending */
     uint32_t backoff_ms;
-    int gpu; /* -1: none */
+    int gave_up; /* a worker that exited 3: the model folder cannot be served */
+    int gpu;     /* -1: none */
     char url[PATH_MAX + 64];
 } child;
 
@@ -74,6 +81,7 @@ typedef struct {
     const char *urls[MAX_CHILDREN + GS_CONFIG_MAX_REMOTE];
     int n_urls;
     int stopping;
+    int exit_status; /* 3 when the service stops because no worker can serve the model */
     uint64_t deadline;
     char notify[256]; /* $NOTIFY_SOCKET when systemd started us; "" otherwise */
     int told_ready;
@@ -231,12 +239,44 @@ static void start(master *m, child *c)
         gs_log_set_tag(tag);
         gs_gateway_params gp = {&m->cfg,  m->listen_fd, m->urls, m->n_urls,
                                 c->index, m->argc,      m->argv};
-        _exit(gs_gateway_run(&gp));
+        int status = gs_gateway_run(&gp);
+#ifdef __SANITIZE_ADDRESS__
+        __lsan_do_leak_check(); /* _exit skips LeakSanitizer's exit check */
+#endif
+        _exit(status);
     }
     c->pid = pid;
     c->started = now_ns();
     c->respawn = 0;
     gs_log_info("started %s %d (pid %d)", kind_name(c->k), c->index, (int)pid);
+}
+
+static void signal_children(master *m, int sig, int only_gateways);
+static void tell_systemd(master *m, const char *state);
+
+/* Begins a graceful stop (SIGTERM to every child, deadline). */
+static void begin_stop(master *m)
+{
+    m->stopping = 1;
+    m->deadline = now_ns() + ((uint64_t)m->cfg.drain_timeout + 5) * 1000000000u;
+    tell_systemd(m, "STOPPING=1");
+    signal_children(m, SIGTERM, 0);
+}
+
+/* When every local worker has given up and no other worker can come (no
+ * remote_workers, no worker_listen), the service stops with status 3 (as
+ * the worker: a restart does not cure it) instead of answering 503 for
+ * ever. */
+static void stop_if_no_worker(master *m)
+{
+    if (m->cfg.n_remote_workers || m->cfg.worker_listen[0])
+        return;
+    for (int i = 0; i < m->n; i++)
+        if (m->ch[i].k == K_WORKER && !m->ch[i].gave_up)
+            return;
+    gs_log_error("fatal: no worker can serve %s; stopping with status 3", m->cfg.model);
+    m->exit_status = 3;
+    begin_stop(m);
 }
 
 static void reap(master *m)
@@ -259,6 +299,14 @@ static void reap(master *m)
         int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
         if (m->stopping) {
             gs_log_info("%s %d (pid %d) %s", kind_name(c->k), c->index, (int)pid, how);
+            continue;
+        }
+        if (c->k == K_WORKER && WIFEXITED(st) && WEXITSTATUS(st) == 3) {
+            c->gave_up = 1;
+            gs_log_error("worker %d (pid %d) cannot serve the model folder %s (see its log "
+                         "line above); not restarting it: fix the folder, then restart glmserve",
+                         c->index, (int)pid, m->cfg.model);
+            stop_if_no_worker(m);
             continue;
         }
         const uint64_t now = now_ns();
@@ -488,12 +536,9 @@ int main(int argc, char **argv)
         case SIGTERM:
         case SIGINT:
             if (!m.stopping) {
-                m.stopping = 1;
-                m.deadline = now_ns() + ((uint64_t)c->drain_timeout + 5) * 1000000000u;
                 gs_log_info("%s: stopping: children drain within %d s", strsignal(sig),
                             c->drain_timeout);
-                tell_systemd(&m, "STOPPING=1");
-                signal_children(&m, SIGTERM, 0);
+                begin_stop(&m);
             } else {
                 gs_log_warn("second stop signal: killing the children now");
                 signal_children(&m, SIGKILL, 0);
@@ -520,6 +565,6 @@ int main(int argc, char **argv)
     remove_run_dir(&m);
     if (c->pid_file[0])
         unlink(c->pid_file);
-    gs_log_info("stopped");
-    return 0;
+    gs_log_info("stopped%s", m.exit_status ? " (status 3)" : "");
+    return m.exit_status;
 }

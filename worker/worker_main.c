@@ -16,8 +16,11 @@
  *
  * Signals: SIGTERM or SIGINT drains (no new jobs; running ones finish
  * within --drain-timeout; then exit 0); a second one ends the jobs at once.
- * Exit status: 0 after a drain, 1 on a runtime failure (model folder,
- * address in use, device error: every fatal exit logs why), 2 on bad usage. */
+ * Exit status: 0 after a drain; 1 on a runtime failure (address in use,
+ * out of memory, device error: every fatal exit logs why), which a restart
+ * may cure; 2 on bad usage; 3 when the model folder cannot be served (a
+ * missing or malformed file), which no restart cures: the master does not
+ * restart a worker that exits 3. */
 #include <errno.h>
 #include <libgen.h>
 #include <math.h>
@@ -225,6 +228,13 @@ static void *signal_main(void *arg)
     }
 }
 
+/* The exit status for a failure to load the model folder: 3 (no restart
+ * cures it) unless it may be transient (memory, the device, I/O). */
+static int folder_status(int rc)
+{
+    return rc == GS_ENOMEM || rc == GS_EDEVICE || rc == GS_EIO || rc == GS_EAGAIN ? 1 : 3;
+}
+
 int main(int argc, char **argv)
 {
     options o;
@@ -280,6 +290,7 @@ int main(int argc, char **argv)
     gs_model_params mp = {o.model, be, o.dummy, 1, 1};
     if ((rc = gs_model_load(&mp, &model, &d))) {
         gs_log_error("fatal: --model %s: %s", o.model, d.msg[0] ? d.msg : gs_strerror(rc));
+        status = folder_status(rc);
         goto out;
     }
     const gs_model_config *cfg = gs_model_get_config(model);
@@ -290,6 +301,7 @@ int main(int argc, char **argv)
         (rc = gs_tokenizer_load(path, &tok, &d)) || (rc = gs_image_params_load(o.model, &ip, &d)) ||
         (rc = gs_model_check_image_params(cfg, &ip, &d))) {
         gs_log_error("fatal: --model %s: %s", o.model, d.msg);
+        status = folder_status(rc);
         goto out;
     }
     snprintf(path, sizeof path, "%s/chat_template.jinja", o.model);
