@@ -118,7 +118,7 @@ async function startAsk() {
   await composer.pending; // images still being decoded
   const peek = composer.input.value.trim();
   if (!peek && !composer.images.length) return;
-  if (!info.ws) return alertShow(t("err.noWs"));
+  if (!conn) return alertShow(t("err.noWs"));
   if (!conn.ready) {
     if (conn.state === "key") return openKeyDialog();
     return alertShow(t("err.offline"));
@@ -210,7 +210,7 @@ function wireKeyDialog() {
     storage(false, KEY_STORE, key);
     d.close();
     $("key-button").hidden = false;
-    conn.setKey(key);
+    if (conn) conn.setKey(key);
   });
   $("key-cancel").addEventListener("click", () => d.close());
   $("key-button").addEventListener("click", () => openKeyDialog());
@@ -234,6 +234,10 @@ function onConnState(ev) {
 }
 
 function startConnection() {
+  if (!info.ws) {
+    alertShow(t("err.noWs"), true); // a build without libwslay: nothing to talk to
+    return;
+  }
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   conn = new Connection(`${proto}//${location.host}/v1/ws`);
   conn.addEventListener("state", onConnState);
@@ -258,6 +262,7 @@ async function loadInfo() {
     const m = data && data.data && data.data[0];
     if (m) {
       $("model").textContent = m.id;
+      if (info.version) $("model").title = `glmserve ${info.version}`;
       $("model").hidden = false;
     }
   } catch { /* the name is decoration */ }

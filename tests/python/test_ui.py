@@ -245,7 +245,7 @@ def test_huge_image_is_downscaled_in_the_browser(svc, tab, fixtures):
 
 def test_stop_cancels_the_job_on_the_server(svc, tab):
     before = metric(svc, "glmserve:requests_finished_total", 'finish_reason="cancelled"') or 0
-    page = tab.open(svc, "max_tokens=4000&ignore_eos=1")
+    page = tab.open(svc, "max_tokens=8000&ignore_eos=1")
     ask(page, "Tell me a long story.")
     expect(last_answer(page).locator(".answer")).not_to_be_empty()
     page.get_by_role("button", name="Stop").click()
@@ -264,7 +264,7 @@ def test_stop_cancels_the_job_on_the_server(svc, tab):
 
 
 def test_keyboard_alone(svc, tab):
-    page = tab.open(svc, "max_tokens=4000&ignore_eos=1")
+    page = tab.open(svc, "max_tokens=8000&ignore_eos=1")
     q = page.locator("#question")
     expect(q).to_be_focused()  # the page opens ready to type
     # before the box, in reverse reading order: the empty page's button, the
@@ -346,7 +346,7 @@ def test_queue_position_shows_while_the_worker_is_busy(svc, tab):
 
 def test_a_lost_connection_is_said_and_comes_back(svc, tab):
     """The gateway process dies mid-answer; the master starts another."""
-    page = tab.open(svc, "max_tokens=4000&ignore_eos=1")
+    page = tab.open(svc, "max_tokens=8000&ignore_eos=1")
     ask(page, "A long answer, please.")
     answer = last_answer(page)
     expect(answer.locator(".answer")).not_to_be_empty()
