@@ -171,7 +171,7 @@ def jpeg_size(data):
 # ---- asking ---------------------------------------------------------------------------------
 
 def test_image_question_streams_across_paints(svc, tab, fixtures):
-    page = tab.open(svc, "max_tokens=160&seed=3&temperature=1&ignore_eos=1")
+    page = tab.open(svc, "max_tokens=400&seed=3&temperature=1&ignore_eos=1")
     pick(page, fixtures / "ref" / "images" / "model_56x56.png")
     expect(page.locator("#attachments img")).to_have_count(1)
     # sample the answer's length once per painted frame
@@ -191,14 +191,14 @@ def test_image_question_streams_across_paints(svc, tab, fixtures):
     assert len(rising) >= 3, f"the answer came in {len(rising)} paint(s): {lens}"
     # what travelled: one ask announcing one image, then its bytes
     (a,) = tab.asks()
-    assert a["images"] == 1 and a["max_tokens"] == 160, a
+    assert a["images"] == 1 and a["max_tokens"] == 400, a
     assert a["messages"][-1]["content"][0] == {"type": "image_ref", "index": 0}, a
     assert tab.binary()[0] == (fixtures / "ref" / "images" / "model_56x56.png").read_bytes()
     (done,) = tab.ends()
-    assert done["usage"]["completion_tokens"] == 160
+    assert done["usage"]["completion_tokens"] == 400
     stats = answer.locator(".stats")
     expect(stats).to_contain_text("first token")
-    expect(stats).to_contain_text("160 tokens")
+    expect(stats).to_contain_text("400 tokens")
     expect(stats).to_contain_text("tokens/s")
     expect(page.locator(".turn.user img")).to_have_count(1)
     expect(page.locator("#attachments img")).to_have_count(0)
@@ -327,7 +327,7 @@ def test_new_chat_clears_the_conversation(svc, tab):
 def test_queue_position_shows_while_the_worker_is_busy(svc, tab):
     """--max-seqs 1: a long answer holds the worker, so the page's ask waits."""
     with connect(f"ws://{svc.host}:{svc.port}/v1/ws", open_timeout=10, close_timeout=5) as hog:
-        hog.send(json.dumps({"type": "ask", "id": "hog", "max_tokens": 4000, "ignore_eos": True,
+        hog.send(json.dumps({"type": "ask", "id": "hog", "max_tokens": 8000, "ignore_eos": True,
                              "messages": [{"role": "user", "content": "Go on and on."}]}))
         assert json.loads(hog.recv(timeout=30))["type"] == "delta"
         page = tab.open(svc, "max_tokens=4")
