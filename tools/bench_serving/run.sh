@@ -2,11 +2,13 @@
 # run.sh - glmserve against the reference server (FastAPI + transformers,
 # tools/reference_server) on the same model, in one run: both servers up at
 # once, and at each concurrency level tools/glmserve-bench loads glmserve
-# and then the reference with the same requests (same seed, same images
-# and questions, image + question chat over SSE, ignore_eos so every answer
-# has MAX_TOKENS tokens). Then glmserve alone over its WebSocket, and the
-# comparison: both tables, the ratios glmserve / reference, the gateway's
-# share (its dispatch and relay histograms) and the chart.
+# over SSE, glmserve over its WebSocket (requests of its own: a second
+# request with the same image would be served from glmserve's caches), then
+# the reference over SSE with the same requests as glmserve's SSE run (same
+# seed, same images and questions; ignore_eos so every answer has
+# MAX_TOKENS tokens). Then the comparison: the tables, the ratios glmserve /
+# reference, the gateway's share (its dispatch and relay histograms) and
+# the chart.
 #
 #   tools/bench_serving/run.sh BUILD_DIR [MODEL_DIR]
 #
@@ -16,8 +18,13 @@
 #               tools/reference_server/README.md says how to make it)
 #   LEVELS      concurrency levels (default "1 4 16 64")
 #   MAX_TOKENS  output tokens per request (default 32)
-#   REF_THREADS torch threads of the reference (default: all cores)
+#   THREADS     compute threads of each server: glmserve --threads and torch's
+#               (default 1: on a small shared machine two spinning threads per
+#               server collapse whenever a core is taken; THREADS=$(nproc) on a
+#               dedicated one)
 #   OUT         where the JSON files and chart.png go (default build/bench_serving)
+# The rest of the environment reaches both servers (OPENBLAS_CORETYPE=SkylakeX,
+# say, picks glmserve's OpenBLAS kernels on a CPU its detection does not know).
 # Level c sends max(16, 2c) requests to each server; each level has its own
 # requests (--first-request), so no level reuses another's images.
 set -euo pipefail
@@ -28,7 +35,7 @@ py="${PYTHON:-$root/build/venv/bin/python}"
 refpy="${REF_PYTHON:-$root/build/refvenv/bin/python}"
 levels="${LEVELS:-1 4 16 64}"
 max_tokens="${MAX_TOKENS:-32}"
-ref_threads="${REF_THREADS:-$(nproc)}"
+threads="${THREADS:-1}"
 out="${OUT:-$root/build/bench_serving}"
 gport=$((20000 + RANDOM % 20000))
 rport=$((gport + 1))
@@ -55,11 +62,11 @@ wait_up() { # URL PID LOG
 }
 
 "$build/gateway/glmserve" --model "$model" --port "$gport" --workers 1 --gateways 1 \
-    --kv-memory 512 --max-model-len 8192 --run-dir "$tmp/run" >"$out/glmserve.log" 2>&1 &
+    --threads "$threads" --kv-memory 512 --max-model-len 8192 --run-dir "$tmp/run" >"$out/glmserve.log" 2>&1 &
 pids+=($!)
 wait_up "http://127.0.0.1:$gport/ready" "${pids[-1]}" "$out/glmserve.log"
 "$refpy" "$root/tools/reference_server/server.py" --model "$model" --port "$rport" \
-    --threads "$ref_threads" >"$out/reference.log" 2>&1 &
+    --threads "$threads" >"$out/reference.log" 2>&1 &
 pids+=($!)
 wait_up "http://127.0.0.1:$rport/health" "${pids[-1]}" "$out/reference.log"
 
@@ -76,23 +83,20 @@ bench() { # URL LABEL C FIRST N JSON [ARGS...]
 }
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-    "; glmserve $(git -C "$root" rev-parse --short HEAD); reference: torch threads $ref_threads;" \
+    "; threads per server $threads;" \
+    "OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset};" \
     "max_tokens $max_tokens; $(date -u +%Y-%m-%dT%H:%MZ)"
 first=0
 gjson=() rjson=() wjson=()
 for c in $levels; do
     n=$((2 * c > 16 ? 2 * c : 16))
     bench "http://127.0.0.1:$gport" glmserve "$c" "$first" "$n" "$out/glmserve-c$c.json"
+    bench "http://127.0.0.1:$gport" "glmserve (WebSocket)" "$c" "$((first + 100000))" "$n" \
+        "$out/glmserve-ws-c$c.json" --mode ws
     bench "http://127.0.0.1:$rport" reference "$c" "$first" "$n" "$out/reference-c$c.json"
     gjson+=("$out/glmserve-c$c.json")
-    rjson+=("$out/reference-c$c.json")
-    first=$((first + n))
-done
-for c in $levels; do
-    n=$((2 * c > 16 ? 2 * c : 16))
-    bench "http://127.0.0.1:$gport" "glmserve (WebSocket)" "$c" "$first" "$n" \
-        "$out/glmserve-ws-c$c.json" --mode ws
     wjson+=("$out/glmserve-ws-c$c.json")
+    rjson+=("$out/reference-c$c.json")
     first=$((first + n))
 done
 
@@ -101,7 +105,7 @@ echo
 "$py" "$root/tools/glmserve-bench" --compare "$(join "${gjson[@]}")" "$(join "${rjson[@]}")" \
     --labels glmserve,reference --plot "$out/chart.png"
 echo
-echo "glmserve over the WebSocket (same levels, requests of its own):"
+echo "glmserve over the WebSocket (each level right after SSE, requests of its own):"
 echo
 "$py" "$root/tools/glmserve-bench" --compare "$(join "${wjson[@]}")" "$(join "${gjson[@]}")" \
     --labels "glmserve WS,glmserve SSE" | sed '/gateway.s share/,$d'
