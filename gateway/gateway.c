@@ -329,6 +329,7 @@ static void close_all(gs_gw *gw)
         return;
     gw->closed = 1;
     uv_close((uv_handle_t *)&gw->streams_timer, NULL);
+    uv_close((uv_handle_t *)&gw->listen_timer, NULL);
     uv_signal_stop(&gw->sig_hup);
     uv_signal_stop(&gw->sig_term);
     uv_signal_stop(&gw->sig_int);
@@ -420,6 +421,28 @@ static int worker_listen_url(const gs_config *c, int i, char *out, size_t cap)
     return 0;
 }
 
+static void listen_when_ready(uv_timer_t *t)
+{
+    gs_gw *gw = t->data;
+    if (gw->listening || gw->closed) {
+        uv_timer_stop(t);
+        return;
+    }
+    if (!gs_dispatch_ready(gw->ds) && uv_now(&gw->loop) < gw->listen_deadline)
+        return;
+    uv_timer_stop(t);
+    gs_diag d;
+    gs_diag_clear(&d);
+    int rc = gs_http_server_listen_fd(gw->http, gw->p.listen_fd, &d);
+    if (rc) {
+        gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
+        gw->exit_status = 1;
+        close_all(gw);
+        return;
+    }
+    gw->listening = 1;
+}
+
 /* The vendor folders (config vendor_dirs, ':'-separated): a missing one
  * is logged once (gateway 0) and skipped; the UI then renders plain text. */
 static void open_vendor(gs_gw *gw)
@@ -497,12 +520,16 @@ int gs_gateway_run(const gs_gateway_params *p)
     hp.handler = handle;
     hp.user = gw;
     hp.max_body_bytes = (size_t)gw->cfg.max_body_mb << 20;
-    if ((rc = gs_http_server_new(&gw->loop, &hp, &gw->http, &d)) ||
-        (rc = p->listen_fd >= 0
-                  ? gs_http_server_listen_fd(gw->http, p->listen_fd, &d)
-                  : gs_http_server_listen(gw->http, gw->cfg.host, gw->cfg.port, &d))) {
+    if ((rc = gs_http_server_new(&gw->loop, &hp, &gw->http, &d))) {
         gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
         goto out;
+    }
+    if (p->listen_fd < 0) { /* a socket of its own: listens at once */
+        if ((rc = gs_http_server_listen(gw->http, gw->cfg.host, gw->cfg.port, &d))) {
+            gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
+            goto out;
+        }
+        gw->listening = 1;
     }
     uv_signal_t *sigs[] = {&gw->sig_hup, &gw->sig_term, &gw->sig_int, &gw->sig_usr1};
     void (*cbs[])(uv_signal_t *, int) = {on_hup, on_term, on_term, on_usr1};
@@ -516,10 +543,21 @@ int gs_gateway_run(const gs_gateway_params *p)
     gw->drain_timer.data = gw;
     uv_timer_init(&gw->loop, &gw->streams_timer);
     gw->streams_timer.data = gw;
+    /* On the master's shared socket, accepting waits for a worker, up to
+     * the heartbeat timeout: a gateway restarted beside running workers
+     * (they reconnect in milliseconds) lets the connections that queued
+     * meanwhile wait in the listen backlog a moment instead of answering
+     * them 503. A first start with the model still loading accepts at the
+     * deadline (health checks must get answers). */
+    uv_timer_init(&gw->loop, &gw->listen_timer);
+    gw->listen_timer.data = gw;
+    gw->listen_deadline = uv_now(&gw->loop) + (uint64_t)gw->cfg.heartbeat_timeout_ms;
+    if (!gw->listening)
+        uv_timer_start(&gw->listen_timer, listen_when_ready, 0, 10);
     gs_log_info("gateway %d serving on %s:%d (%d worker URL(s)%s)", p->index, gw->cfg.host,
                 gw->cfg.port, p->n_worker_urls, gw->auth ? ", API keys on" : ", no API keys");
     uv_run(&gw->loop, UV_RUN_DEFAULT);
-    status = 0;
+    status = gw->exit_status;
 out:
     if (gw->http || gw->ds) {
         if (gw->drain_timer.data) {

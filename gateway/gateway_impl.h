@@ -48,6 +48,9 @@ typedef struct gs_gw {
     uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
     uv_timer_t drain_timer;
     uv_timer_t streams_timer; /* drain: waits for WebSocket asks after the last HTTP connection */
+    uv_timer_t listen_timer;  /* start: accept once a worker is up, or at a deadline */
+    uint64_t listen_deadline;
+    int listening;
     int closed;
     int draining, exit_status;
     int64_t streams_open;
