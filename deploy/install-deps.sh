@@ -32,7 +32,7 @@ export DEBIAN_FRONTEND=noninteractive
 host_arch="$(dpkg --print-architecture)"
 
 # Packages for the native build, runtime and tests. chromium drives the
-# browser tests (Playwright); libjs-marked and node-dompurify are the web
+# browser tests (Playwright; the font draws its Chinese screenshots); libjs-marked and node-dompurify are the web
 # UI's Markdown renderer and sanitizer, served by the gateway (vendor_dirs).
 pkgs=(
     build-essential cmake pkg-config ninja-build git ca-certificates
@@ -41,7 +41,7 @@ pkgs=(
     libssl-dev libpcre2-dev libwslay-dev libcurl4-openssl-dev
     python3 python3-venv python3-pip clang-format
     curl nginx wrk logrotate openssl
-    chromium libjs-marked node-dompurify
+    chromium fonts-wqy-microhei libjs-marked node-dompurify
 )
 # The aarch64 cross build + emulation used by .ci/run on x86-64.
 cross_pkgs=(crossbuild-essential-arm64 qemu-user-static)
