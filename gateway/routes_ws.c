@@ -84,11 +84,22 @@ static void send_json(wsconn *wc, json_t *o)
     json_decref(o);
 }
 
-/* {"type": "error", "id", "status", "code", "message"}; id NULL: null. */
+/* {"type": "error", "id", "status", "code", "message"[, "retry_after"]};
+ * id NULL: null; retry_after > 0: the seconds to wait (429, 503), as the
+ * HTTP route's Retry-After header. */
+static void send_error_retry(wsconn *wc, const char *id, int status, int code, const char *msg,
+                             int retry_after)
+{
+    json_t *o = json_pack("{s:s, s:s?, s:i, s:s, s:s}", "type", "error", "id", id, "status", status,
+                          "code", gs_err_name(code), "message", msg);
+    if (o && retry_after > 0)
+        json_object_set_new(o, "retry_after", json_integer(retry_after));
+    send_json(wc, o);
+}
+
 static void send_error(wsconn *wc, const char *id, int status, int code, const char *msg)
 {
-    send_json(wc, json_pack("{s:s, s:s?, s:i, s:s, s:s}", "type", "error", "id", id, "status",
-                            status, "code", gs_err_name(code), "message", msg));
+    send_error_retry(wc, id, status, code, msg, 0);
 }
 
 /* ---- asks --------------------------------------------------------------------------------- */
@@ -212,7 +223,8 @@ static void on_error(void *user, int code, const char *msg)
     ws_ask *a = user;
     a->job = NULL;
     gs_gw_finished(a->wc->gw, "error");
-    send_error(a->wc, a->id, gs_err_http_status(code), code, msg);
+    send_error_retry(a->wc, a->id, gs_err_http_status(code), code, msg,
+                     code == GS_EOVERLOAD ? 1 : 0);
     ask_end(a);
 }
 
@@ -278,7 +290,7 @@ static void start_ask(wsconn *wc, const char *id, json_t *req, uint8_t **frames,
     int rc = gs_gw_admit(gw, wc->key_id[0] ? wc->key_id : NULL, wc->key_id[0] ? &wc->limits : NULL,
                          gs_ws_peer(wc->ws), m, sizeof m, &retry);
     if (rc) {
-        send_error(wc, id, rc == GS_EBUSY ? 429 : 503, rc, m);
+        send_error_retry(wc, id, rc == GS_EBUSY ? 429 : 503, rc, m, retry);
         return;
     }
     ws_ask *a = calloc(1, sizeof *a);
@@ -337,9 +349,10 @@ static void start_ask(wsconn *wc, const char *id, json_t *req, uint8_t **frames,
     if (!rc)
         gs_gw_share(gw, gw->m.dispatch_s, a->t0);
     if (rc) {
-        send_error(wc, id, gs_err_http_status(rc), rc,
-                   rc == GS_EOVERLOAD ? "no worker can take the request now; retry later"
-                                      : gs_strerror(rc));
+        send_error_retry(wc, id, gs_err_http_status(rc), rc,
+                         rc == GS_EOVERLOAD ? "no worker can take the request now; retry later"
+                                            : gs_strerror(rc),
+                         rc == GS_EOVERLOAD || rc == GS_ESHUTDOWN ? 1 : 0);
         ask_end(a);
     }
 }

@@ -120,9 +120,17 @@ def test_queue_reports_and_cancel_counted(svc):
         assert first["type"] == "delta" and first["id"] == "long", first
         ws.send(json.dumps({"type": "ask", "id": "second", "messages": HELLO, "max_tokens": 4,
                             "seed": 2}))
+        places = {"second": [], "third": []}
+        # "third" goes once "second" waits (the worker's two prep threads
+        # could otherwise queue them in either order).
+        while not places["second"]:
+            m = json.loads(ws.recv(timeout=60))
+            assert m["type"] in ("delta", "queued"), m
+            if m["type"] == "queued":
+                assert m["id"] == "second", m
+                places["second"].append(m["position"])
         ws.send(json.dumps({"type": "ask", "id": "third", "messages": HELLO, "max_tokens": 4,
                             "seed": 3}))
-        places = {"second": [], "third": []}
         deltas_before_start = {"second": 0, "third": 0}
         done = set()
         cancelled = False
@@ -194,3 +202,28 @@ def test_gateway_share_histograms(svc):
         assert count >= 3, (name, text)
         # The gateway's own share is small: under 50 ms on average even here.
         assert 0 < total / count < 0.05, (name, total, count)
+
+
+def test_ws_rate_limit_says_how_long_to_wait(build_dir, fixtures, tmp_path):
+    """A WebSocket ask over a rate limit gets 429 with retry_after, the
+    HTTP route's Retry-After, as a number the page can count down."""
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path, "--ip-rate", "0.05",
+                "--ip-burst", "0")
+    try:
+        with connect(ws_url(s), open_timeout=10, max_size=None) as ws:
+            for i in range(2):
+                ws.send(json.dumps({"type": "ask", "id": f"a{i}", "messages": HELLO,
+                                    "max_tokens": 2, "seed": i}))
+                while True:
+                    m = json.loads(ws.recv(timeout=60))
+                    if m["type"] in ("done", "error"):
+                        break
+            assert m["type"] == "error" and m["id"] == "a1", m
+            assert m["status"] == 429 and m["code"] == "EBUSY", m
+            assert isinstance(m["retry_after"], int) and 1 <= m["retry_after"] <= 21, m
+        status, headers, _ = s.request("POST", "/v1/chat/completions",
+                                       {"messages": HELLO, "max_tokens": 2})
+        assert status == 429
+        assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) >= 1
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
