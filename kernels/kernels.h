@@ -79,6 +79,17 @@ int gs_backend_sync(gs_backend *be);
 /* Bytes of device memory free and total (CPU: available RAM). */
 int gs_backend_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes);
 
+/* OpenBLAS (the CPU backend's GEMM, for prefill and the vision tower)
+ * picks its kernels by CPU model when it loads. On a model newer than the
+ * library (Debian 12's 0.3.21 on a 2024 Xeon) it falls back to its SSE3
+ * "Prescott" kernels, several times slower than its AVX2 or AVX-512 ones.
+ * Call this first thing in main: when OPENBLAS_CORETYPE is unset and the
+ * library chose a core weaker than the CPU's instruction set, it sets
+ * OPENBLAS_CORETYPE to the best core for that set ("SkylakeX", "Haswell"),
+ * logs it and runs the program again (execv of /proc/self/exe with argv);
+ * it returns only when nothing needs doing or the exec failed. */
+void gs_cpu_blas_reexec(char *const argv[]);
+
 /* Tuning knobs, for comparisons and benchmarks: all zero is the default
  * (what gs_backend_new sets). The library reads no environment variable
  * for them; a command-line front end that wants one reads it and fills

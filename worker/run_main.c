@@ -340,6 +340,7 @@ static void request_error(const options *o, const gs_diag *d, int rc)
 
 int main(int argc, char **argv)
 {
+    gs_cpu_blas_reexec(argv);
     options o;
     if (argc < 2) {
         usage(stderr);

@@ -246,6 +246,7 @@ int main(int argc, char **argv)
     char tag[64];
     snprintf(tag, sizeof tag, "worker[%d]", (int)getpid());
     gs_log_set_tag(tag);
+    gs_cpu_blas_reexec(argv); /* before any descriptor or thread exists */
     signal(SIGPIPE, SIG_IGN);
     if (pipe(g_sig_pipe)) {
         gs_log_error("fatal: pipe: %s", strerror(errno));

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -555,6 +556,49 @@ static const gs_backend_ops cpu_ops = {
 
 /* Cores this process may run on (affinity mask, e.g. a container's
  * cpuset), else the online count. */
+/* The OPENBLAS_CORETYPE for this CPU when the library's own choice is
+ * weaker than its instruction set, else NULL. */
+static const char *blas_better_core(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    static const char *const generic[] = {"Prescott",   "Core2",     "Penryn",      "Dunnington",
+                                          "Nehalem",    "Atom",      "Sandybridge", "Katmai",
+                                          "Coppermine", "Northwood", "Banias"};
+    const char *core = openblas_get_corename();
+    int weak = 0;
+    for (size_t i = 0; core && i < sizeof generic / sizeof *generic; i++)
+        weak |= strcasecmp(core, generic[i]) == 0;
+    __builtin_cpu_init();
+    if (!weak && core && !strcasecmp(core, "Haswell") && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        return "SkylakeX";
+    if (!weak)
+        return NULL;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return "Haswell";
+#endif
+    return NULL;
+}
+
+void gs_cpu_blas_reexec(char *const argv[])
+{
+    if (getenv("OPENBLAS_CORETYPE"))
+        return;
+    const char *core = blas_better_core();
+    if (!core)
+        return;
+    gs_log_info("OpenBLAS chose its %s kernels, older than this CPU's instruction set: running "
+                "again with OPENBLAS_CORETYPE=%s",
+                openblas_get_corename(), core);
+    if (setenv("OPENBLAS_CORETYPE", core, 1) == 0)
+        execv("/proc/self/exe", argv);
+    gs_log_warn("cannot run again with OPENBLAS_CORETYPE=%s (%s); going on with the %s kernels",
+                core, strerror(errno), openblas_get_corename());
+}
+
 static int online_cores(void)
 {
     cpu_set_t set;

@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "worker/engine/engine.h"
+#include "kernels/kernels.h"
 
 #ifndef GS_FIXTURES_DIR
 #define GS_FIXTURES_DIR "tests/fixtures"
@@ -257,6 +258,7 @@ static void repeated_image(gs_engine *e, const gs_model_config *c, int32_t grid,
 
 int main(int argc, char **argv)
 {
+    gs_cpu_blas_reexec(argv);
     const char *model_dir = GS_FIXTURES_DIR "/tiny-glm4v", *levels = "1,4,16,64";
     int threads = 0, max_tokens = 64, page = 16, budget = 512, kv_pages = 4096, wf32 = 0;
     for (int i = 1; i < argc; i++) {

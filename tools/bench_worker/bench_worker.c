@@ -35,6 +35,7 @@
 #include "common/clock.h"
 #include "common/file.h"
 #include "common/log.h"
+#include "kernels/kernels.h"
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -97,6 +98,7 @@ static void dump(const bw_result *r, int i)
 
 int main(int argc, char **argv)
 {
+    gs_cpu_blas_reexec(argv);
     bw_options o;
     int pa = bw_parse_args(argc, argv, &o);
     if (pa)
