@@ -169,7 +169,8 @@ int bw_result_add(bw_result *r, const int32_t *ids, int32_t n, const char *text,
         r->ids = t;
         r->cap_ids = cap;
     }
-    memcpy(r->ids + r->n_ids, ids, (size_t)n * sizeof *ids);
+    if (n > 0)
+        memcpy(r->ids + r->n_ids, ids, (size_t)n * sizeof *ids);
     r->n_ids += n;
     if (r->text_len + len + 1 > r->text_cap) {
         size_t cap = r->text_cap ? r->text_cap : 256;

@@ -52,6 +52,8 @@ static void on_frame(gs_ipc_conn *c, const gs_ipc_header *h, const uint8_t *body
         if (!r) {
             fprintf(stderr, "bench_worker: event for unknown job %llu\n",
                     (unsigned long long)e->id);
+        } else if (e->queue_report) {
+            /* a place in the worker's queue: no output */
         } else {
             if (!r->first_ns && e->n_ids)
                 r->first_ns = gs_clock_now_ns();
