@@ -20,7 +20,9 @@
  * caller for the last chunks) spins for a few microseconds, then yields
  * the core (sched_yield: a descheduled straggler or a neighbour gets it),
  * then sleeps on a condition variable: no spinning when the pool does not
- * own its cores.
+ * own its cores. When ops keep waiting on a descheduled straggler, the
+ * caller runs the next ops alone for 50 ms (no hand-offs while the cores
+ * are taken), then tries the threads again.
  * Threading: one thread drives the backend at a time. */
 #include <cblas.h>
 #include <errno.h>
@@ -38,8 +40,11 @@
 #include "kernels/cpu/cpu_impl.h"
 
 #define GS_CPU_MAX_THREADS 512
-#define SPIN_NS 4000u   /* pure spinning (pause), then ... */
-#define YIELD_NS 60000u /* ... sched_yield until this, then sleep */
+#define SPIN_NS 4000u     /* pure spinning (pause), then ... */
+#define YIELD_NS 60000u   /* ... sched_yield until this, then sleep */
+#define STALL_NS 200000u  /* a wait this much beyond twice the caller's share: a stall */
+#define STALLS_TO_SOLO 4  /* stalls (net of good ops) before running solo ... */
+#define SOLO_NS 50000000u /* ... for this long */
 
 struct gs_cpu_pool {
     int n; /* threads including the caller */
@@ -58,6 +63,11 @@ struct gs_cpu_pool {
     atomic_int caller_waiting;
     atomic_int stop;
     uint32_t seq; /* the caller's */
+    /* Contention (the caller's own): ops that waited far longer for a
+     * straggler than their own share took, and until when ops run on the
+     * calling thread alone because of them. */
+    int stalls;
+    uint64_t solo_until;
 };
 
 typedef struct {
@@ -258,6 +268,11 @@ void gs_cpu_parallel(gs_cpu *c, int64_t n, int64_t grain, gs_cpu_fn fn, void *ct
         fn(ctx, 0, n, 0);
         return;
     }
+    const uint64_t t_start = mono_ns();
+    if (t_start < pool->solo_until) { /* the cores are not ours now: no hand-offs */
+        fn(ctx, 0, n, 0);
+        return;
+    }
     /* Retire the last job's seq first: a worker that read its cursor long
      * ago and now reads the new fields must not claim with them under the
      * old seq (its CAS fails on the retired word). Then the fields, then
@@ -272,20 +287,38 @@ void gs_cpu_parallel(gs_cpu *c, int64_t n, int64_t grain, gs_cpu_fn fn, void *ct
     publish(pool, seq);
 
     run_chunks(pool, seq, 0);
-
+    if (atomic_load_explicit(&pool->done, memory_order_acquire) == n) {
+        if (pool->stalls > 0)
+            pool->stalls--;
+        return;
+    }
+    const uint64_t t_own = mono_ns();
     uint64_t t0 = 0;
     unsigned iter = 0;
     while (atomic_load_explicit(&pool->done, memory_order_acquire) != n)
         if (!wait_round(&t0, &iter))
             break;
-    if (atomic_load_explicit(&pool->done, memory_order_acquire) == n)
-        return;
-    pthread_mutex_lock(&pool->mu);
-    atomic_store(&pool->caller_waiting, 1); /* seq_cst: pairs with the last chunk's add */
-    while (atomic_load(&pool->done) != n)
-        pthread_cond_wait(&pool->cv_done, &pool->mu);
-    atomic_store(&pool->caller_waiting, 0);
-    pthread_mutex_unlock(&pool->mu);
+    if (atomic_load_explicit(&pool->done, memory_order_acquire) != n) {
+        pthread_mutex_lock(&pool->mu);
+        atomic_store(&pool->caller_waiting, 1); /* seq_cst: pairs with the last chunk's add */
+        while (atomic_load(&pool->done) != n)
+            pthread_cond_wait(&pool->cv_done, &pool->mu);
+        atomic_store(&pool->caller_waiting, 0);
+        pthread_mutex_unlock(&pool->mu);
+    }
+    /* A chunk held far longer than the caller's own share took means a
+     * thread was descheduled mid-chunk (a busy neighbour, more threads
+     * than free cores). A few such ops in a row and the next ops run on
+     * the calling thread alone for a while, then threads are tried again. */
+    const uint64_t t_end = mono_ns(), own = t_own - t_start, waited = t_end - t_own;
+    if (waited > 2 * own + STALL_NS) {
+        if (++pool->stalls >= STALLS_TO_SOLO) {
+            pool->solo_until = t_end + SOLO_NS;
+            pool->stalls = 0;
+        }
+    } else if (pool->stalls > 0) {
+        pool->stalls--;
+    }
 }
 
 int64_t gs_cpu_grain(const gs_cpu *c, int64_t n, int64_t per_thread, int64_t min_grain)

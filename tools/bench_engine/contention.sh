@@ -29,7 +29,7 @@ measure() {
     "$1/tools/bench_engine/bench_engine" --model "$root/tests/fixtures/tiny-glm4v" \
         --threads "$threads" --levels 1,16 --max-tokens 32 2>/dev/null |
         awk -F'|' '$2+0 == 1 && NF > 5 {c1=$4+0} $2+0 == 16 && NF > 5 {c16=$4+0}
-                   END {printf "%d %d", c1, c16}'
+                   END {printf "%d %d\n", c1, c16}'
 }
 
 echo "| build | round | busy neighbours | tok/s at c=1 | tok/s at c=16 |"
