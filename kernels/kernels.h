@@ -86,7 +86,7 @@ int gs_backend_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes)
  * Call this first thing in main: when OPENBLAS_CORETYPE is unset and the
  * library chose a core weaker than the CPU's instruction set, it sets
  * OPENBLAS_CORETYPE to the best core for that set ("SkylakeX", "Haswell"),
- * logs it and runs the program again (execv of /proc/self/exe with argv);
+ * logs it and runs the program again (execv of its own path with argv);
  * it returns only when nothing needs doing or the exec failed. */
 void gs_cpu_blas_reexec(char *const argv[]);
 

@@ -26,6 +26,7 @@
  * Threading: one thread drives the backend at a time. */
 #include <cblas.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -626,8 +627,14 @@ void gs_cpu_blas_reexec(char *const argv[])
     gs_log_info("OpenBLAS chose its %s kernels, older than this CPU's instruction set: running "
                 "again with OPENBLAS_CORETYPE=%s",
                 openblas_get_corename(), core);
-    if (setenv("OPENBLAS_CORETYPE", core, 1) == 0)
-        execv("/proc/self/exe", argv);
+    /* The program's own path, not /proc/self/exe: the new image's name
+     * (ps, /proc/PID/comm) must stay the program's. */
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0 && setenv("OPENBLAS_CORETYPE", core, 1) == 0) {
+        self[n] = 0;
+        execv(self, argv);
+    }
     gs_log_warn("cannot run again with OPENBLAS_CORETYPE=%s (%s); going on with the %s kernels",
                 core, strerror(errno), openblas_get_corename());
 }

@@ -22,12 +22,18 @@ Here:
   requests get a clean 503 at once;
 - out-of-pages storms: many long prompts at once on a KV cache far smaller
   than they need together (so sequences wait and are preempted): every
-  request completes, none hangs, and the pages all come back."""
+  request completes, none hangs, and the pages all come back;
+- CPU oversubscription: two workers of two compute threads each on this
+  machine's cores, plus a busy neighbour process: every request completes,
+  and once the load stops the workers do not spin (their CPU time while
+  idle stays near zero). tools/bench_engine/contention.sh measures the
+  throughput (docs/benchmarks.md)."""
 import json
 import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -291,4 +297,40 @@ def test_out_of_pages_storm(build_dir, fixtures, tmp_path):
         assert 0.75 * total <= peak <= total, (peak, total)  # under pressure, never over
         assert wait_for(lambda: metric(s, "glmserve:kv_pages_used") == 0, 10)
     finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_cpu_oversubscription_degrades_and_does_not_spin(build_dir, fixtures, tmp_path):
+    cores = os.cpu_count() or 2
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path, "--threads", str(cores),
+                workers=2)
+    hog = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+    try:
+        t0 = time.time()
+        threads, results = stream_all(s, 8, LONG, max_tokens=48, temperature=0)
+        join_all(threads, 180)
+        busy_s = time.time() - t0
+        for r in results:
+            assert r[0] == 200 and r[3] is None and r[2], r
+        hog.kill()
+        hog.wait()
+        workers = [p for p, comm in children(s.proc.pid).items() if "glmserve-work" in comm]
+        assert len(workers) == 2, children(s.proc.pid)
+        time.sleep(0.5)  # the pools go to sleep (spin 4 us, yield to 60 us)
+        before = sum(cpu_seconds(p) for p in workers)
+        time.sleep(3)
+        idle = sum(cpu_seconds(p) for p in workers) - before
+        print(f"oversubscribed: 8 streams in {busy_s:.1f} s beside a busy loop; "
+              f"two idle workers used {idle:.3f} CPU s in 3 s")
+        # heartbeats (4/s) and nothing else: far below one spinning thread (3 s)
+        assert idle < 0.3, idle
+    finally:
+        if hog.poll() is None:
+            hog.kill()
         assert s.stop() == 0, s.log_text()[-3000:]
