@@ -48,61 +48,50 @@ int gs_gw_metrics_init(gs_gw *gw, gs_diag *d)
     /* The gateway's own share: microseconds to tens of milliseconds. */
     static const double share[] = {5e-6,  1e-5,  2e-5,  5e-5, 1e-4, 2e-4, 5e-4,
                                    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1};
+#define N(a) (sizeof a / sizeof *a)
+    const struct {
+        gs_metric **out;
+        const char *name, *help, *label0, *label1;
+        const double *buckets; /* NULL: a counter */
+        size_t n_buckets;
+    } defs[] = {
+        {&gw->m.requests, "glmserve:requests_total", "HTTP requests by route and status", "route",
+         "status", NULL, 0},
+        {&gw->m.finished, "glmserve:requests_finished_total",
+         "Chat requests that reached a worker, by how they ended", "finish_reason", NULL, NULL, 0},
+        {&gw->m.dispatch_s, "glmserve:gateway_dispatch_seconds",
+         "Gateway share: request received to job sent to a worker", NULL, NULL, share, N(share)},
+        {&gw->m.relay_s, "glmserve:gateway_relay_seconds",
+         "Gateway share: worker event received to bytes to the client", NULL, NULL, share,
+         N(share)},
+        {&gw->m.ttft, "glmserve:time_to_first_token_seconds", "Request arrival to first token",
+         NULL, NULL, lat, N(lat)},
+        {&gw->m.itl, "glmserve:inter_token_latency_seconds", "Time between tokens", NULL, NULL, itl,
+         N(itl)},
+        {&gw->m.e2e, "glmserve:e2e_request_latency_seconds", "Request arrival to last token", NULL,
+         NULL, lat, N(lat)},
+        {&gw->m.prompt_tok, "glmserve:prompt_tokens_total", "Prompt tokens of finished requests",
+         NULL, NULL, NULL, 0},
+        {&gw->m.gen_tok, "glmserve:generation_tokens_total", "Tokens generated", NULL, NULL, NULL,
+         0},
+    };
+#undef N
     int rc;
     if ((rc = gs_metrics_new(&gw->metrics)))
         return rc;
-    gs_metric_desc req = {.name = "glmserve:requests_total",
-                          .help = "HTTP requests by route and status",
-                          .type = GS_METRIC_COUNTER};
-    req.labels[0] = "route";
-    req.labels[1] = "status";
-    req.n_labels = 2;
-    gs_metric_desc ttft = {.name = "glmserve:time_to_first_token_seconds",
-                           .help = "Request arrival to first token",
-                           .type = GS_METRIC_HISTOGRAM};
-    ttft.buckets = lat;
-    ttft.n_buckets = sizeof lat / sizeof *lat;
-    gs_metric_desc tpot = {.name = "glmserve:inter_token_latency_seconds",
-                           .help = "Time between tokens",
-                           .type = GS_METRIC_HISTOGRAM};
-    tpot.buckets = itl;
-    tpot.n_buckets = sizeof itl / sizeof *itl;
-    gs_metric_desc e2e = {.name = "glmserve:e2e_request_latency_seconds",
-                          .help = "Request arrival to last token",
-                          .type = GS_METRIC_HISTOGRAM};
-    e2e.buckets = lat;
-    e2e.n_buckets = sizeof lat / sizeof *lat;
-    gs_metric_desc pt = {.name = "glmserve:prompt_tokens_total",
-                         .help = "Prompt tokens of finished requests",
-                         .type = GS_METRIC_COUNTER};
-    gs_metric_desc gt = {.name = "glmserve:generation_tokens_total",
-                         .help = "Tokens generated",
-                         .type = GS_METRIC_COUNTER};
-    gs_metric_desc fin = {.name = "glmserve:requests_finished_total",
-                          .help = "Chat requests that reached a worker, by how they ended",
-                          .type = GS_METRIC_COUNTER};
-    fin.labels[0] = "finish_reason";
-    fin.n_labels = 1;
-    gs_metric_desc dsp = {.name = "glmserve:gateway_dispatch_seconds",
-                          .help = "Gateway share: request received to job sent to a worker",
-                          .type = GS_METRIC_HISTOGRAM};
-    dsp.buckets = share;
-    dsp.n_buckets = sizeof share / sizeof *share;
-    gs_metric_desc rel = {.name = "glmserve:gateway_relay_seconds",
-                          .help = "Gateway share: worker event received to bytes to the client",
-                          .type = GS_METRIC_HISTOGRAM};
-    rel.buckets = share;
-    rel.n_buckets = sizeof share / sizeof *share;
-    if ((rc = gs_metrics_register(gw->metrics, &req, &gw->m.requests, d)) ||
-        (rc = gs_metrics_register(gw->metrics, &fin, &gw->m.finished, d)) ||
-        (rc = gs_metrics_register(gw->metrics, &dsp, &gw->m.dispatch_s, d)) ||
-        (rc = gs_metrics_register(gw->metrics, &rel, &gw->m.relay_s, d)) ||
-        (rc = gs_metrics_register(gw->metrics, &ttft, &gw->m.ttft, d)) ||
-        (rc = gs_metrics_register(gw->metrics, &tpot, &gw->m.itl, d)) ||
-        (rc = gs_metrics_register(gw->metrics, &e2e, &gw->m.e2e, d)) ||
-        (rc = gs_metrics_register(gw->metrics, &pt, &gw->m.prompt_tok, d)) ||
-        (rc = gs_metrics_register(gw->metrics, &gt, &gw->m.gen_tok, d)))
-        return rc;
+    for (size_t i = 0; i < sizeof defs / sizeof *defs; i++) {
+        gs_metric_desc m = {.name = defs[i].name,
+                            .help = defs[i].help,
+                            .type = defs[i].buckets ? GS_METRIC_HISTOGRAM : GS_METRIC_COUNTER,
+                            .buckets = defs[i].buckets,
+                            .n_buckets = defs[i].n_buckets};
+        if (defs[i].label0)
+            m.labels[m.n_labels++] = defs[i].label0;
+        if (defs[i].label1)
+            m.labels[m.n_labels++] = defs[i].label1;
+        if ((rc = gs_metrics_register(gw->metrics, &m, defs[i].out, d)))
+            return rc;
+    }
     for (int i = 0; i < N_GAUGES; i++) {
         gs_metric_desc g = {
             .name = gauges[i].name, .help = gauges[i].help, .type = GS_METRIC_GAUGE};
