@@ -76,6 +76,52 @@ def get(url, timeout=5):
         return r.status, r.read().decode()
 
 
+def verdict_and_plot(a, rows, out, head, ok):
+    """The bound per process after the warm-up; summary.json and soak.png.
+    rows: (t_s, role, pid, rss_kib, fds). Returns whether all is within it."""
+    verdict = {}
+    warm_t = a.warmup_minutes * 60
+    for pid in sorted({r[2] for r in rows}):
+        mine = [r for r in rows if r[2] == pid]
+        warm = [r for r in mine if r[0] >= warm_t]
+        if not warm:
+            continue
+        rss0, rss1 = warm[0][3], max(r[3] for r in warm[-max(1, len(warm) // 6):])
+        fd0, fd1 = warm[0][4], warm[-1][4]
+        limit = max(rss0 * a.rss_growth_pct / 100, a.rss_growth_mib * 1024)
+        good = rss1 - rss0 <= limit and fd1 - fd0 <= a.fd_growth
+        ok &= good
+        verdict[f"{mine[0][1]} {pid}"] = {
+            "rss_warm_mib": round(rss0 / 1024, 1), "rss_end_mib": round(rss1 / 1024, 1),
+            "rss_peak_mib": round(max(r[3] for r in mine) / 1024, 1),
+            "rss_growth_mib": round((rss1 - rss0) / 1024, 2), "rss_limit_mib": round(limit / 1024, 1),
+            "fds_warm": fd0, "fds_end": fd1, "within_bound": good}
+    summary = dict(head, warmup_minutes=a.warmup_minutes, processes=verdict, ok=ok)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+        for pid in sorted({r[2] for r in rows}):
+            mine = [r for r in rows if r[2] == pid]
+            label = f"{mine[0][1]} ({pid})"
+            ax1.plot([r[0] / 60 for r in mine], [r[3] / 1024 for r in mine], label=label)
+            ax2.plot([r[0] / 60 for r in mine], [r[4] for r in mine], label=label)
+        ax1.set(xlabel="minutes", ylabel="RSS (MiB)", title="memory")
+        ax2.set(xlabel="minutes", ylabel="open descriptors", title="descriptors")
+        for ax in (ax1, ax2):
+            ax.axvline(a.warmup_minutes, color="grey", linestyle=":")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "soak.png", dpi=90)
+    except ImportError:
+        pass
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", required=True, help="build folder with gateway/glmserve")
@@ -91,9 +137,21 @@ def main():
     ap.add_argument("--rss-growth-mib", type=float, default=16)
     ap.add_argument("--fd-growth", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "build" / "soak"))
+    ap.add_argument("--analyze", action="store_true",
+                    help="no run: the verdict and the plot again from --out's samples.csv and "
+                         "summary.json (say, with another --warmup-minutes)")
     a = ap.parse_args()
     out = pathlib.Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.analyze:
+        with open(out / "samples.csv") as f:
+            rows = [(float(r["t_s"]), r["role"], int(r["pid"]), int(r["rss_kib"]), int(r["fds"]))
+                    for r in csv.DictReader(f)]
+        old = json.loads((out / "summary.json").read_text())
+        head = {k: old[k] for k in ("minutes", "sse_rate", "ws_rate", "requests_done",
+                                    "requests_failed", "glmserve_exit")}
+        ok = head["glmserve_exit"] == 0 and head["requests_failed"] == 0
+        sys.exit(0 if verdict_and_plot(a, rows, out, head, ok) else 1)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(out / "glmserve.log", "wb")
@@ -141,56 +199,17 @@ def main():
             time.sleep(a.interval)
     svc.send_signal(signal.SIGTERM)
     rc = svc.wait(120)
-    failed = 0
-    done = 0
+    failed = done = 0
     for mode in ("sse", "ws"):
         p = out / f"load-{mode}.json"
         if p.exists():
             summ = json.loads(p.read_text())["levels"][0]["summary"]
             done += summ["ok"]
             failed += summ["failed"]
-    # The verdict, per process (pids change only if one was restarted: that breaks it too).
-    verdict, ok = {}, rc == 0 and failed == 0
-    warm_t = a.warmup_minutes * 60
-    for pid in sorted({r[2] for r in rows}):
-        mine = [r for r in rows if r[2] == pid]
-        warm = [r for r in mine if r[0] >= warm_t]
-        if not warm:
-            continue
-        rss0, rss1 = warm[0][3], max(r[3] for r in warm[-max(1, len(warm) // 6):])
-        fd0, fd1 = warm[0][4], warm[-1][4]
-        limit = max(rss0 * a.rss_growth_pct / 100, a.rss_growth_mib * 1024)
-        good = rss1 - rss0 <= limit and fd1 - fd0 <= a.fd_growth
-        ok &= good
-        verdict[f"{mine[0][1]} {pid}"] = {
-            "rss_warm_mib": round(rss0 / 1024, 1), "rss_end_mib": round(rss1 / 1024, 1),
-            "rss_growth_mib": round((rss1 - rss0) / 1024, 2), "rss_limit_mib": round(limit / 1024, 1),
-            "fds_warm": fd0, "fds_end": fd1, "within_bound": good}
-    summary = {"minutes": a.minutes, "sse_rate": a.sse_rate, "ws_rate": a.ws_rate,
-               "requests_done": done, "requests_failed": failed, "glmserve_exit": rc,
-               "processes": verdict, "ok": ok}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-        for pid in sorted({r[2] for r in rows}):
-            mine = [r for r in rows if r[2] == pid]
-            label = f"{mine[0][1]} ({pid})"
-            ax1.plot([r[0] / 60 for r in mine], [r[3] / 1024 for r in mine], label=label)
-            ax2.plot([r[0] / 60 for r in mine], [r[4] for r in mine], label=label)
-        ax1.set(xlabel="minutes", ylabel="RSS (MiB)", title="memory")
-        ax2.set(xlabel="minutes", ylabel="open descriptors", title="descriptors")
-        for ax in (ax1, ax2):
-            ax.axvline(a.warmup_minutes, color="grey", linestyle=":")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "soak.png", dpi=90)
-    except ImportError:
-        pass
+    ok = verdict_and_plot(a, rows, out, {"minutes": a.minutes, "sse_rate": a.sse_rate,
+                                         "ws_rate": a.ws_rate, "requests_done": done,
+                                         "requests_failed": failed, "glmserve_exit": rc},
+                          rc == 0 and failed == 0)
     sys.exit(0 if ok else 1)
 
 
