@@ -34,9 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "kernels/cpu/cpu_impl.h"
 
@@ -85,13 +85,6 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* One round of waiting: 1 to keep waiting actively, 0 when it is time to
  * sleep. *t0 is 0 on the first call. */
 static int wait_round(uint64_t *t0, unsigned *iter)
@@ -100,7 +93,7 @@ static int wait_round(uint64_t *t0, unsigned *iter)
         cpu_relax();
         return 1;
     }
-    uint64_t now = mono_ns();
+    uint64_t now = gs_clock_now_ns();
     if (!*t0)
         *t0 = now;
     uint64_t dt = now - *t0;
@@ -269,7 +262,7 @@ void gs_cpu_parallel(gs_cpu *c, int64_t n, int64_t grain, gs_cpu_fn fn, void *ct
         fn(ctx, 0, n, 0);
         return;
     }
-    const uint64_t t_start = mono_ns();
+    const uint64_t t_start = gs_clock_now_ns();
     if (t_start < pool->solo_until) { /* the cores are not ours now: no hand-offs */
         fn(ctx, 0, n, 0);
         return;
@@ -293,7 +286,7 @@ void gs_cpu_parallel(gs_cpu *c, int64_t n, int64_t grain, gs_cpu_fn fn, void *ct
             pool->stalls--;
         return;
     }
-    const uint64_t t_own = mono_ns();
+    const uint64_t t_own = gs_clock_now_ns();
     uint64_t t0 = 0;
     unsigned iter = 0;
     while (atomic_load_explicit(&pool->done, memory_order_acquire) != n)
@@ -311,7 +304,7 @@ void gs_cpu_parallel(gs_cpu *c, int64_t n, int64_t grain, gs_cpu_fn fn, void *ct
      * thread was descheduled mid-chunk (a busy neighbour, more threads
      * than free cores). A few such ops in a row and the next ops run on
      * the calling thread alone for a while, then threads are tried again. */
-    const uint64_t t_end = mono_ns(), own = t_own - t_start, waited = t_end - t_own;
+    const uint64_t t_end = gs_clock_now_ns(), own = t_own - t_start, waited = t_end - t_own;
     if (waited > 2 * own + STALL_NS) {
         if (++pool->stalls >= STALLS_TO_SOLO) {
             pool->solo_until = t_end + SOLO_NS;
