@@ -547,10 +547,6 @@ static void *dialer_main(void *arg)
 
 /* ---- the engine thread ----------------------------------------------------------- */
 
-/* Engine events -> EVENT frames on the job's connection. A frame that
- * cannot be encoded (never expected: the engine emits whole UTF-8
- * characters) must not leave the job without its end: the job is
- * cancelled, and its final event goes out as a bare GS_EINTERNAL error. */
 /* Tells j's gateway its place in the engine's queue (0: started). */
 static void send_place(wjob *j, int32_t pos)
 {
@@ -604,6 +600,10 @@ static void report_queue(gs_server *s)
     }
 }
 
+/* Engine events -> EVENT frames on the job's connection. A frame that
+ * cannot be encoded (never expected: the engine emits whole UTF-8
+ * characters) must not leave the job without its end: the job is
+ * cancelled, and its final event goes out as a bare GS_EINTERNAL error. */
 static int on_event(void *user, const gs_engine_event *ev)
 {
     wjob *j = user;

@@ -229,8 +229,8 @@ int gs_engine_submit(gs_engine *e, const gs_engine_job *job, int64_t *id, gs_dia
  * committed; not an error (call again). */
 int gs_engine_step(gs_engine *e, uint64_t now);
 /* The waiting queue, head (next to start) first: up to cap of the jobs'
- * `user` pointers into users; returns how many wait (-1: out of memory).
- * A preempted job waits again at the head. Engine thread only. */
+ * `user` pointers into users; returns how many wait. A preempted job
+ * waits again at the head. Engine thread only. */
 int32_t gs_engine_queue(gs_engine *e, void **users, int32_t cap);
 /* 1 while jobs are running or waiting. */
 int gs_engine_busy(const gs_engine *e);

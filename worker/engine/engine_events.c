@@ -242,24 +242,23 @@ void gs_engine_finish_all(gs_engine *e, int err)
     gs_engine__publish_stats(e);
 }
 
+typedef struct {
+    void **users;
+    int32_t cap, n;
+} queue_walk;
+
+static void queue_user(gs_seq *seq, void *ctx)
+{
+    queue_walk *w = ctx;
+    if (w->n < w->cap)
+        w->users[w->n] = ((gs_job *)seq->user)->user;
+    w->n++;
+}
+
 int32_t gs_engine_queue(gs_engine *e, void **users, int32_t cap)
 {
-    enum { CHUNK = 64 };
-    gs_seq *seqs[CHUNK];
-    int32_t n = gs_sched_waiting(e->sched, seqs, CHUNK);
-    if (n > CHUNK) { /* a long queue: one allocation for the whole list */
-        gs_seq **all = malloc((size_t)n * sizeof *all);
-        if (!all)
-            return -1;
-        n = gs_sched_waiting(e->sched, all, n);
-        for (int32_t i = 0; i < n && i < cap; i++)
-            users[i] = ((gs_job *)all[i]->user)->user;
-        free(all);
-        return n;
-    }
-    for (int32_t i = 0; i < n && i < cap; i++)
-        users[i] = ((gs_job *)seqs[i]->user)->user;
-    return n;
+    queue_walk w = {users, cap, 0};
+    return gs_sched_each_waiting(e->sched, queue_user, &w);
 }
 
 int gs_engine_busy(const gs_engine *e)

@@ -480,14 +480,13 @@ int32_t gs_sched_running(const gs_sched *s, gs_seq **seqs, int32_t cap)
     return s->n_running;
 }
 
-int32_t gs_sched_waiting(const gs_sched *s, gs_seq **seqs, int32_t cap)
+int32_t gs_sched_each_waiting(const gs_sched *s, void (*fn)(gs_seq *seq, void *ctx), void *ctx)
 {
     int32_t n = 0;
     const gs_queue *q;
     GS_QUEUE_FOREACH(q, &s->waiting)
     {
-        if (n < cap)
-            seqs[n] = gs_queue_data(q, gs_seq, q_link);
+        fn(gs_queue_data(q, gs_seq, q_link), ctx);
         n++;
     }
     return n;

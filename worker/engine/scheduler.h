@@ -103,9 +103,10 @@ int gs_sched_plan(gs_sched *s, uint64_t now, gs_step_plan *plan);
 int gs_sched_commit(gs_sched *s, const gs_step_plan *plan);
 
 void gs_sched_get_stats(const gs_sched *s, gs_sched_stats *out);
-/* The waiting queue in order (head first: the next to be admitted): up
- * to cap into seqs; returns the number waiting. */
-int32_t gs_sched_waiting(const gs_sched *s, gs_seq **seqs, int32_t cap);
+/* Calls fn(seq, ctx) for each waiting sequence in order (head first: the
+ * next to be admitted); returns the number waiting. fn must not change
+ * the scheduler. */
+int32_t gs_sched_each_waiting(const gs_sched *s, void (*fn)(gs_seq *seq, void *ctx), void *ctx);
 /* The running list in admission order: up to cap into seqs; returns the
  * number running. For tests. */
 int32_t gs_sched_running(const gs_sched *s, gs_seq **seqs, int32_t cap);
