@@ -77,6 +77,9 @@ void gs_gw_count(gs_gw *gw, const char *route, int status);
  * glmserve:requests_finished_total: reason "stop", "length", "cancelled"
  * (by the client, or it went away) or "error". */
 void gs_gw_finished(gs_gw *gw, const char *reason);
+/* The client stopped a job (cancel, disconnect): gs_dispatch_cancel, and
+ * counted as "cancelled". */
+void gs_gw_cancel(gs_gw *gw, gs_djob *job);
 /* The gateway's own share of a request: `since` (gs_clock_now_ns) to now
  * into the dispatch or relay histogram. */
 void gs_gw_share(gs_gw *gw, gs_metric *hist, uint64_t since);

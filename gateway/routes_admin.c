@@ -109,6 +109,12 @@ void gs_gw_finished(gs_gw *gw, const char *reason)
         gs_metrics_inc(s, 1);
 }
 
+void gs_gw_cancel(gs_gw *gw, gs_djob *job)
+{
+    gs_dispatch_cancel(job);
+    gs_gw_finished(gw, "cancelled");
+}
+
 void gs_gw_share(gs_gw *gw, gs_metric *hist, uint64_t since)
 {
     gs_metric_series *s;
@@ -167,6 +173,18 @@ void gs_route_ready(gs_gw *gw, gs_http_req *r)
     gs_gw_json(gw, r, "/ready", ready ? 200 : 503, body, (size_t)n);
 }
 
+/* 200 with o (taken) as the body, or 503 when it cannot be built. */
+static void respond(gs_gw *gw, gs_http_req *r, const char *route, json_t *o)
+{
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (js)
+        gs_gw_json(gw, r, route, 200, js, strlen(js));
+    else
+        gs_gw_error(gw, r, route, GS_ENOMEM, 503, "out of memory", NULL, 1);
+    free(js);
+    json_decref(o);
+}
+
 /* What a client (the browser UI) needs before it asks: whether a key is
  * required and the request limits. No key needed; it names no model. */
 void gs_route_info(gs_gw *gw, gs_http_req *r)
@@ -183,13 +201,7 @@ void gs_route_info(gs_gw *gw, gs_http_req *r)
                   gw->auth != NULL, "max_images", gw->cfg.max_images, "max_body_mb",
                   gw->cfg.max_body_mb, "max_model_len", st.max_model_len, "ws", ws, "fetch_images",
                   gw->cfg.fetch_images, "ready", gs_dispatch_ready(gw->ds) && !gw->draining);
-    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    if (js)
-        gs_gw_json(gw, r, "/v1/info", 200, js, strlen(js));
-    else
-        gs_gw_error(gw, r, "/v1/info", GS_ENOMEM, 503, "out of memory", NULL, 1);
-    free(js);
-    json_decref(o);
+    respond(gw, r, "/v1/info", o);
 }
 
 void gs_route_models(gs_gw *gw, gs_http_req *r)
@@ -203,11 +215,5 @@ void gs_route_models(gs_gw *gw, gs_http_req *r)
                                         "model", "created", (json_int_t)time(NULL), "owned_by",
                                         "glmserve", "max_model_len", st.max_model_len));
     json_t *o = json_pack("{s:s, s:o}", "object", "list", "data", data);
-    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    if (js)
-        gs_gw_json(gw, r, "/v1/models", 200, js, strlen(js));
-    else
-        gs_gw_error(gw, r, "/v1/models", GS_ENOMEM, 503, "out of memory", NULL, 1);
-    free(js);
-    json_decref(o);
+    respond(gw, r, "/v1/models", o);
 }

@@ -339,10 +339,8 @@ static void on_error(void *user, int code, const char *msg)
 static void on_abort(gs_http_req *r, void *user)
 {
     chat *c = user;
-    if (c->job) {
-        gs_dispatch_cancel(c->job);
-        gs_gw_finished(c->gw, "cancelled");
-    }
+    if (c->job)
+        gs_gw_cancel(c->gw, c->job);
     c->job = NULL;
     if (c->stream && c->streaming_started)
         gs_http_stream_end(r);

@@ -435,10 +435,8 @@ static void on_cancel(wsconn *wc, const json_t *msg)
         send_error(wc, id, 404, GS_ENOENT, "no ask in flight with this id");
         return;
     }
-    if (a->job) {
-        gs_dispatch_cancel(a->job); /* no callback after this */
-        gs_gw_finished(wc->gw, "cancelled");
-    }
+    if (a->job)
+        gs_gw_cancel(wc->gw, a->job); /* no callback after this */
     a->job = NULL;
     gs_think_split_flush(&a->split, sink, a);
     send_delta(a);
@@ -521,10 +519,8 @@ static void on_close(gs_ws *ws, void *user, int code)
     wsconn *wc = user;
     while (!gs_queue_empty(&wc->asks)) {
         ws_ask *a = gs_queue_data(gs_queue_head(&wc->asks), ws_ask, link);
-        if (a->job) {
-            gs_dispatch_cancel(a->job);
-            gs_gw_finished(wc->gw, "cancelled");
-        }
+        if (a->job)
+            gs_gw_cancel(wc->gw, a->job);
         ask_end(a);
     }
     drop_pending(wc);
