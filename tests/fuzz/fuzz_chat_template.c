@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/file.h"
 #include "common/ipc_msg.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "worker/request.h"
@@ -42,8 +43,10 @@ static void init(void)
         fprintf(stderr, "fuzz_chat_template: %s\n", d.msg);
         abort();
     }
-    if (!(png = fz_read(fz_fixture("ref/images/model_56x56.png"), &png_len)))
+    if (gs_read_file(fz_fixture("ref/images/model_56x56.png"), 1u << 20, &png, &png_len, &d)) {
+        fprintf(stderr, "fuzz_chat_template: %s\n", d.msg);
         abort();
+    }
 }
 
 static void build(const uint8_t *data, size_t size, int n_images)

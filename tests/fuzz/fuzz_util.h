@@ -1,5 +1,6 @@
 /* fuzz_util.h - small helpers shared by the fuzz targets (header only):
- * where the fixtures are, a private temporary folder, writing a file.
+ * where the fixtures are, a private temporary folder, writing a file
+ * (reading one: gs_read_file, common/file.h).
  * GS_FIXTURES_DIR is set by tests/fuzz/CMakeLists.txt (the source tree's
  * tests/fixtures); the environment variable GS_FIXTURES overrides it. */
 #ifndef GS_FUZZ_UTIL_H
@@ -22,28 +23,6 @@ static inline const char *fz_fixture(const char *rel)
     const char *root = getenv("GS_FIXTURES");
     snprintf(buf, sizeof buf, "%s/%s", root && *root ? root : GS_FIXTURES_DIR, rel);
     return buf;
-}
-
-/* A whole file, owned (free()), with *len; NULL on error. */
-static inline char *fz_read(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    if (p) {
-        p[n] = 0;
-        *len = (size_t)n;
-    }
-    return p;
 }
 
 /* Writes data[0..len) to path (replaced). 0 or -1. */
