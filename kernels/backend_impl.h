@@ -59,7 +59,8 @@ typedef struct gs_backend_ops {
     int (*weight_new)(gs_backend *be, const void *host, gs_dtype dt, int64_t rows, int64_t cols,
                       gs_weight **out);
     /* Element (r, c) must equal gs_rand_uniform(seed, r * cols + c, scale)
-     * rounded to the stored dtype (so every backend makes the same model). */
+     * rounded to the stored dtype (so every backend makes the same model);
+     * for GS_DT_Q8 / GS_DT_Q4, those F32 values quantized as gs_quantize. */
     int (*weight_new_random)(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols, uint64_t seed,
                              float scale, gs_weight **out);
     void (*weight_free)(gs_backend *be, gs_weight *w); /* w never NULL */
@@ -67,6 +68,12 @@ typedef struct gs_backend_ops {
      * the dtype; checked), or GS_ENOTSUP. NULL in the table: GS_ENOTSUP. */
     int (*weight_wrap_host)(gs_backend *be, const void *host, gs_dtype dt, int64_t rows,
                             int64_t cols, gs_weight **out);
+    /* gs_weight_new_quant / gs_weight_wrap_quant (qdt Q8 or Q4, q and s
+     * non-NULL, s 4-byte aligned for wrap; checked). NULL: GS_ENOTSUP. */
+    int (*weight_new_quant)(gs_backend *be, gs_dtype qdt, int64_t rows, int64_t cols, const void *q,
+                            const float *s, gs_weight **out);
+    int (*weight_wrap_quant)(gs_backend *be, gs_dtype qdt, int64_t rows, int64_t cols,
+                             const void *q, const float *s, gs_weight **out);
 
     /* Ops: same arguments and meaning as the gs_k_* verbs of kernels.h. */
     int (*matmul)(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const gs_vec *bias,

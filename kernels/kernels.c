@@ -36,6 +36,10 @@ size_t gs_dtype_size(gs_dtype dt)
     case GS_DT_BF16:
     case GS_DT_F16:
         return 2;
+    case GS_DT_Q8:
+        return 1;
+    case GS_DT_Q4:
+        return 0; /* packed: gs_quant_q_bytes */
     }
     return 0;
 }
@@ -51,6 +55,10 @@ const char *gs_dtype_name(gs_dtype dt)
         return "f16";
     case GS_DT_I32:
         return "i32";
+    case GS_DT_Q8:
+        return "q8";
+    case GS_DT_Q4:
+        return "q4";
     }
     return "?";
 }
@@ -69,7 +77,7 @@ int gs_backend_set_tuning(gs_backend *be, const gs_backend_tuning *t)
 
 int gs_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
 {
-    gs_backend_params def = {GS_BACKEND_CPU, 0, 0, 0};
+    gs_backend_params def = {GS_BACKEND_CPU, 0, 0, 0, 0};
     if (!out)
         return gs_diag_set(d, GS_EINVAL, "gs_backend_new: out is NULL");
     *out = NULL;
@@ -211,8 +219,9 @@ static int float_dt(gs_dtype dt)
     return dt == GS_DT_F32 || dt == GS_DT_BF16 || dt == GS_DT_F16;
 }
 
-static int weight_args(const char *op, gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols,
-                       gs_weight **out)
+/* dt_ok: float_dt or (quant) gs_dtype_is_quant. */
+static int weight_args_q(const char *op, gs_backend *be, gs_dtype dt, int quant, int64_t rows,
+                         int64_t cols, gs_weight **out)
 {
     if (!be || !out) {
         gs_log_error("%s: NULL backend or out", op);
@@ -221,13 +230,20 @@ static int weight_args(const char *op, gs_backend *be, gs_dtype dt, int64_t rows
     *out = NULL;
     if (recording(be, op))
         return GS_EINVAL;
-    if (!float_dt(dt) || rows < 1 || cols < 1 ||
+    int dt_ok = quant ? gs_dtype_is_quant(dt) : float_dt(dt);
+    if (!dt_ok || rows < 1 || cols < 1 ||
         (uint64_t)rows > (uint64_t)(SIZE_MAX / 4) / (uint64_t)cols) {
         gs_log_error("%s: bad weight [%lld x %lld] %s", op, (long long)rows, (long long)cols,
                      gs_dtype_name(dt));
         return GS_EINVAL;
     }
     return 0;
+}
+
+static int weight_args(const char *op, gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols,
+                       gs_weight **out)
+{
+    return weight_args_q(op, be, dt, 0, rows, cols, out);
 }
 
 int gs_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t rows, int64_t cols,
@@ -259,10 +275,40 @@ int gs_weight_wrap_host(gs_backend *be, const void *host, gs_dtype dt, int64_t r
     return be->ops->weight_wrap_host(be, host, dt, rows, cols, out);
 }
 
+int gs_weight_new_quant(gs_backend *be, gs_dtype qdt, int64_t rows, int64_t cols, const void *q,
+                        const float *s, gs_weight **out)
+{
+    int rc = weight_args_q("gs_weight_new_quant", be, qdt, 1, rows, cols, out);
+    if (rc)
+        return rc;
+    if (!q || !s) {
+        gs_log_error("gs_weight_new_quant: q or s is NULL");
+        return GS_EINVAL;
+    }
+    if (!be->ops->weight_new_quant)
+        return GS_ENOTSUP;
+    return be->ops->weight_new_quant(be, qdt, rows, cols, q, s, out);
+}
+
+int gs_weight_wrap_quant(gs_backend *be, gs_dtype qdt, int64_t rows, int64_t cols, const void *q,
+                         const float *s, gs_weight **out)
+{
+    int rc = weight_args_q("gs_weight_wrap_quant", be, qdt, 1, rows, cols, out);
+    if (rc)
+        return rc;
+    if (!q || !s || (uintptr_t)s % 4) {
+        gs_log_error("gs_weight_wrap_quant: q or s NULL, or s not 4-byte aligned");
+        return GS_EINVAL;
+    }
+    if (!be->ops->weight_wrap_quant)
+        return GS_ENOTSUP;
+    return be->ops->weight_wrap_quant(be, qdt, rows, cols, q, s, out);
+}
+
 int gs_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols, uint64_t seed,
                          float scale, gs_weight **out)
 {
-    int rc = weight_args("gs_weight_new_random", be, dt, rows, cols, out);
+    int rc = weight_args_q("gs_weight_new_random", be, dt, gs_dtype_is_quant(dt), rows, cols, out);
     if (rc)
         return rc;
     if (!isfinite(scale)) {
@@ -575,6 +621,8 @@ int gs_k_embed(gs_backend *be, gs_mat out, const gs_weight *table, const int32_t
     static const char op[] = "gs_k_embed";
     if (!be || !table)
         BAD("%s: NULL backend or table", op);
+    if (gs_dtype_is_quant(table->dt))
+        BAD("%s: the table is quantized (%s); tables stay 16-bit", op, gs_dtype_name(table->dt));
     CHECK(mat_ok(op, "out", out, act_mask(be)));
     if (out.cols != table->cols)
         BAD("%s: out [%lld x %lld] vs table [%lld x %lld]", op, (long long)out.rows,
@@ -673,6 +721,8 @@ int gs_k_posembed_add(gs_backend *be, gs_mat x, const gs_weight *table, int32_t 
     static const char op[] = "gs_k_posembed_add";
     if (!be || !table)
         BAD("%s: NULL backend or table", op);
+    if (gs_dtype_is_quant(table->dt))
+        BAD("%s: the table is quantized (%s); tables stay 16-bit", op, gs_dtype_name(table->dt));
     CHECK(mat_ok(op, "x", x, act_mask(be)));
     if (side < 1 || table->rows != (int64_t)side * side || table->cols != x.cols)
         BAD("%s: table [%lld x %lld] is not side %d squared x hidden %lld", op,

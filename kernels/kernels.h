@@ -43,9 +43,14 @@ typedef enum {
     GS_DT_BF16 = 1,
     GS_DT_F16 = 2,
     GS_DT_I32 = 3,
+    /* Weight-only formats: the stored dtype of a quantized gs_weight, never
+     * an activation ("Quantized weights" below). */
+    GS_DT_Q8 = 4, /* int8, one F32 scale per row */
+    GS_DT_Q4 = 5, /* int4, one F32 scale per GS_Q4_GROUP columns of a row */
 } gs_dtype;
 
-/* Bytes per element of dt. */
+/* Bytes per element of dt (GS_DT_Q8: 1; GS_DT_Q4: 0, it is packed: use
+ * gs_quant_q_bytes). */
 size_t gs_dtype_size(gs_dtype dt);
 const char *gs_dtype_name(gs_dtype dt);
 
@@ -64,6 +69,12 @@ typedef struct {
      * (half the memory; converted tile by tile inside the GEMM), 1 =
      * convert to F32 once at load (fastest prefill, twice the memory). */
     int weights_f32;
+    /* Cap on the device memory this backend takes (weights + activations +
+     * KV pages), bytes; 0: none. CUDA: allocations past it fail as out of
+     * memory and gs_backend_mem_info reports the cap as the total, so one
+     * can emulate a 16 GB card on a bigger one (--gpu-memory). The CPU
+     * backend reports it the same way and refuses allocations past it. */
+    size_t mem_limit;
 } gs_backend_params;
 
 /* On success *out owns a new backend (free with gs_backend_free).
@@ -186,6 +197,60 @@ int64_t gs_weight_rows(const gs_weight *w);
 int64_t gs_weight_cols(const gs_weight *w);
 /* Bytes the weight occupies in backend memory. */
 size_t gs_weight_bytes(const gs_weight *w);
+
+/* ---------------------------------------------------------------------------
+ * Quantized weights (W8A16 and W4A16): a weight stored as integers and
+ * scales; activations stay in the act dtype and every GEMM accumulates in
+ * F32. The host layout is what the backends receive and what a
+ * pre-quantized checkpoint holds (glmserve-quantize writes q as the tensor
+ * NAME and s as NAME_scale):
+ *   GS_DT_Q8: q int8 [rows, cols] row-major; s F32 [rows];
+ *             w[r, c] = q[r, c] * s[r].
+ *   GS_DT_Q4: q uint8 [rows, (cols + 1) / 2]: byte j of row r holds column
+ *             2j in its low nibble and column 2j + 1 in its high nibble,
+ *             each stored as q + 8 (q in [-8, 7]; the unused high nibble of
+ *             an odd-length row is 8, i.e. 0);
+ *             s F32 [rows, ceil(cols / GS_Q4_GROUP)];
+ *             w[r, c] = q[r, c] * s[r, c / GS_Q4_GROUP].
+ * gs_quantize makes both from BF16, F16 or F32 values: symmetric absmax
+ * scales (Q8: s = max|w| / 127 over the row; Q4: s = max|w| / 7 over the
+ * group, both computed in F32), q = w / s rounded to nearest even and
+ * clamped to the format's range; an all-zero row or group gets s = 0 and
+ * q = 0. It runs on the host only, so a weight is the same bits on every
+ * backend and in every file.
+ *
+ * gs_k_matmul takes quantized weights like any other; gs_k_embed and
+ * gs_k_posembed_add refuse them (tables stay 16-bit). gs_weight_new
+ * refuses a quantized dt (use gs_weight_new_quant); gs_weight_new_random
+ * accepts GS_DT_Q8 / GS_DT_Q4: the F32 values it would make for F32, then
+ * quantized as gs_quantize does. */
+#define GS_Q4_GROUP 128
+
+/* 1 for GS_DT_Q8 and GS_DT_Q4, else 0. */
+int gs_dtype_is_quant(gs_dtype dt);
+/* Bytes of q, and the number of F32 scales, of a [rows, cols] weight of
+ * quantized dtype qdt (0 for other dtypes). */
+size_t gs_quant_q_bytes(gs_dtype qdt, int64_t rows, int64_t cols);
+size_t gs_quant_n_scales(gs_dtype qdt, int64_t rows, int64_t cols);
+/* Quantizes src [rows, cols] (host, dtype src_dt: BF16, F16 or F32) into
+ * q and s (host, sized as above; all borrowed). GS_EINVAL for bad
+ * arguments or a value that is not finite (logged with its row). */
+int gs_quantize(gs_dtype qdt, const void *src, gs_dtype src_dt, int64_t rows, int64_t cols, void *q,
+                float *s);
+/* Row r of a quantized [?, cols] weight (host q, s) back to F32 in
+ * out[cols] (references and tests). */
+void gs_dequantize_row(gs_dtype qdt, const void *q, const float *s, int64_t cols, int64_t r,
+                       float *out);
+/* A [rows, cols] weight of quantized dtype qdt from host q and s, copied
+ * or uploaded (both borrowed for the call). On success *out owns it. */
+int gs_weight_new_quant(gs_backend *be, gs_dtype qdt, int64_t rows, int64_t cols, const void *q,
+                        const float *s, gs_weight **out);
+/* The same over borrowed host memory used IN PLACE, as gs_weight_wrap_host
+ * (the CPU backend: a pre-quantized checkpoint's mapping); s must be
+ * 4-byte aligned. GS_ENOTSUP where the backend cannot (CUDA): use
+ * gs_weight_new_quant. */
+int gs_weight_wrap_quant(gs_backend *be, gs_dtype qdt, int64_t rows, int64_t cols, const void *q,
+                         const float *s, gs_weight **out);
 
 /* Uploads n F32 values from host into a new gs_vec (free with gs_vec_free). */
 int gs_vec_new(gs_backend *be, const float *host, int64_t n, gs_vec *out);

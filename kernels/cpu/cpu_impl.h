@@ -93,6 +93,8 @@ static inline void gs_cpu_load_f32(const void *src, gs_dtype dt, float *dst, int
         gs_f16_to_f32_row(src, dst, (size_t)n);
         break;
     case GS_DT_I32:
+    case GS_DT_Q8: /* weight-only formats: never an activation row */
+    case GS_DT_Q4:
         break;
     }
 }
@@ -110,6 +112,8 @@ static inline void gs_cpu_store_f32(const float *src, gs_dtype dt, void *dst, in
         gs_f32_to_f16_row(src, (uint16_t *)dst, (size_t)n);
         break;
     case GS_DT_I32:
+    case GS_DT_Q8: /* weight-only formats: never an activation row */
+    case GS_DT_Q4:
         break;
     }
 }

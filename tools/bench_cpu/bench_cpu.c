@@ -400,7 +400,7 @@ int main(int argc, char **argv)
 
     gs_backend *be = NULL;
     gs_diag d;
-    gs_backend_params bp = {GS_BACKEND_CPU, T, 0, wf32};
+    gs_backend_params bp = {GS_BACKEND_CPU, T, 0, wf32, 0};
     if (gs_backend_new(&bp, &be, &d) != 0) {
         fprintf(stderr, "bench_cpu: %s\n", d.msg);
         return 1;
