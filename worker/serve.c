@@ -55,6 +55,15 @@ typedef struct wjob {
     int32_t q_pos;
     uint32_t q_round;
     int started;
+    /* Held output (engine thread only): tokens and text of steps since the
+     * last frame, while stream_interval_us has not passed. On s->held
+     * while there is any. */
+    gs_queue hlink;
+    int32_t *held_ids;
+    int32_t n_held, cap_held;
+    char *held_text;
+    size_t held_len, cap_text;
+    uint64_t last_send_ns; /* 0: no frame with output yet */
 } wjob;
 
 struct gs_server {
@@ -88,6 +97,8 @@ struct gs_server {
     void **qusers;     /* [cap_qusers] scratch for gs_engine_queue */
     int32_t cap_qusers;
     uint32_t q_round;
+    gs_queue held;        /* wjob.hlink: jobs holding output (engine thread only) */
+    uint64_t interval_ns; /* stream_interval_us; 0: every step */
 };
 
 static uint64_t now_ns(void)
@@ -131,6 +142,8 @@ static void job_free(wjob *j)
     if (!j)
         return;
     gs_request_free(j->req);
+    free(j->held_ids);
+    free(j->held_text);
     free(j->body);
     gs_ipc_conn_unref(j->conn);
     free(j);
@@ -141,6 +154,8 @@ static void job_done(gs_server *s, wjob *j)
 {
     if (j->q_pos) /* engine thread: only it reports places */
         gs_queue_remove(&j->rlink);
+    if (gs_queue_linked(&j->hlink)) /* engine thread too: only it holds output */
+        gs_queue_remove(&j->hlink);
     pthread_mutex_lock(&s->mu);
     table_remove(s, j);
     pthread_mutex_unlock(&s->mu);
@@ -600,40 +615,81 @@ static void report_queue(gs_server *s)
     }
 }
 
-/* Engine events -> EVENT frames on the job's connection. A frame that
- * cannot be encoded (never expected: the engine emits whole UTF-8
- * characters) must not leave the job without its end: the job is
- * cancelled, and its final event goes out as a bare GS_EINTERNAL error. */
-static int on_event(void *user, const gs_engine_event *ev)
+/* Appends an event's output to j's held output. GS_ENOMEM leaves it as it
+ * was (the caller then sends at once instead of holding). */
+static int hold(wjob *j, const gs_engine_event *ev)
 {
-    wjob *j = user;
-    const int final = ev->finish != GS_FINISH_NONE;
-    if (j->q_pos && !final) { /* it started: place 0 before its first output */
-        gs_queue_remove(&j->rlink);
-        j->q_pos = 0;
-        send_place(j, 0);
+    if (j->n_held + ev->n_ids > j->cap_held) {
+        int32_t cap = (j->n_held + ev->n_ids) * 2 + 8;
+        int32_t *p = realloc(j->held_ids, (size_t)cap * sizeof *p);
+        if (!p)
+            return GS_ENOMEM;
+        j->held_ids = p;
+        j->cap_held = cap;
     }
-    j->started = 1;
+    if (j->held_len + ev->text_len > j->cap_text) {
+        size_t cap = (j->held_len + ev->text_len) * 2 + 64;
+        char *p = realloc(j->held_text, cap);
+        if (!p)
+            return GS_ENOMEM;
+        j->held_text = p;
+        j->cap_text = cap;
+    }
+    if (ev->n_ids)
+        memcpy(j->held_ids + j->n_held, ev->ids, (size_t)ev->n_ids * sizeof *ev->ids);
+    if (ev->text_len)
+        memcpy(j->held_text + j->held_len, ev->text, ev->text_len);
+    j->n_held += ev->n_ids;
+    j->held_len += ev->text_len;
+    return 0;
+}
+
+/* Sends one EVENT frame for j: its held output followed by ev's output;
+ * final when ev is (ev NULL: the held output alone). Returns the send's
+ * code. A frame that cannot be encoded (never expected: the engine emits
+ * whole UTF-8 characters) must not leave the job without its end: the job
+ * is marked, and its final event goes out as a bare GS_EINTERNAL error. */
+static int send_event(wjob *j, const gs_engine_event *ev, uint64_t now)
+{
+    const gs_engine_event *fin = ev && ev->finish != GS_FINISH_NONE ? ev : NULL;
+    if (ev && (j->n_held || j->held_len)) {
+        if (hold(j, ev) == 0) {
+            ev = NULL; /* merged: the held output is the frame's output */
+        } else {
+            int rc = send_event(j, NULL, now); /* no memory to merge: two frames */
+            if (rc)
+                return rc;
+        }
+    }
     gs_ipc_msg m = {.type = GS_IPC_EVENT};
     gs_ipc_event *e = &m.u.event;
     e->id = j->gw_id;
-    e->finish = (uint8_t)ev->finish;
-    e->error = ev->finish == GS_FINISH_ERROR ? ev->error : 0;
-    e->n_ids = (uint32_t)ev->n_ids;
-    e->ids = ev->ids;
-    e->text.p = ev->text_len ? ev->text : "";
-    e->text.len = (uint32_t)ev->text_len;
-    e->prompt_tokens = ev->usage.prompt_tokens;
-    e->completion_tokens = ev->usage.completion_tokens;
-    e->cached_prompt_tokens = ev->usage.cached_prompt_tokens;
-    e->queue_ns = ev->timings.queue_ns;
-    e->ttft_ns = ev->timings.ttft_ns;
-    e->decode_ns = ev->timings.decode_ns;
-    if (final && j->enc_failed) {
-        e->finish = GS_IPC_FINISH_ERROR;
-        e->error = GS_EINTERNAL;
-        e->n_ids = 0;
-        e->text.len = 0;
+    if (ev) {
+        e->n_ids = (uint32_t)ev->n_ids;
+        e->ids = ev->ids;
+        e->text.p = ev->text_len ? ev->text : "";
+        e->text.len = (uint32_t)ev->text_len;
+    } else {
+        e->n_ids = (uint32_t)j->n_held;
+        e->ids = j->held_ids;
+        e->text.p = j->held_len ? j->held_text : "";
+        e->text.len = (uint32_t)j->held_len;
+    }
+    if (fin) {
+        e->finish = (uint8_t)fin->finish;
+        e->error = fin->finish == GS_FINISH_ERROR ? fin->error : 0;
+        e->prompt_tokens = fin->usage.prompt_tokens;
+        e->completion_tokens = fin->usage.completion_tokens;
+        e->cached_prompt_tokens = fin->usage.cached_prompt_tokens;
+        e->queue_ns = fin->timings.queue_ns;
+        e->ttft_ns = fin->timings.ttft_ns;
+        e->decode_ns = fin->timings.decode_ns;
+        if (j->enc_failed) {
+            e->finish = GS_IPC_FINISH_ERROR;
+            e->error = GS_EINTERNAL;
+            e->n_ids = 0;
+            e->text.len = 0;
+        }
     }
     e->message.p = e->error ? gs_strerror(e->error) : "";
     e->message.len = (uint32_t)strlen(e->message.p);
@@ -643,7 +699,7 @@ static int on_event(void *user, const gs_engine_event *ev)
     if (rc && rc != GS_EIO) { /* EIO: the gateway is gone, nothing to tell */
         gs_log_error("job %llu: event not sent: %s", (unsigned long long)j->gw_id, d.msg);
         j->enc_failed = 1;
-        if (final) {
+        if (fin) {
             e->finish = GS_IPC_FINISH_ERROR;
             e->error = GS_EINTERNAL;
             e->n_ids = 0;
@@ -653,11 +709,64 @@ static int on_event(void *user, const gs_engine_event *ev)
             gs_ipc_conn_send_msg(j->conn, &m, NULL);
         }
     }
+    j->n_held = 0;
+    j->held_len = 0;
+    j->last_send_ns = now;
+    return rc;
+}
+
+/* Engine events -> EVENT frames on the job's connection: at once for the
+ * first output and the final event, else held while stream_interval_us
+ * has not passed since the job's last frame (flush_held sends it later). */
+static int on_event(void *user, const gs_engine_event *ev)
+{
+    wjob *j = user;
+    gs_server *s = j->srv;
+    const int final = ev->finish != GS_FINISH_NONE;
+    if (j->q_pos && !final) { /* it started: place 0 before its first output */
+        gs_queue_remove(&j->rlink);
+        j->q_pos = 0;
+        send_place(j, 0);
+    }
+    j->started = 1;
+    uint64_t now = now_ns();
+    if (!final && s->interval_ns && j->last_send_ns && now - j->last_send_ns < s->interval_ns &&
+        hold(j, ev) == 0) {
+        if (!gs_queue_linked(&j->hlink))
+            gs_queue_insert_tail(&s->held, &j->hlink);
+        return atomic_load(&j->cancel);
+    }
+    if (gs_queue_linked(&j->hlink))
+        gs_queue_remove(&j->hlink);
+    int rc = send_event(j, ev, now);
+    if (!j->last_send_ns)
+        j->last_send_ns = now; /* (a clock at 0 would hold nothing) */
     if (final) {
-        job_done(j->srv, j);
+        job_done(s, j);
         return 0;
     }
     return rc || atomic_load(&j->cancel);
+}
+
+/* Engine thread, after each step and before it sleeps: sends the held
+ * output of every job whose interval has passed (all of them with
+ * all != 0), so output never waits on a job that stopped stepping
+ * (preempted, or the engine idle). */
+static void flush_held(gs_server *s, int all)
+{
+    uint64_t now = now_ns();
+    gs_queue *q = gs_queue_head(&s->held), *next;
+    for (; q != &s->held; q = next) {
+        next = q->next;
+        wjob *j = gs_queue_data(q, wjob, hlink);
+        if (!all && now - j->last_send_ns < s->interval_ns)
+            continue;
+        gs_queue_remove(&j->hlink);
+        if (send_event(j, NULL, now) == 0)
+            continue;
+        if (!atomic_load(&j->cancel)) /* the gateway is gone: as on_event's nonzero return */
+            gs_engine_cancel(s->eng, j->eng_id);
+    }
 }
 
 static void submit_one(gs_server *s, wjob *j)
@@ -764,6 +873,8 @@ int gs_server_run(gs_server *s)
             }
         }
         report_queue(s);
+        if (!gs_queue_empty(&s->held))
+            flush_held(s, !gs_engine_busy(s->eng));
         pthread_mutex_lock(&s->mu);
     }
     if (s->draining && !result)
@@ -832,6 +943,10 @@ int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d)
         return GS_ENOMEM;
     s->p = *p;
     gs_queue_init(&s->reported);
+    gs_queue_init(&s->held);
+    if (s->p.stream_interval_us >= 0)
+        s->interval_ns =
+            (uint64_t)(s->p.stream_interval_us ? s->p.stream_interval_us : 2000) * 1000u;
     if (!s->p.prep_threads)
         s->p.prep_threads = 2;
     if (!s->p.max_queue)

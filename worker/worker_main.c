@@ -6,6 +6,7 @@
  *       [--served-model-name S] [--max-seqs N] [--max-queue N]
  *       [--max-model-len N] [--kv-memory MIB] [--token-budget N]
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
+ *       [--stream-interval-us N]
  *       [--max-images N] [--dummy-weights] [--graphs auto|on|off]
  *       [--log-level debug|info|warn|error] [--log-file F]
  *
@@ -46,7 +47,7 @@ typedef struct {
     const char *listen[MAX_URLS], *connect[MAX_URLS];
     int n_listen, n_connect;
     int device, threads, max_seqs, max_queue, max_model_len, token_budget;
-    int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs;
+    int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs, stream_us;
     long kv_mib;
 } options;
 
@@ -57,6 +58,7 @@ static void usage(FILE *f)
                "       [--served-model-name S] [--max-seqs N] [--max-queue N]\n"
                "       [--max-model-len N] [--kv-memory MIB] [--token-budget N]\n"
                "       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]\n"
+               "       [--stream-interval-us N (0: every step; default 2000)]\n"
                "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
                "       [--log-level debug|info|warn|error] [--log-file F]\n"
                "URLs: ipc:///path/to/socket or tcp://host:port\n");
@@ -94,6 +96,7 @@ static const int_flag int_flags[] = {
     {"--heartbeat-ms", offsetof(options, heartbeat_ms), 10, 60000},
     {"--drain-timeout", offsetof(options, drain_s), 0, 86400},
     {"--max-images", offsetof(options, max_images), 0, 64},
+    {"--stream-interval-us", offsetof(options, stream_us), 0, 1000000},
 };
 
 static int parse_args(int argc, char **argv, options *o)
@@ -104,6 +107,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->drain_s = 30;
     o->log_level = "info";
     o->kv_mib = -1;
+    o->stream_us = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help"))
@@ -359,6 +363,7 @@ int main(int argc, char **argv)
     sp.prep_threads = o.prep_threads;
     sp.max_queue = o.max_queue;
     sp.heartbeat_ms = o.heartbeat_ms;
+    sp.stream_interval_us = o.stream_us < 0 ? 0 : o.stream_us ? o.stream_us : -1;
     sp.drain_timeout_ms = o.drain_s * 1000;
     if ((rc = gs_server_new(&sp, &srv, &d))) {
         gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));

@@ -228,3 +228,27 @@ def test_usage_errors_name_the_flag(build_dir, fixtures, tmp_path):
                        capture_output=True, text=True, timeout=30)
     # 3: the model folder cannot be served; no restart cures it
     assert r.returncode == 3 and "nonexistent" in r.stderr
+
+
+def test_fast_steps_are_coalesced_into_fewer_frames(build_dir, fixtures, tmp_path):
+    """Steps faster than the stream interval (the tiny model steps in well
+    under a millisecond; 50 ms here so that a slow sanitizer build on a
+    busy machine still coalesces): its tokens leave in fewer frames than
+    tokens, with the same ids and text as one frame per step
+    (--stream-interval-us 0)."""
+    args = ["--prompt", "Tell me a story", "--max-tokens", 64, "--temperature", 0, "--unique", 0,
+            "--requests", 1]
+    out = {}
+    for interval in (50000, 0):
+        w = Worker(build_dir, fixtures / "tiny-glm4v", tmp_path, "--stream-interval-us", interval)
+        try:
+            res, _ = bench(build_dir, w.url, *args)
+        finally:
+            assert w.stop() == 0, w.log_text()
+        out[interval] = res[0]
+    held, each = out[50000], out[0]
+    assert held["ids"] == each["ids"] and held["text"] == each["text"]
+    assert held["completion_tokens"] == each["completion_tokens"] == 64
+    # one frame per step (the final frame carries the last token)
+    assert each["events"] == 64, each
+    assert held["events"] < each["events"] / 2, held

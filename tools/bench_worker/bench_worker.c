@@ -20,7 +20,7 @@
  * same request builder and run by an engine in this process on one thread
  * (what bench_engine measures), so the two rows differ by the IPC and the
  * worker's thread hand-offs only.
- * --dump prints one JSON line per job (text, ids, finish, error) for tests.
+ * --dump prints one JSON line per job (text, ids, finish, error, events) for tests.
  * --cancel-after K cancels each job after its K-th token event.
  * Exit status 0 when every job ended (ok, refused or failed: see the
  * counts), 1 when the worker could not be reached or a job was lost. */
@@ -84,11 +84,12 @@ static void dump(const bw_result *r, int i)
     json_t *ids = json_array();
     for (int32_t k = 0; k < r->n_ids; k++)
         json_array_append_new(ids, json_integer(r->ids[k]));
-    json_t *o = json_pack("{s:i, s:s%, s:o, s:s, s:i, s:s, s:i, s:i, s:b, s:b}", "i", i, "text",
-                          r->text ? r->text : "", r->text_len, "ids", ids, "finish",
-                          bw_finish_name(r->finish), "error", r->error, "message", r->message,
-                          "prompt_tokens", r->prompt_tokens, "completion_tokens",
-                          r->completion_tokens, "refused", r->refused, "lost", r->lost);
+    json_t *o =
+        json_pack("{s:i, s:s%, s:o, s:s, s:i, s:s, s:i, s:i, s:b, s:b, s:i}", "i", i, "text",
+                  r->text ? r->text : "", r->text_len, "ids", ids, "finish",
+                  bw_finish_name(r->finish), "error", r->error, "message", r->message,
+                  "prompt_tokens", r->prompt_tokens, "completion_tokens", r->completion_tokens,
+                  "refused", r->refused, "lost", r->lost, "events", r->n_events);
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     if (s)
         printf("%s\n", s);
