@@ -31,6 +31,7 @@
 #include "worker/tokenizer/utf8.h"
 
 #define TABLE_SIZE 512
+#define INLINE_PREP_MAX 4096 /* bytes of a text job's frame built on the receiving thread */
 
 typedef enum { J_PREP, J_INBOX, J_ENGINE } jstate;
 
@@ -292,6 +293,8 @@ static void on_close(gs_ipc_conn *c, int err, void *user)
 
 /* ---- frames in -------------------------------------------------------------- */
 
+static void prep_one(gs_server *s, wjob *j);
+
 static void admit(gs_server *s, gs_ipc_conn *c, uint8_t *body, size_t len)
 {
     gs_ipc_msg m;
@@ -306,6 +309,7 @@ static void admit(gs_server *s, gs_ipc_conn *c, uint8_t *body, size_t len)
     const char *why = NULL;
     char buf[160];
     wjob *j = NULL;
+    int inline_prep = 0;
     pthread_mutex_lock(&s->mu);
     if (s->draining || s->fatal) {
         refuse = GS_ESHUTDOWN;
@@ -333,17 +337,26 @@ static void admit(gs_server *s, gs_ipc_conn *c, uint8_t *body, size_t len)
         s->table[b] = j;
         s->n_jobs++;
         s->n_unstarted++;
-        if (s->prep_tail)
-            s->prep_tail->qnext = j;
-        else
-            s->prep_head = j;
-        s->prep_tail = j;
-        pthread_cond_signal(&s->prep_cv);
+        /* A short text job is built here, on the receiving thread: that
+         * takes a few tens of microseconds, less than waking a prep thread
+         * for it. Images and long prompts go to the prep threads, so this
+         * thread never stalls the connection for long. */
+        inline_prep = m.u.job.n_images == 0 && len <= INLINE_PREP_MAX;
+        if (!inline_prep) {
+            if (s->prep_tail)
+                s->prep_tail->qnext = j;
+            else
+                s->prep_head = j;
+            s->prep_tail = j;
+            pthread_cond_signal(&s->prep_cv);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     if (refuse) {
         free(body);
         send_error(c, id, refuse, why);
+    } else if (inline_prep) {
+        prep_one(s, j);
     }
 }
 
@@ -396,6 +409,43 @@ static void on_frame(gs_ipc_conn *c, const gs_ipc_header *h, const uint8_t *body
 
 /* ---- prep threads ------------------------------------------------------------ */
 
+/* Builds j's request (JSON, template, tokens, images) and hands it to
+ * the engine thread's inbox, or answers its error / cancel. */
+static void prep_one(gs_server *s, wjob *j)
+{
+    if (atomic_load(&j->cancel)) {
+        send_final_unstarted(j, GS_IPC_FINISH_CANCELLED, 0);
+        job_done(s, j);
+        return;
+    }
+    gs_request_blob blobs[GS_IPC_MAX_IMAGES];
+    for (uint32_t i = 0; i < j->msg.n_images; i++) {
+        blobs[i].bytes = j->msg.images[i].p;
+        blobs[i].len = j->msg.images[i].len;
+    }
+    gs_diag d;
+    gs_diag_clear(&d);
+    int rc = gs_request_build(&s->p.env, j->msg.request.p, j->msg.request.len, blobs,
+                              (int)j->msg.n_images, &j->req, &d);
+    free(j->body); /* images decoded, JSON parsed: the frame is no longer needed */
+    j->body = NULL;
+    memset(&j->msg, 0, sizeof j->msg);
+    if (rc) {
+        send_error(j->conn, j->gw_id, rc, d.msg[0] ? d.msg : NULL);
+        job_done(s, j);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    j->state = J_INBOX;
+    if (s->inbox_tail)
+        s->inbox_tail->qnext = j;
+    else
+        s->inbox_head = j;
+    s->inbox_tail = j;
+    pthread_cond_signal(&s->engine_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *prep_main(void *arg)
 {
     gs_server *s = arg;
@@ -413,42 +463,9 @@ static void *prep_main(void *arg)
             s->prep_tail = NULL;
         j->qnext = NULL;
         pthread_mutex_unlock(&s->mu);
-
-        if (atomic_load(&j->cancel)) {
-            send_final_unstarted(j, GS_IPC_FINISH_CANCELLED, 0);
-            job_done(s, j);
-            continue;
-        }
-        gs_request_blob blobs[GS_IPC_MAX_IMAGES];
-        for (uint32_t i = 0; i < j->msg.n_images; i++) {
-            blobs[i].bytes = j->msg.images[i].p;
-            blobs[i].len = j->msg.images[i].len;
-        }
-        gs_diag d;
-        gs_diag_clear(&d);
-        int rc = gs_request_build(&s->p.env, j->msg.request.p, j->msg.request.len, blobs,
-                                  (int)j->msg.n_images, &j->req, &d);
-        free(j->body); /* images decoded, JSON parsed: the frame is no longer needed */
-        j->body = NULL;
-        memset(&j->msg, 0, sizeof j->msg);
-        if (rc) {
-            send_error(j->conn, j->gw_id, rc, d.msg[0] ? d.msg : NULL);
-            job_done(s, j);
-            continue;
-        }
-        pthread_mutex_lock(&s->mu);
-        j->state = J_INBOX;
-        if (s->inbox_tail)
-            s->inbox_tail->qnext = j;
-        else
-            s->inbox_head = j;
-        s->inbox_tail = j;
-        pthread_cond_signal(&s->engine_cv);
-        pthread_mutex_unlock(&s->mu);
+        prep_one(s, j);
     }
 }
-
-/* ---- heartbeats ------------------------------------------------------------- */
 
 static void *hb_main(void *arg)
 {

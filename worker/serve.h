@@ -8,7 +8,9 @@
  *   - prep threads (params.prep_threads) run gs_request_build: JSON, chat
  *     template, tokenizer, image decode and preprocessing, so a 4000x3000
  *     JPEG never stalls other streams' decode steps; the built job goes to
- *     the engine thread's inbox.
+ *     the engine thread's inbox. A short text-only job (frame <= 4 KiB) is
+ *     built on the receiving thread instead, which is quicker than waking
+ *     a prep thread for it.
  *   - the engine thread (the caller of gs_server_run) owns the engine: it
  *     submits, cancels and steps, and sleeps on a condition variable when
  *     there is nothing to do. Events go straight from the engine's callback

@@ -7,6 +7,9 @@
 #
 # BUILD_DIR: a Release build with glmserve-worker and bench_worker.
 # MODEL_DIR: default the tiny fixture model. Prints one table per round.
+# WORKER_ARGS: extra glmserve-worker flags, e.g. "--stream-interval-us 0"
+# (one frame per step instead of the default coalescing). PER_STEP=1 runs
+# a third path: the worker with --stream-interval-us 0, in the same rounds.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="$(cd "${1:?usage: run.sh BUILD_DIR [MODEL_DIR] [ROUNDS]}" && pwd)"
@@ -23,9 +26,20 @@ bench() {
         --threads "${THREADS:-0}" "$@" |
         tail -n +3
     "$build/worker/glmserve-worker" --model "$model" --listen "ipc://$tmp/w.sock" \
-        --kv-memory 512 --max-model-len 8192 --log-level warn --threads "${THREADS:-0}" &
+        --kv-memory 512 --max-model-len 8192 --log-level warn --threads "${THREADS:-0}" \
+        ${WORKER_ARGS:-} &
     wpid=$!
     "$build/tools/bench_worker/bench_worker" --url "ipc://$tmp/w.sock" "$@" | tail -n +3
+    kill "$wpid"
+    wait "$wpid" || true
+    [ -n "${PER_STEP:-}" ] || return 0
+    # PER_STEP=1: also a worker sending one frame per step (no coalescing).
+    "$build/worker/glmserve-worker" --model "$model" --listen "ipc://$tmp/w.sock" \
+        --kv-memory 512 --max-model-len 8192 --log-level warn --threads "${THREADS:-0}" \
+        --stream-interval-us 0 &
+    wpid=$!
+    "$build/tools/bench_worker/bench_worker" --url "ipc://$tmp/w.sock" "$@" | tail -n +3 |
+        sed 's/worker (IPC)/worker (IPC, a frame per step)/'
     kill "$wpid"
     wait "$wpid" || true
 }
