@@ -749,7 +749,7 @@ static int on_event(void *user, const gs_engine_event *ev)
     uint64_t now = now_ns();
     if (!final && s->interval_ns && j->last_send_ns && now - j->last_send_ns < s->interval_ns &&
         hold(j, ev) == 0) {
-        if (!gs_queue_linked(&j->hlink))
+        if (!gs_queue_linked(&j->hlink) && (j->n_held || j->held_len))
             gs_queue_insert_tail(&s->held, &j->hlink);
         return atomic_load(&j->cancel);
     }
