@@ -4,6 +4,10 @@
  * thread is thread 0), each thread's scratch buffer, the weight storage
  * (BF16/F16 kept 16-bit unless weights_f32, F32 as is), the dummy-weight
  * generator, and the gs_backend_ops table that points at the op files.
+ * Quantized weights are made in quant_weight.c, their matmul is in
+ * matmul_q.c. Memory: every gs_buf_alloc and owned weight is counted, and
+ * with gs_backend_params.mem_limit set, allocations past the cap fail
+ * (thread scratch and borrowed mappings are not counted).
  * OpenBLAS runs single-threaded (see cpu_impl.h for why).
  *
  * Pool protocol: the caller retires the last job's sequence number
@@ -39,6 +43,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "kernels/cpu/cpu_impl.h"
+#include "kernels/cpu/gemm_bf16.h"
 
 #define GS_CPU_MAX_THREADS 512
 #define SPIN_NS 4000u     /* pure spinning (pause), then ... */
@@ -340,18 +345,57 @@ int gs_cpu_scratch_reserve(gs_cpu *c, size_t bytes)
 
 /* ---- memory ------------------------------------------------------------- */
 
+/* Every allocation carries a 256-byte header holding its size, so that
+ * cpu_free can return it to the count that mem_limit caps (free() alone
+ * does not say how big a block was). The header keeps the 256-byte
+ * alignment of what the caller gets. */
+#define MEM_HDR 256
+
+void *gs_cpu_mem_alloc(gs_cpu *c, size_t bytes)
+{
+    size_t n = (bytes + 255) & ~(size_t)255;
+    if (n < bytes || n > SIZE_MAX - MEM_HDR)
+        return NULL;
+    if (c->mem_limit) {
+        size_t used = atomic_fetch_add(&c->mem_used, n) + n;
+        if (used > c->mem_limit || used < n) {
+            atomic_fetch_sub(&c->mem_used, n);
+            gs_log_error("cpu: allocating %zu bytes would pass the memory limit (%zu of %zu bytes "
+                         "in use)",
+                         bytes, used - n, c->mem_limit);
+            return NULL;
+        }
+    } else {
+        atomic_fetch_add(&c->mem_used, n);
+    }
+    void *p = NULL;
+    if (posix_memalign(&p, 256, n + MEM_HDR) != 0) {
+        atomic_fetch_sub(&c->mem_used, n);
+        return NULL;
+    }
+    memcpy(p, &n, sizeof n);
+    return (char *)p + MEM_HDR;
+}
+
+void gs_cpu_mem_free(gs_cpu *c, void *p)
+{
+    if (!p)
+        return;
+    char *base = (char *)p - MEM_HDR;
+    size_t n;
+    memcpy(&n, base, sizeof n);
+    atomic_fetch_sub(&c->mem_used, n);
+    free(base);
+}
+
 static void *cpu_alloc(gs_backend *be, size_t bytes)
 {
-    void *p = NULL;
-    size_t n = (bytes + 255) & ~(size_t)255;
-    if (n < bytes || posix_memalign(&p, 256, n) != 0)
-        return NULL;
-    return p;
+    return gs_cpu_mem_alloc(gs_cpu_of(be), bytes);
 }
 
 static void cpu_free(gs_backend *be, void *p)
 {
-    free(p);
+    gs_cpu_mem_free(gs_cpu_of(be), p);
 }
 
 static int cpu_upload(gs_backend *be, void *dst, const void *src, size_t bytes)
@@ -398,6 +442,14 @@ static int cpu_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes)
     }
     *free_bytes = (size_t)avail;
     *total_bytes = (size_t)total;
+    gs_cpu *c = gs_cpu_of(be);
+    if (c->mem_limit) { /* the cap is the total; free is what is left of it */
+        size_t used = atomic_load(&c->mem_used);
+        size_t left = used < c->mem_limit ? c->mem_limit - used : 0;
+        *free_bytes = left < *free_bytes || !avail ? left : *free_bytes;
+        *total_bytes = c->mem_limit;
+        return 0;
+    }
     return total ? 0 : GS_EIO;
 }
 
@@ -492,6 +544,8 @@ static int cpu_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int6
                                  uint64_t seed, float scale, gs_weight **out)
 {
     gs_cpu *c = gs_cpu_of(be);
+    if (gs_dtype_is_quant(dt))
+        return gs_cpu_weight_random_quant(c, dt, rows, cols, seed, scale, out);
     gs_cpu_weight *w;
     int rc = weight_alloc(c, dt, rows, cols, &w);
     if (rc)
@@ -529,7 +583,7 @@ static void cpu_weight_free(gs_backend *be, gs_weight *w)
 {
     gs_cpu_weight *cw = (gs_cpu_weight *)w;
     if (!cw->borrowed)
-        free(cw->data);
+        gs_cpu_mem_free(gs_cpu_of(be), cw->data);
     free(cw);
 }
 
@@ -557,11 +611,14 @@ static const gs_backend_ops cpu_ops = {
     .upload = cpu_upload,
     .download = cpu_upload,
     .zero = cpu_zero,
+    .set_tuning = gs_cpu_set_tuning,
     .weight_new = cpu_weight_new,
     .weight_new_random = cpu_weight_new_random,
     .weight_free = cpu_weight_free,
     .weight_wrap_host = cpu_weight_wrap_host,
-    .matmul = gs_cpu_matmul,
+    .weight_new_quant = gs_cpu_weight_new_quant,
+    .weight_wrap_quant = gs_cpu_weight_wrap_quant,
+    .matmul = gs_cpu_matmul_any,
     .rmsnorm = gs_cpu_rmsnorm,
     .add_rmsnorm = gs_cpu_add_rmsnorm,
     .layernorm = gs_cpu_layernorm,
@@ -657,6 +714,8 @@ int gs_cpu_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
     c->base.act_dt = GS_DT_F32;
     c->n_threads = n;
     c->weights_f32 = p->weights_f32 != 0;
+    c->mem_limit = p->mem_limit;
+    atomic_init(&c->mem_used, 0);
     c->scratch = calloc((size_t)n, sizeof *c->scratch);
     c->scratch_size = calloc((size_t)n, sizeof *c->scratch_size);
     if (!c->scratch || !c->scratch_size || pool_new(n, &c->pool) != 0) {
@@ -664,7 +723,8 @@ int gs_cpu_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
         return gs_diag_set(d, GS_ENOMEM, "cpu backend: cannot start %d threads", n);
     }
     openblas_set_num_threads(1);
-    gs_log_debug("cpu backend: %d threads, %s weights", n, c->weights_f32 ? "f32" : "16-bit");
+    gs_log_debug("cpu backend: %d threads, %s weights, memory limit %zu bytes (0: none)", n,
+                 c->weights_f32 ? "f32" : "16-bit", c->mem_limit);
     *out = &c->base;
     return 0;
 }

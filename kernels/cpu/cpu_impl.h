@@ -16,6 +16,7 @@
 #ifndef GS_CPU_IMPL_H
 #define GS_CPU_IMPL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -40,6 +41,8 @@ typedef struct gs_cpu {
     struct gs_backend base; /* first member */
     int n_threads;
     int weights_f32;
+    size_t mem_limit;       /* gs_backend_params.mem_limit; 0: none */
+    atomic_size_t mem_used; /* bytes of gs_cpu_mem_alloc blocks alive */
     gs_cpu_pool *pool;
     void **scratch;       /* [n_threads] */
     size_t *scratch_size; /* [n_threads] */
@@ -51,6 +54,10 @@ typedef struct gs_cpu_weight {
      * (gs_weight_wrap_host), the caller's read-only memory aligned to the
      * dtype only. Never written after creation either way. */
     void *data;
+    /* Quantized dtypes (kernels.h "Quantized weights"): data is q and
+     * scales the F32 scales, both in the host layout; owned ones share
+     * data's block, borrowed ones are the caller's. NULL otherwise. */
+    const float *scales;
     int borrowed; /* 1: data is not ours to free */
 } gs_cpu_weight;
 
@@ -63,6 +70,11 @@ static inline const gs_cpu_weight *gs_cpu_w(const gs_weight *w)
 {
     return (const gs_cpu_weight *)w;
 }
+
+/* Backend memory (backend.c): 256-byte aligned, counted against
+ * mem_limit; NULL (logged) past the cap or when out of memory. */
+void *gs_cpu_mem_alloc(gs_cpu *c, size_t bytes);
+void gs_cpu_mem_free(gs_cpu *c, void *p); /* NULL: no-op */
 
 typedef void (*gs_cpu_fn)(void *ctx, int64_t i0, int64_t i1, int tid);
 
@@ -123,6 +135,39 @@ static inline float *gs_cpu_row(gs_mat m, int64_t r)
 {
     return (float *)m.data + r * m.stride;
 }
+
+/* Quantized weights (quant_weight.c): the weight_new_quant and
+ * weight_wrap_quant ops, and weight_new_random for GS_DT_Q8 / GS_DT_Q4. */
+int gs_cpu_weight_new_quant(gs_backend *be, gs_dtype qdt, int64_t rows, int64_t cols, const void *q,
+                            const float *s, gs_weight **out);
+int gs_cpu_weight_wrap_quant(gs_backend *be, gs_dtype qdt, int64_t rows, int64_t cols,
+                             const void *q, const float *s, gs_weight **out);
+int gs_cpu_weight_random_quant(gs_cpu *c, gs_dtype qdt, int64_t rows, int64_t cols, uint64_t seed,
+                               float scale, gs_weight **out);
+
+/* The matmul op (matmul_q.c): quantized weights there, float weights to
+ * gs_cpu_matmul (matmul.c). */
+int gs_cpu_matmul_any(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const gs_vec *bias,
+                      unsigned flags);
+
+/* The integer dot-product kernels (quant_dot*.c), one per instruction set;
+ * all give the same int32 per group. gs_cpu_quant_isa_force selects one
+ * for every later matmul (tests run each against GS_QISA_C):
+ * GS_QISA_AUTO picks the best the CPU reports; an ISA it lacks is refused
+ * (returns -1). Returns the ISA now in use. Not thread-safe against
+ * running matmuls: call it between ops. */
+typedef enum {
+    GS_QISA_AUTO = -1,
+    GS_QISA_C = 0,      /* portable C */
+    GS_QISA_AVX2,       /* x86-64: maddubs */
+    GS_QISA_AVX512VNNI, /* x86-64: vpdpbusd on zmm */
+    GS_QISA_NEON_DOT,   /* aarch64: sdot */
+    GS_QISA_NEON_I8MM,  /* aarch64: smmla (2 x 2 tiles), sdot for the rest */
+    GS_QISA_COUNT
+} gs_cpu_qisa;
+int gs_cpu_quant_isa_supported(gs_cpu_qisa isa);
+const char *gs_cpu_quant_isa_name(gs_cpu_qisa isa);
+int gs_cpu_quant_isa_force(gs_cpu_qisa isa);
 
 /* Ops (one file each; same contracts as kernels.h, arguments validated). */
 int gs_cpu_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const gs_vec *bias,
