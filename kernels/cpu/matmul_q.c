@@ -88,9 +88,10 @@ typedef struct {
     const float *bias;
     int accum;
     int64_t ng, ngf;     /* groups per row; full ones */
+    int64_t mp;          /* m rounded up to GS_QMR */
     const int8_t *qx;    /* [m, ng * GS_Q4_GROUP] */
-    const float *sx;     /* [m, ng] */
-    const int32_t *sumx; /* [m, ng] */
+    const float *sx;     /* [ng, mp]: group g's scale of row r at g * mp + r (0 past m) */
+    const int32_t *sumx; /* [ng, mp]: its sum of qx, the same way */
     size_t d_off;        /* per-thread int32 dots: scratch + d_off */
     gs_qdot_fn dot;
     gs_cpu *c;
@@ -115,28 +116,56 @@ static int32_t tail_dot(gs_dtype dt, const uint8_t *wq, int64_t c0, int n, const
     return acc;
 }
 
-/* The one F32 combination of a weight row's group dots d[ng] with x row
- * r's scales (see the top of the file). */
-static float combine(const qv_job *J, int64_t j, int64_t r, const int32_t *d)
+/* The one F32 combination (see the top of the file) of weight row j's
+ * group dots d[ng][GS_QMR] with the scales of x rows r0 .. r0 + GS_QMR - 1:
+ * lane r sums its groups in order, so the lanes are independent rows and
+ * vectorise without changing any row's result. */
+#if defined(__GNUC__) || defined(__clang__)
+/* One GS_QMR-lane vector (an xmm / NEON register): lane r is x row r. */
+typedef float qv_f __attribute__((vector_size(4 * GS_QMR)));
+typedef int32_t qv_i __attribute__((vector_size(4 * GS_QMR)));
+
+static void combine(const qv_job *J, int64_t j, int64_t r0, const int32_t *d, float o[GS_QMR])
 {
-    const float *sx = J->sx + r * J->ng;
-    float acc = 0.0f;
-    if (J->w->h.dt == GS_DT_Q8) {
-        for (int64_t g = 0; g < J->ng; g++)
-            acc += sx[g] * (float)d[g];
-        return acc * J->w->scales[j];
+    const float *sx = J->sx + r0;
+    qv_f acc = {0};
+    for (int64_t g = 0; g < J->ng; g++) {
+        qv_f s;
+        qv_i di;
+        memcpy(&s, sx + g * J->mp, sizeof s);
+        memcpy(&di, d + g * GS_QMR, sizeof di);
+        if (J->w->h.dt == GS_DT_Q4)
+            s = s * J->w->scales[j * J->ng + g];
+        acc = acc + s * __builtin_convertvector(di, qv_f);
     }
-    const float *sw = J->w->scales + j * J->ng;
-    for (int64_t g = 0; g < J->ng; g++)
-        acc += (sx[g] * sw[g]) * (float)d[g];
-    return acc;
+    if (J->w->h.dt == GS_DT_Q8)
+        acc = acc * J->w->scales[j];
+    memcpy(o, &acc, sizeof acc);
 }
+#else
+static void combine(const qv_job *J, int64_t j, int64_t r0, const int32_t *d, float o[GS_QMR])
+{
+    const float *sx = J->sx + r0;
+    const int q4 = J->w->h.dt == GS_DT_Q4;
+    float acc[GS_QMR] = {0};
+    for (int64_t g = 0; g < J->ng; g++) {
+        const float sw = q4 ? J->w->scales[j * J->ng + g] : 1.0f;
+        for (int r = 0; r < GS_QMR; r++) {
+            const float s = q4 ? sx[g * J->mp + r] * sw : sx[g * J->mp + r];
+            acc[r] += s * (float)d[g * GS_QMR + r];
+        }
+    }
+    for (int r = 0; r < GS_QMR; r++)
+        o[r] = q4 ? acc[r] : acc[r] * J->w->scales[j];
+}
+#endif
 
 /* Weight rows [j0, j1) against every row of x, GS_QNR x GS_QMR at a time. */
 static void qv_cols(void *ctx, int64_t j0, int64_t j1, int tid)
 {
     qv_job *J = ctx;
-    const int64_t m = J->x.rows, k = J->x.cols, ng = J->ng, xs = ng * GS_Q4_GROUP;
+    const int64_t m = J->x.rows, k = J->x.cols, ng = J->ng, ngf = J->ngf;
+    const int64_t xs = ng * GS_Q4_GROUP, c0 = ngf * GS_Q4_GROUP;
     const gs_dtype dt = J->w->h.dt;
     const size_t rb = gs_quant_q_bytes(dt, 1, k);
     int32_t *d = (int32_t *)((char *)gs_cpu_scratch(J->c, tid) + J->d_off);
@@ -144,29 +173,35 @@ static void qv_cols(void *ctx, int64_t j0, int64_t j1, int tid)
         const int nr = j1 - j >= GS_QNR ? GS_QNR : 1;
         for (int64_t r0 = 0; r0 < m; r0 += GS_QMR) {
             const int mr = m - r0 < GS_QMR ? (int)(m - r0) : GS_QMR;
-            gs_qtile T = {.nr = nr, .mr = mr, .ngf = J->ngf, .ds = ng, .d = d};
+            gs_qtile T = {.sumx = J->sumx + r0,
+                          .sumx_ld = J->mp,
+                          .nr = nr,
+                          .mr = mr,
+                          .ngf = ngf,
+                          .ds = ng,
+                          .d = d};
             for (int t = 0; t < nr; t++)
                 T.w[t] = (const uint8_t *)J->w->data + (size_t)(j + t) * rb;
-            for (int r = 0; r < mr; r++) {
+            for (int r = 0; r < mr; r++)
                 T.x[r] = J->qx + (r0 + r) * xs;
-                T.sumx[r] = J->sumx + (r0 + r) * ng;
-            }
-            if (J->ngf > 0)
+            if (ngf > 0)
                 J->dot(dt, &T);
-            if (ng != J->ngf) /* the partial last group */
+            if (ng != ngf) /* the partial last group */
                 for (int t = 0; t < nr; t++)
-                    for (int r = 0; r < mr; r++)
-                        d[(t * mr + r) * ng + J->ngf] = tail_dot(dt, T.w[t], J->ngf * GS_Q4_GROUP,
-                                                                 (int)(k - J->ngf * GS_Q4_GROUP),
-                                                                 T.x[r] + J->ngf * GS_Q4_GROUP);
-            for (int t = 0; t < nr; t++)
+                    for (int r = 0; r < GS_QMR; r++)
+                        d[(t * ng + ngf) * GS_QMR + r] =
+                            r < mr ? tail_dot(dt, T.w[t], c0, (int)(k - c0), T.x[r] + c0) : 0;
+            for (int t = 0; t < nr; t++) {
+                float o[GS_QMR];
+                combine(J, j + t, r0, d + t * ng * GS_QMR, o);
                 for (int r = 0; r < mr; r++) {
-                    float s = combine(J, j + t, r0 + r, d + (t * mr + r) * ng);
+                    float s = o[r];
                     if (J->bias)
                         s += J->bias[j + t];
-                    float *o = gs_cpu_row(J->out, r0 + r) + j + t;
-                    *o = J->accum ? *o + s : s;
+                    float *po = gs_cpu_row(J->out, r0 + r) + j + t;
+                    *po = J->accum ? *po + s : s;
                 }
+            }
         }
         j += nr;
     }
@@ -177,10 +212,11 @@ static int matmul_qv(gs_cpu *c, gs_mat out, gs_mat x, const gs_cpu_weight *w, co
 {
     const int64_t m = x.rows, k = x.cols, n = out.cols;
     const int64_t ng = (k + GS_Q4_GROUP - 1) / GS_Q4_GROUP;
+    const int64_t mp = (m + GS_QMR - 1) / GS_QMR * GS_QMR;
     const size_t xq = (size_t)m * (size_t)ng * GS_Q4_GROUP;
-    const size_t xs_off = (xq + 63) & ~(size_t)63;
-    const size_t sum_off = xs_off + (size_t)m * (size_t)ng * 4;
-    const size_t d_off = (sum_off + (size_t)m * (size_t)ng * 4 + 63) & ~(size_t)63;
+    const size_t sx_off = (xq + 63) & ~(size_t)63;
+    const size_t sum_off = sx_off + (size_t)mp * (size_t)ng * 4;
+    const size_t d_off = (sum_off + (size_t)mp * (size_t)ng * 4 + 63) & ~(size_t)63;
     const size_t d_bytes = sizeof(int32_t) * GS_QNR * GS_QMR * (size_t)ng;
     /* Thread 0's scratch holds the quantized x for everyone; every thread
      * keeps its dots after that offset. */
@@ -188,20 +224,23 @@ static int matmul_qv(gs_cpu *c, gs_mat out, gs_mat x, const gs_cpu_weight *w, co
         return GS_ENOMEM;
     char *base = gs_cpu_scratch(c, 0);
     int8_t *qx = (int8_t *)base;
-    float *sx = (float *)(base + xs_off);
+    float *sx = (float *)(base + sx_off);
     int32_t *sumx = (int32_t *)(base + sum_off);
+    memset(sx, 0, (size_t)mp * (size_t)ng * 4); /* rows past m: scale and sum 0 */
+    memset(sumx, 0, (size_t)mp * (size_t)ng * 4);
     const int q4 = w->h.dt == GS_DT_Q4;
     for (int64_t r = 0; r < m; r++) {
         const float *xr = gs_cpu_row(x, r);
         for (int64_t g = 0; g < ng; g++) {
             const int64_t c0 = g * GS_Q4_GROUP;
             const int nc = k - c0 < GS_Q4_GROUP ? (int)(k - c0) : GS_Q4_GROUP;
-            quant_x_group(xr + c0, nc, q4, qx + (r * ng + g) * GS_Q4_GROUP, &sx[r * ng + g],
-                          &sumx[r * ng + g]);
+            quant_x_group(xr + c0, nc, q4, qx + (r * ng + g) * GS_Q4_GROUP, &sx[g * mp + r],
+                          &sumx[g * mp + r]);
         }
     }
     qv_job J = {
-        out, x, w, bias, accum, ng, k / GS_Q4_GROUP, qx, sx, sumx, d_off, gs_cpu_quant_dot_fn(), c};
+        out, x, w, bias, accum, ng, k / GS_Q4_GROUP, mp, qx, sx, sumx, d_off, gs_cpu_quant_dot_fn(),
+        c};
     gs_cpu_parallel(c, n, gs_cpu_grain(c, n, 4, 8), qv_cols, &J);
     return 0;
 }

@@ -22,11 +22,15 @@
 void gs_qdot_c(gs_dtype dt, const gs_qtile *T)
 {
     for (int t = 0; t < T->nr; t++)
-        for (int r = 0; r < T->mr; r++) {
-            int32_t *d = T->d + (t * T->mr + r) * T->ds;
-            for (int64_t g = 0; g < T->ngf; g++) {
-                const int8_t *x = T->x[r] + g * GS_Q4_GROUP;
+        for (int64_t g = 0; g < T->ngf; g++) {
+            int32_t *d = T->d + (t * T->ds + g) * GS_QMR;
+            for (int r = 0; r < GS_QMR; r++) {
                 int32_t acc = 0;
+                if (r >= T->mr) {
+                    d[r] = 0;
+                    continue;
+                }
+                const int8_t *x = T->x[r] + g * GS_Q4_GROUP;
                 if (dt == GS_DT_Q8) {
                     const int8_t *w = (const int8_t *)T->w[t] + g * GS_Q4_GROUP;
                     for (int i = 0; i < GS_Q4_GROUP; i++)
@@ -36,9 +40,9 @@ void gs_qdot_c(gs_dtype dt, const gs_qtile *T)
                     for (int i = 0; i < GS_Q4_GROUP / 2; i++)
                         acc += (int32_t)(w[i] & 15) * x[i] +
                                (int32_t)(w[i] >> 4) * x[GS_Q4_GROUP / 2 + i];
-                    acc -= 8 * T->sumx[r][g]; /* nibbles are q + 8 */
+                    acc -= 8 * T->sumx[g * T->sumx_ld + r]; /* nibbles are q + 8 */
                 }
-                d[g] = acc;
+                d[r] = acc;
             }
         }
 }

@@ -4,9 +4,12 @@
  *
  * A tile is nr weight rows x mr quantized rows of x. For each full group g
  * (GS_Q4_GROUP columns) a kernel writes the exact int32
- *   d[(t * mr + r) * ds + g] = sum over the group of qw[t, c] * qx[r, c]
- * (Q4: qw = nibble - 8). Every kernel gives the same integers, so the F32
- * code after them (matmul_q.c) gives the same bits whichever ran.
+ *   d[(t * ds + g) * GS_QMR + r] = sum over the group of qw[t, c] * qx[r, c]
+ * (Q4: qw = nibble - 8), and 0 for r in [mr, GS_QMR): the GS_QMR dots of
+ * one weight row and group lie together, as the transposed reductions
+ * make them and the F32 code after them reads them. Every kernel gives the
+ * same integers, so that code (matmul_q.c) gives the same bits whichever
+ * ran.
  * x layout (made by matmul_q.c): each group is GS_Q4_GROUP int8, zero
  * padded; for Q4 the group's even columns come first, then its odd ones
  * (the low and high nibbles of the weight's bytes, in byte order).
@@ -22,13 +25,16 @@
 #define GS_QMR 4 /* rows of x per tile (1 .. GS_QMR) */
 
 typedef struct {
-    const uint8_t *w[GS_QNR];    /* weight rows' q from column 0 (any alignment) */
-    const int8_t *x[GS_QMR];     /* quantized x rows from group 0 */
-    const int32_t *sumx[GS_QMR]; /* [ngf] sum of each group's qx */
-    int nr, mr;                  /* nr: 1 or GS_QNR; mr: 1 .. GS_QMR */
-    int64_t ngf;                 /* full groups (>= 1) */
-    int64_t ds;                  /* row stride of d */
-    int32_t *d;                  /* out: [nr * mr, ds] */
+    const uint8_t *w[GS_QNR]; /* weight rows' q from column 0 (any alignment) */
+    const int8_t *x[GS_QMR];  /* quantized x rows from group 0 */
+    /* sum of group g's qx of row r at sumx[g * sumx_ld + r], for every
+     * r < GS_QMR (0 past mr) */
+    const int32_t *sumx;
+    int64_t sumx_ld;
+    int nr, mr;  /* nr: 1 or GS_QNR; mr: 1 .. GS_QMR */
+    int64_t ngf; /* full groups (>= 1) */
+    int64_t ds;  /* groups per weight row in d (>= ngf) */
+    int32_t *d;  /* out: [nr, ds, GS_QMR] */
 } gs_qtile;
 
 /* dt: GS_DT_Q8 or GS_DT_Q4. */

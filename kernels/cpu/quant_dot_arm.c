@@ -58,12 +58,25 @@
 
 /* ---- sdot ---------------------------------------------------------------- */
 
+/* The four lane sums of a0..a3 as one vector (pairwise adds). */
+TGT_DOT INL int32x4_t red4(int32x4_t a0, int32x4_t a1, int32x4_t a2, int32x4_t a3)
+{
+    return vpaddq_s32(vpaddq_s32(a0, a1), vpaddq_s32(a2, a3));
+}
+
+/* The group's sums of x for the tile's rows, times 8 (Q4: nibbles are
+ * q + 8). */
+TGT_DOT INL int32x4_t corr8(const gs_qtile *T, int64_t g)
+{
+    return vshlq_n_s32(vld1q_s32(T->sumx + g * T->sumx_ld), 3);
+}
+
 TGT_DOT INL void q8_dot(const gs_qtile *T, const int NR, const int MR)
 {
     for (int64_t g = 0; g < T->ngf; g++) {
         int32x4_t acc[GS_QNR][GS_QMR];
         for (int t = 0; t < NR; t++)
-            for (int r = 0; r < MR; r++)
+            for (int r = 0; r < GS_QMR; r++)
                 acc[t][r] = vdupq_n_s32(0);
         for (int i = 0; i < QG; i += 16) {
             int8x16_t w[GS_QNR];
@@ -76,8 +89,8 @@ TGT_DOT INL void q8_dot(const gs_qtile *T, const int NR, const int MR)
             }
         }
         for (int t = 0; t < NR; t++)
-            for (int r = 0; r < MR; r++)
-                T->d[(t * MR + r) * T->ds + g] = vaddvq_s32(acc[t][r]);
+            vst1q_s32(T->d + (t * T->ds + g) * GS_QMR,
+                      red4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
     }
 }
 
@@ -87,7 +100,7 @@ TGT_DOT INL void q4_dot(const gs_qtile *T, const int NR, const int MR)
     for (int64_t g = 0; g < T->ngf; g++) {
         int32x4_t acc[GS_QNR][GS_QMR];
         for (int t = 0; t < NR; t++)
-            for (int r = 0; r < MR; r++)
+            for (int r = 0; r < GS_QMR; r++)
                 acc[t][r] = vdupq_n_s32(0);
         for (int i = 0; i < QG / 2; i += 16) {
             int8x16_t lo[GS_QNR], hi[GS_QNR];
@@ -103,9 +116,10 @@ TGT_DOT INL void q4_dot(const gs_qtile *T, const int NR, const int MR)
                     acc[t][r] = vdotq_s32(vdotq_s32(acc[t][r], lo[t], xe), hi[t], xo);
             }
         }
+        const int32x4_t c = corr8(T, g);
         for (int t = 0; t < NR; t++)
-            for (int r = 0; r < MR; r++)
-                T->d[(t * MR + r) * T->ds + g] = vaddvq_s32(acc[t][r]) - 8 * T->sumx[r][g];
+            vst1q_s32(T->d + (t * T->ds + g) * GS_QMR,
+                      vsubq_s32(red4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]), c));
     }
 }
 
@@ -131,17 +145,21 @@ TGT_MM INL void zip2x8(int8x16_t a, int8x16_t b, int8x16_t *l, int8x16_t *h)
 }
 
 /* Lane i * 2 + j of acc[tp][rp] is the dot of x row 2rp + i with weight
- * row 2tp + j. */
-TGT_MM INL void store_mm(const gs_qtile *T, int32x4_t acc, int tp, int rp, int MR, int64_t g,
-                         int q4)
+ * row 2tp + j; rows past MR (2 or 4) get 0. */
+TGT_MM INL void store_mm(const gs_qtile *T, int32x4_t acc[GS_QNR / 2][GS_QMR / 2], int MR,
+                         int64_t g, int q4)
 {
-    int32_t v[4];
-    vst1q_s32(v, acc);
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) {
-            const int t = 2 * tp + j, r = 2 * rp + i;
-            T->d[(t * MR + r) * T->ds + g] = v[i * 2 + j] - (q4 ? 8 * T->sumx[r][g] : 0);
-        }
+    int32_t v[GS_QNR / 2][GS_QMR / 2][4];
+    for (int tp = 0; tp < GS_QNR / 2; tp++)
+        for (int rp = 0; rp < MR / 2; rp++)
+            vst1q_s32(v[tp][rp], acc[tp][rp]);
+    for (int t = 0; t < GS_QNR; t++) {
+        int32_t *d = T->d + (t * T->ds + g) * GS_QMR;
+        for (int r = 0; r < GS_QMR; r++)
+            d[r] = r < MR ? v[t / 2][r / 2][(r & 1) * 2 + (t & 1)] -
+                                (q4 ? 8 * T->sumx[g * T->sumx_ld + r] : 0)
+                          : 0;
+    }
 }
 
 TGT_MM INL void q8_mm(const gs_qtile *T, const int MR)
@@ -164,9 +182,7 @@ TGT_MM INL void q8_mm(const gs_qtile *T, const int MR)
                     acc[tp][rp] = vmmlaq_s32(vmmlaq_s32(acc[tp][rp], xl, wl[tp]), xh, wh[tp]);
             }
         }
-        for (int tp = 0; tp < GS_QNR / 2; tp++)
-            for (int rp = 0; rp < MR / 2; rp++)
-                store_mm(T, acc[tp][rp], tp, rp, MR, g, 0);
+        store_mm(T, acc, MR, g, 0);
     }
 }
 
@@ -201,9 +217,7 @@ TGT_MM INL void q4_mm(const gs_qtile *T, const int MR)
                 }
             }
         }
-        for (int tp = 0; tp < GS_QNR / 2; tp++)
-            for (int rp = 0; rp < MR / 2; rp++)
-                store_mm(T, acc[tp][rp], tp, rp, MR, g, 1);
+        store_mm(T, acc, MR, g, 1);
     }
 }
 

@@ -59,12 +59,26 @@
 
 /* ---- AVX2 ---------------------------------------------------------------- */
 
-TGT_AVX2 INL int32_t hsum8(__m256i v)
+/* The four lane sums of a0..a3 as one vector (a transposed reduction:
+ * three adds and six shuffles for four sums, not four full reductions). */
+TGT_AVX2 INL __m128i red4_256(__m256i a0, __m256i a1, __m256i a2, __m256i a3)
 {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
+    __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(a0, a1), _mm256_unpackhi_epi32(a0, a1));
+    __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(a2, a3), _mm256_unpackhi_epi32(a2, a3));
+    __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
+    return _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+}
+
+/* The group's sums of x for the tile's rows, times 2^sh. */
+TGT_AVX2 INL __m128i corr4(const gs_qtile *T, int64_t g, int sh)
+{
+    __m128i c = _mm_loadu_si128((const __m128i *)(T->sumx + g * T->sumx_ld));
+    return _mm_slli_epi32(c, sh);
+}
+
+TGT_AVX2 INL void store4(const gs_qtile *T, int t, int64_t g, __m128i v)
+{
+    _mm_storeu_si128((__m128i *)(T->d + (t * T->ds + g) * GS_QMR), v);
 }
 
 TGT_AVX2 INL void q8_avx2(const gs_qtile *T, const int NR, const int MR)
@@ -73,7 +87,7 @@ TGT_AVX2 INL void q8_avx2(const gs_qtile *T, const int NR, const int MR)
     for (int64_t g = 0; g < T->ngf; g++) {
         __m256i acc[GS_QNR][GS_QMR];
         for (int t = 0; t < NR; t++)
-            for (int r = 0; r < MR; r++)
+            for (int r = 0; r < GS_QMR; r++)
                 acc[t][r] = _mm256_setzero_si256();
         for (int i = 0; i < QG; i += 32) {
             __m256i w[GS_QNR], wa[GS_QNR];
@@ -90,8 +104,7 @@ TGT_AVX2 INL void q8_avx2(const gs_qtile *T, const int NR, const int MR)
             }
         }
         for (int t = 0; t < NR; t++)
-            for (int r = 0; r < MR; r++)
-                T->d[(t * MR + r) * T->ds + g] = hsum8(acc[t][r]);
+            store4(T, t, g, red4_256(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
     }
 }
 
@@ -101,7 +114,7 @@ TGT_AVX2 INL void q4_avx2(const gs_qtile *T, const int NR, const int MR)
     for (int64_t g = 0; g < T->ngf; g++) {
         __m256i acc[GS_QNR][GS_QMR]; /* int16 lanes: at most 4 * 2 * 15 * 127 */
         for (int t = 0; t < NR; t++)
-            for (int r = 0; r < MR; r++)
+            for (int r = 0; r < GS_QMR; r++)
                 acc[t][r] = _mm256_setzero_si256();
         for (int i = 0; i < QG / 2; i += 32) {
             __m256i lo[GS_QNR], hi[GS_QNR];
@@ -120,10 +133,14 @@ TGT_AVX2 INL void q4_avx2(const gs_qtile *T, const int NR, const int MR)
                                                                   _mm256_maddubs_epi16(hi[t], xo)));
             }
         }
+        const __m128i c = corr4(T, g, 3); /* nibbles are q + 8 */
         for (int t = 0; t < NR; t++)
-            for (int r = 0; r < MR; r++)
-                T->d[(t * MR + r) * T->ds + g] =
-                    hsum8(_mm256_madd_epi16(acc[t][r], ones)) - 8 * T->sumx[r][g];
+            store4(T, t, g,
+                   _mm_sub_epi32(red4_256(_mm256_madd_epi16(acc[t][0], ones),
+                                          _mm256_madd_epi16(acc[t][1], ones),
+                                          _mm256_madd_epi16(acc[t][2], ones),
+                                          _mm256_madd_epi16(acc[t][3], ones)),
+                                 c));
     }
 }
 
@@ -140,26 +157,39 @@ TGT_AVX2 void gs_qdot_avx2(gs_dtype dt, const gs_qtile *T)
 
 /* ---- AVX-512 VNNI -------------------------------------------------------- */
 
+/* red4_256 on zmm: the four lane sums of a0..a3. */
+TGT_VNNI INL __m128i red4_512(__m512i a0, __m512i a1, __m512i a2, __m512i a3)
+{
+    __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(a0, a1), _mm512_unpackhi_epi32(a0, a1));
+    __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(a2, a3), _mm512_unpackhi_epi32(a2, a3));
+    __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+    __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(u), _mm512_extracti64x4_epi64(u, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 TGT_VNNI INL void q8_vnni(const gs_qtile *T, const int NR, const int MR)
 {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     for (int64_t g = 0; g < T->ngf; g++) {
-        __m512i w0[GS_QNR], w1[GS_QNR];
+        __m512i acc[GS_QNR][GS_QMR];
         for (int t = 0; t < NR; t++) {
             const uint8_t *p = T->w[t] + g * QG;
-            w0[t] = _mm512_xor_si512(_mm512_loadu_si512(p), flip);
-            w1[t] = _mm512_xor_si512(_mm512_loadu_si512(p + 64), flip);
-        }
-        for (int r = 0; r < MR; r++) {
-            const int8_t *xr = T->x[r] + g * QG;
-            const __m512i x0 = _mm512_loadu_si512(xr), x1 = _mm512_loadu_si512(xr + 64);
-            const int32_t corr = 128 * T->sumx[r][g];
-            for (int t = 0; t < NR; t++) {
-                __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0[t], x0);
-                a = _mm512_dpbusd_epi32(a, w1[t], x1);
-                T->d[(t * MR + r) * T->ds + g] = _mm512_reduce_add_epi32(a) - corr;
+            const __m512i w0 = _mm512_xor_si512(_mm512_loadu_si512(p), flip);
+            const __m512i w1 = _mm512_xor_si512(_mm512_loadu_si512(p + 64), flip);
+            for (int r = 0; r < GS_QMR; r++)
+                acc[t][r] = _mm512_setzero_si512();
+            for (int r = 0; r < MR; r++) {
+                const int8_t *xr = T->x[r] + g * QG;
+                acc[t][r] = _mm512_dpbusd_epi32(acc[t][r], w0, _mm512_loadu_si512(xr));
+                acc[t][r] = _mm512_dpbusd_epi32(acc[t][r], w1, _mm512_loadu_si512(xr + 64));
             }
         }
+        const __m128i c = _mm_slli_epi32(
+            _mm_loadu_si128((const __m128i *)(T->sumx + g * T->sumx_ld)), 7); /* w + 128 */
+        for (int t = 0; t < NR; t++)
+            _mm_storeu_si128(
+                (__m128i *)(T->d + (t * T->ds + g) * GS_QMR),
+                _mm_sub_epi32(red4_512(acc[t][0], acc[t][1], acc[t][2], acc[t][3]), c));
     }
 }
 
@@ -167,22 +197,25 @@ TGT_VNNI INL void q4_vnni(const gs_qtile *T, const int NR, const int MR)
 {
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
     for (int64_t g = 0; g < T->ngf; g++) {
-        __m512i lo[GS_QNR], hi[GS_QNR];
+        __m512i acc[GS_QNR][GS_QMR];
         for (int t = 0; t < NR; t++) {
             const __m512i b = _mm512_loadu_si512(T->w[t] + g * (QG / 2));
-            lo[t] = _mm512_and_si512(b, lo4);
-            hi[t] = _mm512_and_si512(_mm512_srli_epi16(b, 4), lo4);
-        }
-        for (int r = 0; r < MR; r++) {
-            const int8_t *xr = T->x[r] + g * QG;
-            const __m512i xe = _mm512_loadu_si512(xr), xo = _mm512_loadu_si512(xr + QG / 2);
-            const int32_t corr = 8 * T->sumx[r][g];
-            for (int t = 0; t < NR; t++) {
-                __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[t], xe);
-                a = _mm512_dpbusd_epi32(a, hi[t], xo);
-                T->d[(t * MR + r) * T->ds + g] = _mm512_reduce_add_epi32(a) - corr;
+            const __m512i lo = _mm512_and_si512(b, lo4);
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(b, 4), lo4);
+            for (int r = 0; r < GS_QMR; r++)
+                acc[t][r] = _mm512_setzero_si512();
+            for (int r = 0; r < MR; r++) {
+                const int8_t *xr = T->x[r] + g * QG;
+                acc[t][r] = _mm512_dpbusd_epi32(acc[t][r], lo, _mm512_loadu_si512(xr));
+                acc[t][r] = _mm512_dpbusd_epi32(acc[t][r], hi, _mm512_loadu_si512(xr + QG / 2));
             }
         }
+        const __m128i c = _mm_slli_epi32(
+            _mm_loadu_si128((const __m128i *)(T->sumx + g * T->sumx_ld)), 3); /* q + 8 */
+        for (int t = 0; t < NR; t++)
+            _mm_storeu_si128(
+                (__m128i *)(T->d + (t * T->ds + g) * GS_QMR),
+                _mm_sub_epi32(red4_512(acc[t][0], acc[t][1], acc[t][2], acc[t][3]), c));
     }
 }
 
