@@ -28,6 +28,7 @@
 #include "common/ipc_conn.h"
 #include "common/log.h"
 #include "common/queue.h"
+#include "worker/dialer.h"
 #include "worker/tokenizer/utf8.h"
 
 #define TABLE_SIZE 512
@@ -88,8 +89,7 @@ struct gs_server {
     int n_prep;
     pthread_t hb;
     int hb_started;
-    pthread_t *dialers;
-    int n_dialers;
+    gs_dialer *dialer; /* --connect */
     gs_ipc_listener **listeners;
     int n_listeners;
     gs_ipc_conn_cbs cbs;
@@ -289,6 +289,44 @@ static void on_close(gs_ipc_conn *c, int err, void *user)
     s->live_conns--;
     pthread_cond_broadcast(&s->hb_cv);
     pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- dialed gateways that left DNS (--connect, dialer.h) ------------------------ */
+
+/* A connection's data is &retired_mark while its gateway's address is out
+ * of DNS: it is told DRAIN, and its heartbeats say draining, since each
+ * heartbeat sets the gateway's view of the flag again. */
+static char retired_mark;
+
+static int conn_retired(gs_ipc_conn *c)
+{
+    return gs_ipc_conn_get_data(c) == &retired_mark;
+}
+
+static void on_retire(gs_ipc_conn *c, int on, void *user)
+{
+    gs_server *s = user;
+    gs_ipc_conn_set_data(c, on ? &retired_mark : NULL);
+    pthread_mutex_lock(&s->mu);
+    int draining = s->draining;
+    pthread_mutex_unlock(&s->mu);
+    /* Taken back: the next heartbeat (draining 0) reopens it to jobs. */
+    if (on && !draining)
+        gs_ipc_conn_send_msg(c, &(gs_ipc_msg){.type = GS_IPC_DRAIN}, NULL);
+}
+
+/* Jobs of c's gateway here, in any state (a walk of the table: called a
+ * few times a second, and only while a retired connection waits). */
+static int on_busy(gs_ipc_conn *c, void *user)
+{
+    gs_server *s = user;
+    int n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int b = 0; b < TABLE_SIZE; b++)
+        for (wjob *j = s->table[b]; j; j = j->hnext)
+            n += j->conn == c;
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 /* ---- frames in -------------------------------------------------------------- */
@@ -511,69 +549,15 @@ static void *hb_main(void *arg)
             gs_ipc_conn_ref(cs[i]);
         }
         pthread_mutex_unlock(&s->mu);
+        const int draining = h->draining;
         for (int i = 0; i < n; i++) {
+            h->draining = draining || conn_retired(cs[i]);
             gs_ipc_conn_send_msg(cs[i], &m, NULL);
             gs_ipc_conn_unref(cs[i]);
         }
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
-    return NULL;
-}
-
-/* ---- dialers (--connect) ------------------------------------------------------ */
-
-typedef struct {
-    gs_server *s;
-    const char *url;
-} dialer_arg;
-
-static int conn_listed(gs_server *s, gs_ipc_conn *c)
-{
-    for (int i = 0; i < s->n_conns; i++)
-        if (s->conns[i] == c)
-            return 1;
-    return 0;
-}
-
-static void *dialer_main(void *arg)
-{
-    dialer_arg *a = arg;
-    gs_server *s = a->s;
-    int backoff_ms = 100, warned = 0;
-    pthread_mutex_lock(&s->mu);
-    while (!s->stopping) {
-        pthread_mutex_unlock(&s->mu);
-        gs_ipc_conn *c = NULL;
-        gs_diag d;
-        int rc = gs_ipc_dial(a->url, &s->cbs, 2000, &c, &d);
-        pthread_mutex_lock(&s->mu);
-        if (rc == 0) {
-            backoff_ms = 100;
-            warned = 0;
-            gs_ipc_conn_ref(c); /* one for the list (add_conn), one kept here */
-            pthread_mutex_unlock(&s->mu);
-            add_conn(s, c);
-            pthread_mutex_lock(&s->mu);
-            while (!s->stopping && conn_listed(s, c))
-                pthread_cond_wait(&s->hb_cv, &s->mu);
-            pthread_mutex_unlock(&s->mu);
-            gs_ipc_conn_unref(c);
-            pthread_mutex_lock(&s->mu);
-        } else if (!warned++) {
-            gs_log_warn("--connect %s: %s; retrying", a->url, d.msg);
-        }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t t = (uint64_t)ts.tv_nsec + (uint64_t)backoff_ms * 1000000u;
-        ts.tv_sec += (time_t)(t / 1000000000u);
-        ts.tv_nsec = (long)(t % 1000000000u);
-        while (!s->stopping && pthread_cond_timedwait(&s->hb_cv, &s->mu, &ts) == 0)
-            ;
-        backoff_ms = backoff_ms < 5000 ? 2 * backoff_ms : 5000;
-    }
-    pthread_mutex_unlock(&s->mu);
-    free(a);
     return NULL;
 }
 
@@ -999,8 +983,7 @@ int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d)
     s->cbs = (gs_ipc_conn_cbs){s, on_open, on_frame, on_close, 0};
     s->prep = calloc((size_t)s->p.prep_threads, sizeof *s->prep);
     s->listeners = calloc((size_t)p->n_listen + 1, sizeof *s->listeners);
-    s->dialers = calloc((size_t)p->n_connect + 1, sizeof *s->dialers);
-    if (!s->prep || !s->listeners || !s->dialers) {
+    if (!s->prep || !s->listeners) {
         gs_server_free(s);
         return GS_ENOMEM;
     }
@@ -1026,18 +1009,18 @@ int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d)
         s->n_listeners++;
         gs_log_info("listening on %s", p->listen[i]);
     }
-    for (int i = 0; i < p->n_connect; i++) {
-        dialer_arg *a = malloc(sizeof *a);
-        if (a) {
-            a->s = s;
-            a->url = p->connect[i];
-        }
-        if (!a || pthread_create(&s->dialers[i], NULL, dialer_main, a)) {
-            free(a);
+    if (p->n_connect) {
+        gs_dialer_params dp = {0};
+        dp.urls = p->connect;
+        dp.n_urls = p->n_connect;
+        dp.resolve_interval_ms = p->resolve_interval_ms;
+        dp.cbs = s->cbs;
+        dp.retire = on_retire;
+        dp.busy = on_busy;
+        if ((rc = gs_dialer_new(&dp, &s->dialer, d))) {
             gs_server_free(s);
-            return gs_diag_set(d, GS_ENOMEM, "worker: cannot start a dialer thread");
+            return rc;
         }
-        s->n_dialers++;
     }
     *out = s;
     return 0;
@@ -1059,8 +1042,7 @@ void gs_server_free(gs_server *s)
         pthread_join(s->prep[i], NULL);
     if (s->hb_started)
         pthread_join(s->hb, NULL);
-    for (int i = 0; i < s->n_dialers; i++)
-        pthread_join(s->dialers[i], NULL);
+    gs_dialer_stop(s->dialer); /* no more dials; its open connections close below */
     /* Jobs still inside get their final events (GS_ESHUTDOWN) here. */
     gs_engine_free(s->eng);
     free(s->qusers);
@@ -1094,11 +1076,11 @@ void gs_server_free(gs_server *s)
                      stuck);
         return;
     }
+    gs_dialer_free(s->dialer); /* after the on_close calls it forwards */
     free(s->conns);
     free(s->cancels);
     free(s->prep);
     free(s->listeners);
-    free(s->dialers);
     pthread_cond_destroy(&s->engine_cv);
     pthread_cond_destroy(&s->prep_cv);
     pthread_cond_destroy(&s->hb_cv);

@@ -18,8 +18,11 @@
  *     steps come faster than params.stream_interval_us.
  *   - a heartbeat thread sends the load (gs_ipc_stats) to every connection
  *     every params.heartbeat_ms.
- *   - one thread per --connect URL keeps that connection up (redials with
- *     backoff).
+ *   - the dialer (dialer.h) keeps a connection up to every address each
+ *     --connect URL resolves to (all the gateways behind a headless
+ *     Service), resolving again every params.resolve_interval_ms; a
+ *     gateway whose address leaves DNS is drained, then disconnected once
+ *     its jobs here are done.
  * A job refused before it starts gets one ERROR frame; a job that started
  * gets exactly one final EVENT, whatever happens (cancel, client gone,
  * device error, drain deadline). */
@@ -41,12 +44,13 @@ typedef struct {
     int n_listen;
     const char *const *connect; /* [n_connect] gateway URLs to dial and keep */
     int n_connect;
-    const char *name;       /* in hello: "worker-0@host" */
-    const char *model_name; /* in hello: the served model's name */
-    int prep_threads;       /* 0: 2 */
-    int max_queue;          /* jobs admitted beyond the engine's max_seqs; 0: 64 */
-    int heartbeat_ms;       /* 0: 250 */
-    int drain_timeout_ms;   /* after gs_server_drain (0: end the jobs at once); < 0: 30000 */
+    int resolve_interval_ms; /* --connect names resolved again this often; 0: 10000 */
+    const char *name;        /* in hello: "worker-0@host" */
+    const char *model_name;  /* in hello: the served model's name */
+    int prep_threads;        /* 0: 2 */
+    int max_queue;           /* jobs admitted beyond the engine's max_seqs; 0: 64 */
+    int heartbeat_ms;        /* 0: 250 */
+    int drain_timeout_ms;    /* after gs_server_drain (0: end the jobs at once); < 0: 30000 */
     /* A job's events leave at most once per stream_interval_us: its first
      * tokens and its final event at once, the tokens of steps in between
      * held and sent together (as vLLM's --stream-interval, by time). A step

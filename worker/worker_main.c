@@ -6,14 +6,18 @@
  *       [--served-model-name S] [--max-seqs N] [--max-queue N]
  *       [--max-model-len N] [--kv-memory MIB] [--token-budget N]
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
- *       [--stream-interval-us N]
+ *       [--stream-interval-us N] [--resolve-interval S]
  *       [--max-images N] [--dummy-weights] [--graphs auto|on|off]
  *       [--log-level debug|info|warn|error] [--log-file F]
  *
  * Started by the glmserve master (one per GPU, or CPU workers), or by hand
  * on another node with --listen tcp://0.0.0.0:PORT (gateways dial it) or
  * --connect tcp://GATEWAY:PORT (it dials the gateway and keeps the
- * connection up).
+ * connection up). A --connect name with several addresses (a Kubernetes
+ * headless Service: one per gateway pod) is dialed at every address, and
+ * resolved again every --resolve-interval seconds (default 10) to follow
+ * gateways that come and go (dialer.h). A name that does not resolve yet
+ * is retried; a malformed URL is a usage error.
  *
  * Signals: SIGTERM or SIGINT drains (no new jobs; running ones finish
  * within --drain-timeout; then exit 0); a second one ends the jobs at once.
@@ -34,6 +38,7 @@
 
 #include "common/file.h"
 #include "common/log.h"
+#include "common/resolve.h"
 #include "kernels/kernels.h"
 #include "worker/engine/engine_detok.h"
 #include "worker/model/model.h"
@@ -48,6 +53,7 @@ typedef struct {
     int n_listen, n_connect;
     int device, threads, max_seqs, max_queue, max_model_len, token_budget;
     int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs, stream_us;
+    int resolve_s;
     long kv_mib;
 } options;
 
@@ -59,6 +65,7 @@ static void usage(FILE *f)
                "       [--max-model-len N] [--kv-memory MIB] [--token-budget N]\n"
                "       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]\n"
                "       [--stream-interval-us N (0: every step; default 2000)]\n"
+               "       [--resolve-interval S (--connect names, default 10)]\n"
                "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
                "       [--log-level debug|info|warn|error] [--log-file F]\n"
                "URLs: ipc:///path/to/socket or tcp://host:port\n");
@@ -97,6 +104,7 @@ static const int_flag int_flags[] = {
     {"--drain-timeout", offsetof(options, drain_s), 0, 86400},
     {"--max-images", offsetof(options, max_images), 0, 64},
     {"--stream-interval-us", offsetof(options, stream_us), 0, 1000000},
+    {"--resolve-interval", offsetof(options, resolve_s), 1, 3600},
 };
 
 static int parse_args(int argc, char **argv, options *o)
@@ -167,8 +175,15 @@ static int parse_args(int argc, char **argv, options *o)
                 fprintf(stderr, "glmserve-worker: %s: at most %d URLs\n", a, MAX_URLS);
                 return -1;
             }
+            gs_diag ud;
             if (strncmp(v, "ipc://", 6) && strncmp(v, "tcp://", 6)) {
                 fprintf(stderr, "glmserve-worker: %s: '%s' is not an ipc:// or tcp:// URL\n", a, v);
+                return -1;
+            }
+            /* Checked here, not at the first dial: a typo in the name's
+             * syntax would otherwise look like a gateway not up yet. */
+            if (!is_listen && gs_url_parse(v, NULL, &ud)) {
+                fprintf(stderr, "glmserve-worker: --connect %s\n", ud.msg);
                 return -1;
             }
             (is_listen ? o->listen : o->connect)[(*n)++] = v;
@@ -346,6 +361,7 @@ int main(int argc, char **argv)
     sp.n_listen = o.n_listen;
     sp.connect = o.connect;
     sp.n_connect = o.n_connect;
+    sp.resolve_interval_ms = o.resolve_s * 1000;
     char host[128] = "localhost";
     gethostname(host, sizeof host - 1);
     snprintf(name, sizeof name, "%s@%s", o.name ? o.name : "worker", host);
