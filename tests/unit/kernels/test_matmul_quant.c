@@ -242,14 +242,16 @@ static void test_matmul_quant_sizes(void)
 
 /* Outputs of every supported ISA are bitwise those of GS_QISA_C: the group
  * dots are exact integers and the F32 code after them is shared. q is any
- * int8 (Q8 -128 included: a checkpoint may hold it) or any nibble. */
-static int isa_case(gs_backend *be, gs_dtype dt, int64_t n, int64_t k)
+ * int8 (Q8 -128 included: a checkpoint may hold it) or any nibble; with
+ * fill >= 0 every q byte is fill and every x is +-1 (all qx +-127): the
+ * largest sums, where a saturating 16-bit step would show. */
+static int isa_case(gs_backend *be, gs_dtype dt, int64_t n, int64_t k, int fill)
 {
     size_t qb = gs_quant_q_bytes(dt, n, k), ns = gs_quant_n_scales(dt, n, k);
     uint8_t *q = malloc(qb);
     float *s = kt_rand(ns, 0.001f, 0.02f);
     for (size_t i = 0; i < qb; i++)
-        q[i] = (uint8_t)kt_next();
+        q[i] = fill >= 0 ? (uint8_t)fill : (uint8_t)kt_next();
     gs_weight *W = NULL;
     if (gs_weight_wrap_quant(be, dt, n, k, q, s, &W) != 0)
         return 0;
@@ -258,6 +260,9 @@ static int isa_case(gs_backend *be, gs_dtype dt, int64_t n, int64_t k)
         x[i] = 0.0f; /* zeros and a zero group in row 0 */
     for (int64_t i = 0; i < k && i < G; i++)
         x[k + i] = 0.0f;
+    if (fill >= 0)
+        for (int64_t i = 0; i < 32 * k; i++)
+            x[i] = (i / k) & 1 ? -1.0f : 1.0f;
     int ok = 1;
     const int64_t ms[] = {1, 2, 3, 4, 5, 7, 8, 13, 32};
     for (size_t mi = 0; ok && mi < sizeof ms / sizeof *ms; mi++) {
@@ -298,9 +303,12 @@ static void test_matmul_quant_isas(void)
     GS_ASSERT(gs_cpu_quant_isa_force(GS_QISA_AUTO) >= 0);
     for (int qi = 0; qi < 2; qi++) {
         gs_dtype dt = qi ? GS_DT_Q4 : GS_DT_Q8;
-        GS_ASSERT(isa_case(be, dt, 9, 384));
-        GS_ASSERT(isa_case(be, dt, 6, 301));
-        GS_ASSERT(isa_case(be, dt, 5, 1025));
+        GS_ASSERT(isa_case(be, dt, 9, 384, -1));
+        GS_ASSERT(isa_case(be, dt, 6, 301, -1));
+        GS_ASSERT(isa_case(be, dt, 5, 1025, -1));
+        GS_ASSERT(isa_case(be, dt, 8, 256, 0x80)); /* Q8 -128; Q4 nibbles 0 and 8 */
+        GS_ASSERT(isa_case(be, dt, 8, 256, 0x7f)); /* Q8 127; Q4 15 and 7 */
+        GS_ASSERT(isa_case(be, dt, 8, 256, 0x00)); /* Q8 0; Q4 -8 */
     }
     gs_backend_free(be);
 }
