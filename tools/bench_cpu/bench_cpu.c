@@ -1,5 +1,8 @@
 /* bench_cpu.c - CPU backend speed at the real GLM-4.6V-Flash text decoder
- * shapes, with random BF16 weights made in memory.
+ * shapes, with random weights made in memory: BF16 (default), or int8
+ * (GS_DT_Q8) or int4 (GS_DT_Q4) with --weights, so one run per format
+ * gives the decode time per layer and weight bytes per second of each
+ * against the same machine's read bandwidth.
  *
  * Measures, in one run on this machine:
  *  - memory bandwidth: a multi-threaded STREAM-style copy (bytes read +
@@ -20,8 +23,8 @@
  *
  * Usage: bench_cpu [--threads N] [--layers L] [--ctx N] [--prefill N]
  *                  [--reps N] [--hidden N --heads N --kv-heads N
- *                   --head-dim N --inter N --vocab N] [--weights-f32] [--bw-mib N]
- *                  [--no-mm-table] */
+ *                   --head-dim N --inter N --vocab N] [--weights bf16|int8|int4]
+ *                  [--weights-f32] [--bw-mib N] [--no-mm-table] */
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
@@ -155,15 +158,15 @@ typedef struct {
     gs_kv_layer kv;
 } layer;
 
-static void layer_new(gs_backend *be, const shapes *s, int idx, int32_t n_pages, int32_t ps,
-                      layer *L)
+static void layer_new(gs_backend *be, const shapes *s, gs_dtype wdt, int idx, int32_t n_pages,
+                      int32_t ps, layer *L)
 {
     const int64_t qd = s->nh * s->hd, kd = s->nkv * s->hd;
     const uint64_t seed = 1000 + 10 * (uint64_t)idx;
-    CK(gs_weight_new_random(be, GS_DT_BF16, qd + 2 * kd, s->H, seed, 0.02f, &L->qkv));
-    CK(gs_weight_new_random(be, GS_DT_BF16, s->H, qd, seed + 1, 0.02f, &L->o));
-    CK(gs_weight_new_random(be, GS_DT_BF16, 2 * s->inter, s->H, seed + 2, 0.02f, &L->gu));
-    CK(gs_weight_new_random(be, GS_DT_BF16, s->H, s->inter, seed + 3, 0.02f, &L->down));
+    CK(gs_weight_new_random(be, wdt, qd + 2 * kd, s->H, seed, 0.02f, &L->qkv));
+    CK(gs_weight_new_random(be, wdt, s->H, qd, seed + 1, 0.02f, &L->o));
+    CK(gs_weight_new_random(be, wdt, 2 * s->inter, s->H, seed + 2, 0.02f, &L->gu));
+    CK(gs_weight_new_random(be, wdt, s->H, s->inter, seed + 3, 0.02f, &L->down));
     float *ones = malloc(sizeof(float) * (size_t)(qd + 2 * kd + s->H));
     for (int64_t i = 0; i < qd + 2 * kd + s->H; i++)
         ones[i] = 1.0f + 0.01f * (float)(i % 7);
@@ -301,7 +304,7 @@ static float flush_caches(const float *buf, size_t n)
 /* One table row per weight: best time of gs_k_matmul for m = 1, 2, 4, ..., 32
  * rows of x, each call on cold caches (flush before it), and the weight bytes
  * read per second against the read bandwidth measured above. */
-static void mm_table(gs_backend *be, gs_weight *const *ws, int n_ws, int wf32, int reps,
+static void mm_table(gs_backend *be, gs_weight *const *ws, int n_ws, const char *wname, int reps,
                      double bw_read, const float *flush, size_t flush_n)
 {
     static const int ms[] = {1, 2, 4, 8, 16, 32};
@@ -323,7 +326,7 @@ static void mm_table(gs_backend *be, gs_weight *const *ws, int n_ws, int wf32, i
     volatile float sink = 0;
     printf("\n%s-weight matmul time per call and weight bytes read per second vs rows of x (m),"
            " cold caches; memory read %.1f GB/s\n",
-           wf32 ? "F32" : "BF16", bw_read);
+           wname, bw_read);
     printf("| weight [n, k] |");
     for (int i = 0; i < N_MS; i++)
         printf(" m = %d |", ms[i]);
@@ -366,6 +369,14 @@ static int64_t arg_i(int argc, char **argv, const char *name, int64_t def)
     return def;
 }
 
+static const char *arg_s(int argc, char **argv, const char *name, const char *def)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return argv[i + 1];
+    return def;
+}
+
 static int arg_flag(int argc, char **argv, const char *name)
 {
     for (int i = 1; i < argc; i++)
@@ -383,6 +394,18 @@ int main(int argc, char **argv)
     int64_t P = arg_i(argc, argv, "--prefill", 512);
     int reps = (int)arg_i(argc, argv, "--reps", 5);
     int wf32 = arg_flag(argc, argv, "--weights-f32");
+    const char *wfmt = arg_s(argc, argv, "--weights", "bf16");
+    gs_dtype wdt = GS_DT_BF16;
+    if (strcmp(wfmt, "int8") == 0)
+        wdt = GS_DT_Q8;
+    else if (strcmp(wfmt, "int4") == 0)
+        wdt = GS_DT_Q4;
+    else if (strcmp(wfmt, "bf16") != 0) {
+        fprintf(stderr, "bench_cpu: --weights takes bf16, int8 or int4\n");
+        return 2;
+    }
+    /* the stored format's name (--weights-f32 widens BF16 only) */
+    const char *wname = wdt == GS_DT_Q8 ? "int8" : wdt == GS_DT_Q4 ? "int4" : wf32 ? "F32" : "BF16";
     int64_t vocab = arg_i(argc, argv, "--vocab", 151552);
     shapes s = {arg_i(argc, argv, "--hidden", 4096), arg_i(argc, argv, "--heads", 32),
                 arg_i(argc, argv, "--kv-heads", 2), arg_i(argc, argv, "--head-dim", 128),
@@ -409,7 +432,7 @@ int main(int argc, char **argv)
     layer *Ls = calloc((size_t)n_layers, sizeof *Ls);
     double t0 = now_s();
     for (int l = 0; l < n_layers; l++)
-        layer_new(be, &s, l, max_blocks, ps, &Ls[l]);
+        layer_new(be, &s, wdt, l, max_blocks, ps, &Ls[l]);
     double t_init = now_s() - t0;
     int64_t nmax = P > 1 ? P : 1;
     const int64_t qd = s.nh * s.hd, kd = s.nkv * s.hd;
@@ -475,14 +498,16 @@ int main(int argc, char **argv)
         }
     }
     const double pre_s = best;
-    const double mm_flops = 2.0 * (double)P * (double)(wbytes / (wf32 ? 4.0 : 2.0));
+    const double n_params = (double)(qd + 2 * kd) * (double)s.H + (double)s.H * (double)qd +
+                            3.0 * (double)s.inter * (double)s.H;
+    const double mm_flops = 2.0 * (double)P * n_params;
     const double at_flops = 4.0 * (double)s.nh * (double)s.hd * (double)P * (double)(P + 1) / 2.0;
     const double pre_gf = (mm_flops + at_flops) / pre_s / 1e9;
 
     printf("bench_cpu: %d threads, %d layers, hidden %lld, heads %lld/%lld x %lld, "
            "intermediate %lld, %s weights (%.1f MiB/layer, made in %.2f s)\n",
            T, n_layers, (long long)s.H, (long long)s.nh, (long long)s.nkv, (long long)s.hd,
-           (long long)s.inter, wf32 ? "F32" : "BF16", wbytes / 1048576.0, t_init);
+           (long long)s.inter, wname, wbytes / 1048576.0, t_init);
     printf("| measure | value | reference | ratio |\n|---|---|---|---|\n");
     printf("| memory copy (STREAM-style, r+w) | %.1f GB/s | | |\n", bw_copy);
     printf("| memory read (sum) | %.1f GB/s | | |\n", bw_read);
@@ -519,7 +544,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < bw_n; i++)
             flush[i] = (float)(i & 255);
         gs_weight *ws[3] = {Ls[0].o, Ls[0].gu, Ls[0].down};
-        mm_table(be, ws, 3, wf32, reps, bw_read, flush, bw_n);
+        mm_table(be, ws, 3, wname, reps, bw_read, flush, bw_n);
         free(flush);
     }
 
