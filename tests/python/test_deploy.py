@@ -519,8 +519,8 @@ def test_k8s_manifests_validate_against_the_schemas():
 def test_k8s_manifests_fit_together():
     d = k8s_docs()
     cfg = k8s_gateway_config()
-    gw = d[("StatefulSet", "glmserve-gateway")]
-    peers = d[("Service", "glmserve-gateway-peers")]
+    gw = d[("Deployment", "glmserve-gateway")]
+    peers = d[("Service", "glmserve-gateway-workers")]
     svc = d[("Service", "glmserve")]
     ing = d[("Ingress", "glmserve")]
     pod = gw["spec"]["template"]["spec"]
@@ -534,8 +534,13 @@ def test_k8s_manifests_fit_together():
     labels = gw["spec"]["template"]["metadata"]["labels"]
     for s in (svc, peers):
         assert all(labels.get(k) == v for k, v in s["spec"]["selector"].items())
+    # workers find the gateways through the headless Service: every pod's
+    # address, ready or not (a gateway is ready only once a worker joined)
     assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"]
-    assert gw["spec"]["serviceName"] == "glmserve-gateway-peers"
+    assert [(p["port"], p["targetPort"]) for p in peers["spec"]["ports"]] == \
+        [(ports["workers"], "workers")]
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert gw["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     be = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert be["name"] == "glmserve" and be["port"]["name"] in [p["name"]
                                                                for p in svc["spec"]["ports"]]
@@ -544,8 +549,9 @@ def test_k8s_manifests_fit_together():
     assert int(ann["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
     assert ing["spec"]["tls"]
     # workers: one Deployment per architecture, GPUs, dialing every gateway
-    want = [f"tcp://glmserve-gateway-{i}.glmserve-gateway-peers:{ports['workers']}"
-            for i in range(gw["spec"]["replicas"])]
+    # through the headless Service's name, in the pod's own namespace
+    want = ["tcp://glmserve-gateway-workers.$(POD_NAMESPACE).svc.cluster.local:"
+            f"{ports['workers']}"]
     for arch in ("arm64", "amd64"):
         w = d[("Deployment", f"glmserve-worker-{arch}")]
         spec = w["spec"]["template"]["spec"]
@@ -554,9 +560,12 @@ def test_k8s_manifests_fit_together():
         assert wc["resources"]["limits"]["nvidia.com/gpu"] == 1
         args = wc["args"]
         assert [args[i + 1] for i, a in enumerate(args) if a == "--connect"] == want
+        assert 1 <= int(args[args.index("--resolve-interval") + 1]) <= 60
+        env = {e["name"]: e for e in wc["env"]}
+        assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
         assert args[args.index("--model") + 1] == cfg["model"]
     # security and the read-only weights, everywhere
-    for k in (("StatefulSet", "glmserve-gateway"), ("Deployment", "glmserve-worker-arm64"),
+    for k in (("Deployment", "glmserve-gateway"), ("Deployment", "glmserve-worker-arm64"),
               ("Deployment", "glmserve-worker-amd64")):
         spec = d[k]["spec"]["template"]["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -569,16 +578,24 @@ def test_k8s_manifests_fit_together():
                 "/models"
         vols = {v["name"]: v for v in spec["volumes"]}
         assert vols["models"]["persistentVolumeClaim"]["readOnly"] is True
-    # the autoscaler: queue depth from the gateways' /metrics
-    hpa = d[("HorizontalPodAutoscaler", "glmserve-worker-arm64")]
-    assert hpa["spec"]["scaleTargetRef"]["name"] == "glmserve-worker-arm64"
-    m = hpa["spec"]["metrics"][0]["external"]["metric"]["name"]
+    # the autoscalers, one per worker Deployment: queue depth from the
+    # gateways' /metrics
+    ms = set()
+    for arch in ("arm64", "amd64"):
+        hpa = d[("HorizontalPodAutoscaler", f"glmserve-worker-{arch}")]
+        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                 "name": f"glmserve-worker-{arch}"}
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        ms.add(hpa["spec"]["metrics"][0]["external"]["metric"]["name"])
+    assert len(ms) == 1
+    m = ms.pop()
     import yaml
     rules = yaml.safe_load(d[("ConfigMap", "glmserve-prometheus-adapter-rules")]["data"]
                            ["rules.yaml"])["externalRules"]
     assert rules[0]["name"]["as"] == m
     assert 'glmserve:num_requests_waiting' in rules[0]["seriesQuery"]
     kust = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    assert kust["namespace"] == d[("Namespace", kust["namespace"])]["metadata"]["name"]
     assert sorted(kust["resources"]) == sorted(
         f.name for f in (DEPLOY / "k8s").glob("*.yaml") if f.name != "kustomization.yaml")
 
@@ -586,8 +603,11 @@ def test_k8s_manifests_fit_together():
 def test_k8s_gateway_config_and_worker_args_serve_together(build_dir, fixtures, tmp_path):
     """The gateway ConfigMap's config.json and the arm64 worker's args, as
     written (model path, ports and names mapped to this machine; cuda ->
-    cpu): the worker dials both gateways (gateway-i -> gateway process i)
-    and they serve; the metric the autoscaler reads is on /metrics."""
+    cpu): the worker dials both gateways and they serve; the metric the
+    autoscaler reads is on /metrics. Here the two gateways are two processes
+    of one master on two ports, so the headless Service's one --connect
+    becomes one --connect per gateway; a name with an address per gateway,
+    as in the cluster, is test_headless_dns.py's part."""
     cfg = k8s_gateway_config()
     wport = free_port()
     cfg.update(model=str(fixtures / "tiny-glm4v"), gateways=2,
@@ -601,8 +621,10 @@ def test_k8s_gateway_config_and_worker_args_serve_together(build_dir, fixtures, 
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     mapped = []
     for a in args:
-        m = re.fullmatch(r"tcp://glmserve-gateway-(\d+)\.glmserve-gateway-peers:\d+", a)
-        a = f"tcp://127.0.0.1:{wport + int(m.group(1))}" if m else a
+        if re.fullmatch(r"tcp://glmserve-gateway-workers\.\$\(POD_NAMESPACE\)\.svc\."
+                        r"cluster\.local:\d+", a):
+            mapped += [f"tcp://127.0.0.1:{wport}", "--connect", f"tcp://127.0.0.1:{wport + 1}"]
+            continue
         a = {cfg["model"]: cfg["model"], "/models/GLM-4.6V-Flash": str(fixtures / "tiny-glm4v"),
              "cuda": "cpu", "$(POD_NAME)": "glmserve-worker-arm64-test"}.get(a, a)
         mapped.append(a)
