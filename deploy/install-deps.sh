@@ -34,10 +34,12 @@ host_arch="$(dpkg --print-architecture)"
 # Packages for the native build, runtime and tests. chromium drives the
 # browser tests (Playwright; the font draws its Chinese screenshots); libjs-marked and node-dompurify are the web
 # UI's Markdown renderer and sanitizer, served by the gateway (vendor_dirs).
+# libdnnl-dev (oneDNN) runs CPU prefill GEMMs on the BF16 matrix units; the
+# aarch64 cross build goes without it (its F32 path only).
 pkgs=(
     build-essential cmake pkg-config ninja-build git ca-certificates
     libuv1-dev node-llhttp libnng-dev libjansson-dev libturbojpeg0-dev
-    libspng-dev libpng-dev zlib1g-dev libopenblas-dev
+    libspng-dev libpng-dev zlib1g-dev libopenblas-dev libdnnl-dev
     libssl-dev libpcre2-dev libwslay-dev libcurl4-openssl-dev
     python3 python3-venv python3-pip clang-format
     curl nginx wrk logrotate openssl

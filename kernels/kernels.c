@@ -67,8 +67,8 @@ const char *gs_dtype_name(gs_dtype dt)
 
 int gs_backend_set_tuning(gs_backend *be, const gs_backend_tuning *t)
 {
-    if (!be || !t || (t->flags & ~(GS_TUNE_NO_GEMV | GS_TUNE_ATTN_SIMPLE)) || t->attn_splits < 0 ||
-        t->attn_splits > 128)
+    if (!be || !t || (t->flags & ~(GS_TUNE_NO_GEMV | GS_TUNE_ATTN_SIMPLE | GS_TUNE_CPU_GEMM_F32)) ||
+        t->attn_splits < 0 || t->attn_splits > 128)
         return GS_EINVAL;
     if (be->ops->set_tuning)
         be->ops->set_tuning(be, t);

@@ -104,9 +104,11 @@ void gs_cpu_blas_reexec(char *const argv[]);
 /* Tuning knobs, for comparisons and benchmarks: all zero is the default
  * (what gs_backend_new sets). The library reads no environment variable
  * for them; a command-line front end that wants one reads it and fills
- * this. The CPU backend has no knobs and accepts any values. */
-#define GS_TUNE_NO_GEMV (1u << 0)     /* CUDA: cuBLASLt for every GEMM, never the GEMV kernels */
-#define GS_TUNE_ATTN_SIMPLE (1u << 1) /* CUDA: the simple fallback attention kernels */
+ * this. A backend ignores the knobs of the other; the CPU backend's one
+ * knob is process-wide (every CPU backend), as OpenBLAS's settings are. */
+#define GS_TUNE_NO_GEMV (1u << 0)      /* CUDA: cuBLASLt for every GEMM, never the GEMV kernels */
+#define GS_TUNE_ATTN_SIMPLE (1u << 1)  /* CUDA: the simple fallback attention kernels */
+#define GS_TUNE_CPU_GEMM_F32 (1u << 2) /* CPU: F32 SGEMM for prefill, not the BF16 matrix units */
 typedef struct {
     unsigned flags;      /* GS_TUNE_* */
     int32_t attn_splits; /* CUDA paged decode: fixed split-KV count in [1, 128]; 0: heuristic */

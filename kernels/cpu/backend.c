@@ -43,6 +43,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "kernels/cpu/cpu_impl.h"
+#include "kernels/cpu/gemm_bf16.h"
 
 #define GS_CPU_MAX_THREADS 512
 #define SPIN_NS 4000u     /* pure spinning (pause), then ... */
@@ -610,6 +611,7 @@ static const gs_backend_ops cpu_ops = {
     .upload = cpu_upload,
     .download = cpu_upload,
     .zero = cpu_zero,
+    .set_tuning = gs_cpu_set_tuning,
     .weight_new = cpu_weight_new,
     .weight_new_random = cpu_weight_new_random,
     .weight_free = cpu_weight_free,

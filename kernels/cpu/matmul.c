@@ -8,11 +8,14 @@
  *    cost about what m = 1 costs (memory-bound). Every output element is
  *    summed in one fixed order whatever m is (see "GEMV" below): a row's
  *    result never depends on which other rows share the batch.
- *  - GEMM (larger m, prefill and vision): work items are (row block of x,
- *    column block of out). F32 weights go straight to cblas_sgemm. 16-bit
- *    weights are widened a [NB x KC] panel at a time into the thread's
- *    scratch and multiplied with cblas_sgemm (beta = 1 after the first k
- *    chunk), so no full F32 copy of a BF16 weight ever exists.
+ *  - GEMM (larger m, prefill and vision): BF16 weights go to the CPU's BF16
+ *    matrix units (gemm_bf16.c, oneDNN) where the build and the CPU have
+ *    them and GS_TUNE_CPU_GEMM_F32 is off. Otherwise (and for F16 and F32
+ *    weights) work items are (row block of x, column block of out). F32
+ *    weights go straight to cblas_sgemm. 16-bit weights are widened a
+ *    [NB x KC] panel at a time into the thread's scratch and multiplied
+ *    with cblas_sgemm (beta = 1 after the first k chunk), so no full F32
+ *    copy of a BF16 weight ever exists.
  *
  * Threading: gs_cpu_parallel; OpenBLAS is single-threaded inside. */
 #include <cblas.h>
@@ -20,6 +23,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_impl.h"
+#include "kernels/cpu/gemm_bf16.h"
 
 #define GS_GEMV_MAX_M 32
 #define GEMM_KC 2048 /* panel depth (k) for 16-bit weights: panels of at most 4 MiB */
@@ -303,6 +307,12 @@ int gs_cpu_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, cons
         /* ~4 chunks per thread, at least 8 weight rows each. */
         gs_cpu_parallel(c, n, gs_cpu_grain(c, n, 4, 8), gemv_cols, &J);
         return 0;
+    }
+
+    if (w->dt == GS_DT_BF16) {
+        int rc = gs_cpu_gemm_bf16(c, out, x, J.w, J.bias, J.accum);
+        if (rc != GS_ENOTSUP)
+            return rc;
     }
 
     /* Blocking: row blocks of GEMM_MB when m is large; column blocks of at

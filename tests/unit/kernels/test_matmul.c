@@ -4,8 +4,22 @@
  * strided views; k deeper than one panel; many rows (row blocks). Batching
  * invariance: in the GEMV range (m <= 32) every row of an m-row result is
  * bitwise the 1-row result for that row, whatever rows share the batch and
- * however many threads run it. */
+ * however many threads run it. These cases hold prefill GEMMs to F32
+ * accuracy, so they force the F32 path (GS_TUNE_CPU_GEMM_F32);
+ * test_gemm_bf16.c checks the BF16 matrix-unit path. */
 #include "kt.h"
+
+/* kt_backend with the F32 GEMM path forced. */
+static gs_backend *mm_backend(int threads, int weights_f32)
+{
+    gs_backend *be = kt_backend(threads, weights_f32);
+    gs_backend_tuning t = {GS_TUNE_CPU_GEMM_F32, 0};
+    if (gs_backend_set_tuning(be, &t) != 0) {
+        fprintf(stderr, "gs_backend_set_tuning refused GS_TUNE_CPU_GEMM_F32\n");
+        exit(2);
+    }
+    return be;
+}
 
 /* out[m, n] (+)= x . w^T + bias, in double; w already rounded to its dtype. */
 static void ref_mm(double *out, const float *x, const float *w, const float *bias,
@@ -68,7 +82,7 @@ static int mm_case(gs_backend *be, gs_dtype wdt, int64_t m, int64_t n, int64_t k
 
 static void test_matmul_dtypes_and_sizes(void)
 {
-    gs_backend *be = kt_backend(4, 0);
+    gs_backend *be = mm_backend(4, 0);
     const gs_dtype dts[3] = {GS_DT_F32, GS_DT_BF16, GS_DT_F16};
     const int64_t ms[4] = {1, 3, 17, 64};
     kt_seed(1);
@@ -83,7 +97,7 @@ static void test_matmul_dtypes_and_sizes(void)
 
 static void test_matmul_deep_and_tall(void)
 {
-    gs_backend *be = kt_backend(3, 0);
+    gs_backend *be = mm_backend(3, 0);
     kt_seed(2);
     /* k beyond one 16-bit panel (2048), n not a multiple of 16 */
     GS_ASSERT(mm_case(be, GS_DT_BF16, 17, 45, 2100, 1, 1, 1));
@@ -107,7 +121,7 @@ static void test_matmul_deep_and_tall(void)
 static void test_matmul_weights_f32(void)
 {
     /* weights_f32 = 1: BF16 converted once at load, same results. */
-    gs_backend *be = kt_backend(2, 1);
+    gs_backend *be = mm_backend(2, 1);
     kt_seed(3);
     GS_ASSERT(mm_case(be, GS_DT_BF16, 1, 70, 130, 1, 0, 0));
     GS_ASSERT(mm_case(be, GS_DT_BF16, 64, 70, 130, 1, 1, 1));
@@ -119,7 +133,7 @@ static void test_matmul_weights_f32(void)
     gs_weight_free(be, w);
     gs_backend_free(be);
 
-    be = kt_backend(1, 0);
+    be = mm_backend(1, 0);
     GS_ASSERT_OK(gs_weight_new(be, one, GS_DT_BF16, 2, 2, &w));
     GS_ASSERT_EQ(gs_weight_bytes(w), 8); /* kept 16-bit */
     GS_ASSERT_EQ(gs_weight_rows(w), 2);
@@ -132,7 +146,7 @@ static void test_matmul_weights_f32(void)
 static void test_matmul_unaligned_host(void)
 {
     /* gs_weight_new borrows host memory of any alignment (safetensors). */
-    gs_backend *be = kt_backend(2, 0);
+    gs_backend *be = mm_backend(2, 0);
     const int64_t n = 5, k = 9;
     unsigned char *buf = malloc((size_t)(n * k * 2 + 1));
     float w[45], x[9];
@@ -163,7 +177,7 @@ static void test_matmul_unaligned_host(void)
 static void test_matmul_small_batches(void)
 {
     /* every m of the GEMV range against the reference (tile remainders) */
-    gs_backend *be = kt_backend(2, 0);
+    gs_backend *be = mm_backend(2, 0);
     kt_seed(5);
     for (int64_t m = 2; m <= 32; m++) {
         gs_dtype dt = m % 3 == 0 ? GS_DT_F32 : m % 3 == 1 ? GS_DT_BF16 : GS_DT_F16;
@@ -192,7 +206,7 @@ static float *mm_rows(gs_backend *be, const float *x, int64_t r0, int64_t m, int
 static int invariance_case(gs_dtype dt, int weights_f32, int64_t n, int64_t k)
 {
     const int64_t rows = 35;
-    gs_backend *b1 = kt_backend(1, weights_f32), *b3 = kt_backend(3, weights_f32);
+    gs_backend *b1 = mm_backend(1, weights_f32), *b3 = mm_backend(3, weights_f32);
     float *x = kt_rand((size_t)(rows * k), -1.0f, 1.0f);
     float *w = kt_rand((size_t)(n * k), -1.0f, 1.0f);
     float *bias = kt_rand((size_t)n, -1.0f, 1.0f);
