@@ -598,6 +598,7 @@ static void cpu_destroy(gs_backend *be)
             free(c->scratch[t]);
     free(c->scratch);
     free(c->scratch_size);
+    free(c->qx);
     free(c);
 }
 

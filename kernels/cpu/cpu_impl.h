@@ -46,6 +46,8 @@ typedef struct gs_cpu {
     gs_cpu_pool *pool;
     void **scratch;       /* [n_threads] */
     size_t *scratch_size; /* [n_threads] */
+    void *qx;             /* matmul_q.c: the quantized rows of x, shared by all threads */
+    size_t qx_size;
 } gs_cpu;
 
 typedef struct gs_cpu_weight {

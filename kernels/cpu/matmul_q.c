@@ -1,35 +1,38 @@
 /* matmul_q.c - the matmul op for every weight dtype: float weights go to
  * gs_cpu_matmul (matmul.c); quantized ones (GS_DT_Q8, GS_DT_Q4) are here.
  *
- *  - Decode (m <= QV_MAX_M): integer dot products. Each row of x is
- *    quantized once per call to int8 in groups of GS_Q4_GROUP (= 128)
- *    columns, one F32 absmax scale sx_g per group; then for every weight
- *    row j, out[r, j] = sum over groups g, in order, of
- *        Q8: sx_g * dot_g, times s_w once at the end,
- *        Q4: (sx_g * s_wg) * dot_g,
- *    where dot_g is the exact int32 dot of the group's integers. The int32
- *    sums come from one kernel per instruction set (quant_isa_*.c: AVX2,
- *    AVX-512 VNNI, NEON sdot/smmla, portable C), picked at run time; being
- *    exact they are the same on every path, and the F32 combination is one
- *    piece of code here, so every path gives the same bits, and a row's
- *    result never depends on the other rows of the batch.
- *  - Prefill (larger m): a panel of weight rows is dequantized to F32 in
- *    the thread's scratch and multiplied with cblas_sgemm, as matmul.c
- *    does for 16-bit weights; x stays F32 there.
- * Both thread over blocks of output columns (weight rows).
- * Threading: gs_cpu_parallel; OpenBLAS single-threaded inside. */
-#include <cblas.h>
+ * Integer dot products, for decode and prefill alike. Each row of x is
+ * quantized once per call to int8 in groups of GS_Q4_GROUP (= 128)
+ * columns, one F32 absmax scale sx_g per group; then for every weight row
+ * j, out[r, j] = sum over groups g, in order, of
+ *     Q8: sx_g * dot_g, times s_w once at the end,
+ *     Q4: (sx_g * s_wg) * dot_g,
+ * where dot_g is the exact int32 dot of the group's integers. The int32
+ * sums come from one kernel per instruction set (quant_dot*.c: AVX2,
+ * AVX-512 VNNI, NEON sdot / smmla, portable C), picked at run time; being
+ * exact they are the same on every path, and the F32 combination is one
+ * piece of code here, so every path gives the same bits, and a row's
+ * result never depends on the other rows of the batch, whatever m is.
+ *
+ * Why not dequantized weight panels and SGEMM for prefill, as matmul.c
+ * does with 16-bit weights: the int8 kernels multiply-add 4x (AVX-512
+ * VNNI) the values per instruction of F32 FMA, and measured 2-3x faster
+ * than dequantize + cblas_sgemm at m = 128 and 512 (4096 x 4096, one
+ * thread), so there is one path.
+ *
+ * Threading: x is quantized by rows on the pool; then few rows (decode):
+ * items are weight rows, each against all of x; many rows: items are
+ * (weight block, block of QV_MB rows of x). */
 #include <math.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "kernels/cpu/cpu_impl.h"
 #include "kernels/cpu/quant_dot.h"
 
-#define QV_MAX_M 32  /* as matmul.c's GEMV bound */
-#define GEMM_KC 2048 /* panel depth, a multiple of GS_Q4_GROUP */
-#define GEMM_NB 512
-#define GEMM_MB 512
+#define QV_MB 32           /* rows of x per block with many rows */
+#define QV_WB (256 * 1024) /* bytes of weight rows per block with many rows */
 
 /* ---- activation quantization -------------------------------------------- */
 
@@ -92,7 +95,7 @@ typedef struct {
     const int8_t *qx;    /* [m, ng * GS_Q4_GROUP] */
     const float *sx;     /* [ng, mp]: group g's scale of row r at g * mp + r (0 past m) */
     const int32_t *sumx; /* [ng, mp]: its sum of qx, the same way */
-    size_t d_off;        /* per-thread int32 dots: scratch + d_off */
+    int64_t nb, n_rb;    /* blocking of many rows: weight rows, blocks of x */
     gs_qdot_fn dot;
     gs_cpu *c;
 } qv_job;
@@ -160,19 +163,20 @@ static void combine(const qv_job *J, int64_t j, int64_t r0, const int32_t *d, fl
 }
 #endif
 
-/* Weight rows [j0, j1) against every row of x, GS_QNR x GS_QMR at a time. */
-static void qv_cols(void *ctx, int64_t j0, int64_t j1, int tid)
+/* Weight rows [j0, j1) against rows [r_begin, r_end) of x (r_begin a
+ * multiple of GS_QMR), GS_QNR x GS_QMR at a time. */
+static void qv_block(const qv_job *J, int64_t j0, int64_t j1, int64_t r_begin, int64_t r_end,
+                     int tid)
 {
-    qv_job *J = ctx;
-    const int64_t m = J->x.rows, k = J->x.cols, ng = J->ng, ngf = J->ngf;
+    const int64_t k = J->x.cols, ng = J->ng, ngf = J->ngf;
     const int64_t xs = ng * GS_Q4_GROUP, c0 = ngf * GS_Q4_GROUP;
     const gs_dtype dt = J->w->h.dt;
     const size_t rb = gs_quant_q_bytes(dt, 1, k);
-    int32_t *d = (int32_t *)((char *)gs_cpu_scratch(J->c, tid) + J->d_off);
+    int32_t *d = gs_cpu_scratch(J->c, tid);
     for (int64_t j = j0; j < j1;) {
         const int nr = j1 - j >= GS_QNR ? GS_QNR : 1;
-        for (int64_t r0 = 0; r0 < m; r0 += GS_QMR) {
-            const int mr = m - r0 < GS_QMR ? (int)(m - r0) : GS_QMR;
+        for (int64_t r0 = r_begin; r0 < r_end; r0 += GS_QMR) {
+            const int mr = r_end - r0 < GS_QMR ? (int)(r_end - r0) : GS_QMR;
             gs_qtile T = {.sumx = J->sumx + r0,
                           .sumx_ld = J->mp,
                           .nr = nr,
@@ -207,8 +211,45 @@ static void qv_cols(void *ctx, int64_t j0, int64_t j1, int tid)
     }
 }
 
-static int matmul_qv(gs_cpu *c, gs_mat out, gs_mat x, const gs_cpu_weight *w, const float *bias,
-                     int accum)
+/* Few rows (decode): items are weight rows, each against all of x. */
+static void qv_cols(void *ctx, int64_t j0, int64_t j1, int tid)
+{
+    const qv_job *J = ctx;
+    qv_block(J, j0, j1, 0, J->x.rows, tid);
+}
+
+/* Many rows (prefill): items are (block of weight rows, block of QV_MB rows
+ * of x), weight block major, so a thread's chunk keeps one weight block in
+ * its cache while the blocks of x go by. */
+static void qv_items(void *ctx, int64_t i0, int64_t i1, int tid)
+{
+    const qv_job *J = ctx;
+    const int64_t m = J->x.rows, n = J->out.cols;
+    for (int64_t it = i0; it < i1; it++) {
+        const int64_t j0 = (it / J->n_rb) * J->nb, r0 = (it % J->n_rb) * QV_MB;
+        qv_block(J, j0, j0 + J->nb < n ? j0 + J->nb : n, r0, r0 + QV_MB < m ? r0 + QV_MB : m, tid);
+    }
+}
+
+/* Rows [r0, r1) of x quantized into the job's buffers. */
+static void qv_quant_rows(void *ctx, int64_t r0, int64_t r1, int tid)
+{
+    const qv_job *J = ctx;
+    const int64_t k = J->x.cols, ng = J->ng;
+    const int q4 = J->w->h.dt == GS_DT_Q4;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = gs_cpu_row(J->x, r);
+        for (int64_t g = 0; g < ng; g++) {
+            const int64_t c0 = g * GS_Q4_GROUP;
+            const int nc = k - c0 < GS_Q4_GROUP ? (int)(k - c0) : GS_Q4_GROUP;
+            quant_x_group(xr + c0, nc, q4, (int8_t *)J->qx + (r * ng + g) * GS_Q4_GROUP,
+                          (float *)&J->sx[g * J->mp + r], (int32_t *)&J->sumx[g * J->mp + r]);
+        }
+    }
+}
+
+static int matmul_q(gs_cpu *c, gs_mat out, gs_mat x, const gs_cpu_weight *w, const float *bias,
+                    int accum)
 {
     const int64_t m = x.rows, k = x.cols, n = out.cols;
     const int64_t ng = (k + GS_Q4_GROUP - 1) / GS_Q4_GROUP;
@@ -216,132 +257,53 @@ static int matmul_qv(gs_cpu *c, gs_mat out, gs_mat x, const gs_cpu_weight *w, co
     const size_t xq = (size_t)m * (size_t)ng * GS_Q4_GROUP;
     const size_t sx_off = (xq + 63) & ~(size_t)63;
     const size_t sum_off = sx_off + (size_t)mp * (size_t)ng * 4;
-    const size_t d_off = (sum_off + (size_t)mp * (size_t)ng * 4 + 63) & ~(size_t)63;
-    const size_t d_bytes = sizeof(int32_t) * GS_QNR * GS_QMR * (size_t)ng;
-    /* Thread 0's scratch holds the quantized x for everyone; every thread
-     * keeps its dots after that offset. */
-    if (gs_cpu_scratch_reserve(c, d_off + d_bytes))
+    const size_t need = sum_off + (size_t)mp * (size_t)ng * 4;
+    /* The quantized x (shared) in c->qx; each thread's dots in its scratch. */
+    if (gs_cpu_scratch_reserve(c, sizeof(int32_t) * GS_QNR * GS_QMR * (size_t)ng))
         return GS_ENOMEM;
-    char *base = gs_cpu_scratch(c, 0);
-    int8_t *qx = (int8_t *)base;
+    if (c->qx_size < need) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, need) != 0)
+            return GS_ENOMEM;
+        free(c->qx);
+        c->qx = p;
+        c->qx_size = need;
+    }
+    char *base = c->qx;
     float *sx = (float *)(base + sx_off);
     int32_t *sumx = (int32_t *)(base + sum_off);
     memset(sx, 0, (size_t)mp * (size_t)ng * 4); /* rows past m: scale and sum 0 */
     memset(sumx, 0, (size_t)mp * (size_t)ng * 4);
-    const int q4 = w->h.dt == GS_DT_Q4;
-    for (int64_t r = 0; r < m; r++) {
-        const float *xr = gs_cpu_row(x, r);
-        for (int64_t g = 0; g < ng; g++) {
-            const int64_t c0 = g * GS_Q4_GROUP;
-            const int nc = k - c0 < GS_Q4_GROUP ? (int)(k - c0) : GS_Q4_GROUP;
-            quant_x_group(xr + c0, nc, q4, qx + (r * ng + g) * GS_Q4_GROUP, &sx[g * mp + r],
-                          &sumx[g * mp + r]);
-        }
+    qv_job J = {.out = out,
+                .x = x,
+                .w = w,
+                .bias = bias,
+                .accum = accum,
+                .ng = ng,
+                .ngf = k / GS_Q4_GROUP,
+                .mp = mp,
+                .qx = (const int8_t *)base,
+                .sx = sx,
+                .sumx = sumx,
+                .dot = gs_cpu_quant_dot_fn(),
+                .c = c};
+    gs_cpu_parallel(c, m, gs_cpu_grain(c, m, 2, 4), qv_quant_rows, &J);
+    if (m <= QV_MB) {
+        /* ~4 chunks per thread, at least 8 weight rows each */
+        gs_cpu_parallel(c, n, gs_cpu_grain(c, n, 4, 8), qv_cols, &J);
+        return 0;
     }
-    qv_job J = {
-        out, x, w, bias, accum, ng, k / GS_Q4_GROUP, mp, qx, sx, sumx, d_off, gs_cpu_quant_dot_fn(),
-        c};
-    gs_cpu_parallel(c, n, gs_cpu_grain(c, n, 4, 8), qv_cols, &J);
-    return 0;
-}
-
-/* ---- prefill: dequantized panels + cblas_sgemm ------------------------ */
-
-typedef struct {
-    gs_mat out, x;
-    const gs_cpu_weight *w;
-    const float *bias;
-    int accum;
-    int64_t mb, nb, n_nblk;
-    gs_cpu *c;
-} qm_job;
-
-/* Columns [k0, k0 + kc) of weight row j to F32 (k0 a multiple of the
- * group), the values gs_dequantize_row gives. */
-GS_CPU_HOT static void dequant(const gs_cpu_weight *w, int64_t j, int64_t k0, int64_t kc,
-                               float *dst)
-{
-    const int64_t k = w->h.cols;
-    if (w->h.dt == GS_DT_Q8) {
-        const int8_t *q = (const int8_t *)w->data + (size_t)j * (size_t)k + k0;
-        const float s = w->scales[j];
-        for (int64_t i = 0; i < kc; i++)
-            dst[i] = (float)q[i] * s;
-        return;
-    }
-    const int64_t ng = (k + GS_Q4_GROUP - 1) / GS_Q4_GROUP;
-    const uint8_t *q = (const uint8_t *)w->data + (size_t)j * (size_t)((k + 1) / 2) + k0 / 2;
-    const float *sw = w->scales + j * ng + k0 / GS_Q4_GROUP;
-    for (int64_t c0 = 0; c0 < kc; c0 += GS_Q4_GROUP) {
-        const int64_t n = kc - c0 < GS_Q4_GROUP ? kc - c0 : GS_Q4_GROUP;
-        const float s = sw[c0 / GS_Q4_GROUP];
-        const uint8_t *b = q + c0 / 2;
-        float *o = dst + c0;
-        for (int64_t i = 0; i < n / 2; i++) {
-            o[2 * i] = (float)((int)(b[i] & 15) - 8) * s;
-            o[2 * i + 1] = (float)((int)(b[i] >> 4) - 8) * s;
-        }
-        if (n & 1)
-            o[n - 1] = (float)((int)(b[n / 2] & 15) - 8) * s;
-    }
-}
-
-static void qm_items(void *ctx, int64_t i0, int64_t i1, int tid)
-{
-    qm_job *J = ctx;
-    const int64_t m = J->x.rows, n = J->out.cols, k = J->x.cols;
-    float *panel = gs_cpu_scratch(J->c, tid);
-    for (int64_t it = i0; it < i1; it++) {
-        const int64_t r0 = (it / J->n_nblk) * J->mb, c0 = (it % J->n_nblk) * J->nb;
-        const int64_t mr = m - r0 < J->mb ? m - r0 : J->mb;
-        const int64_t nc = n - c0 < J->nb ? n - c0 : J->nb;
-        if (mr <= 0 || nc <= 0)
-            continue;
-        const float *xa = gs_cpu_row(J->x, r0);
-        float *oc = gs_cpu_row(J->out, r0) + c0;
-        for (int64_t k0 = 0; k0 < k; k0 += GEMM_KC) {
-            const int64_t kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
-            for (int64_t j = 0; j < nc; j++)
-                dequant(J->w, c0 + j, k0, kc, panel + j * kc);
-            float beta = (k0 > 0 || J->accum) ? 1.0f : 0.0f;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mr, (int)nc, (int)kc, 1.0f,
-                        xa + k0, (int)J->x.stride, panel, (int)kc, beta, oc, (int)J->out.stride);
-        }
-        if (J->bias)
-            for (int64_t r = 0; r < mr; r++) {
-                float *o = oc + r * J->out.stride;
-                for (int64_t j = 0; j < nc; j++)
-                    o[j] += J->bias[c0 + j];
-            }
-    }
-}
-
-/* The blocking of matmul.c's GEMM: row blocks of GEMM_MB when m is large,
- * column blocks of at most GEMM_NB, a multiple of the threads where
- * possible. */
-static int matmul_qm(gs_cpu *c, gs_mat out, gs_mat x, const gs_cpu_weight *w, const float *bias,
-                     int accum)
-{
-    const int64_t m = x.rows, n = out.cols, k = x.cols;
-    const int T = c->n_threads;
-    qm_job J = {out, x, w, bias, accum, 0, 0, 0, c};
-    int64_t n_mblk = m > 2 * GEMM_MB ? (m + GEMM_MB - 1) / GEMM_MB : 1;
-    J.mb = (m + n_mblk - 1) / n_mblk;
-    int64_t n_nblk = (n + GEMM_NB - 1) / GEMM_NB;
-    int64_t items = n_mblk * n_nblk;
-    if (items < T)
-        n_nblk = (T + n_mblk - 1) / n_mblk;
-    else if (items % T)
-        n_nblk = (((items + T - 1) / T) * T + n_mblk - 1) / n_mblk;
-    J.nb = (n + n_nblk - 1) / n_nblk;
-    J.nb = (J.nb + 15) & ~(int64_t)15;
-    if (J.nb > n)
-        J.nb = n;
-    J.n_nblk = (n + J.nb - 1) / J.nb;
-    if (gs_cpu_scratch_reserve(c,
-                               sizeof(float) * (size_t)J.nb * (size_t)(k < GEMM_KC ? k : GEMM_KC)))
-        return GS_ENOMEM;
-    gs_cpu_parallel(c, n_mblk * J.n_nblk, 1, qm_items, &J);
+    /* Weight blocks of about QV_WB bytes, a multiple of GS_QNR rows, and
+     * at least 4 per thread for balance. */
+    const int64_t T = c->n_threads;
+    int64_t nb = (int64_t)(QV_WB / gs_quant_q_bytes(w->h.dt, 1, k));
+    int64_t nb_bal = (n + 4 * T - 1) / (4 * T);
+    nb = nb < nb_bal ? nb : nb_bal;
+    nb = (nb + GS_QNR - 1) / GS_QNR * GS_QNR;
+    J.nb = nb;
+    J.n_rb = (m + QV_MB - 1) / QV_MB;
+    const int64_t n_cb = (n + nb - 1) / nb;
+    gs_cpu_parallel(c, n_cb * J.n_rb, J.n_rb, qv_items, &J);
     return 0;
 }
 
@@ -350,13 +312,6 @@ int gs_cpu_matmul_any(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, 
 {
     if (!gs_dtype_is_quant(w->dt))
         return gs_cpu_matmul(be, out, x, w, bias, flags);
-    gs_cpu *c = gs_cpu_of(be);
-    const float *b = bias ? bias->data : NULL;
-    const int accum = (flags & GS_MM_ACCUM) != 0;
-    if (x.rows <= QV_MAX_M)
-        return matmul_qv(c, out, x, gs_cpu_w(w), b, accum);
-    if (x.cols > INT32_MAX || out.cols > INT32_MAX || x.stride > INT32_MAX ||
-        out.stride > INT32_MAX)
-        return GS_EINVAL; /* cblas takes int */
-    return matmul_qm(c, out, x, gs_cpu_w(w), b, accum);
+    return matmul_q(gs_cpu_of(be), out, x, gs_cpu_w(w), bias ? bias->data : NULL,
+                    (flags & GS_MM_ACCUM) != 0);
 }

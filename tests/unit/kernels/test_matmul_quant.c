@@ -1,12 +1,12 @@
 /* test_matmul_quant.c - quantized weights (GS_DT_Q8, GS_DT_Q4) on the CPU:
  * gs_quantize / gs_dequantize_row (layout, round trip, refusals), weights
  * made by copy, in place and at random, gs_k_matmul against a
- * double-precision reference over the dequantized weight (decode with x
- * quantized the way the kernel does it: a tight bound; and against plain
- * x: a loose one; prefill with plain x), every instruction-set kernel this
- * CPU has against the portable one (bitwise), batch independence, and the
- * backend's mem_limit. Reaches into the CPU backend (cpu_impl.h) to force
- * a kernel and to read a weight's bytes. */
+ * double-precision reference over the dequantized weight (with x
+ * quantized the way the kernel does it: a tight bound; and with plain x: a
+ * loose one), m = 1 .. 70 (decode and prefill blocking), every
+ * instruction-set kernel this CPU has against the portable one (bitwise),
+ * batch independence at every m, and the backend's mem_limit. Reaches into the CPU backend
+ * (cpu_impl.h) to force a kernel and to read a weight's bytes. */
 #include "kernels/cpu/cpu_impl.h"
 #include "kt.h"
 
@@ -194,8 +194,8 @@ static int mm_case(gs_backend *be, gs_dtype dt, int64_t m, int64_t n, int64_t k,
     snprintf(name, sizeof name, "%s m%lld n%lld k%lld%s%s%s%s", gs_dtype_name(dt), (long long)m,
              (long long)n, (long long)k, bias ? " bias" : "", accum ? " accum" : "",
              strided ? " strided" : "", wrap ? " wrap" : "");
-    if (ok && m <= 32) {
-        /* decode: x quantized as the kernel does; only F32 rounding left */
+    if (ok) {
+        /* x quantized as the kernel does: only F32 rounding left */
         float *xq = quantize_x(x, m, k);
         ref_mm(ref, xq, q.deq, bias, o0, m, n, k);
         ok = kt_check(name, got, ref, (size_t)(m * n), 2e-6);
@@ -203,10 +203,6 @@ static int mm_case(gs_backend *be, gs_dtype dt, int64_t m, int64_t n, int64_t k,
         /* and the activation quantization itself stays small */
         ref_mm(ref, x, q.deq, bias, o0, m, n, k);
         ok = ok && kt_check("  vs plain x", got, ref, (size_t)(m * n), 2e-2);
-    } else if (ok) {
-        /* prefill: dequantized panels, plain x */
-        ref_mm(ref, x, q.deq, bias, o0, m, n, k);
-        ok = kt_check(name, got, ref, (size_t)(m * n), 2e-6);
     }
     gs_weight_free(be, W);
     qw_free(&q);
@@ -230,10 +226,11 @@ static void test_matmul_quant_sizes(void)
             GS_ASSERT(mm_case(be, dt, m, 37, 300, v & 1, (v >> 1) & 1, (v >> 2) & 1, 0));
         }
         GS_ASSERT(mm_case(be, dt, 32, 70, 256, 1, 1, 1, 1));  /* no partial group */
-        GS_ASSERT(mm_case(be, dt, 33, 70, 256, 1, 0, 1, 1));  /* first GEMM size */
+        GS_ASSERT(mm_case(be, dt, 33, 70, 256, 1, 0, 1, 1));  /* first blocked size */
+        GS_ASSERT(mm_case(be, dt, 70, 260, 200, 0, 1, 1, 0)); /* blocks each way */
         GS_ASSERT(mm_case(be, dt, 5, 9, 100, 0, 1, 0, 1));    /* no full group */
         GS_ASSERT(mm_case(be, dt, 3, 17, 2051, 1, 0, 1, 0));  /* many groups */
-        GS_ASSERT(mm_case(be, dt, 40, 33, 2300, 0, 1, 0, 0)); /* k past one GEMM panel */
+        GS_ASSERT(mm_case(be, dt, 40, 33, 2300, 0, 1, 0, 0));
     }
     gs_backend_free(be);
 }
@@ -255,16 +252,16 @@ static int isa_case(gs_backend *be, gs_dtype dt, int64_t n, int64_t k, int fill)
     gs_weight *W = NULL;
     if (gs_weight_wrap_quant(be, dt, n, k, q, s, &W) != 0)
         return 0;
-    float *x = kt_rand((size_t)(32 * k), -3.0f, 3.0f);
+    float *x = kt_rand((size_t)(40 * k), -3.0f, 3.0f);
     for (int64_t i = 0; i < k; i += 3)
         x[i] = 0.0f; /* zeros and a zero group in row 0 */
     for (int64_t i = 0; i < k && i < G; i++)
         x[k + i] = 0.0f;
     if (fill >= 0)
-        for (int64_t i = 0; i < 32 * k; i++)
+        for (int64_t i = 0; i < 40 * k; i++)
             x[i] = (i / k) & 1 ? -1.0f : 1.0f;
     int ok = 1;
-    const int64_t ms[] = {1, 2, 3, 4, 5, 7, 8, 13, 32};
+    const int64_t ms[] = {1, 2, 3, 4, 5, 7, 8, 13, 32, 37};
     for (size_t mi = 0; ok && mi < sizeof ms / sizeof *ms; mi++) {
         const int64_t m = ms[mi];
         ok = gs_cpu_quant_isa_force(GS_QISA_C) == GS_QISA_C;
@@ -319,7 +316,7 @@ static void test_matmul_quant_batch_invariance(void)
 {
     gs_backend *b1 = kt_backend(1, 0), *b3 = kt_backend(3, 0);
     kt_seed(14);
-    const int64_t n = 23, k = 333, rows = 36;
+    const int64_t n = 23, k = 333, rows = 44;
     for (int qi = 0; qi < 2; qi++) {
         gs_dtype dt = qi ? GS_DT_Q4 : GS_DT_Q8;
         float *w = kt_rand((size_t)(n * k), -1.0f, 1.0f);
@@ -338,7 +335,7 @@ static void test_matmul_quant_batch_invariance(void)
             free(o);
         }
         for (int64_t r0 = 0; r0 <= 4; r0 += 4)
-            for (int64_t m = 1; m <= 32; m++) {
+            for (int64_t m = 1; m <= 40; m++) {
                 float *o = run_mm(b3, W3, x + r0 * k, m, k, n, bias, NULL, m & 1);
                 GS_ASSERT_MSG(o && memcmp(o, one + r0 * n, sizeof(float) * (size_t)(m * n)) == 0,
                               "%s rows [%lld, %lld) differ from the 1-row results",
