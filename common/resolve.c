@@ -132,8 +132,17 @@ int gs_resolve_url(const char *url, gs_addr_set *out, gs_diag *d)
         const char *why = e == EAI_SYSTEM ? strerror(errno) : gai_strerror(e);
         return gs_diag_set(d, eai_to_gs(e), "cannot resolve '%s': %s", u.host, why);
     }
+    /* One family: a dual-stack name lists each host twice (A and AAAA),
+     * and each gateway must be dialed once, or it would count this worker
+     * twice. IPv4 when the name has any, else IPv6. */
+    int family = AF_INET6;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET)
+            family = AF_INET;
     int dropped = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (ai->ai_family != family)
+            continue;
         char a[INET6_ADDRSTRLEN], buf[GS_URL_MAX];
         if (ai->ai_family == AF_INET) {
             inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, a, sizeof a);

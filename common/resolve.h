@@ -38,7 +38,9 @@ typedef struct {
 } gs_addr_set;
 
 /* Every address url's host has now, as numeric URLs with url's port,
- * sorted and without duplicates (so two answers compare entry by entry).
+ * sorted and without duplicates (so two answers compare entry by entry):
+ * its IPv4 addresses, or its IPv6 ones if it has none (a dual-stack host
+ * has both, and must be dialed once).
  * An ipc:// URL, or a tcp:// one with a numeric host, gives itself.
  * 0; GS_EINVAL (a malformed url); GS_ENOENT (the name has no address:
  * not in DNS yet, or no such name); GS_EAGAIN (a temporary DNS failure);

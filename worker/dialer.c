@@ -198,6 +198,22 @@ static void reap(name *nm)
     }
 }
 
+/* With dl->mu held: 1 when another URL already holds a target for url
+ * (two --connect names for one gateway: one connection, or the gateway
+ * would count this worker twice). */
+static int held_elsewhere(const name *nm, const char *url)
+{
+    for (int i = 0; i < nm->dl->n_names; i++) {
+        const name *o = &nm->dl->names[i];
+        if (o == nm)
+            continue;
+        for (const target *t = o->targets; t; t = t->next)
+            if (!t->done && !t->retired && !strcmp(t->url, url))
+                return 1;
+    }
+    return 0;
+}
+
 /* With dl->mu held: retires the targets whose address is not in set,
  * takes back those that are, and starts a target for each new address. */
 static void follow(name *nm, const gs_addr_set *set)
@@ -210,7 +226,7 @@ static void follow(name *nm, const gs_addr_set *set)
         target *t = nm->targets;
         while (t && (t->done || strcmp(t->url, set->url[i])))
             t = t->next;
-        if (t)
+        if (t || held_elsewhere(nm, set->url[i]))
             continue;
         t = calloc(1, sizeof *t);
         if (!t) {
@@ -332,6 +348,9 @@ int gs_dialer_new(const gs_dialer_params *p, gs_dialer **out, gs_diag *d)
         gs_dialer_free(dl);
         return gs_diag_set(d, GS_ENOMEM, "dialer: out of memory");
     }
+    /* Held while the names are filled in: their threads read each
+     * other's (held_elsewhere) and start with this lock. */
+    pthread_mutex_lock(&dl->mu);
     for (int i = 0; i < p->n_urls; i++) {
         name *nm = &dl->names[i];
         nm->dl = dl;
@@ -339,11 +358,13 @@ int gs_dialer_new(const gs_dialer_params *p, gs_dialer **out, gs_diag *d)
         nm->n_addrs = -1;
         dl->n_names++;
         if (pthread_create(&nm->th, NULL, name_main, nm)) {
+            pthread_mutex_unlock(&dl->mu);
             gs_dialer_free(dl);
             return gs_diag_set(d, GS_ENOMEM, "dialer: cannot start a thread");
         }
         nm->started = 1;
     }
+    pthread_mutex_unlock(&dl->mu);
     *out = dl;
     return 0;
 }

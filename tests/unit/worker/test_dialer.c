@@ -211,12 +211,12 @@ static void teardown(gs_dialer *dl)
     }
 }
 
-static gs_dialer *start(int interval_ms)
+static gs_dialer *start_n(int interval_ms, int n_urls)
 {
-    static const char *urls[] = {"tcp://gateways.test:7500"};
+    static const char *urls[] = {"tcp://gateways.test:7500", "tcp://gateways-too.test:7500"};
     gs_dialer_params p = {0};
     p.urls = urls;
-    p.n_urls = 1;
+    p.n_urls = n_urls;
     p.resolve_interval_ms = interval_ms;
     p.cbs = (gs_ipc_conn_cbs){NULL, w_on_open, w_on_frame, w_on_close, 0};
     p.retire = w_retire;
@@ -227,6 +227,11 @@ static gs_dialer *start(int interval_ms)
     if (gs_dialer_new(&p, &dl, &d))
         fprintf(stderr, "gs_dialer_new: %s\n", d.msg);
     return dl;
+}
+
+static gs_dialer *start(int interval_ms)
+{
+    return start_n(interval_ms, 1);
 }
 
 static void test_every_address_is_dialed_and_dns_is_followed(void)
@@ -315,6 +320,22 @@ static void test_a_drop_is_redialed_and_resolved_again_soon(void)
     teardown(dl);
 }
 
+/* Two names for the same gateways: one connection each, or every
+ * gateway would count the worker twice. */
+static void test_two_names_for_one_gateway_dial_it_once(void)
+{
+    setup();
+    set_answer(1, 1, 0);
+    gs_dialer *dl = start_n(100, 2);
+    GS_ASSERT(dl);
+    GS_ASSERT(wait_connected(dl, 2));
+    usleep(500000); /* a few resolutions of both names later */
+    GS_ASSERT_EQ(gs_dialer_connected(dl), 2);
+    GS_ASSERT_EQ(get(&gws[0].n_open), 1);
+    GS_ASSERT_EQ(get(&gws[1].n_open), 1);
+    teardown(dl);
+}
+
 static void test_malformed_url_is_refused(void)
 {
     static const char *urls[] = {"tcp://gateways"};
@@ -336,5 +357,6 @@ int main(void)
     GS_RUN(test_malformed_url_is_refused);
     GS_RUN(test_every_address_is_dialed_and_dns_is_followed);
     GS_RUN(test_a_drop_is_redialed_and_resolved_again_soon);
+    GS_RUN(test_two_names_for_one_gateway_dial_it_once);
     return gs_test_summary();
 }
