@@ -17,7 +17,8 @@ namespace's own /etc/hosts (`ip netns exec` bind-mounts
 3. Gateway 1 comes back into NAME: the worker joins it again.
 
 Skipped, with the reason, only where namespaces cannot be made (not root,
-no iproute2, or forbidden)."""
+no iproute2, or forbidden). A second test, without namespaces: a malformed
+--connect URL is a usage error, a name with no address yet is retried."""
 import json
 import os
 import shutil
@@ -198,3 +199,36 @@ def test_one_worker_follows_the_gateways_a_name_resolves_to(build_dir, fixtures,
         net.remove()
     assert w.returncode == 0, wlog_path.read_text(errors="replace")[-3000:]
     assert rcs == [0, 0, 0], rcs
+
+
+def test_malformed_connect_is_a_usage_error_and_an_unknown_name_is_retried(build_dir, fixtures,
+                                                                            tmp_path):
+    """A URL that can never work fails at start (exit 2, the flag and the
+    fault named); a name with no address yet (a pod started before its DNS
+    record) is no error: the worker starts, says so once and keeps trying."""
+    exe = str(build_dir / "worker" / "glmserve-worker")
+    model = str(fixtures / "tiny-glm4v")
+    for url, why in [("tcp://gateways", "no :PORT"), ("tcp://gateways:0", "port"),
+                     ("tcp://gateways:70000", "port"), ("tcp://:7500", "no host"),
+                     ("tcp://gate ways:7500", "character"), ("tcp://[::1:7500", "["),
+                     ("http://gateways:7500", "not an ipc:// or tcp://")]:
+        r = subprocess.run([exe, "--model", model, "--connect", url], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 2 and "--connect" in r.stderr and why in r.stderr, (url, r.stderr)
+    r = subprocess.run([exe, "--model", model, "--connect", "tcp://gw:7500", "--resolve-interval",
+                        "0"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--resolve-interval" in r.stderr, r.stderr
+
+    log_path = tmp_path / "worker.log"
+    w = subprocess.Popen([exe, "--model", model, "--connect", "tcp://no-such-gateway.invalid:7500",
+                          "--resolve-interval", "1", "--kv-memory", "64", "--max-model-len",
+                          "8192"], stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "cannot resolve 'no-such-gateway.invalid'" in log_path.read_text(), 30,
+                 "the worker to report the name")
+        time.sleep(2.5)  # several more attempts: still up, and one line per outage
+        assert w.poll() is None, log_path.read_text()[-3000:]
+        assert log_path.read_text().count("cannot resolve") == 1, log_path.read_text()[-3000:]
+    finally:
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(30) == 0, log_path.read_text()[-3000:]
