@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef enum { T_STR, T_INT, T_BOOL, T_NUM, T_URLS } ctype;
 
@@ -53,6 +54,8 @@ static const directive table[] = {
     {"kv_memory", T_INT, F(kv_memory), 0, 1 << 30, 0, "MIB  KV cache per worker"},
     {"dummy_weights", T_BOOL, F(dummy_weights), 0, 0, 0, "  random weights (benchmarks)"},
     {"graphs", T_STR, F(graphs), 0, 0, 0, "auto|on|off  decode graphs"},
+    {"weights", T_STR, F(weights), 0, 0, 0, "bf16|int8|int4|auto  weight format (the folder's)"},
+    {"gpu_memory", T_STR, F(gpu_memory), 0, 0, 0, "BYTES  memory cap per worker (15G, 10GiB)"},
     {"heartbeat_timeout_ms", T_INT, F(heartbeat_timeout_ms), 100, 600000, 0,
      "MS  a silent worker is dead after this (2000)"},
     {"drain_timeout", T_INT, F(drain_timeout), 0, 86400, 0, "S  graceful stop deadline (30)"},
@@ -263,6 +266,22 @@ int gs_config_host_is_loopback(const char *h)
            !strcmp(h, "[::1]");
 }
 
+/* A byte size as the worker's --gpu-memory reads it: a positive number
+ * with an optional K/M/G/T suffix (KB/KiB/... and B too). */
+static int size_ok(const char *s)
+{
+    char *end;
+    if (!(*s >= '0' && *s <= '9'))
+        return 0;
+    double v = strtod(s, &end);
+    static const char *const suf[] = {"",    "b", "k",  "kb",  "kib", "m",  "mb",
+                                      "mib", "g", "gb", "gib", "t",   "tb", "tib"};
+    for (size_t i = 0; i < sizeof suf / sizeof *suf; i++)
+        if (!strcasecmp(end, suf[i]))
+            return v > 0;
+    return 0;
+}
+
 int gs_config_check(const gs_config *c, gs_diag *d)
 {
     if (!c->model[0])
@@ -271,6 +290,13 @@ int gs_config_check(const gs_config *c, gs_diag *d)
         return gs_diag_set(d, GS_ECONFIG, "backend must be cpu or cuda, got '%s'", c->backend);
     if (strcmp(c->graphs, "auto") && strcmp(c->graphs, "on") && strcmp(c->graphs, "off"))
         return gs_diag_set(d, GS_ECONFIG, "graphs must be auto, on or off, got '%s'", c->graphs);
+    if (c->weights[0] && strcmp(c->weights, "bf16") && strcmp(c->weights, "int8") &&
+        strcmp(c->weights, "int4") && strcmp(c->weights, "auto"))
+        return gs_diag_set(d, GS_ECONFIG, "weights must be bf16, int8, int4 or auto, got '%s'",
+                           c->weights);
+    if (c->gpu_memory[0] && !size_ok(c->gpu_memory))
+        return gs_diag_set(d, GS_ECONFIG, "gpu_memory: expected a size like 15G or 10GiB, got '%s'",
+                           c->gpu_memory);
     if (c->api_key_file[0] && c->no_auth)
         return gs_diag_set(d, GS_ECONFIG, "give either api_key_file or no_auth, not both");
     if (!c->api_key_file[0] && !c->no_auth && !gs_config_host_is_loopback(c->host))

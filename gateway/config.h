@@ -26,6 +26,10 @@
  *   max_seqs (64), max_queue (64), max_model_len (0: the model's),
  *   kv_memory (0: the worker's default; MiB), dummy_weights (false),
  *   graphs ("auto")         passed to every local worker
+ *   weights ("")            bf16 | int8 | int4 | auto: the workers' weight
+ *                           format (docs/quantization.md); "": the folder's own
+ *   gpu_memory ("")         a memory cap per worker ("15G", "10GiB"): weights,
+ *                           activations and KV pages fit in it
  *   static_dir ("")         the browser UI (default: static/ beside the binary's tree)
  *   vendor_dirs             folders, ':'-separated, whose files are served at
  *                           /vendor/NAME (first folder holding NAME wins): the
@@ -70,6 +74,7 @@ typedef struct {
     int n_remote_workers;
     int max_seqs, max_queue, max_model_len, kv_memory, dummy_weights;
     char graphs[16];
+    char weights[16], gpu_memory[32];
     int heartbeat_timeout_ms, drain_timeout;
     int max_body_mb, max_images;
     int fetch_images, fetch_timeout_ms, fetch_allow_private;

@@ -210,6 +210,14 @@ static void exec_worker(master *m, child *c)
         NUM("--kv-memory", g->kv_memory);
     if (g->dummy_weights)
         ARG("--dummy-weights");
+    if (g->weights[0]) {
+        ARG("--weights");
+        ARG(g->weights);
+    }
+    if (g->gpu_memory[0]) {
+        ARG("--gpu-memory");
+        ARG(g->gpu_memory);
+    }
     if (g->log_file[0]) {
         ARG("--log-file");
         ARG(g->log_file);

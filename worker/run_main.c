@@ -5,7 +5,8 @@
  *                [--system TEXT] [--max-tokens N] [--temperature T]
  *                [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R]
  *                [--seed S] [--no-think] [--threads N] [--backend cpu|cuda]
- *                [--dummy-weights] [--graphs auto|on|off] [--stop STR]...
+ *                [--dummy-weights] [--weights bf16|int8|int4|auto]
+ *                [--gpu-memory BYTES] [--graphs auto|on|off] [--stop STR]...
  *
  * The flags become a job JSON and the image files its blobs, built by
  * worker/request.h exactly as a worker builds a job from the network.
@@ -44,7 +45,9 @@ typedef struct {
     int n_images;
     json_t *job; /* the job's sampling keys, filled from the flags (owned) */
     int no_think, threads, dummy;
-    int graphs; /* gs_engine_params.graphs: 0 auto, 1 on, -1 off */
+    int graphs;               /* gs_engine_params.graphs: 0 auto, 1 on, -1 off */
+    gs_weight_format weights; /* --weights; ASIS when not given */
+    size_t gpu_memory;        /* --gpu-memory: gs_backend_params.mem_limit; 0: none */
 } options;
 
 static double now_s(void)
@@ -59,8 +62,11 @@ static void usage(FILE *f)
             "       [--system TEXT] [--max-tokens N] [--temperature T] [--top-p P]\n"
             "       [--top-k K] [--min-p P] [--repetition-penalty R] [--seed S]\n"
             "       [--no-think] [--threads N] [--backend cpu|cuda] [--dummy-weights]\n"
+            "       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]\n"
             "       [--graphs auto|on|off] [--stop STR]...\n"
-            "  --prompt-file F reads the prompt from F ('-': standard input)\n");
+            "  --prompt-file F reads the prompt from F ('-': standard input)\n"
+            "  --weights: the folder's own format when not given (docs/quantization.md)\n"
+            "  --gpu-memory 15G: a cap on the backend's memory (suffixes K M G T, KiB..)\n");
 }
 
 static int parse_num(const char *flag, const char *s, double lo, double hi, double *out)
@@ -121,10 +127,11 @@ static int parse_args(int argc, char **argv, options *o)
         for (size_t k = 0; k < sizeof num_flags / sizeof *num_flags; k++)
             if (!strcmp(a, num_flags[k].flag))
                 nf = &num_flags[k];
-        int takes_value = nf || !strcmp(a, "--model") || !strcmp(a, "--prompt") ||
-                          !strcmp(a, "--prompt-file") || !strcmp(a, "--system") ||
-                          !strcmp(a, "--backend") || !strcmp(a, "--image") ||
-                          !strcmp(a, "--stop") || !strcmp(a, "--threads") || !strcmp(a, "--graphs");
+        int takes_value =
+            nf || !strcmp(a, "--model") || !strcmp(a, "--prompt") || !strcmp(a, "--prompt-file") ||
+            !strcmp(a, "--system") || !strcmp(a, "--backend") || !strcmp(a, "--image") ||
+            !strcmp(a, "--stop") || !strcmp(a, "--threads") || !strcmp(a, "--graphs") ||
+            !strcmp(a, "--weights") || !strcmp(a, "--gpu-memory");
         if (takes_value && !v) {
             fprintf(stderr, "glmserve-run: %s needs a value\n", a);
             return -1;
@@ -171,6 +178,19 @@ static int parse_args(int argc, char **argv, options *o)
             o->no_think = 1;
         } else if (!strcmp(a, "--dummy-weights")) {
             o->dummy = 1;
+        } else if (!strcmp(a, "--weights")) {
+            if (gs_weight_format_parse(v, &o->weights)) {
+                fprintf(stderr,
+                        "glmserve-run: --weights must be bf16, int8, int4 or auto, got '%s'\n", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--gpu-memory")) {
+            if (gs_parse_bytes(v, &o->gpu_memory)) {
+                fprintf(stderr,
+                        "glmserve-run: --gpu-memory: expected a size like 15G or 10GiB, got '%s'\n",
+                        v);
+                return -1;
+            }
         } else if (!strcmp(a, "--graphs")) {
             if (strcmp(v, "auto") && strcmp(v, "on") && strcmp(v, "off")) {
                 fprintf(stderr, "glmserve-run: --graphs must be auto, on or off, got '%s'\n", v);
@@ -376,11 +396,12 @@ int main(int argc, char **argv)
     gs_backend_params bp = {0};
     bp.kind = strcmp(o.backend, "cuda") == 0 ? GS_BACKEND_CUDA : GS_BACKEND_CPU;
     bp.n_threads = o.threads;
+    bp.mem_limit = o.gpu_memory;
     if ((rc = gs_backend_new(&bp, &be, &d))) {
         fprintf(stderr, "glmserve-run: --backend %s: %s\n", o.backend, d.msg);
         goto out;
     }
-    gs_model_params mp = {o.model, be, o.dummy, 1, 1};
+    gs_model_params mp = {o.model, be, o.dummy, 1, 1, o.weights, 0};
     if ((rc = gs_model_load(&mp, &model, &d))) {
         fprintf(stderr, "glmserve-run: --model %s: %s\n", o.model, d.msg);
         goto out;
@@ -474,11 +495,12 @@ int main(int argc, char **argv)
     const double ttft = res.timings.ttft_ns * 1e-6, dec = res.timings.decode_ns * 1e-9;
     const int32_t n_gen = res.usage.completion_tokens;
     fprintf(stderr,
-            "glmserve-run: load %.2fs | images %d (%lld patches) preprocess %.1f ms | prompt %d "
-            "tokens (%.1f tok/s through vision + prefill) | TTFT %.1f ms | decode %d tokens, "
-            "%.1f tok/s | finish %s\n",
-            t_loaded - t_start, n_img, (long long)n_patches, (t_pre - t_loaded) * 1e3, L,
-            ttft > 0 ? L / (ttft * 1e-3) : 0.0, ttft, n_gen,
+            "glmserve-run: load %.2fs (%s weights, %.3f GB) | images %d (%lld patches) preprocess "
+            "%.1f ms | prompt %d tokens (%.1f tok/s through vision + prefill) | TTFT %.1f ms | "
+            "decode %d tokens, %.1f tok/s | finish %s\n",
+            t_loaded - t_start, gs_weight_format_name(gs_model_weight_format(model)),
+            gs_model_weight_bytes(model) / 1e9, n_img, (long long)n_patches,
+            (t_pre - t_loaded) * 1e3, L, ttft > 0 ? L / (ttft * 1e-3) : 0.0, ttft, n_gen,
             n_gen > 1 && dec > 0 ? (n_gen - 1) / dec : 0.0, gs_finish_reason_name(res.finish));
     status = 0;
 out:

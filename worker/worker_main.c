@@ -8,7 +8,14 @@
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
  *       [--stream-interval-us N] [--resolve-interval S]
  *       [--max-images N] [--dummy-weights] [--graphs auto|on|off]
+ *       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]
  *       [--log-level debug|info|warn|error] [--log-file F]
+ *
+ * --weights: the format of the weights (docs/quantization.md); without it
+ * the folder's own. --gpu-memory 15G caps the backend's memory (weights,
+ * activations, KV pages: gs_backend_params.mem_limit) and, unless
+ * --kv-memory is given, the KV cache takes what the weights and a reserve
+ * for activations leave of it; the split is logged at start.
  *
  * Started by the glmserve master (one per GPU, or CPU workers), or by hand
  * on another node with --listen tcp://0.0.0.0:PORT (gateways dial it) or
@@ -55,6 +62,8 @@ typedef struct {
     int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs, stream_us;
     int resolve_s;
     long kv_mib;
+    gs_weight_format weights;
+    size_t gpu_memory;
 } options;
 
 static void usage(FILE *f)
@@ -67,6 +76,7 @@ static void usage(FILE *f)
                "       [--stream-interval-us N (0: every step; default 2000)]\n"
                "       [--resolve-interval S (--connect names, default 10)]\n"
                "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
+               "       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]\n"
                "       [--log-level debug|info|warn|error] [--log-file F]\n"
                "URLs: ipc:///path/to/socket or tcp://host:port\n");
 }
@@ -162,6 +172,21 @@ static int parse_args(int argc, char **argv, options *o)
             o->log_level = v;
         } else if (!strcmp(a, "--log-file")) {
             o->log_file = v;
+        } else if (!strcmp(a, "--weights")) {
+            if (gs_weight_format_parse(v, &o->weights)) {
+                fprintf(stderr,
+                        "glmserve-worker: --weights must be bf16, int8, int4 or auto, got '%s'\n",
+                        v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--gpu-memory")) {
+            if (gs_parse_bytes(v, &o->gpu_memory)) {
+                fprintf(
+                    stderr,
+                    "glmserve-worker: --gpu-memory: expected a size like 15G or 10GiB, got '%s'\n",
+                    v);
+                return -1;
+            }
         } else if (!strcmp(a, "--graphs")) {
             if (strcmp(v, "auto") && strcmp(v, "on") && strcmp(v, "off")) {
                 fprintf(stderr, "glmserve-worker: --graphs must be auto, on or off, got '%s'\n", v);
@@ -247,6 +272,26 @@ static void *signal_main(void *arg)
     }
 }
 
+/* --gpu-memory: what the KV cache leaves free of the budget (the weights
+ * are in already): the activations of a prefill step of token_budget
+ * tokens and of a decode step of max_seqs (its graph workspace), the
+ * encoder cache (256 MiB, the engine's default) and a margin of 2% of the
+ * budget (at least 64 MiB) for allocator slack. Logs the split. */
+static size_t memory_split(const gs_model *m, const options *o)
+{
+    int32_t budget = o->token_budget ? o->token_budget : 512, seqs = o->max_seqs ? o->max_seqs : 64;
+    size_t act = gs_model_act_bytes(m, budget, seqs) + gs_model_act_bytes(m, seqs, seqs);
+    size_t enc = (size_t)256 << 20, fr = 0, tot = 0;
+    gs_model_mem_info(m, &fr, &tot);
+    size_t margin = tot / 50 > ((size_t)64 << 20) ? tot / 50 : (size_t)64 << 20;
+    size_t reserve = act + enc + margin;
+    gs_log_info("memory: %.2f GB budget: weights %.2f GB, activations/scratch %.2f GB, encoder "
+                "cache %.2f GB, margin %.2f GB; KV pages get the rest, %.2f GB",
+                tot / 1e9, gs_model_weight_bytes(m) / 1e9, act / 1e9, enc / 1e9, margin / 1e9,
+                fr > reserve ? (fr - reserve) / 1e9 : 0.0);
+    return reserve;
+}
+
 /* The exit status for a failure to load the model folder: 3 (no restart
  * cures it) unless it may be transient (memory, the device, I/O). */
 static int folder_status(int rc)
@@ -302,12 +347,14 @@ int main(int argc, char **argv)
     bp.kind = strcmp(o.backend, "cuda") == 0 ? GS_BACKEND_CUDA : GS_BACKEND_CPU;
     bp.n_threads = o.threads;
     bp.device = o.device;
+    bp.mem_limit = o.gpu_memory;
     if ((rc = gs_backend_new(&bp, &be, &d))) {
         gs_log_error("fatal: --backend %s: %s", o.backend, d.msg[0] ? d.msg : gs_strerror(rc));
         goto out;
     }
-    gs_log_info("loading %s%s", o.model, o.dummy ? " (dummy weights)" : "");
-    gs_model_params mp = {o.model, be, o.dummy, 1, 1};
+    gs_log_info("loading %s%s, weights %s", o.model, o.dummy ? " (dummy weights)" : "",
+                o.weights ? gs_weight_format_name(o.weights) : "as stored");
+    gs_model_params mp = {o.model, be, o.dummy, 1, 1, o.weights, 0};
     if ((rc = gs_model_load(&mp, &model, &d))) {
         gs_log_error("fatal: --model %s: %s", o.model, d.msg[0] ? d.msg : gs_strerror(rc));
         status = folder_status(rc);
@@ -336,7 +383,8 @@ int main(int argc, char **argv)
         free(tpl);
         gs_diag_clear(&d);
     }
-    gs_log_info("model loaded: %zu MiB of weights", gs_model_weight_bytes(model) >> 20);
+    gs_log_info("model loaded: %zu MiB of %s weights", gs_model_weight_bytes(model) >> 20,
+                gs_weight_format_name(gs_model_weight_format(model)));
 
     const int32_t max_len = o.max_model_len && o.max_model_len < cfg->text.max_position_embeddings
                                 ? o.max_model_len
@@ -349,10 +397,14 @@ int main(int argc, char **argv)
     sp.engine.token_budget = o.token_budget;
     sp.engine.graphs = o.graphs;
     sp.engine.detok = gs_engine_tokenizer_detok(&dctx);
-    /* The KV cache: --kv-memory, else half the free device memory on CUDA
-     * and 1 GiB on the CPU (where "free memory" is the whole host's). */
+    /* The KV cache: --kv-memory; else with --gpu-memory what the budget
+     * leaves after the weights and the activation reserve; else half the
+     * free device memory on CUDA and 1 GiB on the CPU (where "free memory"
+     * is the whole host's). */
     if (o.kv_mib > 0)
         sp.engine.kv_bytes = (size_t)o.kv_mib << 20;
+    else if (o.gpu_memory)
+        sp.engine.kv_reserve = memory_split(model, &o);
     else if (bp.kind == GS_BACKEND_CPU)
         sp.engine.kv_bytes = (size_t)1 << 30;
     sp.env =

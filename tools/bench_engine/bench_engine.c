@@ -13,6 +13,8 @@
  * Usage: bench_engine [--model DIR] [--threads N] [--levels 1,4,16,64]
  *        [--max-tokens N] [--page-size N] [--budget N] [--kv-pages N]
  *        [--weights-f32 0|1]  (CPU: convert 16-bit weights to F32 at load)
+ *        [--weights bf16|int8|int4|auto]  (weight format; default the folder's)
+ *        [--dummy-weights 0|1]  (random weights of the folder's shapes)
  * The default model is the tiny fixture model of the source tree. Token
  * ids and sizes come from the model folder; nothing is model-specific. */
 #include <stdio.h>
@@ -261,6 +263,8 @@ int main(int argc, char **argv)
     gs_cpu_blas_reexec(argv);
     const char *model_dir = GS_FIXTURES_DIR "/tiny-glm4v", *levels = "1,4,16,64";
     int threads = 0, max_tokens = 64, page = 16, budget = 512, kv_pages = 4096, wf32 = 0;
+    int dummy = 0;
+    gs_weight_format wfmt = GS_WEIGHTS_ASIS;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -283,7 +287,14 @@ int main(int argc, char **argv)
             kv_pages = atoi(v);
         else if (!strcmp(a, "--weights-f32"))
             wf32 = atoi(v);
-        else {
+        else if (!strcmp(a, "--dummy-weights"))
+            dummy = atoi(v);
+        else if (!strcmp(a, "--weights")) {
+            if (gs_weight_format_parse(v, &wfmt)) {
+                fprintf(stderr, "--weights must be bf16, int8, int4 or auto\n");
+                return 2;
+            }
+        } else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
         }
@@ -295,7 +306,7 @@ int main(int argc, char **argv)
     gs_model *m = NULL;
     gs_engine *e = NULL;
     gs_diag d = {0};
-    gs_model_params mp = {model_dir, NULL, 0, 0, 0};
+    gs_model_params mp = {model_dir, NULL, dummy, 1234, 0, wfmt, 0};
     int rc = gs_backend_new(&bp, &be, &d);
     mp.be = be;
     if (!rc)
@@ -313,10 +324,14 @@ int main(int argc, char **argv)
         return 1;
     }
     const gs_model_config *c = gs_model_get_config(m);
-    printf("engine benchmark: %s on %s (%d threads, %s weights), page %d, budget %d, "
+    printf("engine benchmark: %s on %s (%d threads, %s weights%s, %.3f GB), page %d, budget %d, "
            "max tokens %d\n\n",
-           model_dir, gs_backend_name(be), threads, wf32 ? "F32" : "16-bit", page, budget,
-           max_tokens);
+           model_dir, gs_backend_name(be), threads,
+           gs_model_weight_format(m) != GS_WEIGHTS_BF16
+               ? gs_weight_format_name(gs_model_weight_format(m))
+           : wf32 ? "F32"
+                  : "16-bit",
+           dummy ? " (dummy)" : "", gs_model_weight_bytes(m) / 1e9, page, budget, max_tokens);
     printf("| concurrency | requests | out tok/s | mean TTFT ms | p50 TTFT ms | steps | "
            "tokens/step |\n");
     printf("|-------------|----------|-----------|--------------|-------------|--------|"

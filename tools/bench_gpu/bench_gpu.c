@@ -461,7 +461,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_gpu: backend memory query failed: %s\n", gs_strerror(rc));
         goto out;
     }
-    gs_model_params mp = {dir, be, 1, 1234, 0};
+    gs_model_params mp = {dir, be, 1, 1234, 0, GS_WEIGHTS_ASIS, 0};
     double tl = bg_now();
     if ((rc = gs_model_load(&mp, &m, &d))) {
         fprintf(stderr, "bench_gpu: gs_model_load(%s, dummy weights) failed: %s\n", o.model,

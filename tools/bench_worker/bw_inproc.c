@@ -142,7 +142,7 @@ int bw_inproc_open(const bw_options *o, bw_target **out)
     bp.n_threads = o->threads;
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", o->model);
-    gs_model_params mp = {o->model, NULL, 0, 1, 0};
+    gs_model_params mp = {o->model, NULL, 0, 1, 0, GS_WEIGHTS_ASIS, 0};
     int rc = gs_backend_new(&bp, &t->be, &d);
     if (!rc) {
         mp.be = t->be;

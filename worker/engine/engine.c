@@ -118,7 +118,9 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
         if (!bytes) {
             size_t fr = 0, tot = 0;
             if (gs_model_mem_info(e->model, &fr, &tot) == 0)
-                bytes = (size_t)((double)fr * (p->kv_fraction > 0 ? p->kv_fraction : 0.5));
+                bytes = p->kv_reserve
+                            ? (fr > p->kv_reserve ? fr - p->kv_reserve : 0)
+                            : (size_t)((double)fr * (p->kv_fraction > 0 ? p->kv_fraction : 0.5));
         }
         n_pages = gs_kv_pool_pages_for_bytes(bytes, page_bytes, cap);
     }

@@ -62,6 +62,11 @@ typedef struct {
     int32_t n_pages;
     size_t kv_bytes;
     double kv_fraction;
+    /* > 0 (with neither n_pages nor kv_bytes): the KV cache takes the
+     * backend's free memory less kv_reserve bytes, instead of kv_fraction
+     * of it. --gpu-memory: the worker reserves the activations of a step
+     * (gs_model_act_bytes), the encoder cache and a margin. */
+    size_t kv_reserve;
     /* Encoder cache: image embeddings kept by image (content hash, grid,
      * salt) so that another request with the same image skips the vision
      * tower; bytes for entries no job uses (0: 256 MiB). */

@@ -77,6 +77,69 @@ static void progress_cb(void *user, size_t done, size_t total)
     fflush(stderr);
 }
 
+/* The folder's own format: BF16 for a checkpoint, else quantization_config's. */
+static gs_weight_format folder_format(const gs_model_config *cfg)
+{
+    return cfg->quant_bits == 8   ? GS_WEIGHTS_INT8
+           : cfg->quant_bits == 4 ? GS_WEIGHTS_INT4
+                                  : GS_WEIGHTS_BF16;
+}
+
+/* --weights auto for a float checkpoint (or dummy weights): the first of
+ * bf16, int8, int4 that fits the backend's free memory with the reserve. */
+static gs_weight_format auto_format(const gs_model_params *p, const gs_model_config *cfg)
+{
+    size_t fr = 0, tot = 0;
+    if (gs_backend_mem_info(p->be, &fr, &tot) != 0) {
+        gs_log_warn("weights auto: the backend reports no memory size: bf16");
+        return GS_WEIGHTS_BF16;
+    }
+    size_t reserve = p->reserve;
+    if (!reserve)
+        reserve = tot / 8 > ((size_t)256 << 20) ? tot / 8 : (size_t)256 << 20;
+    static const gs_weight_format order[] = {GS_WEIGHTS_BF16, GS_WEIGHTS_INT8, GS_WEIGHTS_INT4};
+    char why[256];
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t need = gs_weights_estimate(cfg, order[i]);
+        n += snprintf(why + n, sizeof why - (size_t)n, "%s%s %.2f GB", i ? ", " : "",
+                      gs_weight_format_name(order[i]), need / 1e9);
+        if (n >= (int)sizeof why)
+            n = (int)sizeof why - 1;
+        if (need + reserve <= fr || i == 2) {
+            int fits = need + reserve <= fr;
+            gs_log(fits ? GS_LOG_INFO : GS_LOG_WARN,
+                   "weights auto: %s: weights %s; %.2f GB free of %.2f GB on %s, %.2f GB kept in "
+                   "reserve%s",
+                   gs_weight_format_name(order[i]), why, fr / 1e9, tot / 1e9,
+                   gs_backend_name(p->be), reserve / 1e9,
+                   fits ? "" : "; even int4 does not fit, loading may fail");
+            return order[i];
+        }
+    }
+    return GS_WEIGHTS_INT4;
+}
+
+/* The format to load in (model.h, gs_model_params.weights). */
+static int choose_format(const gs_model_params *p, const gs_model_config *cfg,
+                         gs_weight_format *out, gs_diag *d)
+{
+    gs_weight_format f = p->weights, own = folder_format(cfg);
+    if (cfg->quant_bits && !p->dummy_weights) {
+        if (f != GS_WEIGHTS_ASIS && f != GS_WEIGHTS_AUTO && f != own)
+            return gs_diag_set(d, GS_ECONFIG,
+                               "model: weights %s asked for, but the folder holds %s weights "
+                               "(config.json quantization_config, written by glmserve-quantize); "
+                               "ask for %s or auto, or load the original checkpoint",
+                               gs_weight_format_name(f), gs_weight_format_name(own),
+                               gs_weight_format_name(own));
+        *out = own;
+        return 0;
+    }
+    *out = f == GS_WEIGHTS_AUTO ? auto_format(p, cfg) : f == GS_WEIGHTS_ASIS ? own : f;
+    return 0;
+}
+
 int gs_model_load(const gs_model_params *p, gs_model **out, gs_diag *d)
 {
     *out = NULL;
@@ -95,14 +158,18 @@ int gs_model_load(const gs_model_params *p, gs_model **out, gs_diag *d)
         return rc;
     }
     double t0 = now_s();
-    if (p->dummy_weights) {
-        rc = gs_weights_dummy(p->be, &m->cfg, p->seed, &m->w, d);
+    gs_weight_format fmt = GS_WEIGHTS_BF16;
+    rc = choose_format(p, &m->cfg, &fmt, d);
+    if (rc) {
+        /* nothing loaded */
+    } else if (p->dummy_weights) {
+        rc = gs_weights_dummy(p->be, &m->cfg, fmt, p->seed, &m->w, d);
     } else {
         gs_st *st = NULL;
         rc = gs_st_open(p->dir, d, &st);
         if (!rc) {
             progress_state ps = {p->progress && isatty(STDERR_FILENO), t0, 0};
-            rc = gs_weights_load(p->be, &m->cfg, st, progress_cb, &ps, &m->w, d);
+            rc = gs_weights_load(p->be, &m->cfg, st, fmt, progress_cb, &ps, &m->w, d);
             gs_st_free(st);
         }
     }
@@ -110,9 +177,9 @@ int gs_model_load(const gs_model_params *p, gs_model **out, gs_diag *d)
         free(m);
         return rc;
     }
-    gs_log_info("model: %s weights ready: %.2f GB on %s in %.2fs",
-                p->dummy_weights ? "dummy" : "checkpoint", m->w->bytes / 1e9,
-                gs_backend_name(p->be), now_s() - t0);
+    gs_log_info("model: %s %s weights ready: %.2f GB on %s in %.2fs",
+                p->dummy_weights ? "dummy" : "checkpoint", gs_weight_format_name(m->w->fmt),
+                m->w->bytes / 1e9, gs_backend_name(p->be), now_s() - t0);
     *out = m;
     return 0;
 }
@@ -139,6 +206,11 @@ gs_backend *gs_model_backend(const gs_model *m)
 size_t gs_model_weight_bytes(const gs_model *m)
 {
     return m->w->bytes;
+}
+
+gs_weight_format gs_model_weight_format(const gs_model *m)
+{
+    return m->w->fmt;
 }
 
 void gs_model_set_tap(gs_model *m, gs_model_tap_fn fn, void *user)
@@ -216,6 +288,24 @@ int gs_model_emb_copy_rows(gs_model_emb *dst, int64_t dst_row, const gs_model_em
 int gs_model_mem_info(const gs_model *m, size_t *free_bytes, size_t *total_bytes)
 {
     return gs_backend_mem_info(m->be, free_bytes, total_bytes);
+}
+
+size_t gs_model_act_bytes(const gs_model *m, int32_t n_tokens, int32_t n_logits)
+{
+    const gs_text_config *tc = &m->cfg.text;
+    const size_t es = gs_dtype_size(gs_backend_act_dtype(m->be));
+    const size_t n = (size_t)(n_tokens > 0 ? n_tokens : 1),
+                 nl = (size_t)(n_logits > 0 ? n_logits : 1);
+    const size_t H = (size_t)tc->hidden_size, I = (size_t)tc->intermediate_size;
+    const size_t qd = (size_t)tc->num_attention_heads * (size_t)tc->head_dim;
+    const size_t kvd = (size_t)tc->num_key_value_heads * (size_t)tc->head_dim;
+    /* text.c's forward: embeddings (image rows included), the layer
+     * activations, the last hidden rows and F32 logits. */
+    size_t text = 2 * n * H * es + n * (3 * H + qd + 2 * kvd + qd + 2 * I + I) * es + nl * H * es +
+                  nl * (size_t)tc->vocab_size * 4 + 64 * n + (1 << 16);
+    const int64_t mm = (int64_t)m->cfg.vision.spatial_merge_size * m->cfg.vision.spatial_merge_size;
+    size_t vision = gs_vision_acts_bytes(m, (int64_t)n * mm) + n * H * es;
+    return text + vision;
 }
 
 int gs_model_graphs_pay(const gs_model *m)

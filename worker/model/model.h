@@ -16,6 +16,7 @@
 
 #include "kernels/kernels.h"
 #include "worker/model/model_config.h"
+#include "worker/model/weight_format.h"
 
 typedef struct gs_model gs_model; /* opaque */
 
@@ -25,18 +26,30 @@ typedef struct {
     int dummy_weights; /* 1: random weights of the real shapes, config.json only */
     uint64_t seed;     /* for dummy weights */
     int progress;      /* 1: progress bar on stderr when it is a terminal */
+    /* Weight format (--weights; weight_format.h). ASIS: the folder's own.
+     * BF16 / INT8 / INT4: a float checkpoint is kept or quantized at load;
+     * a quantized folder must match (else GS_ECONFIG). AUTO: the folder's
+     * format for a quantized folder; else the first of bf16, int8, int4
+     * whose weights (gs_weights_estimate) plus `reserve` fit the backend's
+     * free memory (gs_backend_mem_info, which honours mem_limit); int4
+     * when none does. The choice and why are logged. */
+    gs_weight_format weights;
+    size_t reserve; /* AUTO: bytes to leave free; 0: max(256 MiB, 1/8 of the total) */
 } gs_model_params;
 
 /* On success *out owns the model (gs_model_free). Errors: GS_ENOENT (no
  * folder / config.json / weights), GS_ECONFIG (wrong or unsupported
- * config; d names the key), GS_EFORMAT (bad weight files; d names file and
- * tensor), GS_ENOMEM. */
+ * config, or a weight format the folder cannot give; d names the key),
+ * GS_EFORMAT (bad weight files; d names file and tensor), GS_ENOMEM. */
 int gs_model_load(const gs_model_params *p, gs_model **out, gs_diag *d);
 void gs_model_free(gs_model *m); /* NULL: no-op */
 const gs_model_config *gs_model_get_config(const gs_model *m);
 gs_backend *gs_model_backend(const gs_model *m);
 /* Backend bytes taken by the weights. */
 size_t gs_model_weight_bytes(const gs_model *m);
+/* The format the weights were loaded in: BF16 (the checkpoint's dtype),
+ * INT8 or INT4. */
+gs_weight_format gs_model_weight_format(const gs_model *m);
 
 /* Debug taps: called with a name and a backend matrix at fixed points
  * ("vision.embed" after patch conv + norm + pos-embed, "vision.blocks"
@@ -86,6 +99,13 @@ int gs_model_emb_copy_rows(gs_model_emb *dst, int64_t dst_row, const gs_model_em
 
 /* Free and total bytes of the model's backend (gs_backend_mem_info). */
 int gs_model_mem_info(const gs_model *m, size_t *free_bytes, size_t *total_bytes);
+/* Backend bytes the activations of one engine step may take: a text
+ * forward of n_tokens tokens with n_logits logit rows, and a vision batch
+ * of as many merged tokens (n_tokens * merge^2 patches) with its output.
+ * An estimate from the config's shapes, for sizing the KV cache within a
+ * memory budget (--gpu-memory); the forwards allocate their scratch per
+ * call. */
+size_t gs_model_act_bytes(const gs_model *m, int32_t n_tokens, int32_t n_logits);
 /* 1 when recorded decode graphs pay off on the model's backend (CUDA: a
  * launch per op costs), 0 on the CPU. */
 int gs_model_graphs_pay(const gs_model *m);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/file.h"
+#include "kernels/kernels.h" /* GS_Q4_GROUP */
 
 #define CFG_MAX_FILE (16u * 1024u * 1024u)
 
@@ -382,6 +383,37 @@ static int validate(const char *what, gs_model_config *c, gs_diag *diag)
     return 0;
 }
 
+/* "quantization_config": absent or null for a plain checkpoint; else the
+ * section glmserve-quantize writes (model_config.h). */
+static int parse_quant(const char *what, const json_t *root, gs_model_config *c, gs_diag *diag)
+{
+    const json_t *q = json_object_get(root, "quantization_config");
+    if (!q || json_is_null(q))
+        return 0;
+    if (!json_is_object(q))
+        return gs_diag_set(diag, GS_ECONFIG, "%s: quantization_config: must be an object", what);
+    const char *m = json_string_value(json_object_get(q, "quant_method"));
+    if (!m || strcmp(m, "glmserve"))
+        return gs_diag_set(diag, GS_ECONFIG,
+                           "%s: quantization_config.quant_method: '%s' is not supported (glmserve "
+                           "reads its own format, written by glmserve-quantize)",
+                           what, m ? m : "(missing)");
+    const char *w = json_string_value(json_object_get(q, "weights"));
+    c->quant_bits = w && !strcmp(w, "int8") ? 8 : w && !strcmp(w, "int4") ? 4 : 0;
+    if (!c->quant_bits)
+        return gs_diag_set(diag, GS_ECONFIG,
+                           "%s: quantization_config.weights: must be \"int8\" or \"int4\", got %s",
+                           what, w ? w : "(missing)");
+    const json_t *g = json_object_get(q, "group_size");
+    if (g && !json_is_null(g) && (!json_is_integer(g) || json_integer_value(g) != GS_Q4_GROUP))
+        return gs_diag_set(diag, GS_ECONFIG,
+                           "%s: quantization_config.group_size: must be %d (the int4 group of "
+                           "this build)",
+                           what, GS_Q4_GROUP);
+    c->quant_group = GS_Q4_GROUP;
+    return 0;
+}
+
 int gs_model_config_parse(const char *json, size_t len, const char *what, gs_model_config *out,
                           gs_diag *diag)
 {
@@ -463,6 +495,8 @@ int gs_model_config_parse(const char *json, size_t len, const char *what, gs_mod
     t->pad_token_id = rc > 0 ? pad[0] : -1;
     if (json_is_true(json_object_get(tc, "tie_word_embeddings")))
         out->tie_word_embeddings = 1; /* Glm4vConfig.__post_init__ */
+    if ((rc = parse_quant(what, root, out, diag)) != 0)
+        goto out;
     rc = validate(what, out, diag);
 out:
     json_decref(root);
@@ -578,18 +612,44 @@ typedef struct {
     const gs_st *st;
     gs_diag *diag;
     size_t n_found;
+    int quant; /* a quantized folder: linear matrices may be I8 / U8 + NAME_scale */
 } wcheck;
 
-/* Checks the tensor named by fmt: present, shape[0..ndim), float dtype. */
-static int chk(wcheck *w, int ndim, const int64_t *shape, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int chk(wcheck *w, int ndim, const int64_t *shape, const char *fmt, ...)
+/* A quantized [rows, cols] matrix `name` (I8 or U8) and its NAME_scale. */
+static int chk_quant(wcheck *w, const char *name, const gs_st_tensor *t, int64_t rows, int64_t cols)
+{
+    int q4 = t->dtype == GS_ST_U8;
+    int64_t qs[2] = {rows, q4 ? (cols + 1) / 2 : cols};
+    int64_t ss[2] = {rows, (cols + GS_Q4_GROUP - 1) / GS_Q4_GROUP};
+    char sname[272];
+    snprintf(sname, sizeof sname, "%s_scale", name);
+    int rc = gs_st_expect(w->st, name, t->dtype, 2, qs, w->diag);
+    if (rc == 0)
+        rc = gs_st_expect(w->st, sname, GS_ST_F32, q4 ? 2 : 1, ss, w->diag);
+    if (rc == GS_ENOENT)
+        return gs_diag_set(w->diag, GS_EFORMAT,
+                           "tensor '%s' is quantized (%s) but '%s' (its F32 scales) is missing",
+                           name, q4 ? "int4" : "int8", sname);
+    if (rc)
+        return rc;
+    w->n_found += 2;
+    return 0;
+}
+
+/* Checks the tensor named by fmt: present, shape[0..ndim), float dtype;
+ * with linear = 1 in a quantized folder, also a quantized form. */
+static int chk(wcheck *w, int linear, int ndim, const int64_t *shape, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int chk(wcheck *w, int linear, int ndim, const int64_t *shape, const char *fmt, ...)
 {
     char name[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
+    const gs_st_tensor *qt = w->quant && linear && ndim == 2 ? gs_st_get(w->st, name) : NULL;
+    if (qt && (qt->dtype == GS_ST_I8 || qt->dtype == GS_ST_U8))
+        return chk_quant(w, name, qt, shape[0], shape[1]);
     int rc = gs_st_expect(w->st, name, GS_ST_ANY, ndim, shape, w->diag);
     if (rc != 0)
         return rc;
@@ -608,7 +668,14 @@ static int chk(wcheck *w, int ndim, const int64_t *shape, const char *fmt, ...)
     }
 #define CHK(...)                                                                                   \
     do {                                                                                           \
-        int rc_ = chk(&w, __VA_ARGS__);                                                            \
+        int rc_ = chk(&w, 0, __VA_ARGS__);                                                         \
+        if (rc_ != 0)                                                                              \
+            return rc_;                                                                            \
+    } while (0)
+/* A linear layer's matrix: may be quantized in a quantized folder. */
+#define CHKL(...)                                                                                  \
+    do {                                                                                           \
+        int rc_ = chk(&w, 1, __VA_ARGS__);                                                         \
         if (rc_ != 0)                                                                              \
             return rc_;                                                                            \
     } while (0)
@@ -616,7 +683,7 @@ static int chk(wcheck *w, int ndim, const int64_t *shape, const char *fmt, ...)
 int gs_model_config_check_weights(const gs_model_config *cfg, const gs_st *st, size_t *n_unexpected,
                                   gs_diag *diag)
 {
-    wcheck w = {st, diag, 0};
+    wcheck w = {st, diag, 0, cfg->quant_bits != 0};
     gs_diag_clear(diag);
     const gs_text_config *t = &cfg->text;
     const int64_t V = t->vocab_size, H = t->hidden_size, I = t->intermediate_size;
@@ -627,22 +694,22 @@ int gs_model_config_check_weights(const gs_model_config *cfg, const gs_st *st, s
     CHK(DIMS(V, H), "model.language_model.embed_tokens.weight");
     for (int l = 0; l < t->num_hidden_layers; l++) {
         CHK(DIMS(H), "%s.%d.input_layernorm.weight", lp, l);
-        CHK(DIMS(QD, H), "%s.%d.self_attn.q_proj.weight", lp, l);
+        CHKL(DIMS(QD, H), "%s.%d.self_attn.q_proj.weight", lp, l);
         CHK(DIMS(QD), "%s.%d.self_attn.q_proj.bias", lp, l);
-        CHK(DIMS(KD, H), "%s.%d.self_attn.k_proj.weight", lp, l);
+        CHKL(DIMS(KD, H), "%s.%d.self_attn.k_proj.weight", lp, l);
         CHK(DIMS(KD), "%s.%d.self_attn.k_proj.bias", lp, l);
-        CHK(DIMS(KD, H), "%s.%d.self_attn.v_proj.weight", lp, l);
+        CHKL(DIMS(KD, H), "%s.%d.self_attn.v_proj.weight", lp, l);
         CHK(DIMS(KD), "%s.%d.self_attn.v_proj.bias", lp, l);
-        CHK(DIMS(H, QD), "%s.%d.self_attn.o_proj.weight", lp, l);
+        CHKL(DIMS(H, QD), "%s.%d.self_attn.o_proj.weight", lp, l);
         CHK(DIMS(H), "%s.%d.post_self_attn_layernorm.weight", lp, l);
         CHK(DIMS(H), "%s.%d.post_attention_layernorm.weight", lp, l);
-        CHK(DIMS(2 * I, H), "%s.%d.mlp.gate_up_proj.weight", lp, l);
-        CHK(DIMS(H, I), "%s.%d.mlp.down_proj.weight", lp, l);
+        CHKL(DIMS(2 * I, H), "%s.%d.mlp.gate_up_proj.weight", lp, l);
+        CHKL(DIMS(H, I), "%s.%d.mlp.down_proj.weight", lp, l);
         CHK(DIMS(H), "%s.%d.post_mlp_layernorm.weight", lp, l);
     }
     CHK(DIMS(H), "model.language_model.norm.weight");
     if (!cfg->tie_word_embeddings || gs_st_get(st, "lm_head.weight"))
-        CHK(DIMS(V, H), "lm_head.weight");
+        CHKL(DIMS(V, H), "lm_head.weight");
 
     const gs_vision_config *v = &cfg->vision;
     const int64_t VH = v->hidden_size, O = v->out_hidden_size, VI = v->intermediate_size;
@@ -655,23 +722,23 @@ int gs_model_config_check_weights(const gs_model_config *cfg, const gs_st *st, s
     for (int b = 0; b < v->depth; b++) {
         CHK(DIMS(VH), "model.visual.blocks.%d.norm1.weight", b);
         CHK(DIMS(VH), "model.visual.blocks.%d.norm2.weight", b);
-        CHK(DIMS(3 * VH, VH), "model.visual.blocks.%d.attn.qkv.weight", b);
+        CHKL(DIMS(3 * VH, VH), "model.visual.blocks.%d.attn.qkv.weight", b);
         if (v->attention_bias)
             CHK(DIMS(3 * VH), "model.visual.blocks.%d.attn.qkv.bias", b);
-        CHK(DIMS(VH, VH), "model.visual.blocks.%d.attn.proj.weight", b);
-        CHK(DIMS(O, VH), "model.visual.blocks.%d.mlp.gate_proj.weight", b);
-        CHK(DIMS(O, VH), "model.visual.blocks.%d.mlp.up_proj.weight", b);
-        CHK(DIMS(VH, O), "model.visual.blocks.%d.mlp.down_proj.weight", b);
+        CHKL(DIMS(VH, VH), "model.visual.blocks.%d.attn.proj.weight", b);
+        CHKL(DIMS(O, VH), "model.visual.blocks.%d.mlp.gate_proj.weight", b);
+        CHKL(DIMS(O, VH), "model.visual.blocks.%d.mlp.up_proj.weight", b);
+        CHKL(DIMS(VH, O), "model.visual.blocks.%d.mlp.down_proj.weight", b);
     }
     CHK(DIMS(VH), "model.visual.post_layernorm.weight");
     CHK(DIMS(O, VH, M, M), "model.visual.downsample.weight");
     CHK(DIMS(O), "model.visual.downsample.bias");
-    CHK(DIMS(O, O), "model.visual.merger.proj.weight");
+    CHKL(DIMS(O, O), "model.visual.merger.proj.weight");
     CHK(DIMS(O), "model.visual.merger.post_projection_norm.weight");
     CHK(DIMS(O), "model.visual.merger.post_projection_norm.bias");
-    CHK(DIMS(VI, O), "model.visual.merger.gate_proj.weight");
-    CHK(DIMS(VI, O), "model.visual.merger.up_proj.weight");
-    CHK(DIMS(O, VI), "model.visual.merger.down_proj.weight");
+    CHKL(DIMS(VI, O), "model.visual.merger.gate_proj.weight");
+    CHKL(DIMS(VI, O), "model.visual.merger.up_proj.weight");
+    CHKL(DIMS(O, VI), "model.visual.merger.down_proj.weight");
 
     if (n_unexpected)
         *n_unexpected = gs_st_count(st) - w.n_found;

@@ -72,6 +72,12 @@ typedef struct {
     int32_t video_start_token_id;
     int32_t video_end_token_id;
     int tie_word_embeddings;
+    /* "quantization_config" of a folder written by glmserve-quantize:
+     * {"quant_method": "glmserve", "weights": "int8" | "int4",
+     * "group_size": 128}. quant_bits 0: a plain checkpoint (no section).
+     * Any other quant_method is GS_ECONFIG (not a format glmserve reads). */
+    int32_t quant_bits;  /* 0, 8 or 4 */
+    int32_t quant_group; /* int4: inputs per scale (GS_Q4_GROUP) */
 } gs_model_config;
 
 /* generation_config.json; each has_* says whether the key was present. */
@@ -108,7 +114,13 @@ int gs_generation_config_load(const char *model_dir, const gs_model_config *cfg,
                               gs_generation_config *out, gs_diag *diag);
 
 /* Checks that st holds every tensor the config implies (spec section 2),
- * each with its expected shape and a float dtype (BF16, F16 or F32).
+ * each with its expected shape and a float dtype (BF16, F16 or F32). In a
+ * quantized folder (cfg->quant_bits) a linear layer's matrix may instead
+ * be quantized (kernels.h "Quantized weights"): NAME I8 [rows, cols] with
+ * NAME_scale F32 [rows], or NAME U8 [rows, (cols + 1) / 2] with NAME_scale
+ * F32 [rows, ceil(cols / 128)]; a missing or mis-shaped scale names the
+ * tensor. Tables (embeddings, patch and position embeddings, the
+ * downsample conv) must stay float.
  * Reports the first problem: GS_ENOENT for a missing tensor, GS_EFORMAT for
  * a wrong shape or dtype, naming the tensor and both shapes. Tensors that
  * the config does not imply are counted into *n_unexpected (may be NULL)

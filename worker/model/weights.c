@@ -10,8 +10,14 @@
  *   copied: load_cat (text q|k|v, vision mlp gate|up, merger gate|up),
  *     load_downsample (permuted conv), every gs_vec (F32), and any matrix
  *     the backend will not wrap (CUDA, weights_f32, unaligned data).
+ *   quantized at load (int8 / int4 from a float checkpoint): every linear
+ *     matrix and lm_head (weights.h has the policy), into host buffers
+ *     that gs_weight_new_quant copies;
+ *   pre-quantized (a glmserve-quantize folder): NAME + NAME_scale mapped
+ *     in place (gs_weight_wrap_quant) like a BF16 matrix, fused ones
+ *     concatenated.
  * A copied tensor's checkpoint pages are evicted right after the copy.
- * Single-threaded. */
+ * Single-threaded, but for the threads of gs_quantize_rows_mt. */
 #include "weights.h"
 
 #include <math.h>
@@ -35,8 +41,19 @@ typedef struct {
      * made. Then tensors nobody looked up are an error, before any data is
      * touched. used is NULL for dummy weights. */
     int dry;
-    unsigned char *used; /* [gs_st_count] */
+    unsigned char *used;       /* [gs_st_count] */
+    gs_weight_format fmt;      /* load-time quantization (INT8 / INT4), else none */
+    int prequant;              /* the folder holds quantized tensors (cfg->quant_bits) */
+    gs_weights_visit_fn visit; /* gs_weights_plan: told of each matrix in the binding pass */
+    void *visit_user;
 } loader;
+
+/* A matrix found in the checkpoint: float (s NULL) or quantized (qdt
+ * GS_DT_Q8 / Q4, s its NAME_scale). */
+typedef struct {
+    const gs_st_tensor *t, *s;
+    gs_dtype qdt;
+} mat_src;
 
 static void tick(loader *L, size_t bytes)
 {
@@ -85,6 +102,115 @@ static const gs_st_tensor *find(loader *L, const char *name, int64_t numel)
     return t;
 }
 
+/* Matrix `name` [rows, cols]: a float tensor, or in a quantized folder a
+ * quantized one (not for tables) with its NAME_scale. 0 or the diag's code. */
+static int find_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_weight_class c,
+                    mat_src *m)
+{
+    memset(m, 0, sizeof *m);
+    if (L->dry && L->visit)
+        L->visit(L->visit_user, name, rows, cols, c);
+    const gs_st_tensor *t = gs_st_get(L->st, name);
+    if (!t || !L->prequant || (t->dtype != GS_ST_I8 && t->dtype != GS_ST_U8)) {
+        m->t = find(L, name, rows * cols);
+        return m->t ? 0 : (L->d ? L->d->code : GS_EFORMAT);
+    }
+    if (c == GS_WCLASS_TABLE)
+        return gs_diag_set(L->d, GS_EFORMAT,
+                           "weights: tensor %s is quantized, but it is a table that stays in a "
+                           "float dtype",
+                           name);
+    m->qdt = t->dtype == GS_ST_I8 ? GS_DT_Q8 : GS_DT_Q4;
+    char sname[192];
+    snprintf(sname, sizeof sname, "%s_scale", name);
+    m->s = gs_st_get(L->st, sname);
+    if (t->nbytes != gs_quant_q_bytes(m->qdt, rows, cols))
+        return gs_diag_set(L->d, GS_EFORMAT, "weights: tensor %s has %zu bytes, expected %zu (%s)",
+                           name, t->nbytes, gs_quant_q_bytes(m->qdt, rows, cols),
+                           gs_dtype_name(m->qdt));
+    if (!m->s || m->s->dtype != GS_ST_F32 ||
+        (size_t)m->s->numel != gs_quant_n_scales(m->qdt, rows, cols))
+        return gs_diag_set(L->d, GS_EFORMAT,
+                           "weights: tensor %s is quantized (%s) but %s is %s (want F32 x %zu)",
+                           name, gs_dtype_name(m->qdt), sname, m->s ? "mis-shaped" : "missing",
+                           gs_quant_n_scales(m->qdt, rows, cols));
+    m->t = t;
+    if (L->used) {
+        L->used[gs_st_index(L->st, t)] = 1;
+        L->used[gs_st_index(L->st, m->s)] = 1;
+    }
+    return 0;
+}
+
+/* Makes a quantized weight from host q and s (borrowed), and counts it. */
+static int new_quant(loader *L, const char *name, gs_dtype qdt, int64_t rows, int64_t cols,
+                     const void *q, const float *s, gs_weight **out)
+{
+    int rc = gs_weight_new_quant(L->be, qdt, rows, cols, q, s, out);
+    if (rc)
+        return gs_diag_set(L->d, rc, "weights: %s: backend refused %s (%s)", name,
+                           gs_dtype_name(qdt), gs_strerror(rc));
+    L->w->quant_bytes += gs_weight_bytes(*out);
+    return 0;
+}
+
+/* Quantizes a float host matrix (any alignment) to qdt and makes the weight. */
+static int quantize_new(loader *L, const char *name, const void *src, gs_dtype dt, gs_dtype qdt,
+                        int64_t rows, int64_t cols, gs_weight **out)
+{
+    size_t nq = gs_quant_q_bytes(qdt, rows, cols), ns = gs_quant_n_scales(qdt, rows, cols);
+    void *q = malloc(nq);
+    float *sc = malloc(ns * sizeof *sc);
+    int rc = q && sc ? 0 : GS_ENOMEM;
+    if (!rc && (rc = gs_quantize_rows_mt(qdt, src, dt, rows, cols, q, sc, 0)))
+        gs_diag_set(L->d, rc, "weights: %s: cannot quantize to %s (a value is not finite?)", name,
+                    gs_dtype_name(qdt));
+    if (!rc)
+        rc = new_quant(L, name, qdt, rows, cols, q, sc, out);
+    free(q);
+    free(sc);
+    return rc;
+}
+
+/* A pre-quantized matrix: in place in the mapping when the backend can,
+ * else copied (scales realigned when the file left them unaligned). */
+static int load_prequant(loader *L, const char *name, const mat_src *m, int64_t rows, int64_t cols,
+                         gs_weight **out)
+{
+    const float *s = m->s->data;
+    if ((uintptr_t)s % 4 == 0) {
+        int wr = gs_weight_wrap_quant(L->be, m->qdt, rows, cols, m->t->data, s, out);
+        if (wr == 0) {
+            if (!L->w->st)
+                L->w->st = gs_st_ref(L->st);
+            L->w->mapped_bytes += m->t->nbytes + m->s->nbytes;
+            L->w->quant_bytes += gs_weight_bytes(*out);
+            gs_st_prefetch(L->st, m->t);
+            gs_st_prefetch(L->st, m->s);
+            tick(L, m->t->nbytes + m->s->nbytes);
+            return 0;
+        }
+        if (wr != GS_ENOTSUP)
+            return gs_diag_set(L->d, wr, "weights: %s: backend refused (%s)", name,
+                               gs_strerror(wr));
+    }
+    float *tmp = NULL;
+    if ((uintptr_t)s % 4) {
+        if (!(tmp = malloc(m->s->nbytes)))
+            return GS_ENOMEM;
+        memcpy(tmp, s, m->s->nbytes);
+        s = tmp;
+    }
+    int rc = new_quant(L, name, m->qdt, rows, cols, m->t->data, s, out);
+    free(tmp);
+    if (rc)
+        return rc;
+    gs_st_evict(L->st, m->t);
+    gs_st_evict(L->st, m->s);
+    tick(L, m->t->nbytes + m->s->nbytes);
+    return 0;
+}
+
 /* The first tensor of st that the binding pass did not use, and how many
  * there are: a config with fewer layers (or blocks) than the checkpoint
  * would otherwise load and run a different model without a word. */
@@ -105,15 +231,27 @@ static int check_all_used(loader *L)
 
 /* One [rows, cols] matrix: in place in the mapping when the backend can
  * compute from it as it is, else a copy (then the pages are evicted). */
-static int load_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_weight **out)
+static int load_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_weight_class c,
+                    gs_weight **out)
 {
-    const gs_st_tensor *t = find(L, name, rows * cols);
-    if (!t)
-        return L->d ? L->d->code : GS_EFORMAT;
-    if (L->dry)
-        return 0;
+    mat_src m;
+    int frc = find_mat(L, name, rows, cols, c, &m);
+    if (frc || L->dry)
+        return frc;
+    if (m.s)
+        return load_prequant(L, name, &m, rows, cols, out);
+    const gs_st_tensor *t = m.t;
     gs_dtype dt = GS_DT_F32;
     to_gs_dtype(t->dtype, &dt);
+    gs_dtype qdt = gs_weights_qdtype(L->fmt, c);
+    if (gs_dtype_is_quant(qdt)) {
+        int rc = quantize_new(L, name, t->data, dt, qdt, rows, cols, out);
+        if (rc)
+            return rc;
+        gs_st_evict(L->st, t);
+        tick(L, t->nbytes);
+        return 0;
+    }
     if ((uintptr_t)t->data % gs_dtype_size(dt) == 0) {
         int wr = gs_weight_wrap_host(L->be, t->data, dt, rows, cols, out);
         if (wr == 0) {
@@ -146,6 +284,40 @@ static int load_mat(loader *L, const char *name, int64_t rows, int64_t cols, gs_
     return 0;
 }
 
+/* Row-wise concatenation of n pre-quantized parts (same qdt): the q bytes
+ * and the scales each concatenate, as the rows do. */
+static int cat_prequant(loader *L, const char *const *names, const mat_src *m, const int64_t *rows,
+                        int n, int64_t cols, int64_t total_rows, gs_weight **out)
+{
+    gs_dtype qdt = m[0].qdt;
+    size_t nq = gs_quant_q_bytes(qdt, total_rows, cols),
+           ns = gs_quant_n_scales(qdt, total_rows, cols);
+    char *q = malloc(nq);
+    char *sc = malloc(ns * sizeof(float));
+    if (!q || !sc) {
+        free(q);
+        free(sc);
+        return GS_ENOMEM;
+    }
+    size_t oq = 0, os = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(q + oq, m[i].t->data, m[i].t->nbytes);
+        memcpy(sc + os, m[i].s->data, m[i].s->nbytes);
+        oq += m[i].t->nbytes;
+        os += m[i].s->nbytes;
+    }
+    (void)rows;
+    int rc = new_quant(L, names[0], qdt, total_rows, cols, q, (const float *)sc, out);
+    free(q);
+    free(sc);
+    for (int i = 0; i < n && !rc; i++) {
+        gs_st_evict(L->st, m[i].t);
+        gs_st_evict(L->st, m[i].s);
+        tick(L, m[i].t->nbytes + m[i].s->nbytes);
+    }
+    return rc;
+}
+
 /* Row-wise concatenation of n tensors with the same cols into one weight;
  * all parts must share a dtype. perm: optional element permutation applied
  * within each row of the single part (downsample), NULL for none. */
@@ -153,11 +325,13 @@ static int load_cat(loader *L, const char *const *names, const int64_t *rows, in
                     gs_weight **out)
 {
     const gs_st_tensor *t[4];
+    mat_src m[4];
     int64_t total_rows = 0;
     for (int i = 0; i < n; i++) {
-        t[i] = find(L, names[i], rows[i] * cols);
-        if (!t[i])
-            return L->d ? L->d->code : GS_EFORMAT;
+        int frc = find_mat(L, names[i], rows[i], cols, GS_WCLASS_LINEAR, &m[i]);
+        if (frc)
+            return frc;
+        t[i] = m[i].t;
         if (t[i]->dtype != t[0]->dtype)
             return gs_diag_set(L->d, GS_EFORMAT, "weights: %s and %s differ in dtype", names[0],
                                names[i]);
@@ -165,6 +339,8 @@ static int load_cat(loader *L, const char *const *names, const int64_t *rows, in
     }
     if (L->dry)
         return 0;
+    if (m[0].s)
+        return cat_prequant(L, names, m, rows, n, cols, total_rows, out);
     gs_dtype dt = GS_DT_F32;
     to_gs_dtype(t[0]->dtype, &dt);
     size_t es = gs_dtype_size(dt);
@@ -176,11 +352,15 @@ static int load_cat(loader *L, const char *const *names, const int64_t *rows, in
         memcpy(buf + off, t[i]->data, t[i]->nbytes);
         off += t[i]->nbytes;
     }
-    int rc = gs_weight_new(L->be, buf, dt, total_rows, cols, out);
+    gs_dtype qdt = gs_weights_qdtype(L->fmt, GS_WCLASS_LINEAR);
+    int rc = gs_dtype_is_quant(qdt) /* rows are independent: quantize after fusing */
+                 ? quantize_new(L, names[0], buf, dt, qdt, total_rows, cols, out)
+                 : gs_weight_new(L->be, buf, dt, total_rows, cols, out);
     free(buf);
     if (rc)
-        return gs_diag_set(L->d, rc, "weights: %s: backend refused (%s)", names[0],
-                           gs_strerror(rc));
+        return L->d && L->d->code == rc ? rc
+                                        : gs_diag_set(L->d, rc, "weights: %s: backend refused (%s)",
+                                                      names[0], gs_strerror(rc));
     for (int i = 0; i < n; i++) {
         gs_st_evict(L->st, t[i]);
         tick(L, t[i]->nbytes);
@@ -236,6 +416,8 @@ static int load_downsample(loader *L, const char *name, int64_t o, int64_t c, gs
     const gs_st_tensor *t = find(L, name, o * c * 4);
     if (!t)
         return L->d ? L->d->code : GS_EFORMAT;
+    if (L->dry && L->visit)
+        L->visit(L->visit_user, name, o, 4 * c, GS_WCLASS_TABLE);
     if (L->dry)
         return 0;
     gs_dtype dt = GS_DT_F32;
@@ -298,7 +480,7 @@ static int load_all(loader *L, const gs_model_config *cfg)
     const int64_t kvd = (int64_t)tc->num_key_value_heads * tc->head_dim;
     char n[4][160];
 
-    TRY(load_mat(L, "model.language_model.embed_tokens.weight", V, H, &w->embed));
+    TRY(load_mat(L, "model.language_model.embed_tokens.weight", V, H, GS_WCLASS_TABLE, &w->embed));
     for (int l = 0; l < w->n_layers; l++) {
         gs_text_layer_w *ly = &w->layers[l];
         const char *p = "model.language_model.layers";
@@ -328,26 +510,30 @@ static int load_all(loader *L, const gs_model_config *cfg)
             TRY(load_vec_cat(L, names, lens, 3, &ly->qkv_bias));
         }
         NM(0, "self_attn.o_proj.weight");
-        TRY(load_mat(L, n[0], H, qd, &ly->o));
+        TRY(load_mat(L, n[0], H, qd, GS_WCLASS_LINEAR, &ly->o));
         NM(0, "mlp.gate_up_proj.weight");
-        TRY(load_mat(L, n[0], 2 * I, H, &ly->gu));
+        TRY(load_mat(L, n[0], 2 * I, H, GS_WCLASS_LINEAR, &ly->gu));
         NM(0, "mlp.down_proj.weight");
-        TRY(load_mat(L, n[0], H, I, &ly->down));
+        TRY(load_mat(L, n[0], H, I, GS_WCLASS_LINEAR, &ly->down));
 #undef NM
     }
     TRY(load_vec(L, "model.language_model.norm.weight", H, &w->norm));
-    TRY(load_mat(
-        L, cfg->tie_word_embeddings ? "model.language_model.embed_tokens.weight" : "lm_head.weight",
-        V, H, &w->lm_head));
+    /* Tied: lm_head is the embedding (quantized apart when the format says
+     * so), unless a quantized folder stores lm_head.weight quantized. */
+    int own_head = !cfg->tie_word_embeddings ||
+                   (L->prequant && gs_st_get(L->st, "lm_head.weight_scale") != NULL);
+    TRY(load_mat(L, own_head ? "lm_head.weight" : "model.language_model.embed_tokens.weight", V, H,
+                 GS_WCLASS_HEAD, &w->lm_head));
 
     const int64_t vh = vc->hidden_size, oh = vc->out_hidden_size, vi = vc->intermediate_size;
     const int64_t pin =
         (int64_t)vc->in_channels * vc->temporal_patch_size * vc->patch_size * vc->patch_size;
-    TRY(load_mat(L, "model.visual.patch_embed.proj.weight", vh, pin, &w->patch_embed));
+    TRY(load_mat(L, "model.visual.patch_embed.proj.weight", vh, pin, GS_WCLASS_TABLE,
+                 &w->patch_embed));
     TRY(load_vec(L, "model.visual.patch_embed.proj.bias", vh, &w->patch_bias));
     TRY(load_vec(L, "model.visual.post_conv_layernorm.weight", vh, &w->post_conv_ln));
     TRY(load_mat(L, "model.visual.embeddings.position_embedding.weight", vc->num_positions, vh,
-                 &w->pos_embed));
+                 GS_WCLASS_TABLE, &w->pos_embed));
     for (int b = 0; b < w->n_blocks; b++) {
         gs_vision_block_w *bl = &w->blocks[b];
 #define NM(i, fmt) snprintf(n[i], sizeof n[i], "model.visual.blocks.%d." fmt, b)
@@ -356,12 +542,12 @@ static int load_all(loader *L, const gs_model_config *cfg)
         NM(0, "norm2.weight");
         TRY(load_vec(L, n[0], vh, &bl->norm2));
         NM(0, "attn.qkv.weight");
-        TRY(load_mat(L, n[0], 3 * vh, vh, &bl->qkv));
+        TRY(load_mat(L, n[0], 3 * vh, vh, GS_WCLASS_LINEAR, &bl->qkv));
         NM(0, "attn.qkv.bias");
         if (gs_st_get(L->st, n[0]))
             TRY(load_vec(L, n[0], 3 * vh, &bl->qkv_bias));
         NM(0, "attn.proj.weight");
-        TRY(load_mat(L, n[0], vh, vh, &bl->proj));
+        TRY(load_mat(L, n[0], vh, vh, GS_WCLASS_LINEAR, &bl->proj));
         NM(0, "mlp.gate_proj.weight");
         NM(1, "mlp.up_proj.weight");
         {
@@ -370,13 +556,13 @@ static int load_all(loader *L, const gs_model_config *cfg)
             TRY(load_cat(L, names, rows, 2, vh, &bl->gu));
         }
         NM(0, "mlp.down_proj.weight");
-        TRY(load_mat(L, n[0], vh, oh, &bl->down));
+        TRY(load_mat(L, n[0], vh, oh, GS_WCLASS_LINEAR, &bl->down));
 #undef NM
     }
     TRY(load_vec(L, "model.visual.post_layernorm.weight", vh, &w->post_ln));
     TRY(load_downsample(L, "model.visual.downsample.weight", oh, vh, &w->downsample));
     TRY(load_vec(L, "model.visual.downsample.bias", oh, &w->downsample_bias));
-    TRY(load_mat(L, "model.visual.merger.proj.weight", oh, oh, &w->merger_proj));
+    TRY(load_mat(L, "model.visual.merger.proj.weight", oh, oh, GS_WCLASS_LINEAR, &w->merger_proj));
     TRY(load_vec(L, "model.visual.merger.post_projection_norm.weight", oh, &w->merger_ln_w));
     TRY(load_vec(L, "model.visual.merger.post_projection_norm.bias", oh, &w->merger_ln_b));
     {
@@ -385,7 +571,8 @@ static int load_all(loader *L, const gs_model_config *cfg)
         const int64_t rows[2] = {vi, vi};
         TRY(load_cat(L, names, rows, 2, oh, &w->merger_gu));
     }
-    TRY(load_mat(L, "model.visual.merger.down_proj.weight", oh, vi, &w->merger_down));
+    TRY(load_mat(L, "model.visual.merger.down_proj.weight", oh, vi, GS_WCLASS_LINEAR,
+                 &w->merger_down));
     return 0;
 }
 
@@ -418,13 +605,17 @@ static size_t sum_weight_bytes(const gs_weights *w)
 }
 
 int gs_weights_load(gs_backend *be, const gs_model_config *cfg, const gs_st *st,
-                    gs_weights_progress_fn progress, void *user, gs_weights **out, gs_diag *d)
+                    gs_weight_format fmt, gs_weights_progress_fn progress, void *user,
+                    gs_weights **out, gs_diag *d)
 {
     *out = NULL;
     int rc = gs_model_config_check_weights(cfg, st, NULL, d);
     if (rc)
         return rc;
-    loader L = {be, st, d, progress, user, 0, 0, NULL, 1, NULL};
+    loader L = {be,   st,  d, progress, user, 0, 0, NULL, 1, NULL, fmt, cfg->quant_bits != 0,
+                NULL, NULL};
+    if (L.prequant)
+        L.fmt = GS_WEIGHTS_ASIS; /* the folder says what is quantized: nothing at load */
     for (size_t i = 0; i < gs_st_count(st); i++)
         L.total += gs_st_at(st, i)->nbytes;
     L.used = calloc(gs_st_count(st) + 1, 1);
@@ -454,18 +645,65 @@ int gs_weights_load(gs_backend *be, const gs_model_config *cfg, const gs_st *st,
     if (rc)
         return rc;
     L.w->bytes = sum_weight_bytes(L.w);
-    gs_log_info("weights: %.2f GB in place in the checkpoint mapping, %.2f GB copied",
-                L.w->mapped_bytes / 1e9, (L.w->bytes - L.w->mapped_bytes) / 1e9);
+    L.w->fmt = cfg->quant_bits == 8                                          ? GS_WEIGHTS_INT8
+               : cfg->quant_bits == 4                                        ? GS_WEIGHTS_INT4
+               : gs_dtype_is_quant(gs_weights_qdtype(fmt, GS_WCLASS_LINEAR)) ? fmt
+                                                                             : GS_WEIGHTS_BF16;
+    gs_log_info("weights: %.2f GB in place in the checkpoint mapping, %.2f GB copied; %.2f GB "
+                "quantized (%s)",
+                L.w->mapped_bytes / 1e9, (L.w->bytes - L.w->mapped_bytes) / 1e9,
+                L.w->quant_bytes / 1e9,
+                L.prequant ? (cfg->quant_bits == 8 ? "int8 folder" : "int4 folder")
+                : gs_dtype_is_quant(gs_weights_qdtype(fmt, GS_WCLASS_LINEAR))
+                    ? (fmt == GS_WEIGHTS_INT8 ? "int8 at load" : "int4 at load")
+                    : "none");
     *out = L.w;
     return 0;
 }
 
+int gs_weights_plan(const gs_model_config *cfg, const gs_st *st, gs_weights_visit_fn visit,
+                    void *user, gs_diag *d)
+{
+    int rc = gs_model_config_check_weights(cfg, st, NULL, d);
+    if (rc)
+        return rc;
+    loader L = {
+        NULL,  st,  d, NULL, NULL, 0, 0, NULL, 1, NULL, GS_WEIGHTS_ASIS, cfg->quant_bits != 0,
+        visit, user};
+    L.used = calloc(gs_st_count(st) + 1, 1);
+    if (!L.used || (rc = alloc_weights(cfg, &L.w))) {
+        free(L.used);
+        return GS_ENOMEM;
+    }
+    const gs_st_tensor *lm = gs_st_get(st, "lm_head.weight");
+    if (cfg->tie_word_embeddings && lm)
+        L.used[gs_st_index(st, lm)] = 1;
+    rc = load_all(&L, cfg); /* frees L.w on failure */
+    if (!rc)
+        rc = check_all_used(&L);
+    if (L.w) {
+        free(L.w->layers);
+        free(L.w->blocks);
+        free(L.w);
+    }
+    free(L.used);
+    return rc;
+}
+
 /* ---- dummy weights ----------------------------------------------------- */
 
-static int rnd_mat(gs_backend *be, int64_t rows, int64_t cols, uint64_t *seed, gs_weight **out)
+static int rnd_mat(loader *L, int64_t rows, int64_t cols, gs_weight_class c, uint64_t *seed,
+                   gs_weight **out)
 {
     float scale = 1.0f / sqrtf((float)cols);
-    return gs_weight_new_random(be, GS_DT_BF16, rows, cols, (*seed)++, scale, out);
+    gs_dtype dt = gs_weights_qdtype(L->fmt, c);
+    int rc = gs_weight_new_random(L->be, dt, rows, cols, (*seed)++, scale, out);
+    if (rc)
+        return gs_diag_set(L->d, rc, "weights: dummy [%lld x %lld] %s: backend refused (%s)",
+                           (long long)rows, (long long)cols, gs_dtype_name(dt), gs_strerror(rc));
+    if (gs_dtype_is_quant(dt))
+        L->w->quant_bytes += gs_weight_bytes(*out);
+    return 0;
 }
 
 static int const_vec(gs_backend *be, int64_t n, float v, gs_vec *out)
@@ -480,13 +718,13 @@ static int const_vec(gs_backend *be, int64_t n, float v, gs_vec *out)
     return rc;
 }
 
-int gs_weights_dummy(gs_backend *be, const gs_model_config *cfg, uint64_t seed, gs_weights **out,
-                     gs_diag *d)
+int gs_weights_dummy(gs_backend *be, const gs_model_config *cfg, gs_weight_format fmt,
+                     uint64_t seed, gs_weights **out, gs_diag *d)
 {
     *out = NULL;
     const gs_text_config *tc = &cfg->text;
     const gs_vision_config *vc = &cfg->vision;
-    loader L0 = {be, NULL, d, NULL, NULL, 0, 0, NULL, 0, NULL}, *L = &L0;
+    loader L0 = {be, NULL, d, NULL, NULL, 0, 0, NULL, 0, NULL, fmt, 0, NULL, NULL}, *L = &L0;
     int rc = alloc_weights(cfg, &L->w);
     if (rc)
         return rc;
@@ -494,46 +732,47 @@ int gs_weights_dummy(gs_backend *be, const gs_model_config *cfg, uint64_t seed, 
     const int64_t H = tc->hidden_size, V = tc->vocab_size, I = tc->intermediate_size;
     const int64_t qd = (int64_t)tc->num_attention_heads * tc->head_dim;
     const int64_t kvd = (int64_t)tc->num_key_value_heads * tc->head_dim;
-    TRY(rnd_mat(be, V, H, &seed, &w->embed));
+    TRY(rnd_mat(L, V, H, GS_WCLASS_TABLE, &seed, &w->embed));
     for (int l = 0; l < w->n_layers; l++) {
         gs_text_layer_w *ly = &w->layers[l];
         TRY(const_vec(be, H, 1.0f, &ly->input_ln));
         TRY(const_vec(be, H, 1.0f, &ly->post_self_attn_ln));
         TRY(const_vec(be, H, 1.0f, &ly->post_attention_ln));
         TRY(const_vec(be, H, 1.0f, &ly->post_mlp_ln));
-        TRY(rnd_mat(be, qd + 2 * kvd, H, &seed, &ly->qkv));
+        TRY(rnd_mat(L, qd + 2 * kvd, H, GS_WCLASS_LINEAR, &seed, &ly->qkv));
         TRY(const_vec(be, qd + 2 * kvd, 0.0f, &ly->qkv_bias));
-        TRY(rnd_mat(be, H, qd, &seed, &ly->o));
-        TRY(rnd_mat(be, 2 * I, H, &seed, &ly->gu));
-        TRY(rnd_mat(be, H, I, &seed, &ly->down));
+        TRY(rnd_mat(L, H, qd, GS_WCLASS_LINEAR, &seed, &ly->o));
+        TRY(rnd_mat(L, 2 * I, H, GS_WCLASS_LINEAR, &seed, &ly->gu));
+        TRY(rnd_mat(L, H, I, GS_WCLASS_LINEAR, &seed, &ly->down));
     }
     TRY(const_vec(be, H, 1.0f, &w->norm));
-    TRY(rnd_mat(be, V, H, &seed, &w->lm_head));
+    TRY(rnd_mat(L, V, H, GS_WCLASS_HEAD, &seed, &w->lm_head));
     const int64_t vh = vc->hidden_size, oh = vc->out_hidden_size, vi = vc->intermediate_size;
     const int64_t pin =
         (int64_t)vc->in_channels * vc->temporal_patch_size * vc->patch_size * vc->patch_size;
-    TRY(rnd_mat(be, vh, pin, &seed, &w->patch_embed));
+    TRY(rnd_mat(L, vh, pin, GS_WCLASS_TABLE, &seed, &w->patch_embed));
     TRY(const_vec(be, vh, 0.0f, &w->patch_bias));
     TRY(const_vec(be, vh, 1.0f, &w->post_conv_ln));
-    TRY(rnd_mat(be, vc->num_positions, vh, &seed, &w->pos_embed));
+    TRY(rnd_mat(L, vc->num_positions, vh, GS_WCLASS_TABLE, &seed, &w->pos_embed));
     for (int b = 0; b < w->n_blocks; b++) {
         gs_vision_block_w *bl = &w->blocks[b];
         TRY(const_vec(be, vh, 1.0f, &bl->norm1));
         TRY(const_vec(be, vh, 1.0f, &bl->norm2));
-        TRY(rnd_mat(be, 3 * vh, vh, &seed, &bl->qkv));
-        TRY(rnd_mat(be, vh, vh, &seed, &bl->proj));
-        TRY(rnd_mat(be, 2 * oh, vh, &seed, &bl->gu));
-        TRY(rnd_mat(be, vh, oh, &seed, &bl->down));
+        TRY(rnd_mat(L, 3 * vh, vh, GS_WCLASS_LINEAR, &seed, &bl->qkv));
+        TRY(rnd_mat(L, vh, vh, GS_WCLASS_LINEAR, &seed, &bl->proj));
+        TRY(rnd_mat(L, 2 * oh, vh, GS_WCLASS_LINEAR, &seed, &bl->gu));
+        TRY(rnd_mat(L, vh, oh, GS_WCLASS_LINEAR, &seed, &bl->down));
     }
     TRY(const_vec(be, vh, 1.0f, &w->post_ln));
-    TRY(rnd_mat(be, oh, 4 * vh, &seed, &w->downsample));
+    TRY(rnd_mat(L, oh, 4 * vh, GS_WCLASS_TABLE, &seed, &w->downsample));
     TRY(const_vec(be, oh, 0.0f, &w->downsample_bias));
-    TRY(rnd_mat(be, oh, oh, &seed, &w->merger_proj));
+    TRY(rnd_mat(L, oh, oh, GS_WCLASS_LINEAR, &seed, &w->merger_proj));
     TRY(const_vec(be, oh, 1.0f, &w->merger_ln_w));
     TRY(const_vec(be, oh, 0.0f, &w->merger_ln_b));
-    TRY(rnd_mat(be, 2 * vi, oh, &seed, &w->merger_gu));
-    TRY(rnd_mat(be, oh, vi, &seed, &w->merger_down));
+    TRY(rnd_mat(L, 2 * vi, oh, GS_WCLASS_LINEAR, &seed, &w->merger_gu));
+    TRY(rnd_mat(L, oh, vi, GS_WCLASS_LINEAR, &seed, &w->merger_down));
     w->bytes = sum_weight_bytes(w);
+    w->fmt = gs_dtype_is_quant(gs_weights_qdtype(fmt, GS_WCLASS_LINEAR)) ? fmt : GS_WEIGHTS_BF16;
     *out = w;
     return 0;
 }

@@ -561,7 +561,7 @@ int main(void)
         fprintf(stderr, "backend: %s\n", d.msg);
         return 1;
     }
-    gs_model_params mp = {gs_fixture_path("tiny-glm4v"), g_be, 0, 0, 0};
+    gs_model_params mp = {gs_fixture_path("tiny-glm4v"), g_be, 0, 0, 0, GS_WEIGHTS_ASIS, 0};
     if (gs_model_load(&mp, &g_model, &d) || load_cases() ||
         gs_tokenizer_load(gs_fixture_path("tiny-glm4v/tokenizer.json"), &g_tok, &d)) {
         fprintf(stderr, "model or cases failed to load: %s\n", d.msg);

@@ -235,7 +235,7 @@ static void test_load_rss(void)
     write_config(tw_path(p, sizeof p, g_dir, "config.json"), layers);
 
     const double base = peak_mb();
-    gs_model_params mp = {g_dir, g_be, 0, 0, 0};
+    gs_model_params mp = {g_dir, g_be, 0, 0, 0, GS_WEIGHTS_ASIS, 0};
     gs_model *m = NULL;
     gs_diag d;
     GS_ASSERT_MSG(gs_model_load(&mp, &m, &d) == 0, "load: %s", d.msg);

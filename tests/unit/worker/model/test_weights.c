@@ -58,7 +58,7 @@ static void no_edit(json_t *root)
 /* Loads dir through gs_model_load; returns its code, d filled. */
 static int load(const char *dir, gs_diag *d)
 {
-    gs_model_params mp = {dir, g_be, 0, 0, 0};
+    gs_model_params mp = {dir, g_be, 0, 0, 0, GS_WEIGHTS_ASIS, 0};
     gs_model *m = NULL;
     int rc = gs_model_load(&mp, &m, d);
     if (rc == 0 ? m == NULL : m != NULL)
@@ -103,10 +103,10 @@ static void test_weights_load_direct(void)
     gs_st *st = NULL;
     GS_ASSERT_OK(gs_st_open(dir, &d, &st));
     gs_weights *w = (gs_weights *)1;
-    GS_ASSERT_EQ(gs_weights_load(g_be, &cfg, st, NULL, NULL, &w, &d), GS_EFORMAT);
+    GS_ASSERT_EQ(gs_weights_load(g_be, &cfg, st, GS_WEIGHTS_ASIS, NULL, NULL, &w, &d), GS_EFORMAT);
     GS_ASSERT(w == NULL);
     cfg.text.num_hidden_layers = 2;
-    GS_ASSERT_OK(gs_weights_load(g_be, &cfg, st, NULL, NULL, &w, &d));
+    GS_ASSERT_OK(gs_weights_load(g_be, &cfg, st, GS_WEIGHTS_ASIS, NULL, NULL, &w, &d));
     GS_ASSERT(w != NULL && w->n_layers == 2);
     gs_st_free(st); /* the weights keep what they need of the checkpoint */
     gs_weights_free(g_be, w);
