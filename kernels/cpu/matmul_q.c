@@ -61,11 +61,11 @@ static void quant_x_group(const float *v, int n, int q4, int8_t *q, float *s, in
         *s = NAN;
         return;
     }
-    if (amax == 0.0f) {
+    const float sc = amax / 127.0f;
+    if (sc == 0.0f) { /* all zero, or so small that the scale underflows */
         *s = 0.0f;
         return;
     }
-    const float sc = amax / 127.0f;
     int8_t t[GS_Q4_GROUP];
     int32_t acc = 0;
     for (int i = 0; i < n; i++) {
@@ -83,7 +83,7 @@ static void quant_x_group(const float *v, int n, int q4, int8_t *q, float *s, in
     *sum = acc;
 }
 
-/* ---- decode: integer GEMV -------------------------------------------- */
+/* ---- integer matmul ----------------------------------------------------- */
 
 typedef struct {
     gs_mat out, x;
