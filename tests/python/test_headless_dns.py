@@ -47,6 +47,13 @@ class Net:
         self.ng = [f"gs-hg{i + 1}-{tag}" for i in range(3)]
         self.etc = Path("/etc/netns") / self.nw
         self.made = []
+        try:
+            self._make(tag)
+        except BaseException:
+            self.remove()  # whatever was made before the failure
+            raise
+
+    def _make(self, tag):
         for ns in (self.nw, *self.ng):
             sh("ip", "netns", "add", ns)
             self.made.append(ns)
@@ -95,6 +102,10 @@ class Net:
                     pass
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         shutil.rmtree(self.etc, ignore_errors=True)
+        try:
+            self.etc.parent.rmdir()  # /etc/netns, when nothing else is in it
+        except OSError:
+            pass
 
 
 def ready(net, gws, i):
