@@ -120,7 +120,8 @@ typedef struct gs_backend_ops {
 struct gs_backend {
     const gs_backend_ops *ops;
     gs_backend_kind kind;
-    gs_dtype act_dt; /* activation dtype: F32 on the CPU, BF16 on CUDA */
+    gs_dtype act_dt; /* activation dtype: F32 on the CPU, BF16 (F16 below sm_80) on CUDA;
+                        the residual dtype follows from it (gs_backend_resid_dtype) */
     /* Graph recording state, owned by kernels.c (zero at creation). */
     int recording;        /* 1 between gs_graph_begin and _end / _abort */
     struct gs_graph *rec; /* the recording (graph.c), native or not: it also

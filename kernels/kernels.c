@@ -67,7 +67,9 @@ const char *gs_dtype_name(gs_dtype dt)
 
 int gs_backend_set_tuning(gs_backend *be, const gs_backend_tuning *t)
 {
-    if (!be || !t || (t->flags & ~(GS_TUNE_NO_GEMV | GS_TUNE_ATTN_SIMPLE | GS_TUNE_CPU_GEMM_F32)) ||
+    if (!be || !t ||
+        (t->flags &
+         ~(GS_TUNE_NO_GEMV | GS_TUNE_ATTN_SIMPLE | GS_TUNE_CPU_GEMM_F32 | GS_TUNE_CUDA_F16)) ||
         t->attn_splits < 0 || t->attn_splits > 128)
         return GS_EINVAL;
     if (be->ops->set_tuning)
@@ -120,6 +122,11 @@ gs_backend_kind gs_backend_get_kind(const gs_backend *be)
 gs_dtype gs_backend_act_dtype(const gs_backend *be)
 {
     return be->act_dt;
+}
+
+gs_dtype gs_backend_resid_dtype(const gs_backend *be)
+{
+    return be->act_dt == GS_DT_F16 ? GS_DT_F32 : be->act_dt;
 }
 
 /* 1 (with a log line naming op) when be is recording a graph: host-side
@@ -392,6 +399,12 @@ static unsigned act_mask(const gs_backend *be)
     return 1u << be->act_dt;
 }
 
+/* The act dtype or the residual dtype (gs_backend_resid_dtype). */
+static unsigned resid_mask(const gs_backend *be)
+{
+    return act_mask(be) | 1u << gs_backend_resid_dtype(be);
+}
+
 /* A well-formed view of an allowed dtype; rows == 0 is allowed (empty). */
 static int mat_ok(const char *op, const char *name, gs_mat m, unsigned dts)
 {
@@ -520,7 +533,7 @@ int gs_k_rmsnorm(gs_backend *be, gs_mat out, gs_mat x, const gs_vec *w, float ep
     static const char op[] = "gs_k_rmsnorm";
     if (!be)
         return GS_EINVAL;
-    CHECK(mat_ok(op, "x", x, act_mask(be)) && mat_ok(op, "out", out, act_mask(be)));
+    CHECK(mat_ok(op, "x", x, resid_mask(be)) && mat_ok(op, "out", out, act_mask(be)));
     CHECK(same_shape(op, "out", out, "x", x) && vec_ok(op, "w", w, x.cols) && eps_ok(op, eps));
     if (x.rows == 0)
         return 0;
@@ -534,7 +547,8 @@ int gs_k_add_rmsnorm(gs_backend *be, gs_mat out, gs_mat resid, gs_mat x, const g
     if (!be)
         return GS_EINVAL;
     unsigned a = act_mask(be);
-    CHECK(mat_ok(op, "x", x, a) && mat_ok(op, "out", out, a) && mat_ok(op, "resid", resid, a));
+    CHECK(mat_ok(op, "x", x, a) && mat_ok(op, "out", out, a) &&
+          mat_ok(op, "resid", resid, resid_mask(be)));
     CHECK(same_shape(op, "out", out, "x", x) && same_shape(op, "resid", resid, "x", x));
     CHECK(vec_ok(op, "w", w, x.cols) && eps_ok(op, eps));
     if (x.rows == 0)

@@ -14,9 +14,11 @@
  *
  * Dtypes. Activations use the backend's activation dtype
  * (gs_backend_act_dtype): GS_DT_F32 on the CPU, GS_DT_BF16 on CUDA
- * (FP32 accumulation everywhere). Small per-channel vectors (norm weights,
- * biases) are gs_vec, always F32 in backend memory. Ops whose output is
- * read by the host (logits) may write F32 on every backend.
+ * (GS_DT_F16 below sm_80, with an F32 residual stream:
+ * gs_backend_resid_dtype; FP32 accumulation everywhere). Small per-channel
+ * vectors (norm weights, biases) are gs_vec, always F32 in backend memory.
+ * Ops whose output is read by the host (logits) may write F32 on every
+ * backend.
  *
  * Asynchrony. Ops may run asynchronously on a backend stream, in issue
  * order. gs_buf_download and gs_backend_sync wait for all earlier work.
@@ -85,6 +87,11 @@ void gs_backend_free(gs_backend *be); /* NULL: no-op */
 const char *gs_backend_name(const gs_backend *be);
 gs_backend_kind gs_backend_get_kind(const gs_backend *be);
 gs_dtype gs_backend_act_dtype(const gs_backend *be);
+/* The dtype of the residual stream (the text decoder's x): the act dtype,
+ * except GS_DT_F32 where the act dtype is F16 (CUDA below sm_80): GLM-4's
+ * residual exceeds F16's 65504. gs_k_add_rmsnorm takes resid, gs_k_rmsnorm
+ * x, and gs_k_copy either side in it. */
+gs_dtype gs_backend_resid_dtype(const gs_backend *be);
 /* Waits until all issued work is done; reports deferred device errors. */
 int gs_backend_sync(gs_backend *be);
 /* Bytes of device memory free and total (CPU: available RAM). */
@@ -109,6 +116,10 @@ void gs_cpu_blas_reexec(char *const argv[]);
 #define GS_TUNE_NO_GEMV (1u << 0)      /* CUDA: cuBLASLt for every GEMM, never the GEMV kernels */
 #define GS_TUNE_ATTN_SIMPLE (1u << 1)  /* CUDA: the simple fallback attention kernels */
 #define GS_TUNE_CPU_GEMM_F32 (1u << 2) /* CPU: F32 SGEMM for prefill, not the BF16 matrix units */
+/* CUDA: F16 activations and GEMMs with an F32 residual (the path of devices
+ * below sm_80) on any device, to test it on a newer GPU. Takes effect only
+ * on a backend that holds no buffers, vecs or weights yet, and stays on. */
+#define GS_TUNE_CUDA_F16 (1u << 3)
 typedef struct {
     unsigned flags;      /* GS_TUNE_* */
     int32_t attn_splits; /* CUDA paged decode: fixed split-KV count in [1, 128]; 0: heuristic */
@@ -345,7 +356,8 @@ int gs_k_attention(gs_backend *be, gs_mat out, gs_mat q, gs_mat k, gs_mat v, con
                    int32_t n_seqs, int32_t max_len, const gs_attn_params *p);
 
 /* Paged KV cache of one layer: k and v each [n_pages, page_size,
- * n_kv_heads, head_dim] in the act dtype, contiguous. Plain value. */
+ * n_kv_heads, head_dim] in the act dtype (BF16 where the act dtype is F16:
+ * the same size, without F16's range limit), contiguous. Plain value. */
 typedef struct {
     void *k, *v;
     int32_t n_pages, page_size, n_kv_heads, head_dim;

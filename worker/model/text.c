@@ -178,7 +178,11 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
     const gs_weights *w = m->w;
     gs_backend *be = m->be;
     const gs_dtype act = gs_backend_act_dtype(be);
-    const size_t es = gs_dtype_size(act);
+    /* The residual stream x: F32 where the act dtype is F16 (GLM-4's
+     * residual passes 65504), else the act dtype (then nothing below
+     * differs from an all-act-dtype pass). */
+    const gs_dtype rdt = gs_backend_resid_dtype(be);
+    const size_t es = gs_dtype_size(act), rs = gs_dtype_size(rdt);
     const int64_t n = b->n_tokens, H = tc->hidden_size, I = tc->intermediate_size,
                   V = tc->vocab_size;
     const int64_t qd = (int64_t)tc->num_attention_heads * tc->head_dim;
@@ -197,7 +201,8 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
     }
 
     size_t need = (size_t)(n + n_img) * (size_t)H * es /* embeddings */
-                  + (size_t)n * (size_t)(3 * H + qd + 2 * kvd + qd + 2 * I + I) * es +
+                  + (size_t)n * (size_t)H * rs         /* x */
+                  + (size_t)n * (size_t)(2 * H + qd + 2 * kvd + qd + 2 * I + I) * es +
                   (size_t)nl_rows * (size_t)H * es + (size_t)nl_rows * (size_t)V * 4 +
                   sizeof(int32_t) * (size_t)(8 * n + 2 * b->n_seqs + 2 +
                                              (int64_t)b->n_seqs * b->max_blocks + nl_rows) +
@@ -216,7 +221,7 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
     int32_t *d_lrows = up_i32(&s, b->logit_rows, nl);
     int32_t *d_idx = gs_scratch_take(&s, sizeof(int32_t) * (size_t)n);
     gs_text_acts t = {
-        .x = gs_scratch_mat(&s, act, n, H),
+        .x = gs_scratch_mat(&s, rdt, n, H),
         .h = gs_scratch_mat(&s, act, n, H),
         .o = gs_scratch_mat(&s, act, n, H),
         .qkv = gs_scratch_mat(&s, act, n, qd + 2 * kvd),
@@ -234,7 +239,10 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
         goto done;
     }
 
-    /* Input embeddings; image rows replace their placeholder tokens. */
+    /* Input embeddings; image rows replace their placeholder tokens. A
+     * residual wider than the act dtype gets them through h (the tables and
+     * the image rows are act-dtype) and one conversion. */
+    gs_mat x_in = rdt == act ? t.x : t.h;
     if (n_img) {
         CK(gs_k_embed(be, gs_mat_rows(emb, 0, n), w->embed, d_ids));
         CK(gs_k_copy(be, gs_mat_rows(emb, n, n_img), b->img));
@@ -246,10 +254,12 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
         for (int64_t i = 0; i < n; i++)
             idx[i] = b->img_row[i] >= 0 ? (int32_t)(n + b->img_row[i]) : (int32_t)i;
         CK(gs_buf_upload(be, d_idx, idx, sizeof(int32_t) * (size_t)n));
-        CK(gs_k_gather_rows(be, t.x, emb, d_idx));
+        CK(gs_k_gather_rows(be, x_in, emb, d_idx));
     } else {
-        CK(gs_k_embed(be, t.x, w->embed, d_ids));
+        CK(gs_k_embed(be, x_in, w->embed, d_ids));
     }
+    if (rdt != act)
+        CK(gs_k_copy(be, t.x, x_in));
     gs_model_tap(m, "text.embed", t.x);
 
     const gs_paged_batch pb = {b->n_seqs, d_cu, d_kvlen, d_bt, b->max_blocks, max_q, max_kv};
