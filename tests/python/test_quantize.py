@@ -138,3 +138,26 @@ def test_gpu_memory_flag(run_bin, fixtures):
     assert r.returncode == 0, r.stderr
     r = run(run_bin, *args, "--gpu-memory", "lots")
     assert r.returncode == 2 and "--gpu-memory" in r.stderr
+
+
+def test_dummy_weights_honour_weights(run_bin, fixtures):
+    for fmt in ("int8", "int4"):
+        r = run(run_bin, "--model", fixtures / "tiny-glm4v", "--dummy-weights", "--weights", fmt,
+                "--prompt", "hi", "--max-tokens", 4, "--temperature", 0)
+        assert r.returncode == 0, r.stderr
+        assert f"({fmt} weights" in r.stderr
+
+
+def test_service_passes_weights_and_gpu_memory(build_dir, fixtures, tmp_path):
+    """The master hands --weights and --gpu-memory to its worker, which
+    loads int4 weights and answers."""
+    from service import Service
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path, "--weights", "int4",
+                "--gpu-memory", "2GiB")
+    try:
+        st, body = s.chat([{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0)
+        assert st == 200, body
+        assert body["usage"]["completion_tokens"] == 4
+        assert "of int4 weights" in s.log_text()
+    finally:
+        assert s.stop() == 0, s.log_text()[-3000:]
