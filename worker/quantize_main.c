@@ -1,19 +1,13 @@
 /* quantize_main.c - glmserve-quantize: a Hugging Face GLM-4.6V checkpoint
  * folder into a folder of int8 or int4 weights that glmserve loads as
- * they are (no BF16 pass, in place from the mapping on the CPU).
+ * they are (no BF16 pass; in place from the mapping on the CPU).
  *
  *   glmserve-quantize --model DIR --weights int8|int4 --out DIR2 [--threads N]
  *
- * DIR2 gets model.safetensors: every matrix that weights.h's policy
- * quantizes as NAME (I8 [rows, cols], or U8 [rows, (cols + 1) / 2] for
- * int4) plus NAME_scale (F32 [rows], or [rows, ceil(cols / 128)]), exactly
- * the bits the loader's own quantization gives; every other tensor copied
- * as it is. config.json gains a "quantization_config" section; every
- * other file of DIR (tokenizer, chat template, preprocessor and
- * generation configs, licence...) is copied, weights and index excepted.
- * config.json is written last, so a folder that has one is complete.
- * Exit status 0, 1 on a runtime error, 2 on bad usage; errors are one line
- * naming the flag, file or tensor. */
+ * The work is gs_quantize_folder (worker/model/quantize.h says what DIR2
+ * holds); this file is its command line. Exit status 0, 1 on a runtime
+ * error, 2 on bad usage; errors are one line naming the flag, file or
+ * tensor. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
