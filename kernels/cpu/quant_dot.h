@@ -1,4 +1,4 @@
-/* quant_dot.h - the integer kernels behind matmul_q.c's decode path, one
+/* quant_dot.h - the integer kernels behind matmul_q.c (decode and prefill), one
  * per instruction set (quant_dot.c: portable C and the run-time choice;
  * quant_dot_x86.c: AVX2, AVX-512 VNNI; quant_dot_arm.c: NEON sdot, smmla).
  *
