@@ -266,19 +266,26 @@ int gs_config_host_is_loopback(const char *h)
            !strcmp(h, "[::1]");
 }
 
-/* A byte size as the worker's --gpu-memory reads it: a positive number
- * with an optional K/M/G/T suffix (KB/KiB/... and B too). */
+/* A byte size as the worker's --gpu-memory reads it (gs_parse_bytes): a
+ * number with an optional K/M/G/T suffix (KB/KiB/... and B too), at least
+ * one byte and below 2^64 bytes. */
 static int size_ok(const char *s)
 {
     char *end;
     if (!(*s >= '0' && *s <= '9'))
         return 0;
     double v = strtod(s, &end);
-    static const char *const suf[] = {"",    "b", "k",  "kb",  "kib", "m",  "mb",
-                                      "mib", "g", "gb", "gib", "t",   "tb", "tib"};
-    for (size_t i = 0; i < sizeof suf / sizeof *suf; i++)
-        if (!strcasecmp(end, suf[i]))
-            return v > 0;
+    static const struct {
+        const char *suf;
+        int shift;
+    } sufs[] = {{"", 0},     {"b", 0},   {"k", 10},   {"kb", 10}, {"kib", 10},
+                {"m", 20},   {"mb", 20}, {"mib", 20}, {"g", 30},  {"gb", 30},
+                {"gib", 30}, {"t", 40},  {"tb", 40},  {"tib", 40}};
+    for (size_t i = 0; i < sizeof sufs / sizeof *sufs; i++)
+        if (!strcasecmp(end, sufs[i].suf)) {
+            double b = v * (double)((uint64_t)1 << sufs[i].shift);
+            return b >= 1.0 && b < 1.8e19;
+        }
     return 0;
 }
 
