@@ -56,6 +56,8 @@ static const directive table[] = {
     {"graphs", T_STR, F(graphs), 0, 0, 0, "auto|on|off  decode graphs"},
     {"weights", T_STR, F(weights), 0, 0, 0, "bf16|int8|int4|auto  weight format (the folder's)"},
     {"gpu_memory", T_STR, F(gpu_memory), 0, 0, 0, "BYTES  memory cap per worker (15G, 10GiB)"},
+    {"stream_interval_us", T_INT, F(stream_interval_us), 0, 1000000, 0,
+     "US  a job's events leave a worker at most this often (2000; 0: every step)"},
     {"heartbeat_timeout_ms", T_INT, F(heartbeat_timeout_ms), 100, 600000, 0,
      "MS  a silent worker is dead after this (2000)"},
     {"drain_timeout", T_INT, F(drain_timeout), 0, 86400, 0, "S  graceful stop deadline (30)"},
@@ -90,6 +92,7 @@ static void defaults(gs_config *c)
              "/usr/share/javascript/marked:/usr/share/nodejs/dompurify/dist");
     c->max_seqs = 64;
     c->max_queue = 64;
+    c->stream_interval_us = -1;
     c->heartbeat_timeout_ms = 2000;
     c->drain_timeout = 30;
     c->max_body_mb = 64;

@@ -37,6 +37,8 @@
  *                           ("/usr/share/javascript/marked:
  *                            /usr/share/nodejs/dompurify/dist", Debian's
  *                            libjs-marked and node-dompurify)
+ *   stream_interval_us (-1: the worker's default, 2000) a job's events leave
+ *                           a worker at most this often (0: every step)
  *   heartbeat_timeout_ms (2000), drain_timeout (30; s)
  *   fetch_images (false)    fetch http(s) image URLs (needs libcurl); off:
  *                           they are refused with 400
@@ -75,6 +77,7 @@ typedef struct {
     int max_seqs, max_queue, max_model_len, kv_memory, dummy_weights;
     char graphs[16];
     char weights[16], gpu_memory[32];
+    int stream_interval_us;
     int heartbeat_timeout_ms, drain_timeout;
     int max_body_mb, max_images;
     int fetch_images, fetch_timeout_ms, fetch_allow_private;

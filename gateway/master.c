@@ -204,6 +204,8 @@ static void exec_worker(master *m, child *c)
     NUM("--max-queue", g->max_queue);
     NUM("--drain-timeout", g->drain_timeout);
     NUM("--max-images", g->max_images);
+    if (g->stream_interval_us >= 0)
+        NUM("--stream-interval-us", g->stream_interval_us);
     if (g->max_model_len)
         NUM("--max-model-len", g->max_model_len);
     if (g->kv_memory)
