@@ -31,6 +31,7 @@ enum {
 
 struct gs_cuda_gemm_cache; /* gemm.cu */
 struct gs_cuda_bias_map;   /* backend.cu */
+struct gs_cuda_mem_map;    /* backend.cu: device pointer -> bytes (mem_limit accounting) */
 
 struct gs_cuda {
     int device;
@@ -49,6 +50,17 @@ struct gs_cuda {
     int use_pool; /* stream-ordered allocator available */
     cudaMemPool_t pool;
 
+    /* gs_backend_params.mem_limit (0: none) and the bytes this context
+     * holds: weights, pool allocations, the cuBLASLt workspace. Every
+     * device allocation goes through dev_malloc / gs_cuda_alloc, which
+     * refuse past the limit. */
+    size_t mem_limit, mem_used;
+    struct gs_cuda_mem_map *mem_map;
+    /* Activations and GEMMs in F16 instead of BF16: devices below sm_80
+     * (no BF16 tensor cores, no BF16 cuBLASLt), or GS_TUNE_CUDA_F16 on
+     * any device (tests); never switched back. */
+    int f16;
+
     /* Mapped pinned word that kernels set on bad indices. */
     volatile unsigned *err_host;
     unsigned *err_dev;
@@ -57,6 +69,10 @@ struct gs_cuda {
      * outside of graph capture only. */
     void *scratch;
     size_t scratch_bytes;
+    /* Dequantized weight tiles of the prefill GEMM with quantized weights
+     * (quant.cu); grows like scratch, outside of capture only. */
+    void *qtile;
+    size_t qtile_bytes;
     unsigned scratch_gen; /* bumped when scratch or a bias copy moves (graph.cu) */
 
     struct gs_cuda_bias_map *bias_map;
@@ -106,6 +122,9 @@ int gs_cuda_lt_err(cublasStatus_t s, const char *what, const char *file, int lin
 
 /* Scratch of at least `bytes` (grows; GS_ENOMEM during capture). */
 int gs_cuda_scratch(gs_cuda *c, size_t bytes, void **out);
+/* The same for the dequantized weight tiles of quant.cu (its own buffer,
+ * so that the two do not make each other grow and go stale in turns). */
+int gs_cuda_qtile(gs_cuda *c, size_t bytes, void **out);
 /* A BF16 copy of the F32 vector f32[0..n) for the cuBLASLt bias epilogue
  * (whose bias dtype must be D's). Made on first use and cached by pointer;
  * dropped when that pointer is freed, uploaded to or zeroed through this
@@ -121,6 +140,18 @@ void gs_cuda_attn_prefill_setup(gs_cuda *c);
 void gs_cuda_attn_paged_setup(gs_cuda *c);
 /* embed.cu: dst[0..n) = BF16(gs_rand_uniform(seed, i, scale)). */
 int gs_cuda_fill_random_bf16(gs_cuda *c, void *dst, int64_t n, uint64_t seed, float scale);
+/* quant.cu: q and s of a [rows, cols] weight of qdt (Q8 / Q4) made from
+ * gs_rand_uniform values exactly as gs_quantize would make them. */
+int gs_cuda_fill_random_quant(gs_cuda *c, gs_dtype qdt, void *q, float *s, int64_t rows,
+                              int64_t cols, uint64_t seed, float scale);
+/* gemm.cu: the cuBLASLt GEMM of gs_cuda_matmul for a 16-bit weight view,
+ * with the bias (if any) starting at element bias_off of bias->data (the
+ * column offset of a weight chunk in quant.cu). */
+int gs_cuda_gemm_lt(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_vec *bias,
+                    int64_t bias_off, int accum);
+/* quant.cu: gs_cuda_matmul for a quantized weight view. */
+int gs_cuda_matmul_quant(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_vec *bias,
+                         int accum);
 
 /* ---- host helpers ------------------------------------------------------------ */
 
@@ -183,6 +214,26 @@ __device__ __forceinline__ void gs_st(void *p, int dt, int64_t i, float v)
         ((float *)p)[i] = v;
 }
 
+/* The same 8-element vectors for a 16-bit float dtype (BF16 or F16). */
+static inline int gs_cu_vec8_16_ok(const gs_mat &m)
+{
+    return (m.dt == GS_DT_BF16 || m.dt == GS_DT_F16) && gs_cu_aligned(m.data, 16) &&
+           m.stride % 8 == 0 && m.cols % 8 == 0;
+}
+
+/* Device copy of gs_rand_uniform (backend_impl.h), operation for operation:
+ * 2u and the subtraction are exact, so FMA contraction could not change
+ * the result either; kept explicit anyway. */
+__device__ __forceinline__ float gs_rand_uniform_dev(uint64_t seed, uint64_t idx, float scale)
+{
+    uint64_t z = seed + (idx + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u = __fmul_rn((float)(z >> 40), 1.0f / 16777216.0f);
+    return __fmul_rn(__fsub_rn(__fmul_rn(2.0f, u), 1.0f), scale);
+}
+
 /* Rounds through BF16 (the value a BF16 tensor would hold). */
 __device__ __forceinline__ float gs_bf(float v)
 {
@@ -196,6 +247,18 @@ __device__ __forceinline__ void gs_unpack8(const uint4 &u, float f[8])
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         float2 t = __bfloat1622float2(h[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+
+/* 8 F16 in one 16-byte word -> 8 floats. */
+__device__ __forceinline__ void gs_unpack8_f16(const uint4 &u, float f[8])
+{
+    const __half2 *h = (const __half2 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __half22float2(h[i]);
         f[2 * i] = t.x;
         f[2 * i + 1] = t.y;
     }

@@ -26,11 +26,16 @@ extern "C" {
 
 typedef struct gs_cuda gs_cuda; /* opaque device context */
 
-/* A weight as the kernels see it: [rows, cols] row-major in device memory,
- * always BF16 on this backend. Plain value; does not own data. */
+/* A weight as the kernels see it: [rows, cols] row-major in device memory.
+ * dt GS_DT_BF16 (GS_DT_F16 on an F16 context, gs_cuda_act_dtype): data
+ * holds the values; GS_DT_Q8 / GS_DT_Q4: data holds q and s the scales,
+ * in kernels.h's "Quantized weights" layout. Plain value; does not own
+ * data. */
 typedef struct {
     const void *data;
     int64_t rows, cols;
+    gs_dtype dt;
+    const float *s;
 } gs_cuda_wview;
 
 /* ---- context, memory ----------------------------------------------------- */
@@ -50,6 +55,11 @@ void gs_cuda_ctx_free(gs_cuda *c);          /* NULL: no-op; waits for the stream
 const char *gs_cuda_name(const gs_cuda *c); /* "cuda:0 NVIDIA H100 (sm_90)" */
 /* Compute capability as 10 * major + minor (90 for H100). */
 int gs_cuda_arch(const gs_cuda *c);
+/* The activation dtype: GS_DT_BF16 on sm_80+, GS_DT_F16 below (no BF16
+ * GEMMs there) or after GS_TUNE_CUDA_F16. 16-bit weights are
+ * stored in it. The residual stream stays F32 when it is F16
+ * (gs_backend_resid_dtype): GLM's residual exceeds 65504. */
+gs_dtype gs_cuda_act_dtype(const gs_cuda *c);
 int gs_cuda_sync(gs_cuda *c);
 int gs_cuda_mem_info(gs_cuda *c, size_t *free_bytes, size_t *total_bytes);
 /* gs_backend_set_tuning (values checked by kernels.c). */
@@ -79,6 +89,20 @@ int gs_cuda_weight_upload(gs_cuda *c, const void *host, gs_dtype dt, int64_t row
 int gs_cuda_weight_random(gs_cuda *c, int64_t rows, int64_t cols, uint64_t seed, float scale,
                           void **data, size_t *bytes);
 void gs_cuda_weight_release(gs_cuda *c, void *data); /* NULL: no-op */
+/* A quantized [rows, cols] weight of qdt (GS_DT_Q8 / GS_DT_Q4) in one
+ * device allocation *data (release with gs_cuda_weight_release): q at
+ * *data, the scales at *s (inside it, 256-byte aligned). _upload copies
+ * host q and s (borrowed for the call); _random makes them on the device
+ * from gs_rand_uniform(seed, r * cols + c, scale) exactly as gs_quantize
+ * quantizes F32 values (bit for bit the CPU backend's weight). *bytes =
+ * the allocation's size. */
+int gs_cuda_weight_quant_upload(gs_cuda *c, gs_dtype qdt, int64_t rows, int64_t cols, const void *q,
+                                const float *s_host, void **data, float **s, size_t *bytes);
+int gs_cuda_weight_quant_random(gs_cuda *c, gs_dtype qdt, int64_t rows, int64_t cols, uint64_t seed,
+                                float scale, void **data, float **s, size_t *bytes);
+/* The device view of a weight made by this backend (tests read q and s
+ * back through it); GS_EINVAL when w is not a CUDA weight of be. */
+int gs_cuda_weight_view(gs_backend *be, const gs_weight *w, gs_cuda_wview *out);
 
 /* ---- ops (same contracts as kernels.h) ------------------------------------ */
 

@@ -29,8 +29,7 @@ typedef struct {
     unsigned err_bit;
 } gather_args;
 
-template <typename T>
-__global__ void gs_gather_kernel(gather_args a)
+template <typename T> __global__ void gs_gather_kernel(gather_args a)
 {
     const int64_t n = a.row_bytes / (int64_t)sizeof(T);
     const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -76,12 +75,13 @@ int gs_cuda_embed(gs_cuda *c, gs_mat out, gs_cuda_wview table, const int32_t *id
 {
     const char *op = "embed";
     GS_CU_CHECK(gs_cu_mat_ok(out) && table.data, op, "bad arguments");
-    GS_CU_CHECK(out.dt == GS_DT_BF16, op, "out must be BF16 (the table's dtype)");
-    GS_CU_CHECK(out.cols == table.cols, op, "out cols %lld != table cols %lld",
-                (long long)out.cols, (long long)table.cols);
-    gather_args a = {(char *)out.data, (const char *)table.data, ids, out.rows,
-                     out.cols * 2, out.stride * 2, table.cols * 2, table.rows,
-                     c->err_dev, GS_CUDA_ERR_EMBED_ID};
+    GS_CU_CHECK(out.dt == table.dt && (out.dt == GS_DT_BF16 || out.dt == GS_DT_F16), op,
+                "out must have the table's 16-bit dtype");
+    GS_CU_CHECK(out.cols == table.cols, op, "out cols %lld != table cols %lld", (long long)out.cols,
+                (long long)table.cols);
+    gather_args a = {
+        (char *)out.data, (const char *)table.data, ids,        out.rows,   out.cols * 2,
+        out.stride * 2,   table.cols * 2,           table.rows, c->err_dev, GS_CUDA_ERR_EMBED_ID};
     return gather(c, a, op);
 }
 
@@ -94,8 +94,9 @@ int gs_cuda_gather_rows(gs_cuda *c, gs_mat out, gs_mat x, const int32_t *idx)
     GS_CU_CHECK(out.dt == x.dt && out.cols == x.cols, op, "out / x dtype or cols differ");
     GS_CU_CHECK(out.data != x.data || out.rows == 0, op, "out must not alias x");
     const int64_t es = (int64_t)gs_cu_dt_size(x.dt);
-    gather_args a = {(char *)out.data, (const char *)x.data, idx, out.rows, out.cols * es,
-                     out.stride * es, x.stride * es, x.rows, c->err_dev, GS_CUDA_ERR_GATHER_IDX};
+    gather_args a = {(char *)out.data, (const char *)x.data,  idx,           out.rows,
+                     out.cols * es,    out.stride * es,       x.stride * es, x.rows,
+                     c->err_dev,       GS_CUDA_ERR_GATHER_IDX};
     return gather(c, a, op);
 }
 
@@ -137,10 +138,10 @@ __device__ __forceinline__ float src_coord(int i, int n, int s)
 
 typedef struct {
     void *x;
-    const __nv_bfloat16 *table;
+    const void *table; /* BF16, or F16 on an F16 context */
     const int32_t *hw;
     int64_t m, cols, ldx;
-    int side, xdt;
+    int side, xdt, tdt;
     unsigned *err;
 } posembed_args;
 
@@ -168,8 +169,7 @@ __global__ void gs_posembed_kernel(posembed_args a)
             float rowv = 0.0f;
             for (int k = 0; k < 4; k++) {
                 const int xx = min(max(x0 + k, 0), a.side - 1);
-                const float v =
-                    __bfloat162float(a.table[((int64_t)yy * a.side + xx) * a.cols + ch]);
+                const float v = gs_ld(a.table, a.tdt, ((int64_t)yy * a.side + xx) * a.cols + ch);
                 rowv = __fadd_rn(rowv, __fmul_rn(v, wx[k]));
             }
             acc = __fadd_rn(acc, __fmul_rn(rowv, wy[i]));
@@ -184,8 +184,7 @@ __global__ void gs_posembed_kernel(posembed_args a)
     }
 }
 
-int gs_cuda_posembed_add(gs_cuda *c, gs_mat x, gs_cuda_wview table, int32_t side,
-                         const int32_t *hw)
+int gs_cuda_posembed_add(gs_cuda *c, gs_mat x, gs_cuda_wview table, int32_t side, const int32_t *hw)
 {
     const char *op = "posembed_add";
     GS_CU_CHECK(gs_cu_mat_ok(x) && table.data, op, "bad arguments");
@@ -195,8 +194,8 @@ int gs_cuda_posembed_add(gs_cuda *c, gs_mat x, gs_cuda_wview table, int32_t side
     if (x.rows == 0 || x.cols == 0)
         return 0;
     GS_CU_CHECK(hw, op, "NULL grid array");
-    posembed_args a = {x.data, (const __nv_bfloat16 *)table.data, hw, x.rows, x.cols,
-                       x.stride, side, x.dt, c->err_dev};
+    posembed_args a = {x.data,   table.data, hw,   x.rows,        x.cols,
+                       x.stride, side,       x.dt, (int)table.dt, c->err_dev};
     dim3 grid(gs_cu_blocks(x.cols, 128, 0x7fffffff), (unsigned)(x.rows < 65535 ? x.rows : 65535));
     gs_posembed_kernel<<<grid, 128, 0, c->stream>>>(a);
     GS_CU_LAUNCHED(op);
@@ -204,25 +203,13 @@ int gs_cuda_posembed_add(gs_cuda *c, gs_mat x, gs_cuda_wview table, int32_t side
 }
 
 /* ---- random weights --------------------------------------------------------------
- * Device copy of gs_rand_uniform (backend_impl.h), operation for operation:
- * 2u and the subtraction are exact, so FMA contraction could not change
- * the result either; kept explicit anyway. */
-
-__device__ __forceinline__ float rand_uniform(uint64_t seed, uint64_t idx, float scale)
-{
-    uint64_t z = seed + (idx + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const float u = __fmul_rn((float)(z >> 40), 1.0f / 16777216.0f);
-    return __fmul_rn(__fsub_rn(__fmul_rn(2.0f, u), 1.0f), scale);
-}
+ * gs_rand_uniform_dev (common.cuh) is the device copy of gs_rand_uniform. */
 
 __global__ void gs_fill_random_kernel(__nv_bfloat16 *dst, int64_t n, uint64_t seed, float scale)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16_rn(rand_uniform(seed, (uint64_t)i, scale));
+        dst[i] = __float2bfloat16_rn(gs_rand_uniform_dev(seed, (uint64_t)i, scale));
 }
 
 int gs_cuda_fill_random_bf16(gs_cuda *c, void *dst, int64_t n, uint64_t seed, float scale)

@@ -23,8 +23,9 @@
 /* ---- descriptor / algorithm cache --------------------------------------------- */
 
 typedef struct {
-    int64_t m, n, k, ldx, ldo;
-    int out_dt, bias_mode, accum; /* bias_mode: 0 none, 1 BF16, 2 F32 */
+    int64_t m, n, k, ldx, ldo, ldw;
+    int in_dt, out_dt, bias_mode, accum; /* in_dt: x and w (BF16 or F16); bias_mode: 0 none,
+                                            1 BF16, 2 F32 */
     int al_x, al_w, al_o, al_b;
 } gemm_key;
 
@@ -79,7 +80,9 @@ static int ent_build(gs_cuda *c, gemm_ent *e, const gemm_key *k)
 {
     memset(e, 0, sizeof *e);
     e->key = *k;
-    const cudaDataType_t dt_out = k->out_dt == GS_DT_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    const cudaDataType_t dt_in = k->in_dt == GS_DT_F16 ? CUDA_R_16F : CUDA_R_16BF;
+    const cudaDataType_t dt_out =
+        k->out_dt == GS_DT_F32 ? CUDA_R_32F : (k->out_dt == GS_DT_F16 ? CUDA_R_16F : CUDA_R_16BF);
     GS_LT_TRY(cublasLtMatmulDescCreate(&e->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     GS_LT_TRY(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
@@ -92,12 +95,10 @@ static int ent_build(gs_cuda *c, gemm_ent *e, const gemm_key *k)
         GS_LT_TRY(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bdt,
                                                  sizeof bdt));
     }
-    /* A = W stored [n, k] row-major = column-major k x n, ld k (then ^T). */
-    GS_LT_TRY(cublasLtMatrixLayoutCreate(&e->la, CUDA_R_16BF, (uint64_t)k->k, (uint64_t)k->n,
-                                         k->k));
+    /* A = W stored [n, k] row-major = column-major k x n, ld ldw (then ^T). */
+    GS_LT_TRY(cublasLtMatrixLayoutCreate(&e->la, dt_in, (uint64_t)k->k, (uint64_t)k->n, k->ldw));
     /* B = X^T: X [m, k] row-major (ld ldx) = column-major k x m. */
-    GS_LT_TRY(cublasLtMatrixLayoutCreate(&e->lb, CUDA_R_16BF, (uint64_t)k->k, (uint64_t)k->m,
-                                         k->ldx));
+    GS_LT_TRY(cublasLtMatrixLayoutCreate(&e->lb, dt_in, (uint64_t)k->k, (uint64_t)k->m, k->ldx));
     /* C = D = out^T: column-major n x m, ld ldo. */
     GS_LT_TRY(cublasLtMatrixLayoutCreate(&e->lc, dt_out, (uint64_t)k->n, (uint64_t)k->m, k->ldo));
 
@@ -105,9 +106,8 @@ static int ent_build(gs_cuda *c, gemm_ent *e, const gemm_key *k)
     GS_LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = c->lt_ws_bytes;
     uint32_t aa = (uint32_t)k->al_w, ab = (uint32_t)k->al_x, ac = (uint32_t)k->al_o;
-    cublasStatus_t s =
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                             sizeof ws);
+    cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
                                                  &aa, sizeof aa);
@@ -130,7 +130,7 @@ static int ent_build(gs_cuda *c, gemm_ent *e, const gemm_key *k)
         gs_log_warn("cuda matmul: no cuBLASLt algorithm for m %lld n %lld k %lld out %s bias %d "
                     "(status %d)",
                     (long long)k->m, (long long)k->n, (long long)k->k,
-                    k->out_dt == GS_DT_F32 ? "f32" : "bf16", k->bias_mode, (int)s);
+                    gs_dtype_name((gs_dtype)k->out_dt), k->bias_mode, (int)s);
         ent_clear(e);
         return GS_ENOTSUP;
     }
@@ -203,8 +203,7 @@ __device__ __forceinline__ float dot8(const uint4 &a, const uint4 &b)
     return s;
 }
 
-template <int M>
-__global__ void __launch_bounds__(GEMV_WARPS * 32) gs_gemv_kernel(gemv_args a)
+template <int M> __global__ void __launch_bounds__(GEMV_WARPS * 32) gs_gemv_kernel(gemv_args a)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t row0 = ((int64_t)blockIdx.x * GEMV_WARPS + warp) * GEMV_ROWS;
@@ -254,7 +253,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gs_gemv_kernel(gemv_args a)
 #pragma unroll
         for (int i = 0; i < M; i++)
             acc[r][i] = gs_warp_sum(acc[r][i]);
-    /* lane (r * M + i) writes element (i, row0 + r) */
+            /* lane (r * M + i) writes element (i, row0 + r) */
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++)
 #pragma unroll
@@ -272,8 +271,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gs_gemv_kernel(gemv_args a)
         }
 }
 
-static int run_gemv(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const float *bias,
-                    int accum)
+static int run_gemv(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const float *bias, int accum)
 {
     gemv_args a;
     a.w = (const uint4 *)w.data;
@@ -304,8 +302,8 @@ static int run_gemv(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const flo
 
 /* ---- cuBLASLt path -------------------------------------------------------------------- */
 
-static int run_lt(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_vec *bias,
-                  int accum)
+int gs_cuda_gemm_lt(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_vec *bias,
+                    int64_t bias_off, int accum)
 {
     gemm_key k;
     memset(&k, 0, sizeof k); /* padding takes part in memcmp */
@@ -314,15 +312,26 @@ static int run_lt(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_ve
     k.k = x.cols;
     k.ldx = x.stride;
     k.ldo = out.stride;
+    k.ldw = w.cols;
+    k.in_dt = x.dt;
     k.out_dt = out.dt;
     k.accum = accum;
     const void *bias_ptr = NULL;
     if (bias && bias->data) {
         if (out.dt == GS_DT_F32) {
             k.bias_mode = 2;
-            bias_ptr = bias->data;
-        } else if ((bias_ptr = gs_cuda_bias_bf16(c, bias->data, bias->n)) != NULL) {
+            bias_ptr = bias->data + bias_off;
+        } else if (out.dt == GS_DT_BF16 &&
+                   (bias_ptr = gs_cuda_bias_bf16(c, bias->data, bias->n)) != NULL) {
+            /* the copy of the whole vector, at the chunk's offset */
+            bias_ptr = (const __nv_bfloat16 *)bias_ptr + bias_off;
             k.bias_mode = 1;
+        }
+        /* F16 out: no F16 bias copies are kept; the bias kernel below adds it */
+        if (bias_ptr && !gs_cu_aligned(bias_ptr, 16)) {
+            /* a chunk at an odd row offset: the epilogue wants aligned bias */
+            bias_ptr = NULL;
+            k.bias_mode = 0;
         }
     }
     const size_t eo = gs_cu_dt_size(out.dt);
@@ -350,9 +359,10 @@ static int run_lt(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_ve
                              e->lc, out.data, e->lc, &e->algo, c->lt_ws, c->lt_ws_bytes,
                              c->stream));
     if (bias && bias->data && !bias_ptr) {
-        dim3 grid(gs_cu_blocks(out.cols, 256, 1024), (unsigned)(out.rows < 65535 ? out.rows : 65535));
+        dim3 grid(gs_cu_blocks(out.cols, 256, 1024),
+                  (unsigned)(out.rows < 65535 ? out.rows : 65535));
         gs_bias_add_kernel<<<grid, 256, 0, c->stream>>>(out.data, out.dt, out.rows, out.cols,
-                                                         out.stride, bias->data);
+                                                        out.stride, bias->data + bias_off);
         GS_CU_LAUNCHED("bias_add");
     }
     return 0;
@@ -362,13 +372,17 @@ int gs_cuda_matmul(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_v
                    unsigned flags)
 {
     const char *op = "matmul";
+    const gs_dtype act = gs_cuda_act_dtype(c);
     GS_CU_CHECK(gs_cu_mat_ok(out) && gs_cu_mat_ok(x), op, "bad matrix view");
-    GS_CU_CHECK(x.dt == GS_DT_BF16, op, "x must be BF16 (got dtype %d)", (int)x.dt);
-    GS_CU_CHECK(out.dt == GS_DT_BF16 || out.dt == GS_DT_F32, op, "out must be BF16 or F32");
+    GS_CU_CHECK(x.dt == act, op, "x must be %s (got %s)", gs_dtype_name(act), gs_dtype_name(x.dt));
+    GS_CU_CHECK(out.dt == act || out.dt == GS_DT_F32, op, "out must be %s or F32",
+                gs_dtype_name(act));
+    GS_CU_CHECK(w.dt == act || w.dt == GS_DT_Q8 || w.dt == GS_DT_Q4, op,
+                "weight dtype %s on a %s context", gs_dtype_name(w.dt), gs_dtype_name(act));
     GS_CU_CHECK(w.data && w.rows == out.cols && w.cols == x.cols && out.rows == x.rows, op,
-                "shapes: out [%lld, %lld], x [%lld, %lld], w [%lld, %lld]",
-                (long long)out.rows, (long long)out.cols, (long long)x.rows, (long long)x.cols,
-                (long long)w.rows, (long long)w.cols);
+                "shapes: out [%lld, %lld], x [%lld, %lld], w [%lld, %lld]", (long long)out.rows,
+                (long long)out.cols, (long long)x.rows, (long long)x.cols, (long long)w.rows,
+                (long long)w.cols);
     GS_CU_CHECK(!bias || !bias->data || bias->n == out.cols, op, "bias length %lld != n %lld",
                 (long long)(bias ? bias->n : 0), (long long)out.cols);
     GS_CU_CHECK(out.data != x.data || out.rows == 0, op, "out must not alias x");
@@ -376,7 +390,13 @@ int gs_cuda_matmul(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_v
         return 0;
     GS_CU_CHECK(x.cols > 0, op, "k must be > 0");
     const int accum = (flags & GS_MM_ACCUM) != 0;
+    if (w.dt == GS_DT_Q8 || w.dt == GS_DT_Q4) {
+        GS_CU_CHECK(w.s, op, "quantized weight without scales");
+        return gs_cuda_matmul_quant(c, out, x, w, bias, accum);
+    }
+    /* The BF16 GEMV; F16 contexts (sm_75) take cuBLASLt, whose FP16 GEMV
+     * runs near bandwidth there (CUDA-NOTES: 81% on T4). */
     if (c->gemv_mode && x.rows <= 8 && gs_cu_vec8_ok(x) && gs_cu_aligned(w.data, 16))
         return run_gemv(c, out, x, w, bias && bias->data ? bias->data : NULL, accum);
-    return run_lt(c, out, x, w, bias, accum);
+    return gs_cuda_gemm_lt(c, out, x, w, bias, 0, accum);
 }

@@ -17,8 +17,9 @@ typedef struct {
 } cuda_backend;
 
 typedef struct {
-    struct gs_weight base; /* first */
-    void *data;            /* [rows, cols] BF16 device memory */
+    struct gs_weight base; /* first; base.dt: the act dtype, GS_DT_Q8 or GS_DT_Q4 */
+    void *data;            /* [rows, cols] 16-bit values, or q (and s) of a quantized weight */
+    float *s;              /* quantized: the scales, inside data's allocation; else NULL */
 } cuda_weight;
 
 static const gs_backend_ops cuda_ops;
@@ -31,7 +32,7 @@ static gs_cuda *ctx(gs_backend *be)
 static gs_cuda_wview wv(const gs_weight *w)
 {
     const cuda_weight *cw = (const cuda_weight *)w;
-    gs_cuda_wview v = {cw->data, w->rows, w->cols};
+    gs_cuda_wview v = {cw->data, w->rows, w->cols, w->dt, cw->s};
     return v;
 }
 
@@ -63,6 +64,7 @@ static int cu_mem_info(gs_backend *be, size_t *free_bytes, size_t *total_bytes)
 static void cu_set_tuning(gs_backend *be, const gs_backend_tuning *t)
 {
     gs_cuda_set_tuning(ctx(be), t);
+    be->act_dt = gs_cuda_act_dtype(ctx(be)); /* GS_TUNE_CUDA_F16 may have switched it */
 }
 
 static void *cu_alloc(gs_backend *be, size_t bytes)
@@ -92,17 +94,27 @@ static int cu_zero(gs_backend *be, void *dst, size_t bytes)
 
 /* ---- weights ----------------------------------------------------------------- */
 
-static int weight_wrap(void *data, size_t bytes, int64_t rows, int64_t cols, gs_weight **out)
+static int weight_wrap(void *data, float *s, gs_dtype dt, size_t bytes, int64_t rows, int64_t cols,
+                       gs_weight **out)
 {
     cuda_weight *w = calloc(1, sizeof *w);
     if (!w)
         return GS_ENOMEM;
     w->base.rows = rows;
     w->base.cols = cols;
-    w->base.dt = GS_DT_BF16;
+    w->base.dt = dt;
     w->base.bytes = bytes;
     w->data = data;
+    w->s = s;
     *out = &w->base;
+    return 0;
+}
+
+int gs_cuda_weight_view(gs_backend *be, const gs_weight *w, gs_cuda_wview *out)
+{
+    if (!gs_cuda_of(be) || !w || !out)
+        return GS_EINVAL;
+    *out = wv(w);
     return 0;
 }
 
@@ -114,7 +126,7 @@ static int cu_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t 
     int rc = gs_cuda_weight_upload(ctx(be), host, dt, rows, cols, &data, &bytes);
     if (rc)
         return rc;
-    rc = weight_wrap(data, bytes, rows, cols, out);
+    rc = weight_wrap(data, NULL, gs_cuda_act_dtype(ctx(be)), bytes, rows, cols, out);
     if (rc)
         gs_cuda_weight_release(ctx(be), data);
     return rc;
@@ -123,13 +135,35 @@ static int cu_weight_new(gs_backend *be, const void *host, gs_dtype dt, int64_t 
 static int cu_weight_new_random(gs_backend *be, gs_dtype dt, int64_t rows, int64_t cols,
                                 uint64_t seed, float scale, gs_weight **out)
 {
-    (void)dt; /* stored as BF16 whatever the requested dtype (base.dt says so) */
     void *data = NULL;
+    float *s = NULL;
     size_t bytes = 0;
-    int rc = gs_cuda_weight_random(ctx(be), rows, cols, seed, scale, &data, &bytes);
+    int rc;
+    if (dt == GS_DT_Q8 || dt == GS_DT_Q4) {
+        rc = gs_cuda_weight_quant_random(ctx(be), dt, rows, cols, seed, scale, &data, &s, &bytes);
+    } else {
+        /* 16-bit values whatever the requested float dtype (base.dt says which) */
+        rc = gs_cuda_weight_random(ctx(be), rows, cols, seed, scale, &data, &bytes);
+        dt = gs_cuda_act_dtype(ctx(be));
+    }
     if (rc)
         return rc;
-    rc = weight_wrap(data, bytes, rows, cols, out);
+    rc = weight_wrap(data, s, dt, bytes, rows, cols, out);
+    if (rc)
+        gs_cuda_weight_release(ctx(be), data);
+    return rc;
+}
+
+static int cu_weight_new_quant(gs_backend *be, gs_dtype qdt, int64_t rows, int64_t cols,
+                               const void *q, const float *s_host, gs_weight **out)
+{
+    void *data = NULL;
+    float *s = NULL;
+    size_t bytes = 0;
+    int rc = gs_cuda_weight_quant_upload(ctx(be), qdt, rows, cols, q, s_host, &data, &s, &bytes);
+    if (rc)
+        return rc;
+    rc = weight_wrap(data, s, qdt, bytes, rows, cols, out);
     if (rc)
         gs_cuda_weight_release(ctx(be), data);
     return rc;
@@ -292,6 +326,8 @@ static const gs_backend_ops cuda_ops = {
     .weight_new_random = cu_weight_new_random,
     .weight_free = cu_weight_free,
     .weight_wrap_host = cu_weight_wrap_host,
+    .weight_new_quant = cu_weight_new_quant,
+    .weight_wrap_quant = NULL, /* device memory: GS_ENOTSUP, the loader uploads */
     .matmul = cu_matmul,
     .rmsnorm = cu_rmsnorm,
     .add_rmsnorm = cu_add_rmsnorm,
@@ -330,7 +366,7 @@ int gs_cuda_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d
     }
     b->base.ops = &cuda_ops;
     b->base.kind = GS_BACKEND_CUDA;
-    b->base.act_dt = GS_DT_BF16;
+    b->base.act_dt = gs_cuda_act_dtype(b->c);
     *out = &b->base;
     return 0;
 }

@@ -4,7 +4,9 @@
 #   build  configure + build with -DGS_CUDA=ON -DGS_CUDA_ARCHS=<local arch>
 #   unit   the ctest unit tests of that build (CPU code, CUDA backend linked)
 #   ops    tests/gpu/test_kernels_vs_cpu: every CUDA op vs the CPU backend at
-#          the real GLM-4.6V-Flash shapes, sampling, graphs, bad indices
+#          the real GLM-4.6V-Flash shapes, sampling, graphs, bad indices,
+#          quantized (Q8/Q4) weights and matmuls, the --gpu-memory cap, and
+#          the F16 (sm_75) path forced on this GPU with GS_TUNE_CUDA_F16
 #   e2e    the tiny fixture model on the GPU against the transformers
 #          references (tests/fixture/model/test_model with
 #          GS_TEST_BACKEND=cuda: vision taps, hidden states, logits, greedy

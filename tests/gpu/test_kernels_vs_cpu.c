@@ -5,7 +5,8 @@
  * Prints one table (op, shape, max abs error, error relative to max |ref|,
  * tolerance from tolerances.h, pass) and returns non-zero when any row
  * fails. The internal CUDA APIs (sampling, graphs, device-side index
- * checks) are tested in gpu_internal.c. Needs a GPU: run through
+ * checks) are tested in gpu_internal.c; quantized weights, the memory cap
+ * and the F16 path in gpu_quant.c. Needs a GPU: run through
  * tests/gpu/run.sh, never from ctest.
  *
  * Inputs are rounded to BF16 on the host first, so both backends start
@@ -22,6 +23,7 @@ enum { VH = 1536, VNH = 12, VMLP = 4096, PAGE = 16 };
 
 int gt_internal_tests(gt_ctx *t); /* gpu_internal.c */
 int gt_graph_tests(gt_ctx *t);    /* gpu_graphs.c */
+int gt_quant_tests(gt_ctx *t);    /* gpu_quant.c */
 
 typedef struct {
     gs_weight *c, *g;
@@ -448,6 +450,7 @@ int main(int argc, char **argv)
     test_posembed(&t);
     test_attention(&t);
     gt_paged_tests(&t);
+    gt_quant_tests(&t);
     if (argc < 2 || strcmp(argv[1], "--ops-only") != 0) {
         gt_internal_tests(&t);
         gt_graph_tests(&t);
