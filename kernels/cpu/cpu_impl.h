@@ -162,6 +162,8 @@ typedef enum {
     GS_QISA_AUTO = -1,
     GS_QISA_C = 0,      /* portable C */
     GS_QISA_AVX2,       /* x86-64: maddubs */
+    GS_QISA_AVXVNNI,    /* x86-64: vpdpbusd on ymm, VEX (AVX-VNNI, no AVX-512) */
+    GS_QISA_AVX512VL,   /* x86-64: vpdpbusd on ymm, EVEX (AVX-512 VL + VNNI) */
     GS_QISA_AVX512VNNI, /* x86-64: vpdpbusd on zmm */
     GS_QISA_NEON_DOT,   /* aarch64: sdot */
     GS_QISA_NEON_I8MM,  /* aarch64: smmla (2 x 2 tiles), sdot for the rest */

@@ -8,6 +8,9 @@
 
 #include "kernels/cpu/quant_dot.h"
 
+#ifdef GS_QDOT_X86
+#include <cpuid.h>
+#endif
 #ifdef GS_QDOT_ARM
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMDDP
@@ -56,6 +59,18 @@ int gs_cpu_quant_isa_supported(gs_cpu_qisa isa)
     case GS_QISA_AVX2:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2");
+    case GS_QISA_AVXVNNI: {
+        /* CPUID.(7, 1):EAX bit 4; not every compiler's
+         * __builtin_cpu_supports knows the name */
+        unsigned a, b, c, d;
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) &&
+               ((a >> 4) & 1);
+    }
+    case GS_QISA_AVX512VL:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
     case GS_QISA_AVX512VNNI:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -74,8 +89,8 @@ int gs_cpu_quant_isa_supported(gs_cpu_qisa isa)
 
 const char *gs_cpu_quant_isa_name(gs_cpu_qisa isa)
 {
-    static const char *const names[GS_QISA_COUNT] = {"c", "avx2", "avx512vnni", "neon-dotprod",
-                                                     "neon-i8mm"};
+    static const char *const names[GS_QISA_COUNT] = {
+        "c", "avx2", "avx-vnni", "avx512vl-vnni", "avx512vnni", "neon-dotprod", "neon-i8mm"};
     return isa >= 0 && isa < GS_QISA_COUNT ? names[isa] : "auto";
 }
 
@@ -85,6 +100,10 @@ static gs_qdot_fn isa_fn(gs_cpu_qisa isa)
 #ifdef GS_QDOT_X86
     case GS_QISA_AVX2:
         return gs_qdot_avx2;
+    case GS_QISA_AVXVNNI:
+        return gs_qdot_avxvnni;
+    case GS_QISA_AVX512VL:
+        return gs_qdot_avx512vl;
     case GS_QISA_AVX512VNNI:
         return gs_qdot_avx512vnni;
 #endif

@@ -1,6 +1,7 @@
 /* quant_dot.h - the integer kernels behind matmul_q.c (decode and prefill), one
  * per instruction set (quant_dot.c: portable C and the run-time choice;
- * quant_dot_x86.c: AVX2, AVX-512 VNNI; quant_dot_arm.c: NEON sdot, smmla).
+ * quant_dot_x86.c: AVX2, AVX-VNNI, AVX-512 VNNI; quant_dot_arm.c: NEON
+ * sdot, smmla).
  *
  * A tile is nr weight rows x mr quantized rows of x. For each full group g
  * (GS_Q4_GROUP columns) a kernel writes the exact int32
@@ -48,9 +49,15 @@ void gs_qdot_c(gs_dtype dt, const gs_qtile *t);
 #if defined(__x86_64__) && defined(__GNUC__)
 #define GS_QDOT_X86 1
 void gs_qdot_avx2(gs_dtype dt, const gs_qtile *t);
+void gs_qdot_avxvnni(gs_dtype dt, const gs_qtile *t);
+void gs_qdot_avx512vl(gs_dtype dt, const gs_qtile *t);
 void gs_qdot_avx512vnni(gs_dtype dt, const gs_qtile *t);
 #endif
-#if defined(__aarch64__) && defined(__GNUC__) && defined(__linux__)
+/* Clang before 16 declares the dotprod / i8mm intrinsics only when the
+ * whole file is built for them, not under a target attribute: portable C
+ * there. */
+#if defined(__aarch64__) && defined(__GNUC__) && defined(__linux__) &&                             \
+    (!defined(__clang__) || __clang_major__ >= 16)
 #define GS_QDOT_ARM 1
 void gs_qdot_neon_dot(gs_dtype dt, const gs_qtile *t);
 void gs_qdot_neon_i8mm(gs_dtype dt, const gs_qtile *t);

@@ -8,9 +8,9 @@
  * Q4 multiplies the nibbles (0..15) by x, and up to four such pair sums fit
  * int16. vpdpbusd (VNNI) sums four u8 x s8 products into int32 without
  * saturation: Q4 again takes the nibbles, Q8 takes w ^ 0x80 = w + 128 and
- * subtracts 128 * sum(x) afterwards. Every result is the exact integer
- * dot. Tiles are instantiated for each (nr, mr) so the accumulators stay in
- * registers. */
+ * subtracts 128 * sum(x) afterwards; on zmm here, on ymm in
+ * quant_dot_vnni256.h (AVX-512 VL, and AVX-VNNI CPUs without AVX-512). Every result is the exact
+ * integer dot. Tiles are instantiated for each (nr, mr) so the accumulators stay in registers. */
 #include "kernels/cpu/quant_dot.h"
 
 #ifdef GS_QDOT_X86
@@ -229,5 +229,26 @@ TGT_VNNI void gs_qdot_avx512vnni(gs_dtype dt, const gs_qtile *T)
     else
         TILE_SWITCH(Q4_VNNI, T);
 }
+
+/* ---- 256-bit VNNI: AVX-512 VL (EVEX) and AVX-VNNI (VEX), one body ------- */
+
+#define V256_CAT2(a, b) a##b
+#define V256_CAT(a, b) V256_CAT2(a, b)
+
+#define V256_TGT __attribute__((target("avx2,avx512f,avx512vl,avx512vnni")))
+#define V256_DP(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#define V256_NAME gs_qdot_avx512vl
+#include "kernels/cpu/quant_dot_vnni256.h"
+#undef V256_TGT
+#undef V256_DP
+#undef V256_NAME
+
+#define V256_TGT __attribute__((target("avx2,avxvnni")))
+#define V256_DP(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#define V256_NAME gs_qdot_avxvnni
+#include "kernels/cpu/quant_dot_vnni256.h"
+#undef V256_TGT
+#undef V256_DP
+#undef V256_NAME
 
 #endif
