@@ -512,7 +512,7 @@ int gs_k_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, const 
     static const char op[] = "gs_k_matmul";
     if (!be || !w)
         BAD("%s: NULL backend or weight", op);
-    CHECK(mat_ok(op, "x", x, act_mask(be)) && mat_ok(op, "out", out, DT_F32 | act_mask(be)));
+    CHECK(mat_ok(op, "x", x, resid_mask(be)) && mat_ok(op, "out", out, DT_F32 | act_mask(be)));
     if (x.cols != w->cols || out.rows != x.rows || out.cols != w->rows)
         BAD("%s: out [%lld x %lld] = x [%lld x %lld] . w [%lld x %lld]^T does not fit", op,
             (long long)out.rows, (long long)out.cols, (long long)x.rows, (long long)x.cols,
@@ -593,7 +593,7 @@ int gs_k_silu_mul(gs_backend *be, gs_mat out, gs_mat gu)
     static const char op[] = "gs_k_silu_mul";
     if (!be)
         return GS_EINVAL;
-    CHECK(mat_ok(op, "gu", gu, act_mask(be)) && mat_ok(op, "out", out, act_mask(be)));
+    CHECK(mat_ok(op, "gu", gu, act_mask(be)) && mat_ok(op, "out", out, resid_mask(be)));
     if (gu.rows != out.rows || gu.cols != 2 * out.cols)
         BAD("%s: gu [%lld x %lld] must be [rows, 2 * cols] of out [%lld x %lld]", op,
             (long long)gu.rows, (long long)gu.cols, (long long)out.rows, (long long)out.cols);

@@ -89,8 +89,10 @@ gs_backend_kind gs_backend_get_kind(const gs_backend *be);
 gs_dtype gs_backend_act_dtype(const gs_backend *be);
 /* The dtype of the residual stream (the text decoder's x): the act dtype,
  * except GS_DT_F32 where the act dtype is F16 (CUDA below sm_80): GLM-4's
- * residual exceeds F16's 65504. gs_k_add_rmsnorm takes resid, gs_k_rmsnorm
- * x, and gs_k_copy either side in it. */
+ * residual exceeds F16's 65504, and so does its SwiGLU output. In this
+ * dtype gs_k_add_rmsnorm takes resid, gs_k_rmsnorm x, gs_k_silu_mul writes
+ * out, gs_k_matmul reads x (CUDA: each row scaled by a power of two into
+ * F16 range, scaled back after the GEMM), and gs_k_copy either side. */
 gs_dtype gs_backend_resid_dtype(const gs_backend *be);
 /* Waits until all issued work is done; reports deferred device errors. */
 int gs_backend_sync(gs_backend *be);

@@ -300,6 +300,11 @@ static int run_gemv(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const flo
     return 0;
 }
 
+/* gemm_f32x.cu: gs_cuda_matmul for F32 x on an F16 context (rows scaled
+ * into F16 range, the F16 GEMM, scaled back). */
+int gs_cuda_matmul_f32x(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_vec *bias,
+                        int accum);
+
 /* ---- cuBLASLt path -------------------------------------------------------------------- */
 
 int gs_cuda_gemm_lt(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_vec *bias,
@@ -374,7 +379,10 @@ int gs_cuda_matmul(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_v
     const char *op = "matmul";
     const gs_dtype act = gs_cuda_act_dtype(c);
     GS_CU_CHECK(gs_cu_mat_ok(out) && gs_cu_mat_ok(x), op, "bad matrix view");
-    GS_CU_CHECK(x.dt == act, op, "x must be %s (got %s)", gs_dtype_name(act), gs_dtype_name(x.dt));
+    /* F32 x on an F16 context: the residual dtype (kernels.h), for inputs
+     * that pass F16's range (the SwiGLU output) */
+    GS_CU_CHECK(x.dt == act || (c->f16 && x.dt == GS_DT_F32), op, "x must be %s (got %s)",
+                gs_dtype_name(act), gs_dtype_name(x.dt));
     GS_CU_CHECK(out.dt == act || out.dt == GS_DT_F32, op, "out must be %s or F32",
                 gs_dtype_name(act));
     GS_CU_CHECK(w.dt == act || w.dt == GS_DT_Q8 || w.dt == GS_DT_Q4, op,
@@ -390,8 +398,10 @@ int gs_cuda_matmul(gs_cuda *c, gs_mat out, gs_mat x, gs_cuda_wview w, const gs_v
         return 0;
     GS_CU_CHECK(x.cols > 0, op, "k must be > 0");
     const int accum = (flags & GS_MM_ACCUM) != 0;
+    GS_CU_CHECK(w.dt == act || w.s, op, "quantized weight without scales");
+    if (x.dt != act)
+        return gs_cuda_matmul_f32x(c, out, x, w, bias, accum);
     if (w.dt == GS_DT_Q8 || w.dt == GS_DT_Q4) {
-        GS_CU_CHECK(w.s, op, "quantized weight without scales");
         return gs_cuda_matmul_quant(c, out, x, w, bias, accum);
     }
     /* The BF16 GEMV; F16 contexts (sm_75) take cuBLASLt, whose FP16 GEMV

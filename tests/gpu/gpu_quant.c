@@ -11,8 +11,9 @@
  *    weights past it are refused, freeing makes room again;
  *  - the F16 path (GS_TUNE_CUDA_F16 forces it on any GPU): act dtype F16,
  *    residual F32; a residual of +-1e5 (past F16's 65504) through
- *    add_rmsnorm, rmsnorm and GS_MM_ACCUM stays finite and matches the CPU;
- *    matmuls (16-bit and quantized weights) in F16 vs the CPU. */
+ *    add_rmsnorm, rmsnorm and GS_MM_ACCUM, and a SwiGLU output of 1.6e5
+ *    (silu_mul into F32, the down matmul from F32 x) stay finite and match
+ *    the CPU; matmuls (16-bit and quantized weights) in F16 vs the CPU. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -355,6 +356,43 @@ static void test_f16(gt_ctx *t0)
             gq_mm(&t, sh, w, NULL, NULL, mm, 0, 0, -1.0f, 1.0f, 1.0f);
         }
         gq_free(&t, &w);
+    }
+    /* The SwiGLU output past 65504 (silu(400) * 400 = 1.6e5): silu_mul into
+     * an F32 a (the residual dtype), then the down projection from F32 x
+     * (rows scaled into F16 range on the GPU), GEMV and tiles. */
+    for (int64_t mi = 16; mi <= 100; mi += 84) {
+        const int64_t I2 = 1024, N2 = 512;
+        gt_mat gu = gt_mat_rand(&t, mi, 2 * I2, 2 * I2, -400.0f, 400.0f);
+        gt_mat a = gt_mat_new(&t, mi, I2, I2, GS_DT_F32, NULL);
+        snprintf(sh, sizeof sh, "[%lld, %lld] gate, up +-400 -> F32", (long long)mi, (long long)I2);
+        int ok = gu.c.data && gu.g.data && a.c.data && a.g.data;
+        if (ok) {
+            int rc1 = gs_k_silu_mul(t.cpu, a.c, gu.c);
+            int rc2 = gs_k_silu_mul(t.gpu, a.g, gu.g);
+            ok = !rc1 && !rc2;
+            if (!ok)
+                gt_fail(&t, "f16 silu_mul", sh, rc1 ? "cpu" : "cuda", rc1 ? rc1 : rc2);
+            else
+                f16_check(&t, "silu_mul", "f16 silu_mul", sh, a);
+        }
+        for (unsigned i = 0; ok && i < 3; i++) {
+            gq_w w = gq_random(&t, wdt[i], N2, I2, 51 + i, 1.0f / 32);
+            gt_mat oo = gt_mat_new(&t, mi, N2, N2, GS_DT_F32, NULL);
+            snprintf(sh, sizeof sh, "%s m=%lld F32 x past 65504", gs_dtype_name(wdt[i]),
+                     (long long)mi);
+            if (w.c && oo.c.data && oo.g.data) {
+                int rc1 = gs_k_matmul(t.cpu, oo.c, a.c, w.c, NULL, 0);
+                int rc2 = gs_k_matmul(t.gpu, oo.g, a.g, w.g, NULL, 0);
+                if (rc1 || rc2)
+                    gt_fail(&t, "f16 matmul", sh, rc1 ? "cpu" : "cuda", rc1 ? rc1 : rc2);
+                else
+                    f16_check(&t, "matmul", "f16 matmul", sh, oo);
+            }
+            gt_mat_free(&t, &oo);
+            gq_free(&t, &w);
+        }
+        gt_mat_free(&t, &gu);
+        gt_mat_free(&t, &a);
     }
     gt_mat_free(&t, &r);
     gt_mat_free(&t, &x);

@@ -178,9 +178,9 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
     const gs_weights *w = m->w;
     gs_backend *be = m->be;
     const gs_dtype act = gs_backend_act_dtype(be);
-    /* The residual stream x: F32 where the act dtype is F16 (GLM-4's
-     * residual passes 65504), else the act dtype (then nothing below
-     * differs from an all-act-dtype pass). */
+    /* The residual stream x and the SwiGLU output a: F32 where the act
+     * dtype is F16 (GLM-4 takes both past 65504), else the act dtype (then
+     * nothing below differs from an all-act-dtype pass). */
     const gs_dtype rdt = gs_backend_resid_dtype(be);
     const size_t es = gs_dtype_size(act), rs = gs_dtype_size(rdt);
     const int64_t n = b->n_tokens, H = tc->hidden_size, I = tc->intermediate_size,
@@ -201,8 +201,8 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
     }
 
     size_t need = (size_t)(n + n_img) * (size_t)H * es /* embeddings */
-                  + (size_t)n * (size_t)H * rs         /* x */
-                  + (size_t)n * (size_t)(2 * H + qd + 2 * kvd + qd + 2 * I + I) * es +
+                  + (size_t)n * (size_t)(H + I) * rs   /* x, a */
+                  + (size_t)n * (size_t)(2 * H + qd + 2 * kvd + qd + 2 * I) * es +
                   (size_t)nl_rows * (size_t)H * es + (size_t)nl_rows * (size_t)V * 4 +
                   sizeof(int32_t) * (size_t)(8 * n + 2 * b->n_seqs + 2 +
                                              (int64_t)b->n_seqs * b->max_blocks + nl_rows) +
@@ -227,7 +227,7 @@ static int forward(gs_model *m, gs_kv_cache *kv, const gs_text_batch *b, float *
         .qkv = gs_scratch_mat(&s, act, n, qd + 2 * kvd),
         .at = gs_scratch_mat(&s, act, n, qd),
         .gu = gs_scratch_mat(&s, act, n, 2 * I),
-        .a = gs_scratch_mat(&s, act, n, I),
+        .a = gs_scratch_mat(&s, rdt, n, I), /* SwiGLU output: past 65504 too */
     };
     gs_mat emb = n_img ? gs_scratch_mat(&s, act, n + n_img, H) : t.x;
     gs_mat hl = gs_scratch_mat(&s, act, nl_rows, H);
