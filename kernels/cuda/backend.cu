@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ptr_map.h"
 
 /* ---- errors ----------------------------------------------------------------- */
 
@@ -33,77 +34,8 @@ int gs_cuda_lt_err(cublasStatus_t s, const char *what, const char *file, int lin
  * cuBLASLt wants the bias in D's dtype; biases arrive as F32 gs_vec. The
  * first BF16-output GEMM with a bias converts it once into pool memory;
  * later GEMMs find the copy by pointer. Any free / upload / zero through
- * this context of that exact pointer drops the copy. */
-
-typedef struct {
-    const float *key; /* NULL: empty; BIAS_DELETED: tombstone */
-    __nv_bfloat16 *bf;
-    int64_t n;
-} bias_ent;
-
-struct gs_cuda_bias_map {
-    bias_ent *e;
-    uint32_t cap, used; /* cap: power of two; used counts tombstones too */
-    uint32_t live;
-};
-
-#define BIAS_DELETED ((const float *)1)
-
-static uint32_t ptr_hash(const void *p)
-{
-    uint64_t x = (uint64_t)(uintptr_t)p;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return (uint32_t)x;
-}
-
-static bias_ent *bias_find(gs_cuda_bias_map *m, const float *key)
-{
-    if (!m || !m->cap || !key || !m->live)
-        return NULL;
-    uint32_t h = ptr_hash(key) & (m->cap - 1);
-    for (uint32_t n = 0; n < m->cap && m->e[h].key; n++) {
-        if (m->e[h].key == key)
-            return &m->e[h];
-        h = (h + 1) & (m->cap - 1);
-    }
-    return NULL;
-}
-
-static int bias_put(gs_cuda_bias_map *m, const float *key, __nv_bfloat16 *bf, int64_t n)
-{
-    if ((m->used + 1) * 2 > m->cap) {
-        uint32_t ncap = m->cap ? m->cap : 256;
-        while ((m->live + 1) * 2 > ncap / 2)
-            ncap *= 2;
-        bias_ent *ne = (bias_ent *)calloc(ncap, sizeof *ne);
-        if (!ne)
-            return GS_ENOMEM;
-        for (uint32_t i = 0; i < m->cap; i++) {
-            if (!m->e[i].key || m->e[i].key == BIAS_DELETED)
-                continue;
-            uint32_t h = ptr_hash(m->e[i].key) & (ncap - 1);
-            while (ne[h].key)
-                h = (h + 1) & (ncap - 1);
-            ne[h] = m->e[i];
-        }
-        free(m->e);
-        m->e = ne;
-        m->cap = ncap;
-        m->used = m->live;
-    }
-    uint32_t h = ptr_hash(key) & (m->cap - 1);
-    while (m->e[h].key && m->e[h].key != BIAS_DELETED)
-        h = (h + 1) & (m->cap - 1);
-    if (!m->e[h].key)
-        m->used++;
-    m->e[h].key = key;
-    m->e[h].bf = bf;
-    m->e[h].n = n;
-    m->live++;
-    return 0;
-}
+ * this context of that exact pointer drops the copy. c->bias_map (ptr_map.h):
+ * key the F32 pointer, val the BF16 copy, n its length. */
 
 /* ---- memory accounting: device pointer -> bytes -------------------------------
  * gs_backend_params.mem_limit caps what this context holds. Frees get only
@@ -111,52 +43,11 @@ static int bias_put(gs_cuda_bias_map *m, const float *key, __nv_bfloat16 *bf, in
  * tombstones; a few hundred live entries: weights, KV pages, per-pass
  * activations). */
 
-typedef struct {
-    void *key; /* NULL: empty; MEM_DELETED: tombstone */
-    size_t bytes;
-} mem_ent;
-
-struct gs_cuda_mem_map {
-    mem_ent *e;
-    uint32_t cap, used, live; /* cap: power of two; used counts tombstones too */
-};
-
-#define MEM_DELETED ((void *)1)
-
-static uint32_t ptr_hash(const void *p);
-
 /* Records p (bytes) as held; GS_ENOMEM when the map cannot grow. */
 static int mem_put(gs_cuda *c, void *p, size_t bytes)
 {
-    gs_cuda_mem_map *m = c->mem_map;
-    if ((m->used + 1) * 2 > m->cap) {
-        uint32_t ncap = m->cap ? m->cap : 256;
-        while ((m->live + 1) * 2 > ncap / 2)
-            ncap *= 2;
-        mem_ent *ne = (mem_ent *)calloc(ncap, sizeof *ne);
-        if (!ne)
-            return GS_ENOMEM;
-        for (uint32_t i = 0; i < m->cap; i++) {
-            if (!m->e[i].key || m->e[i].key == MEM_DELETED)
-                continue;
-            uint32_t h = ptr_hash(m->e[i].key) & (ncap - 1);
-            while (ne[h].key)
-                h = (h + 1) & (ncap - 1);
-            ne[h] = m->e[i];
-        }
-        free(m->e);
-        m->e = ne;
-        m->cap = ncap;
-        m->used = m->live;
-    }
-    uint32_t h = ptr_hash(p) & (m->cap - 1);
-    while (m->e[h].key && m->e[h].key != MEM_DELETED)
-        h = (h + 1) & (m->cap - 1);
-    if (!m->e[h].key)
-        m->used++;
-    m->e[h].key = p;
-    m->e[h].bytes = bytes;
-    m->live++;
+    if (gs_ptr_map_put(c->mem_map, p, NULL, (int64_t)bytes))
+        return GS_ENOMEM;
     c->mem_used += bytes;
     return 0;
 }
@@ -164,21 +55,13 @@ static int mem_put(gs_cuda *c, void *p, size_t bytes)
 /* Forgets p; returns its bytes (0 if p was not recorded). */
 static size_t mem_take(gs_cuda *c, void *p)
 {
-    gs_cuda_mem_map *m = c->mem_map;
-    if (!m || !m->cap || !p || !m->live)
+    gs_ptr_ent *e = gs_ptr_map_find(c->mem_map, p);
+    if (!e)
         return 0;
-    uint32_t h = ptr_hash(p) & (m->cap - 1);
-    for (uint32_t n = 0; n < m->cap && m->e[h].key; n++) {
-        if (m->e[h].key == p) {
-            size_t b = m->e[h].bytes;
-            m->e[h].key = MEM_DELETED;
-            m->live--;
-            c->mem_used -= b;
-            return b;
-        }
-        h = (h + 1) & (m->cap - 1);
-    }
-    return 0;
+    size_t b = (size_t)e->n;
+    gs_ptr_map_del(c->mem_map, e);
+    c->mem_used -= b;
+    return b;
 }
 
 /* 1 (with a log line) when `bytes` more would pass the cap. */
@@ -222,21 +105,19 @@ static void pool_free(gs_cuda *c, void *p);
 /* Drops the BF16 copy cached for `key`, if any. */
 static void bias_drop(gs_cuda *c, const void *key)
 {
-    bias_ent *e = bias_find(c->bias_map, (const float *)key);
+    gs_ptr_ent *e = gs_ptr_map_find(c->bias_map, key);
     if (!e)
         return;
-    pool_free(c, e->bf);
-    e->key = BIAS_DELETED;
-    e->bf = NULL;
-    c->bias_map->live--;
+    pool_free(c, e->val);
+    gs_ptr_map_del(c->bias_map, e);
     c->scratch_gen++; /* a captured graph may have used the copy */
 }
 
 const __nv_bfloat16 *gs_cuda_bias_bf16(gs_cuda *c, const float *f32, int64_t n)
 {
-    bias_ent *e = bias_find(c->bias_map, f32);
+    gs_ptr_ent *e = gs_ptr_map_find(c->bias_map, f32);
     if (e && e->n >= n)
-        return e->bf;
+        return (const __nv_bfloat16 *)e->val;
     if (c->capturing) /* no free or alloc inside a capture: keep a short copy */
         return NULL;
     if (e)
@@ -246,7 +127,7 @@ const __nv_bfloat16 *gs_cuda_bias_bf16(gs_cuda *c, const float *f32, int64_t n)
         return NULL;
     gs_mat src = {(void *)f32, GS_DT_F32, 1, n, n};
     gs_mat dst = {bf, GS_DT_BF16, 1, n, n};
-    if (gs_cuda_copy(c, dst, src) || bias_put(c->bias_map, f32, bf, n)) {
+    if (gs_cuda_copy(c, dst, src) || gs_ptr_map_put(c->bias_map, f32, bf, n)) {
         pool_free(c, bf);
         return NULL;
     }
@@ -272,8 +153,8 @@ static void ctx_release(gs_cuda *c)
     gs_cuda_gemm_cache_free(c);
     if (c->bias_map) {
         for (uint32_t i = 0; c->stream && i < c->bias_map->cap; i++)
-            if (c->bias_map->e[i].key && c->bias_map->e[i].key != BIAS_DELETED)
-                pool_free(c, c->bias_map->e[i].bf);
+            if (gs_ptr_ent_live(&c->bias_map->e[i]))
+                pool_free(c, c->bias_map->e[i].val);
         free(c->bias_map->e);
         free(c->bias_map);
     }
@@ -328,8 +209,8 @@ int gs_cuda_ctx_new(const gs_backend_params *p, gs_cuda **out, gs_diag *d)
         return gs_diag_set(d, GS_ENOMEM, "cuda: out of memory");
     c->device = dev;
     c->mem_limit = p ? p->mem_limit : 0;
-    c->bias_map = (gs_cuda_bias_map *)calloc(1, sizeof *c->bias_map);
-    c->mem_map = (gs_cuda_mem_map *)calloc(1, sizeof *c->mem_map);
+    c->bias_map = (gs_ptr_map *)calloc(1, sizeof *c->bias_map);
+    c->mem_map = (gs_ptr_map *)calloc(1, sizeof *c->mem_map);
     if (!c->bias_map || !c->mem_map) {
         ctx_release(c);
         return gs_diag_set(d, GS_ENOMEM, "cuda: out of memory");

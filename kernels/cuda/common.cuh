@@ -30,8 +30,7 @@ enum {
 };
 
 struct gs_cuda_gemm_cache; /* gemm.cu */
-struct gs_cuda_bias_map;   /* backend.cu */
-struct gs_cuda_mem_map;    /* backend.cu: device pointer -> bytes (mem_limit accounting) */
+struct gs_ptr_map;         /* ptr_map.h: the bias copies and the allocation sizes */
 
 struct gs_cuda {
     int device;
@@ -55,7 +54,7 @@ struct gs_cuda {
      * device allocation goes through dev_malloc / gs_cuda_alloc, which
      * refuse past the limit. */
     size_t mem_limit, mem_used;
-    struct gs_cuda_mem_map *mem_map;
+    struct gs_ptr_map *mem_map; /* device pointer -> bytes */
     /* Activations and GEMMs in F16 instead of BF16: devices below sm_80
      * (no BF16 tensor cores, no BF16 cuBLASLt), or GS_TUNE_CUDA_F16 on
      * any device (tests); never switched back. */
@@ -75,7 +74,7 @@ struct gs_cuda {
     size_t qtile_bytes;
     unsigned scratch_gen; /* bumped when scratch or a bias copy moves (graph.cu) */
 
-    struct gs_cuda_bias_map *bias_map;
+    struct gs_ptr_map *bias_map; /* F32 bias pointer -> its BF16 copy */
     int capturing;
     /* Tensor-core attention kernels got their shared-memory opt-in at
      * context creation (attn_*_setup); 0 -> fallback kernels only. */
