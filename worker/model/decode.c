@@ -68,6 +68,15 @@ static int32_t blocks_of(const gs_decode_ws *w, int32_t kvb)
     return (kvb + w->page_size - 1) / w->page_size;
 }
 
+/* The dtype of activation region i: the residual stream x (0) and the
+ * SwiGLU output a (6) in the residual dtype, as text.c keeps them (F32
+ * where activations are F16: GLM-4 takes both past 65504), the rest in
+ * the act dtype. */
+static gs_dtype region_dt(const gs_model *m, int i)
+{
+    return i == 0 || i == 6 ? gs_backend_resid_dtype(m->be) : gs_backend_act_dtype(m->be);
+}
+
 /* Widths of the activation regions (elements per row), in act[] order. */
 static void act_cols(const gs_model *m, int64_t cols[7])
 {
@@ -123,14 +132,13 @@ int gs_model_enable_graphs(gs_model *m, const gs_kv_cache *kv, int32_t max_batch
     w->max_ctx = (int32_t)(ctx < INT32_MAX ? ctx : INT32_MAX);
 
     const int64_t N = w->max_batch, MB = blocks_of(w, w->max_ctx);
-    const size_t es = gs_dtype_size(gs_backend_act_dtype(m->be));
     w->in_cap = (size_t)(7 * N + 1 + N * MB);
     size_t off = align256(sizeof(int32_t) * w->in_cap), act_off[7];
     int64_t cols[7];
     act_cols(m, cols);
     for (int i = 0; i < 7; i++) {
         act_off[i] = off;
-        off += align256((size_t)(N * cols[i]) * es);
+        off += align256((size_t)(N * cols[i]) * gs_dtype_size(region_dt(m, i)));
     }
     size_t lg_off = off;
     off += align256((size_t)N * (size_t)m->cfg.text.vocab_size * sizeof(float));
@@ -237,16 +245,20 @@ static int body(gs_model *m, void *ctx)
     const step_ctx *sc = ctx;
     const gs_decode_ws *w = sc->w;
     const int32_t N = sc->N, kvb = sc->kvb;
-    const gs_dtype act = gs_backend_act_dtype(m->be);
     int64_t cols[7];
     act_cols(m, cols);
     gs_mat v[7];
     for (int i = 0; i < 7; i++)
-        v[i] = gs_mat_make(w->act[i], act, N, cols[i]);
+        v[i] = gs_mat_make(w->act[i], region_dt(m, i), N, cols[i]);
     const gs_text_acts t = {v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
     in_layout d = layout(w->in, N, blocks_of(w, kvb));
     const gs_paged_batch pb = {N, d.cu, d.kv_len, d.bt, d.mb, 1, kvb};
-    int rc = gs_k_embed(m->be, t.x, m->w->embed, d.ids);
+    /* The table is act-dtype: a wider residual gets its rows through h and
+     * one conversion (as text.c does). */
+    const int wide = t.x.dt != t.h.dt;
+    int rc = gs_k_embed(m->be, wide ? t.h : t.x, m->w->embed, d.ids);
+    if (!rc && wide)
+        rc = gs_k_copy(m->be, t.x, t.h);
     if (!rc)
         rc = gs_text_layers(m, sc->kv, &t, d.pos, d.slots, &pb);
     if (!rc)
