@@ -2,7 +2,7 @@
 # run_all.sh - build and run the whole test suite, as CI does.
 #
 #   tests/run_all.sh            native (ASan+UBSan) build + ctest, CUDA
-#                               compile check (sm_90) when nvcc is present,
+#                               compile check (sm_75 ... sm_90) when nvcc is present,
 #                               aarch64 cross build + ctest under qemu
 #                               (x86-64 hosts with the cross toolchain),
 #                               the libFuzzer targets briefly (clang),
@@ -42,8 +42,10 @@ else
 fi
 
 if [ "${GS_SKIP_CUDA:-0}" != 1 ] && { command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; }; then
-    stage "CUDA compile check (sm_90, no GPU needed)"
-    cmake -S . -B build/test-cuda -DGS_WERROR=ON -DGS_CUDA=ON -DGS_CUDA_ARCHS=90 >/dev/null
+    # Every architecture the build lists (GS_CUDA_ARCHS: sm_75 T4 ... sm_90
+    # H100): sm_75 has no BF16 math, so its F16 path must compile too.
+    stage "CUDA compile check (every listed architecture, sm_75-sm_90, no GPU needed)"
+    cmake -S . -B build/test-cuda -DGS_WERROR=ON -DGS_CUDA=ON >/dev/null
     cmake --build build/test-cuda -j "$jobs" || status=1
 else
     stage "CUDA compile check skipped (no nvcc)"
