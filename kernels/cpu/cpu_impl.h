@@ -93,6 +93,35 @@ static inline void *gs_cpu_scratch(gs_cpu *c, int tid)
     return c->scratch[tid];
 }
 
+/* GEMM work items for T threads: row blocks of at most max_mb rows when m
+ * is large (else one), and column blocks of at most max_nb columns (a
+ * multiple of 16), enough of them (a multiple of T where possible) that
+ * every thread gets equal work. Item (i, j) covers rows [i * mb, ...) and
+ * columns [j * nb, ...) of out. */
+typedef struct {
+    int64_t n_mblk, mb, n_nblk, nb;
+} gs_cpu_gemm_blocks;
+
+static inline gs_cpu_gemm_blocks gs_cpu_gemm_blocking(int64_t m, int64_t n, int64_t T,
+                                                      int64_t max_mb, int64_t max_nb)
+{
+    gs_cpu_gemm_blocks b;
+    b.n_mblk = m > 2 * max_mb ? (m + max_mb - 1) / max_mb : 1;
+    b.mb = (m + b.n_mblk - 1) / b.n_mblk;
+    int64_t n_nblk = (n + max_nb - 1) / max_nb;
+    int64_t items = b.n_mblk * n_nblk;
+    if (items < T)
+        n_nblk = (T + b.n_mblk - 1) / b.n_mblk;
+    else if (items % T)
+        n_nblk = (((items + T - 1) / T) * T + b.n_mblk - 1) / b.n_mblk;
+    b.nb = (n + n_nblk - 1) / n_nblk;
+    b.nb = (b.nb + 15) & ~(int64_t)15;
+    if (b.nb > n)
+        b.nb = n;
+    b.n_nblk = (n + b.nb - 1) / b.nb;
+    return b;
+}
+
 /* Row helpers: n elements of dtype dt <-> F32. Sources may be unaligned. */
 static inline void gs_cpu_load_f32(const void *src, gs_dtype dt, float *dst, int64_t n)
 {

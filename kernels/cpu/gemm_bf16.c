@@ -320,21 +320,12 @@ int gs_cpu_gemm_bf16(gs_cpu *c, gs_mat out, gs_mat x, const gs_cpu_weight *w, co
     J.c = c;
     atomic_init(&J.err, 0);
 
-    /* Items: as matmul.c's F32 GEMM (row blocks of BF_MB when m is large;
-     * column blocks of at most BF_NB, a multiple of T where possible). */
-    int64_t n_mblk = m > 2 * BF_MB ? (m + BF_MB - 1) / BF_MB : 1;
-    J.mb = (m + n_mblk - 1) / n_mblk;
-    int64_t n_nblk = (n + BF_NB - 1) / BF_NB;
-    int64_t items = n_mblk * n_nblk;
-    if (items < T)
-        n_nblk = (T + n_mblk - 1) / n_mblk;
-    else if (items % T)
-        n_nblk = (((items + T - 1) / T) * T + n_mblk - 1) / n_mblk;
-    J.nb = (n + n_nblk - 1) / n_nblk;
-    J.nb = (J.nb + 15) & ~(int64_t)15;
-    if (J.nb > n)
-        J.nb = n;
-    J.n_nblk = (n + J.nb - 1) / J.nb;
+    /* Items: as matmul.c's F32 GEMM. */
+    const gs_cpu_gemm_blocks bl = gs_cpu_gemm_blocking(m, n, T, BF_MB, BF_NB);
+    const int64_t n_mblk = bl.n_mblk;
+    J.mb = bl.mb;
+    J.nb = bl.nb;
+    J.n_nblk = bl.n_nblk;
 
     /* Plans for the (at most four) item shapes, on this thread. */
     const int64_t mr_last = m - (n_mblk - 1) * J.mb, nc_last = n - (J.n_nblk - 1) * J.nb;

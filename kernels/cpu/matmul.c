@@ -315,22 +315,11 @@ int gs_cpu_matmul(gs_backend *be, gs_mat out, gs_mat x, const gs_weight *w, cons
             return rc;
     }
 
-    /* Blocking: row blocks of GEMM_MB when m is large; column blocks of at
-     * most GEMM_NB, enough of them (a multiple of T where possible) that
-     * every thread gets equal work. */
-    int64_t n_mblk = m > 2 * GEMM_MB ? (m + GEMM_MB - 1) / GEMM_MB : 1;
-    J.mb = (m + n_mblk - 1) / n_mblk;
-    int64_t n_nblk = (n + GEMM_NB - 1) / GEMM_NB;
-    int64_t items = n_mblk * n_nblk;
-    if (items < T)
-        n_nblk = (T + n_mblk - 1) / n_mblk;
-    else if (items % T)
-        n_nblk = (((items + T - 1) / T) * T + n_mblk - 1) / n_mblk;
-    J.nb = (n + n_nblk - 1) / n_nblk;
-    J.nb = (J.nb + 15) & ~(int64_t)15;
-    if (J.nb > n)
-        J.nb = n;
-    J.n_nblk = (n + J.nb - 1) / J.nb;
+    const gs_cpu_gemm_blocks bl = gs_cpu_gemm_blocking(m, n, T, GEMM_MB, GEMM_NB);
+    const int64_t n_mblk = bl.n_mblk;
+    J.mb = bl.mb;
+    J.nb = bl.nb;
+    J.n_nblk = bl.n_nblk;
     if (w->dt != GS_DT_F32 && gs_cpu_scratch_reserve(c, sizeof(float) * (size_t)J.nb *
                                                             (size_t)(k < GEMM_KC ? k : GEMM_KC)))
         return GS_ENOMEM;
