@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from service import Service
-from test_multinode import in_ns, sh, stream_in
+from test_multinode import in_ns, remove_namespaces, sh, stream_in
 from test_service import netns_available
 
 NAME = "glmserve-gateway-workers.glmserve.svc.cluster.local"
@@ -89,18 +89,8 @@ class Net:
             f.truncate()
             f.write(text)
 
-    def pids(self, ns):
-        r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-        return [int(p) for p in r.stdout.split()]
-
     def remove(self):
-        for ns in self.made:
-            for pid in self.pids(ns):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespaces(self.made)
         shutil.rmtree(self.etc, ignore_errors=True)
         try:
             self.etc.parent.rmdir()  # /etc/netns, when nothing else is in it

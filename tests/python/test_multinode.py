@@ -84,17 +84,28 @@ class Cluster:
             sh("ip", "-n", self.ng, "link", "set", self.links[i], "up")
 
     def pids(self, ns):
-        r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-        return [int(p) for p in r.stdout.split()]
+        return ns_pids(ns)
 
     def remove(self):
-        for ns in self.made:
-            for pid in self.pids(ns):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        remove_namespaces(self.made)
+
+
+
+def ns_pids(ns):
+    """The pids of the processes in network namespace ns."""
+    r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    return [int(p) for p in r.stdout.split()]
+
+
+def remove_namespaces(names):
+    """Kills what runs in each namespace, then deletes it."""
+    for ns in names:
+        for pid in ns_pids(ns):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def stream_in(ns, svc, msgs, results, i, started, **kw):
