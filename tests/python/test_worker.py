@@ -252,3 +252,29 @@ def test_fast_steps_are_coalesced_into_fewer_frames(build_dir, fixtures, tmp_pat
     # one frame per step (the final frame carries the last token)
     assert each["events"] == 64, each
     assert held["events"] < each["events"] / 2, held
+
+
+def test_bench_both_paths_alternate_and_agree(build_dir, fixtures, worker, tmp_path):
+    """bench_worker with --url and --inproc runs the same jobs on both paths
+    in alternating blocks: every job ends on each, with the same greedy
+    tokens, and the report has a row per path and level."""
+    report = tmp_path / "report.json"
+    r = subprocess.run([str(build_dir / "tools" / "bench_worker" / "bench_worker"), "--url",
+                        worker.url, "--inproc", "--model", str(fixtures / "tiny-glm4v"),
+                        "--kv-memory", "64", "--dump", "--levels", "1,3", "--requests", "7",
+                        "--block", "2", "--max-tokens", "6", "--json", str(report)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    by = {}
+    for x in lines:
+        by.setdefault(x["path"], []).append(x)
+    assert sorted(by) == ["inproc", "ipc"]
+    assert len(by["inproc"]) == len(by["ipc"]) == 14  # 7 jobs at each of 2 levels
+    for a, b in zip(by["inproc"], by["ipc"]):
+        assert a["i"] == b["i"] and a["finish"] == b["finish"] == "length"
+        assert a["ids"] == b["ids"] and len(a["ids"]) == 6
+    rows = json.loads(report.read_text())
+    assert [(x["path"], x["concurrency"], x["ok"]) for x in rows] == [
+        ("inproc", 1, 7), ("ipc", 1, 7), ("inproc", 3, 7), ("ipc", 3, 7)]
+    assert all(x["tokens_per_s"] > 0 and x["client_job_p50_ms"] > 0 for x in rows)

@@ -1,8 +1,8 @@
 /* bench_worker.c - a client of glmserve-worker over IPC, and the same
  * workload in process, for the cost of the worker boundary and for tests.
  *
- *   bench_worker (--url URL | --inproc --model DIR [--threads N]
- *                 [--kv-memory MIB])
+ *   bench_worker [--url URL] [--inproc --model DIR [--threads N]
+ *                 [--kv-memory MIB]] [--block N]
  *       [--levels 1,64] [--requests N] [--max-tokens N] [--prompt TEXT]
  *       [--image FILE]... [--temperature T] [--seed S] [--unique 0|1]
  *       [--cancel-after K] [--dump] [--json FILE]
@@ -19,7 +19,13 @@
  * gateway's path minus HTTP). --inproc: the same jobs are built with the
  * same request builder and run by an engine in this process on one thread
  * (what bench_engine measures), so the two rows differ by the IPC and the
- * worker's thread hand-offs only.
+ * worker's thread hand-offs only. Both given: the two paths run the same
+ * jobs in alternating blocks of --block jobs (at least 2C), each path's
+ * tokens/s over the time of its own blocks, so that the machine's slow
+ * and fast spells (a shared VM's neighbours, clock changes) fall on both
+ * alike: the way to compare them.
+ * The table adds each path's job time p50 as the client saw it (send ->
+ * final event) and as the worker measured it (arrival -> last token).
  * --dump prints one JSON line per job (text, ids, finish, error, events) for tests.
  * --cancel-after K cancels each job after its K-th token event.
  * Exit status 0 when every job ended (ok, refused or failed: see the
@@ -79,14 +85,14 @@ static char *job_json(const bw_options *o, int i)
     return s;
 }
 
-static void dump(const bw_result *r, int i)
+static void dump(const bw_result *r, int i, const char *path)
 {
     json_t *ids = json_array();
     for (int32_t k = 0; k < r->n_ids; k++)
         json_array_append_new(ids, json_integer(r->ids[k]));
     json_t *o =
-        json_pack("{s:i, s:s%, s:o, s:s, s:i, s:s, s:i, s:i, s:b, s:b, s:i}", "i", i, "text",
-                  r->text ? r->text : "", r->text_len, "ids", ids, "finish",
+        json_pack("{s:i, s:s, s:s%, s:o, s:s, s:i, s:s, s:i, s:i, s:b, s:b, s:i}", "i", i, "path",
+                  path, "text", r->text ? r->text : "", r->text_len, "ids", ids, "finish",
                   bw_finish_name(r->finish), "error", r->error, "message", r->message,
                   "prompt_tokens", r->prompt_tokens, "completion_tokens", r->completion_tokens,
                   "refused", r->refused, "lost", r->lost, "events", r->n_events);
@@ -95,6 +101,94 @@ static void dump(const bw_result *r, int i)
         printf("%s\n", s);
     free(s);
     json_decref(o);
+}
+
+/* One path the jobs take (a worker over IPC, or the engine in process)
+ * and what it measured at the current level. */
+typedef struct {
+    bw_target *t;
+    const char *name, *key;
+    bw_result *res; /* [N] */
+    int done;       /* jobs ended (and sent) so far */
+    uint64_t wall_ns;
+} bw_path;
+
+/* Runs jobs p->done .. p->done + n - 1 with C in flight, a new one sent as
+ * soon as one ends, and adds the time from the first send to the last end
+ * to p->wall_ns. 0, or 1 after an error (printed). */
+static int run_jobs(bw_path *p, const bw_options *o, const bw_blob *blobs, int C, int n)
+{
+    const int first = p->done, end = first + n;
+    int sent = first;
+    uint64_t t0 = gs_clock_now_ns();
+    while (p->done < end) {
+        while (sent < end && sent - p->done < C) {
+            char *js = job_json(o, sent);
+            if (!js || bw_send(p->t, sent, js, blobs, o->n_images, &p->res[sent])) {
+                fprintf(stderr, "bench_worker: cannot send job %d\n", sent);
+                free(js);
+                return 1;
+            }
+            free(js);
+            sent++;
+        }
+        if (bw_wait_one(p->t, 120000) < 0) {
+            fprintf(stderr, "bench_worker: no job ended within 120 s (%d of %d ended)\n",
+                    p->done - first, n);
+            return 1;
+        }
+        p->done++;
+    }
+    p->wall_ns += gs_clock_now_ns() - t0;
+    return 0;
+}
+
+/* Prints (or dumps) what path p measured at level C and adds it to report. */
+static void report_path(const bw_path *p, const bw_options *o, int C, json_t *report)
+{
+    const int n = p->done;
+    uint64_t *ttft = calloc((size_t)n + 1, sizeof(uint64_t)),
+             *wttft = calloc((size_t)n + 1, sizeof(uint64_t));
+    uint64_t *cjob = calloc((size_t)n + 1, sizeof(uint64_t)),
+             *wjob = calloc((size_t)n + 1, sizeof(uint64_t));
+    int ok = 0, refused = 0, failed = 0, nt = 0, nw = 0, nj = 0;
+    int64_t toks = 0;
+    for (int i = 0; i < n && ttft && wttft && cjob && wjob; i++) {
+        const bw_result *r = &p->res[i];
+        if (o->dump)
+            dump(r, i, p->key);
+        if (r->refused)
+            refused++;
+        else if (r->finish == BW_FINISH_ERROR || r->lost)
+            failed++;
+        else
+            ok++;
+        toks += r->completion_tokens;
+        if (r->first_ns)
+            ttft[nt++] = r->first_ns - r->sent_ns;
+        if (r->worker_ttft_ns)
+            wttft[nw++] = r->worker_ttft_ns;
+        if (r->end_ns && r->worker_job_ns) { /* how long the job took, seen from each side */
+            cjob[nj] = r->end_ns - r->sent_ns;
+            wjob[nj++] = r->worker_job_ns;
+        }
+    }
+    const double secs = p->wall_ns * 1e-9, tps = secs > 0 ? toks / secs : 0;
+    const double p50 = pct(ttft, nt, 0.5), p99 = pct(ttft, nt, 0.99), w50 = pct(wttft, nw, 0.5);
+    const double c50 = pct(cjob, nj, 0.5), j50 = pct(wjob, nj, 0.5);
+    if (!o->dump)
+        printf("| %s | %d | %d / %d / %d | %.1f | %.2f / %.2f | %.2f | %.2f / %.2f |\n", p->name, C,
+               ok, refused, failed, tps, p50, p99, w50, c50, j50);
+    json_array_append_new(report,
+                          json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}",
+                                    "path", p->key, "concurrency", C, "ok", ok, "refused", refused,
+                                    "failed", failed, "tokens_per_s", tps, "ttft_p50_ms", p50,
+                                    "ttft_p99_ms", p99, "worker_ttft_p50_ms", w50,
+                                    "client_job_p50_ms", c50, "worker_job_p50_ms", j50));
+    free(ttft);
+    free(wttft);
+    free(cjob);
+    free(wjob);
 }
 
 int main(int argc, char **argv)
@@ -114,90 +208,64 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    bw_target *t = NULL;
-    int rc = o.url ? bw_ipc_open(&o, &t) : bw_inproc_open(&o, &t);
-    if (rc)
-        return 1;
-    int status = 0;
+    /* The in-process path first, as the tables list it. */
+    bw_path paths[2] = {{NULL, "in process", "inproc", NULL, 0, 0},
+                        {NULL, "worker (IPC)", "ipc", NULL, 0, 0}};
+    int np = 0, status = 0;
+    if (o.inproc) {
+        if (bw_inproc_open(&o, &paths[np].t))
+            status = 1;
+        else
+            np++;
+    }
+    if (o.url && !status) {
+        paths[np] = paths[1];
+        if (bw_ipc_open(&o, &paths[np].t))
+            status = 1;
+        else
+            np++;
+    }
     json_t *report = json_array();
-    if (!o.dump)
+    if (!o.dump && !status)
         printf("| path | concurrency | jobs ok / refused / failed | output tok/s | client TTFT p50 "
-               "/ p99 (ms) | worker TTFT p50 (ms) |\n|---|---|---|---|---|---|\n");
+               "/ p99 (ms) | worker TTFT p50 (ms) | job p50: client / worker (ms) |\n"
+               "|---|---|---|---|---|---|---|\n");
     for (int li = 0; li < o.n_levels && !status; li++) {
         const int C = o.levels[li];
         const int N = o.requests ? o.requests : (2 * C > 8 ? 2 * C : 8);
-        bw_result *res = calloc((size_t)N, sizeof *res);
-        uint64_t *ttft = calloc((size_t)N, sizeof *ttft), *wttft = calloc((size_t)N, sizeof *wttft);
-        if (!res || !ttft || !wttft) {
-            status = 1;
-            break;
-        }
-        uint64_t t0 = gs_clock_now_ns();
-        int sent = 0, done = 0;
-        while (done < N) {
-            while (sent < N && sent - done < C) {
-                char *js = job_json(&o, sent);
-                if (!js || bw_send(t, sent, js, blobs, o.n_images, &res[sent])) {
-                    fprintf(stderr, "bench_worker: cannot send job %d\n", sent);
-                    free(js);
-                    status = 1;
-                    break;
-                }
-                free(js);
-                sent++;
-            }
-            if (status)
-                break;
-            if (bw_wait_one(t, 120000) < 0) {
-                fprintf(stderr, "bench_worker: no job ended within 120 s (%d of %d ended)\n", done,
-                        N);
+        /* Both paths: blocks of jobs alternate between them (the same
+         * jobs in the same order on each), so that the machine's slow and
+         * fast spells fall on both alike. A block holds at least 2C jobs
+         * so that it reaches concurrency C. */
+        const int block = np > 1 ? (o.block > 2 * C ? o.block : 2 * C) : N;
+        for (int k = 0; k < np && !status; k++) {
+            paths[k].done = 0;
+            paths[k].wall_ns = 0;
+            if (!(paths[k].res = calloc((size_t)N, sizeof *paths[k].res)))
                 status = 1;
-                break;
+        }
+        for (int b = 0; !status && paths[np - 1].done < N; b++)
+            for (int k = 0; k < np && !status; k++) {
+                int n = N - paths[k].done < block ? N - paths[k].done : block;
+                status = run_jobs(&paths[k], &o, blobs, C, n);
             }
-            done++;
+        for (int k = 0; k < np; k++) {
+            if (!status)
+                report_path(&paths[k], &o, C, report);
+            if (paths[k].res)
+                for (int i = 0; i < N; i++)
+                    bw_result_free(&paths[k].res[i]);
+            free(paths[k].res);
+            paths[k].res = NULL;
         }
-        uint64_t t1 = gs_clock_now_ns();
-        int ok = 0, refused = 0, failed = 0, nt = 0, nw = 0;
-        int64_t toks = 0;
-        for (int i = 0; i < done && !status; i++) {
-            const bw_result *r = &res[i];
-            if (o.dump)
-                dump(r, i);
-            if (r->refused)
-                refused++;
-            else if (r->finish == BW_FINISH_ERROR || r->lost)
-                failed++;
-            else
-                ok++;
-            toks += r->completion_tokens;
-            if (r->first_ns)
-                ttft[nt++] = r->first_ns - r->sent_ns;
-            if (r->worker_ttft_ns)
-                wttft[nw++] = r->worker_ttft_ns;
-        }
-        for (int i = 0; i < N; i++)
-            bw_result_free(&res[i]);
-        const double secs = (t1 - t0) * 1e-9, tps = secs > 0 ? toks / secs : 0;
-        const double p50 = pct(ttft, nt, 0.5), p99 = pct(ttft, nt, 0.99), w50 = pct(wttft, nw, 0.5);
-        if (!o.dump)
-            printf("| %s | %d | %d / %d / %d | %.1f | %.2f / %.2f | %.2f |\n",
-                   o.url ? "worker (IPC)" : "in process", C, ok, refused, failed, tps, p50, p99,
-                   w50);
-        json_array_append_new(report, json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f}",
-                                                "path", o.url ? "ipc" : "inproc", "concurrency", C,
-                                                "ok", ok, "refused", refused, "failed", failed,
-                                                "tokens_per_s", tps, "ttft_p50_ms", p50,
-                                                "ttft_p99_ms", p99, "worker_ttft_p50_ms", w50));
-        free(res);
-        free(ttft);
-        free(wttft);
     }
     if (o.json && !status && json_dump_file(report, o.json, JSON_INDENT(1)))
         fprintf(stderr, "bench_worker: cannot write %s\n", o.json);
-    if (o.stats && !status)
-        bw_print_stats(t);
+    if (o.stats && !status && o.url)
+        bw_print_stats(paths[np - 1].t);
     json_decref(report);
-    bw_close(t);
+    for (int k = 0; k < np; k++)
+        bw_close(paths[k].t);
     for (int i = 0; i < o.n_images; i++)
         free(blobs[i].bytes);
     free(o.job_text);

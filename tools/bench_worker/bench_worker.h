@@ -17,6 +17,8 @@ typedef struct {
     long kv_mib;
     int levels[BW_MAX_LEVELS];
     int n_levels;
+    int inproc; /* --inproc: with --url too, both paths in alternating blocks */
+    int block;  /* --block: jobs per block when both paths run (default 8) */
     int requests, max_tokens, unique, cancel_after, dump, stats;
     long long seed; /* -1: none */
     double temperature;
@@ -57,6 +59,8 @@ typedef struct {
     char message[256];
     int32_t prompt_tokens, completion_tokens;
     uint64_t worker_ttft_ns;
+    uint64_t end_ns;        /* client clock: the final event seen */
+    uint64_t worker_job_ns; /* the worker's arrival -> last token (ttft + decode) */
 } bw_result;
 void bw_result_free(bw_result *r);
 /* Appends an event's ids and text; 0 or -1 (out of memory). */

@@ -11,7 +11,8 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: bench_worker (--url URL | --inproc --model DIR [--threads N] [--kv-memory MIB])\n"
+        "usage: bench_worker [--url URL] [--inproc --model DIR [--threads N] [--kv-memory MIB]]\n"
+        "       [--block N (both paths: jobs per alternating block, default 8)]\n"
         "       [--levels 1,64] [--requests N] [--max-tokens N] [--prompt TEXT]\n"
         "       [--image FILE]... [--temperature T] [--seed S] [--unique 0|1]\n"
         "       [--cancel-after K] [--dump] [--stats] [--json FILE] [--job FILE]\n");
@@ -40,8 +41,8 @@ int bw_parse_args(int argc, char **argv, bw_options *o)
     o->unique = 1;
     o->seed = -1;
     o->kv_mib = 256;
+    o->block = 8;
     o->prompt = "Describe what you see in detail.";
-    int inproc = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double x;
@@ -49,7 +50,7 @@ int bw_parse_args(int argc, char **argv, bw_options *o)
             usage(stdout);
             return 1;
         } else if (!strcmp(a, "--inproc")) {
-            inproc = 1;
+            o->inproc = 1;
             continue;
         } else if (!strcmp(a, "--dump")) {
             o->dump = 1;
@@ -98,6 +99,10 @@ int bw_parse_args(int argc, char **argv, bw_options *o)
                 o->levels[o->n_levels++] = (int)l;
                 p = *end ? end + 1 : end;
             }
+        } else if (!strcmp(a, "--block")) {
+            if (num(a, v, 1, 1e6, &x))
+                return -1;
+            o->block = (int)x;
         } else if (!strcmp(a, "--requests")) {
             if (num(a, v, 1, 1e6, &x))
                 return -1;
@@ -135,8 +140,8 @@ int bw_parse_args(int argc, char **argv, bw_options *o)
             return -1;
         }
     }
-    if (!o->url == !inproc || (inproc && !o->model)) {
-        fprintf(stderr, "bench_worker: give --url URL, or --inproc with --model DIR\n");
+    if ((!o->url && !o->inproc) || (o->inproc && !o->model)) {
+        fprintf(stderr, "bench_worker: give --url URL, --inproc with --model DIR, or both\n");
         usage(stderr);
         return -1;
     }

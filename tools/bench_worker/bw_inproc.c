@@ -48,6 +48,8 @@ static int on_event(void *user, const gs_engine_event *ev)
     r->prompt_tokens = ev->usage.prompt_tokens;
     r->completion_tokens = ev->usage.completion_tokens;
     r->worker_ttft_ns = ev->timings.ttft_ns;
+    r->worker_job_ns = ev->timings.ttft_ns + ev->timings.decode_ns;
+    r->end_ns = gs_clock_now_ns();
     inproc_target *t = x->t;
     if (t->n_ended < t->cap_ended)
         t->ended[t->n_ended++] = x->i;

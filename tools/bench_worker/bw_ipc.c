@@ -65,6 +65,8 @@ static void on_frame(gs_ipc_conn *c, const gs_ipc_header *h, const uint8_t *body
                 r->prompt_tokens = e->prompt_tokens;
                 r->completion_tokens = e->completion_tokens;
                 r->worker_ttft_ns = e->ttft_ns;
+                r->worker_job_ns = e->ttft_ns + e->decode_ns;
+                r->end_ns = gs_clock_now_ns();
                 push_ended(t, e->id);
             } else if (t->o->cancel_after && r->n_events == t->o->cancel_after) {
                 gs_ipc_msg cm = {.type = GS_IPC_CANCEL};
