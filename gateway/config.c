@@ -57,7 +57,7 @@ static const directive table[] = {
     {"weights", T_STR, F(weights), 0, 0, 0, "bf16|int8|int4|auto  weight format (the folder's)"},
     {"gpu_memory", T_STR, F(gpu_memory), 0, 0, 0, "BYTES  memory cap per worker (15G, 10GiB)"},
     {"stream_interval_us", T_INT, F(stream_interval_us), 0, 1000000, 0,
-     "US  a job's events leave a worker at most this often (2000; 0: every step)"},
+     "US  a job's events leave a worker at most this often (10000; 0: every step)"},
     {"heartbeat_timeout_ms", T_INT, F(heartbeat_timeout_ms), 100, 600000, 0,
      "MS  a silent worker is dead after this (2000)"},
     {"drain_timeout", T_INT, F(drain_timeout), 0, 86400, 0, "S  graceful stop deadline (30)"},

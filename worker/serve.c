@@ -947,7 +947,7 @@ int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d)
     gs_queue_init(&s->held);
     if (s->p.stream_interval_us >= 0)
         s->interval_ns =
-            (uint64_t)(s->p.stream_interval_us ? s->p.stream_interval_us : 2000) * 1000u;
+            (uint64_t)(s->p.stream_interval_us ? s->p.stream_interval_us : 10000) * 1000u;
     if (!s->p.prep_threads)
         s->p.prep_threads = 2;
     if (!s->p.max_queue)

@@ -53,11 +53,14 @@ typedef struct {
     int drain_timeout_ms;    /* after gs_server_drain (0: end the jobs at once); < 0: 30000 */
     /* A job's events leave at most once per stream_interval_us: its first
      * tokens and its final event at once, the tokens of steps in between
-     * held and sent together (as vLLM's --stream-interval, by time). A step
-     * of a real model takes longer than the default, so there every step's
-     * tokens leave as they come; on a model whose steps take a fraction of
-     * it (the tiny test model, 0.3 ms) this saves a frame and the wake-ups
-     * on both ends per token. 0: 2000 us; < 0: every step. */
+     * held and sent together (as vLLM's --stream-interval, by time). The
+     * default, 10 ms, is 100 frames a second per stream, faster than a
+     * screen refreshes. A real model's step takes about that or longer, so
+     * there a frame carries a step's tokens or two; on a model whose steps
+     * take a fraction of it (the tiny test model, 0.15-0.3 ms) this saves
+     * a frame and the wake-ups on both ends per token, which on a small
+     * machine are taken from the compute threads. 0: 10000 us; < 0: every
+     * step. */
     int stream_interval_us;
 } gs_server_params;
 

@@ -73,7 +73,7 @@ static void usage(FILE *f)
                "       [--served-model-name S] [--max-seqs N] [--max-queue N]\n"
                "       [--max-model-len N] [--kv-memory MIB] [--token-budget N]\n"
                "       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]\n"
-               "       [--stream-interval-us N (0: every step; default 2000)]\n"
+               "       [--stream-interval-us N (0: every step; default 10000)]\n"
                "       [--resolve-interval S (--connect names, default 10)]\n"
                "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
                "       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]\n"
