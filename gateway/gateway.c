@@ -321,6 +321,11 @@ static void on_hup(uv_signal_t *h, int sig)
                 restart);
 }
 
+static void publish_metrics(uv_timer_t *t)
+{
+    gs_gw_metrics_publish(t->data);
+}
+
 /* ---- drain and exit ------------------------------------------------------------------------- */
 
 static void close_all(gs_gw *gw)
@@ -330,6 +335,7 @@ static void close_all(gs_gw *gw)
     gw->closed = 1;
     uv_close((uv_handle_t *)&gw->streams_timer, NULL);
     uv_close((uv_handle_t *)&gw->listen_timer, NULL);
+    uv_close((uv_handle_t *)&gw->metrics_timer, NULL);
     uv_signal_stop(&gw->sig_hup);
     uv_signal_stop(&gw->sig_term);
     uv_signal_stop(&gw->sig_int);
@@ -551,6 +557,11 @@ int gs_gateway_run(const gs_gateway_params *p)
      * deadline (health checks must get answers). */
     uv_timer_init(&gw->loop, &gw->listen_timer);
     gw->listen_timer.data = gw;
+    uv_timer_init(&gw->loop, &gw->metrics_timer);
+    gw->metrics_timer.data = gw;
+    gs_gw_metrics_resume(gw);
+    if (gw->p.metrics_dir && gw->p.n_gateways > 1)
+        uv_timer_start(&gw->metrics_timer, publish_metrics, 0, 1000);
     gw->listen_deadline = uv_now(&gw->loop) + (uint64_t)gw->cfg.heartbeat_timeout_ms;
     if (!gw->listening)
         uv_timer_start(&gw->listen_timer, listen_when_ready, 0, 10);

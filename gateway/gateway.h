@@ -14,6 +14,9 @@
 
 #include "gateway/config.h"
 
+/* A gateway's metrics file in gs_gateway_params.metrics_dir (printf: index). */
+#define GS_GW_METRICS_FILE "metrics-gateway-%d.json"
+
 typedef struct {
     const gs_config *cfg; /* borrowed; copied at start */
     int listen_fd;        /* listening socket from the master; -1: bind host:port itself */
@@ -22,6 +25,11 @@ typedef struct {
     int index; /* gateway number (names, logs) */
     int argc;  /* the master's command line, for reloads */
     char **argv;
+    /* Several gateways: each writes its metrics to metrics_dir once a
+     * second (metrics-gateway-INDEX.json) and /metrics answers the sum of
+     * all n_gateways (routes_admin.c). NULL or n_gateways < 2: its own. */
+    const char *metrics_dir;
+    int n_gateways;
 } gs_gateway_params;
 
 /* Runs until drained; returns the process exit status (0 after a clean

@@ -49,6 +49,8 @@ typedef struct gs_gw {
     uv_timer_t drain_timer;
     uv_timer_t streams_timer; /* drain: waits for WebSocket asks after the last HTTP connection */
     uv_timer_t listen_timer;  /* start: accept once a worker is up, or at a deadline */
+    uv_timer_t metrics_timer; /* several gateways: writes this one's metrics once a second */
+    int metrics_warned;       /* the last write failed (logged once) */
     uint64_t listen_deadline;
     int listening;
     int closed;
@@ -93,5 +95,11 @@ void gs_route_metrics(gs_gw *gw, gs_http_req *r);
 void gs_route_info(gs_gw *gw, gs_http_req *r);
 void gs_route_ws(gs_gw *gw, gs_http_req *r); /* routes_ws.c; 501 without libwslay */
 int gs_gw_metrics_init(gs_gw *gw, gs_diag *d);
+/* Several gateways (gs_gateway_params.metrics_dir): adds the last snapshot
+ * of this gateway number's previous process (a restart) to the registry;
+ * 1 when there was one. */
+int gs_gw_metrics_resume(gs_gw *gw);
+/* Several gateways: writes this gateway's snapshot (routes_admin.c). */
+void gs_gw_metrics_publish(gs_gw *gw);
 
 #endif

@@ -247,8 +247,8 @@ static void start(master *m, child *c)
         static char tag[32];
         snprintf(tag, sizeof tag, "gateway-%d[%d]", c->index, (int)getpid());
         gs_log_set_tag(tag);
-        gs_gateway_params gp = {&m->cfg,  m->listen_fd, m->urls, m->n_urls,
-                                c->index, m->argc,      m->argv};
+        gs_gateway_params gp = {&m->cfg, m->listen_fd, m->urls,    m->n_urls,      c->index,
+                                m->argc, m->argv,      m->run_dir, m->cfg.gateways};
         int status = gs_gateway_run(&gp);
 #ifdef __SANITIZE_ADDRESS__
         __lsan_do_leak_check(); /* _exit skips LeakSanitizer's exit check */
@@ -398,6 +398,17 @@ static void tell_ready_when_serving(master *m, uint64_t now, uint64_t *wake)
     gs_log_info("serving (/ready answers 200): told systemd READY=1");
 }
 
+/* The gateways' metrics files (gs_gateway_params.metrics_dir): removed at
+ * start, so that no gateway sums a previous run's counters. */
+static void remove_metrics_files(master *m)
+{
+    char path[PATH_MAX];
+    for (int i = 0; i < m->cfg.gateways; i++) {
+        snprintf(path, sizeof path, "%s/" GS_GW_METRICS_FILE, m->run_dir, i);
+        unlink(path);
+    }
+}
+
 static void remove_run_dir(master *m)
 {
     if (!m->own_run_dir)
@@ -405,6 +416,7 @@ static void remove_run_dir(master *m)
     for (int i = 0; i < m->n; i++)
         if (m->ch[i].k == K_WORKER)
             unlink(m->ch[i].url + 6);
+    remove_metrics_files(m);
     rmdir(m->run_dir);
 }
 
@@ -465,6 +477,7 @@ int main(int argc, char **argv)
         }
         m.own_run_dir = 1;
     }
+    remove_metrics_files(&m);
     m.listen_fd = open_listener(c, &d);
     if (m.listen_fd < 0) {
         gs_log_error("fatal: %s", d.msg);

@@ -1,6 +1,18 @@
 /* routes_admin.c - GET /health, /ready, /metrics and /v1/models, and the
  * gateway's metric registry (names in the style of vLLM's, "glmserve:").
- * Loop thread only. */
+ *
+ * Several gateways (gs_gateway_params.metrics_dir, n_gateways > 1): a
+ * scrape reaches one of them (they share the listening socket), so each
+ * writes its registry as a snapshot to metrics_dir/metrics-gateway-I.json
+ * once a second (written aside, then renamed: a reader sees a whole file)
+ * and /metrics answers its own registry plus the latest snapshot of every
+ * other gateway: counters and histograms summed, the per-gateway gauges
+ * (streams_open, jobs_in_flight) summed, the worker gauges (each gateway
+ * sees the same heartbeats) the largest. A gateway restarted after a crash
+ * starts from its predecessor's last snapshot, so the sums never go back
+ * (at most a second of the dead one's counts is lost).
+ * Loop thread only; the file I/O is small and once a second. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +20,11 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/file.h"
+#include "common/log.h"
 #include "gateway/gateway_impl.h"
+
+#define METRICS_FILE_MAX (64u << 20) /* bytes of one gateway's snapshot */
 
 enum {
     G_WORKERS_UP,
@@ -93,8 +109,13 @@ int gs_gw_metrics_init(gs_gw *gw, gs_diag *d)
             return rc;
     }
     for (int i = 0; i < N_GAUGES; i++) {
-        gs_metric_desc g = {
-            .name = gauges[i].name, .help = gauges[i].help, .type = GS_METRIC_GAUGE};
+        /* Across gateways: their own streams and jobs add up; the workers'
+         * figures are the same heartbeats seen by each. */
+        gs_metric_desc g = {.name = gauges[i].name,
+                            .help = gauges[i].help,
+                            .type = GS_METRIC_GAUGE,
+                            .merge = i == G_STREAMS || i == G_JOBS ? GS_METRIC_MERGE_SUM
+                                                                   : GS_METRIC_MERGE_MAX};
         if ((rc = gs_metrics_register(gw->metrics, &g, &gw->m.gauges[i], d)))
             return rc;
     }
@@ -130,7 +151,7 @@ static void set_gauge(gs_gw *gw, int i, double v)
         gs_metrics_set(s, v);
 }
 
-void gs_route_metrics(gs_gw *gw, gs_http_req *r)
+static void update_gauges(gs_gw *gw)
 {
     gs_dispatch_stats st;
     gs_dispatch_get_stats(gw->ds, &st);
@@ -145,10 +166,108 @@ void gs_route_metrics(gs_gw *gw, gs_http_req *r)
               st.prefix_query_tokens ? (double)st.prefix_hit_tokens / st.prefix_query_tokens : 0);
     set_gauge(gw, G_STREAMS, (double)gw->streams_open);
     set_gauge(gw, G_JOBS, st.jobs_in_flight);
+}
+
+static int shared(const gs_gw *gw)
+{
+    return gw->p.metrics_dir && gw->p.metrics_dir[0] && gw->p.n_gateways > 1;
+}
+
+static void metrics_path(const gs_gw *gw, int index, char *out, size_t n)
+{
+    snprintf(out, n, "%s/" GS_GW_METRICS_FILE, gw->p.metrics_dir, index);
+}
+
+/* Merges gateway index's latest snapshot into dst; 0, or 1 when it has
+ * none yet; a bad file is logged and skipped. */
+static int merge_file(gs_gw *gw, gs_metrics *dst, int index)
+{
+    char path[4200], *js = NULL;
+    size_t len = 0;
+    gs_diag d;
+    gs_diag_clear(&d);
+    metrics_path(gw, index, path, sizeof path);
+    int rc = gs_read_file(path, METRICS_FILE_MAX, &js, &len, &d);
+    if (rc == GS_ENOENT)
+        return 1;
+    if (!rc && (rc = gs_metrics_merge_snapshot(dst, js, len, &d)))
+        gs_log_warn("metrics: gateway %d's snapshot %s not summed: %s", index, path, d.msg);
+    else if (rc)
+        gs_log_warn("metrics: %s", d.msg);
+    free(js);
+    return rc ? 1 : 0;
+}
+
+int gs_gw_metrics_resume(gs_gw *gw)
+{
+    if (!shared(gw) || merge_file(gw, gw->metrics, gw->p.index))
+        return 0;
+    gs_log_info("metrics: counters continue from gateway %d's previous process", gw->p.index);
+    return 1;
+}
+
+void gs_gw_metrics_publish(gs_gw *gw)
+{
+    if (!shared(gw))
+        return;
+    update_gauges(gw);
+    char *js = NULL, path[4200], tmp[4210];
+    size_t len = 0;
+    if (gs_metrics_snapshot(gw->metrics, &js, &len))
+        return;
+    metrics_path(gw, gw->p.index, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fwrite(js, 1, len, f) == len;
+    if (f && fclose(f))
+        ok = 0;
+    ok = ok && rename(tmp, path) == 0;
+    if (!ok && !gw->metrics_warned)
+        gs_log_warn("metrics: cannot write %s: %s (the other gateways' /metrics lacks this one's "
+                    "counts until it can)",
+                    path, strerror(errno));
+    gw->metrics_warned = !ok;
+    free(js);
+}
+
+/* The registry to render: gw's own, or (several gateways) a fresh one
+ * holding the sum of gw's and the others' latest snapshots. *fresh says
+ * which (free it then). NULL: out of memory. */
+static gs_metrics *scrape(gs_gw *gw, int *fresh)
+{
+    *fresh = 0;
+    if (!shared(gw))
+        return gw->metrics;
+    gs_metrics *sum = NULL;
+    char *js = NULL;
+    size_t len = 0;
+    gs_diag d;
+    if (gs_metrics_new(&sum) || gs_metrics_snapshot(gw->metrics, &js, &len) ||
+        gs_metrics_merge_snapshot(sum, js, len, &d)) {
+        free(js);
+        gs_metrics_free(sum);
+        return NULL;
+    }
+    free(js);
+    for (int i = 0; i < gw->p.n_gateways; i++)
+        if (i != gw->p.index)
+            merge_file(gw, sum, i);
+    *fresh = 1;
+    return sum;
+}
+
+void gs_route_metrics(gs_gw *gw, gs_http_req *r)
+{
+    update_gauges(gw);
     gs_gw_count(gw, "/metrics", 200);
     char *text = NULL;
     size_t len = 0;
-    if (gs_metrics_render(gw->metrics, &text, &len)) {
+    int fresh;
+    gs_metrics *m = scrape(gw, &fresh);
+    int rc = m ? gs_metrics_render(m, &text, &len) : GS_ENOMEM;
+    if (fresh)
+        gs_metrics_free(m);
+    if (rc) {
         gs_gw_error(gw, r, "/metrics", GS_ENOMEM, 503, "out of memory", NULL, 1);
         return;
     }
