@@ -17,8 +17,9 @@
  *                           host unless set)
  *   log_file ("")           append logs there (reopened on SIGUSR1)
  *   pid_file ("")
- *   run_dir ("")            where the workers' ipc:// sockets live (default:
- *                           a fresh folder under $TMPDIR or /tmp)
+ *   run_dir ("")            where the workers' ipc:// sockets and the
+ *                           gateways' metrics snapshots live (default: a
+ *                           fresh folder under $TMPDIR or /tmp)
  *   remote_workers ([])     tcp:// URLs of workers started by hand (they --listen)
  *   worker_listen ("")      a URL where workers started by hand dial in
  *                           (glmserve-worker --connect URL); gateway i
