@@ -62,6 +62,8 @@ static const directive table[] = {
     {"heartbeat_timeout_ms", T_INT, F(heartbeat_timeout_ms), 100, 600000, 0,
      "MS  a silent worker is dead after this (2000)"},
     {"drain_timeout", T_INT, F(drain_timeout), 0, 86400, 0, "S  graceful stop deadline (30)"},
+    {"send_timeout", T_INT, F(send_timeout), 1, 86400, 0,
+     "S  close a client that takes no response bytes this long (60)"},
     {"fetch_images", T_BOOL, F(fetch_images), 0, 0, 0,
      "  fetch http(s) image URLs (else they are refused)"},
     {"fetch_timeout_ms", T_INT, F(fetch_timeout_ms), 100, 600000, 0,
@@ -96,6 +98,7 @@ static void defaults(gs_config *c)
     c->stream_interval_us = -1;
     c->heartbeat_timeout_ms = 2000;
     c->drain_timeout = 30;
+    c->send_timeout = 60;
     c->max_body_mb = 64;
     c->max_images = 16;
     c->fetch_timeout_ms = 10000;

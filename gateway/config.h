@@ -38,9 +38,11 @@
  *                           ("/usr/share/javascript/marked:
  *                            /usr/share/nodejs/dompurify/dist", Debian's
  *                            libjs-marked and node-dompurify)
- *   stream_interval_us (-1: the worker's default, 2000) a job's events leave
- *                           a worker at most this often (0: every step)
+ *   stream_interval_us (-1: the worker's default, 10000) a job's events
+ *                           leave a worker at most this often (0: every step)
  *   heartbeat_timeout_ms (2000), drain_timeout (30; s)
+ *   send_timeout (60; s)    a client that takes none of a response's waiting
+ *                           bytes for this long is closed (its job cancelled)
  *   fetch_images (false)    fetch http(s) image URLs (needs libcurl); off:
  *                           they are refused with 400
  *   fetch_timeout_ms (10000), fetch_allow_private (false: loopback and
@@ -79,7 +81,7 @@ typedef struct {
     char graphs[16];
     char weights[16], gpu_memory[32];
     int stream_interval_us;
-    int heartbeat_timeout_ms, drain_timeout;
+    int heartbeat_timeout_ms, drain_timeout, send_timeout;
     int max_body_mb, max_images;
     int fetch_images, fetch_timeout_ms, fetch_allow_private;
     double rate, ip_rate;

@@ -526,6 +526,7 @@ int gs_gateway_run(const gs_gateway_params *p)
     hp.handler = handle;
     hp.user = gw;
     hp.max_body_bytes = (size_t)gw->cfg.max_body_mb << 20;
+    hp.send_timeout_ms = (uint32_t)gw->cfg.send_timeout * 1000u;
     if ((rc = gs_http_server_new(&gw->loop, &hp, &gw->http, &d))) {
         gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));
         goto out;

@@ -11,7 +11,10 @@
  *   (closed silently; while queued bytes are still being written it waits);
  * - headers: the header timeout from the first byte of a request (408);
  * - body: the body timeout from the end of the headers (408);
- * - while the handler works there is no timer (the handler owns the time).
+ * - while the handler works there is no timer (the handler owns the time),
+ *   except while response bytes wait to be written: the send timeout,
+ *   re-armed whenever the client took some, closes a connection whose
+ *   client takes none (and aborts the request).
  *
  * Closing: a response that ends the connection (Connection: close, a
  * server-made error, a drain) is followed by a FIN once it is written, and
@@ -36,6 +39,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "common/log.h"
 
 /* ---- connections -------------------------------------------------------- */
 
@@ -157,6 +162,18 @@ static void on_conn_timer(uv_timer_t *t)
         }
         gs__http_conn_close(c);
         break;
+    case GS_TM_SEND:
+        if (c->pending == 0) {
+            gs__http_conn_timer(c, GS_TM_NONE);
+        } else if (c->written != c->written_at_arm) {
+            gs__http_conn_timer(c, GS_TM_SEND); /* the client reads: wait on */
+        } else {
+            gs_log_warn("http: %s took none of %zu waiting response bytes in %u ms: closing",
+                        c->peer, c->pending, c->s->p.send_timeout_ms);
+            gs__http_conn_close(c); /* aborts the request in the handler */
+        }
+        break;
+    case GS_TM_DROP:
     case GS_TM_LINGER:
     case GS_TM_NONE:
         gs__http_conn_close(c);
@@ -168,6 +185,8 @@ void gs__http_conn_timer(gs_http_conn *c, gs_http_tmode mode)
 {
     if (c->closing)
         return;
+    if (c->drop)
+        mode = GS_TM_DROP; /* nothing postpones it */
     c->tmode = mode;
     uint64_t ms = 0;
     switch (mode) {
@@ -187,6 +206,12 @@ void gs__http_conn_timer(gs_http_conn *c, gs_http_tmode mode)
         break;
     case GS_TM_LINGER:
         ms = GS_HTTP_LINGER_MS;
+        break;
+    case GS_TM_SEND:
+        ms = c->s->p.send_timeout_ms;
+        c->written_at_arm = c->written;
+        break;
+    case GS_TM_DROP:
         break;
     }
     uv_timer_start(&c->timer, on_conn_timer, ms, 0);
@@ -337,6 +362,12 @@ int gs_http_server_new(uv_loop_t *loop, const gs_http_params *p, gs_http_server 
         s->p.idle_timeout_ms = 75 * 1000;
     if (!s->p.max_connections)
         s->p.max_connections = 10000;
+    if (!s->p.send_timeout_ms)
+        s->p.send_timeout_ms = 60 * 1000;
+    if (!s->p.max_stream_pending)
+        s->p.max_stream_pending = (size_t)8 << 20;
+    if (!s->p.stream_sndbuf)
+        s->p.stream_sndbuf = 64u << 10;
     const char *name = p->server_name ? p->server_name : "glmserve";
     if (strpbrk(name, "\r\n")) {
         free(s);

@@ -5,7 +5,9 @@
  * and answered in order (the next request is not handed out before the
  * previous response has ended); request bodies plain or chunked.
  * Limits (gs_http_params): header bytes, body bytes, and timeouts for the
- * headers, the body and an idle keep-alive connection;
+ * headers, the body and an idle keep-alive connection; a client that
+ * stops taking a response's bytes (send timeout, or a stream's unwritten
+ * bytes past a cap) is closed and its request aborted;
  * a request over a limit is answered by the server itself (400, 408, 413,
  * 417, 431, 505) with a JSON error body and the connection is closed.
  *
@@ -46,6 +48,20 @@ typedef struct {
     uint32_t header_timeout_ms;
     uint32_t body_timeout_ms; /* from the end of the headers to the end of the body; 0: 60 s */
     uint32_t idle_timeout_ms; /* keep-alive connection with no request; 0: 75 s */
+    /* A response's bytes wait to be written and the client takes none of
+     * them for this long (a reader that stopped reading): the connection
+     * is closed and the request aborted, as nginx's send_timeout. 0: 60 s */
+    uint32_t send_timeout_ms;
+    /* A stream (gs_http_stream_write) with more unwritten bytes than this
+     * is closed and aborted the same way: a slow reader costs bounded
+     * memory. 0: 8 MiB */
+    size_t max_stream_pending;
+    /* A stream's socket send buffer (SO_SNDBUF, set when it begins), so
+     * that the kernel does not absorb megabytes for a reader that stopped
+     * (its autotuning grows to tcp_wmem's maximum) before the two limits
+     * above can see it. Plenty for tokens (the kernel doubles it: 128 KiB
+     * hold seconds of a fast stream). 0: 64 KiB */
+    uint32_t stream_sndbuf;
     uint32_t max_connections; /* beyond this, new connections are closed at once; 0: 10000 */
     const char *server_name;  /* "Server:" header; NULL: "glmserve" */
 } gs_http_params;
@@ -124,8 +140,10 @@ int gs_http_respond_error(gs_http_req *r, int status, const char *type, const ch
  * GS_EIO (aborted) r stays the caller's, to be ended. */
 int gs_http_stream_begin(gs_http_req *r, int status, const char *content_type, const char *headers);
 /* Queues one chunk (copied; len 0 sends nothing). GS_EIO after an abort,
- * GS_EINVAL before stream_begin. Bytes queued but not yet written:
- * gs_http_req_pending (back-pressure). */
+ * or when the chunk would put the stream past max_stream_pending (the
+ * connection is then dropped from the loop, and the abort callback runs
+ * there, not inside this call); GS_EINVAL before stream_begin. Bytes
+ * queued but not yet written: gs_http_req_pending (back-pressure). */
 int gs_http_stream_write(gs_http_req *r, const void *data, size_t len);
 size_t gs_http_req_pending(const gs_http_req *r);
 /* Ends the stream (the final call: r is freed). GS_EIO after an abort.

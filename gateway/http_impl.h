@@ -50,6 +50,8 @@ typedef enum {
     GS_TM_HEADERS, /* header timeout from the first byte */
     GS_TM_BODY,    /* body timeout from the end of the headers */
     GS_TM_LINGER,  /* lingering close */
+    GS_TM_SEND,    /* handler phase, bytes waiting: send timeout while none is written */
+    GS_TM_DROP,    /* a stream past its cap: closed from the loop at once (sticky) */
 } gs_http_tmode;
 
 /* A growable byte buffer, always NUL-terminated when p != NULL. */
@@ -117,6 +119,8 @@ struct gs_http_conn {
     unsigned in_process : 1; /* inside gs__http_conn_process */
     unsigned req_done : 1;   /* on_message_complete ran; dispatch after llhttp_execute */
     unsigned shut_sent : 1;
+    unsigned sndbuf_set : 1; /* a stream capped SO_SNDBUF (gs_http_params.stream_sndbuf) */
+    unsigned drop : 1;       /* GS_TM_DROP is due: no other timer mode replaces it */
     char peer[48];
 };
 

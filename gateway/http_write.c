@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+
+#include "common/log.h"
 
 typedef struct {
     uv_write_t w;
@@ -172,6 +175,8 @@ static void on_write(uv_write_t *w, int status)
         gs__http_conn_close(c); /* the client is gone: abort, close */
     }
     free(q);
+    if (c->tmode == GS_TM_SEND && c->pending == 0)
+        gs__http_conn_timer(c, GS_TM_NONE); /* all taken: the handler owns the time again */
     if (!c->closing && !c->handed_over && c->phase <= GS_PH_BODY && c->in_off < c->in_len &&
         c->pending < GS_HTTP_PARSE_PENDING_MAX)
         gs__http_conn_process(c); /* pipelined requests held back by the queue */
@@ -193,6 +198,8 @@ static int wsend(gs_http_conn *c, gs_http_wreq *q)
     }
     c->writes++;
     c->pending += q->len;
+    if (c->phase == GS_PH_HANDLER && c->tmode == GS_TM_NONE)
+        gs__http_conn_timer(c, GS_TM_SEND);
     return 0;
 }
 
@@ -409,6 +416,12 @@ int gs_http_stream_begin(gs_http_req *r, int status, const char *content_type, c
     if (!r->c || r->aborted)
         return GS_EIO;
     gs_http_conn *c = r->c;
+    uv_os_fd_t fd;
+    if (!c->sndbuf_set && uv_fileno((uv_handle_t *)c->tcp, &fd) == 0) {
+        int v = (int)c->s->p.stream_sndbuf;
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v); /* best effort */
+        c->sndbuf_set = 1;
+    }
     /* HTTP/1.0 has no chunks: the body runs until the connection closes. */
     r->chunked = r->http_minor >= 1;
     if (!r->chunked)
@@ -442,6 +455,18 @@ int gs_http_stream_write(gs_http_req *r, const void *data, size_t len)
         return GS_EIO;
     if (len == 0 || r->head)
         return 0; /* an empty chunk would end the stream */
+    gs_http_conn *c = r->c;
+    if (c->drop || c->pending + len > c->s->p.max_stream_pending) {
+        /* A reader that fell this far behind: dropped from the loop (its
+         * abort callback runs there, never inside this call). */
+        if (!c->drop) {
+            gs_log_warn("http: %s left %zu bytes of a stream unread (the cap is %zu): closing",
+                        c->peer, c->pending, c->s->p.max_stream_pending);
+            c->drop = 1;
+            gs__http_conn_timer(c, GS_TM_DROP);
+        }
+        return GS_EIO;
+    }
     gs_http_wreq *q = wreq_new(len + 32);
     if (!q)
         return GS_ENOMEM;
@@ -450,7 +475,6 @@ int gs_http_stream_write(gs_http_req *r, const void *data, size_t len)
     wput(q, data, len);
     if (r->chunked)
         wput(q, "\r\n", 2);
-    gs_http_conn *c = r->c;
     if (wsend(c, q) != 0) {
         r->aborted = 1;
         r->abort_cb = NULL;

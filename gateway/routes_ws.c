@@ -578,6 +578,7 @@ void gs_route_ws(gs_gw *gw, gs_http_req *r)
     }
     gs_ws_params wp = {0};
     wp.max_message_bytes = (size_t)gw->cfg.max_body_mb << 20;
+    wp.send_timeout_ms = (uint32_t)gw->cfg.send_timeout * 1000u;
     gs_ws_cbs cbs = {on_text, on_binary, on_tick, on_close};
     int rc = gs_ws_accept(r, accept, &wp, &cbs, wc, &wc->ws);
     if (rc) {

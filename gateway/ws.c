@@ -27,9 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <wslay/wslay.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define READ_CHUNK (64u * 1024u)
@@ -118,6 +120,9 @@ struct gs_ws {
     uint8_t *out; /* frames from wslay not yet given to uv_write */
     size_t out_len, out_cap;
     size_t pending;        /* bytes in uv_write requests */
+    uint64_t written;      /* bytes the socket took so far */
+    uint64_t written_seen; /* `written` at the last tick */
+    uint64_t progress_ms;  /* last tick with nothing waiting or something taken */
     uint64_t last_rx_ms;   /* when the peer last sent anything */
     uint64_t last_ping_ms; /* when we last pinged */
     uint64_t close_ms;     /* when our close frame was queued (0: not yet) */
@@ -209,6 +214,8 @@ static void on_written(uv_write_t *req, int status)
     ws_write *w = (ws_write *)req;
     gs_ws *ws = w->ws;
     ws->pending -= w->len;
+    if (status == 0)
+        ws->written += w->len;
     free(w->buf);
     free(w);
     if (status < 0 && !ws->finished) {
@@ -418,6 +425,16 @@ static void on_timer(uv_timer_t *t)
     if (ws->finished)
         return;
     const uint64_t now = now_ms();
+    if (!ws->pending || ws->written != ws->written_seen) {
+        ws->progress_ms = now;
+        ws->written_seen = ws->written;
+    } else if (now - ws->progress_ms >= ws->p.send_timeout_ms) {
+        gs_log_warn("ws: %s took none of %zu waiting bytes in %u ms: dropping it", ws->peer,
+                    ws->pending, ws->p.send_timeout_ms);
+        ws->io_error = 1;
+        finish(ws);
+        return;
+    }
     if (ws->close_ms && now - ws->close_ms >= ws->p.close_timeout_ms) {
         finish(ws); /* the peer never answered our close */
         return;
@@ -462,6 +479,12 @@ int gs_ws_accept(gs_http_req *r, const char accept[29], const gs_ws_params *p, c
         ws->p.close_timeout_ms = 3000;
     if (!ws->p.tick_ms)
         ws->p.tick_ms = 1000;
+    if (!ws->p.send_timeout_ms)
+        ws->p.send_timeout_ms = 60000;
+    if (!ws->p.max_pending)
+        ws->p.max_pending = (size_t)8 << 20;
+    if (!ws->p.sndbuf)
+        ws->p.sndbuf = 64u << 10;
     ws->cbs = *cbs;
     ws->user = user;
     snprintf(ws->peer, sizeof ws->peer, "%s", gs_http_req_peer(r));
@@ -487,12 +510,17 @@ int gs_ws_accept(gs_http_req *r, const char accept[29], const gs_ws_params *p, c
     }
     ws->tcp = tcp;
     tcp->data = ws;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)tcp, &fd) == 0) {
+        int v = (int)ws->p.sndbuf;
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v); /* best effort */
+    }
     ws->in = extra; /* bytes sent right after the handshake: the first frames */
     ws->in_len = ws->in_cap = extra_len;
     ws->handles = 2;
     uv_timer_init(tcp->loop, &ws->timer);
     ws->timer.data = ws;
-    ws->last_rx_ms = ws->last_ping_ms = now_ms();
+    ws->last_rx_ms = ws->last_ping_ms = ws->progress_ms = now_ms();
     /* The first tick at once: it feeds `extra` to wslay, after this returns. */
     uv_timer_start(&ws->timer, on_timer, 0, 0);
     if (uv_read_start((uv_stream_t *)tcp, on_alloc, on_read))
@@ -505,6 +533,14 @@ int gs_ws_send_text(gs_ws *ws, const char *s, size_t n)
 {
     if (ws->finished || ws->close_ms || ws->io_error || !wslay_event_get_write_enabled(ws->ctx))
         return GS_EIO;
+    if (ws->pending + ws->out_len + wslay_event_get_queued_msg_length(ws->ctx) + n >
+        ws->p.max_pending) {
+        gs_log_warn("ws: %s left %zu bytes unread (the cap is %zu): dropping it", ws->peer,
+                    ws->pending, ws->p.max_pending);
+        ws->io_error = 1;
+        uv_timer_start(&ws->timer, on_timer, 0, 0); /* the tick ends it */
+        return GS_EIO;
+    }
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)s, n};
     int rc = wslay_event_queue_msg(ws->ctx, &m);
     if (rc)

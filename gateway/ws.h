@@ -58,6 +58,15 @@ typedef struct {
     uint32_t idle_timeout_ms;  /* nothing received (pongs count): close 1001; 0: 60 s */
     uint32_t close_timeout_ms; /* wait for the peer's close frame; 0: 3 s */
     uint32_t tick_ms;          /* on_tick period; 0: 1 s */
+    /* A peer that stops reading: bytes wait to be written and none is
+     * taken for send_timeout_ms (checked each tick), or more than
+     * max_pending bytes wait: the connection is dropped (no close
+     * handshake: the peer reads nothing). 0: 60 s, 8 MiB. The socket's
+     * send buffer is capped at sndbuf so that the kernel does
+     * not absorb megabytes first (0: 64 KiB). */
+    uint32_t send_timeout_ms;
+    size_t max_pending;
+    uint32_t sndbuf;
 } gs_ws_params;
 
 typedef struct {
@@ -85,7 +94,8 @@ int gs_ws_accept(gs_http_req *r, const char accept[29], const gs_ws_params *p, c
                  void *user, gs_ws **out);
 
 /* Queues one text message (s: n bytes of UTF-8, copied). 0; GS_EIO once
- * the connection is closing; GS_ENOMEM. */
+ * the connection is closing, or when the message would put it past
+ * max_pending (the connection is then dropped); GS_ENOMEM. */
 int gs_ws_send_text(gs_ws *ws, const char *s, size_t n);
 /* Starts the close handshake with code and a reason (UTF-8, <= 123 bytes,
  * may be NULL). Later messages are dropped (GS_EIO). Repeated calls do

@@ -65,6 +65,7 @@ typedef struct {
     uv_timer_t t;
     gs_http_req *r;
     tstate *st;
+    size_t tick_bytes; /* written per tick (0: "tick") */
 } hang_ctx;
 
 static void hang_close(uv_handle_t *h)
@@ -76,7 +77,14 @@ static void hang_tick(uv_timer_t *t)
 {
     hang_ctx *x = t->data;
     if (!gs_http_req_aborted(x->r)) {
-        gs_http_stream_write(x->r, "tick", 4);
+        if (!x->tick_bytes) {
+            gs_http_stream_write(x->r, "tick", 4);
+            return;
+        }
+        char *b = malloc(x->tick_bytes);
+        memset(b, 'f', x->tick_bytes);
+        gs_http_stream_write(x->r, b, x->tick_bytes);
+        free(b);
         return;
     }
     if (gs_http_stream_write(x->r, "late", 4) == GS_EIO)
@@ -169,6 +177,16 @@ static void handler(gs_http_req *r, void *user)
         uv_timer_init(&h->loop, &x->t);
         x->t.data = x;
         uv_timer_start(&x->t, hang_tick, 20, 20);
+    } else if (strcmp(path, "/flood") == 0) { /* 8 KiB every 2 ms until aborted */
+        gs_http_req_on_abort(r, on_abort_count, st);
+        gs_http_stream_begin(r, 200, "text/event-stream", NULL);
+        hang_ctx *x = calloc(1, sizeof *x);
+        x->r = r;
+        x->st = st;
+        x->tick_bytes = 8192;
+        uv_timer_init(&h->loop, &x->t);
+        x->t.data = x;
+        uv_timer_start(&x->t, hang_tick, 2, 2);
     } else if (strcmp(path, "/never") == 0) {
         gs_http_req_on_abort(r, on_abort_final, st);
         st->got_never = 1;
@@ -686,6 +704,70 @@ static void test_free_with_request_in_flight(void)
 /* Many pipelined requests for large answers, sent before any is read: the
  * server holds parsing back while answers are queued and resumes as they
  * are written; every answer arrives whole and in order. */
+/* A client that stops reading a stream: dropped (and the request aborted)
+ * by the send timeout, or by the cap on a stream's unwritten bytes. */
+static void flood_unread(gs_http_params p)
+{
+    p.stream_sndbuf = 4096;
+    START(h, st, p);
+    th_cli c;
+    GS_ASSERT_OK(cli_open(&c, &h));
+    cli_send(&c, "GET /flood HTTP/1.1\r\n\r\n");
+    double t0 = now_ms();
+    GS_ASSERT(th_wait_int(&h, &st.finals, 1, 5000)); /* never read: the server gives up */
+    GS_ASSERT_EQ(st.aborts, 1);
+    GS_ASSERT_EQ(st.final_rc, GS_EIO);
+    GS_ASSERT(now_ms() - t0 < 4000);
+    cli_close(&c);
+    th_sleep_ms(&h, 50);
+    gs_http_stats s;
+    th_stats(&h, &s);
+    GS_ASSERT_EQ(s.connections_open, 0);
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
+static void test_send_timeout(void)
+{
+    gs_http_params p = params();
+    p.send_timeout_ms = 200;
+    flood_unread(p);
+}
+
+static void test_stream_pending_cap(void)
+{
+    gs_http_params p = params();
+    p.send_timeout_ms = 60000;
+    p.max_stream_pending = 64 * 1024;
+    flood_unread(p);
+}
+
+/* A slow reader that keeps taking bytes is never cut by the send timeout. */
+static void test_slow_reader_that_reads_stays(void)
+{
+    gs_http_params p = params();
+    p.send_timeout_ms = 1000;
+    p.stream_sndbuf = 4096;
+    p.max_stream_pending = 64u << 20; /* not the cap: the timeout is what is tested */
+    START(h, st, p);
+    th_cli c;
+    GS_ASSERT_OK(cli_open(&c, &h));
+    cli_send(&c, "GET /flood HTTP/1.1\r\n\r\n");
+    char buf[16384];
+    double t0 = now_ms();
+    size_t got = 0;
+    while (now_ms() - t0 < 1500) { /* 4 KiB every 100 ms: far slower than the flood */
+        th_sleep_ms(&h, 100);      /* the server's loop runs meanwhile */
+        ssize_t n = recv(c.fd, buf, sizeof buf, MSG_DONTWAIT);
+        GS_ASSERT(n > 0);
+        got += (size_t)n;
+    }
+    GS_ASSERT(got > 0);
+    GS_ASSERT_EQ(st.aborts, 0); /* within the pending cap and still reading */
+    cli_close(&c);
+    GS_ASSERT(th_wait_int(&h, &st.finals, 1, 3000));
+    GS_ASSERT_EQ(th_stop(&h), 0);
+}
+
 static void test_pipeline_backpressure(void)
 {
     gs_http_params p = params();
@@ -777,6 +859,9 @@ int main(void)
     GS_RUN(test_limits_and_malformed);
     GS_RUN(test_timeouts);
     GS_RUN(test_client_abort_mid_stream);
+    GS_RUN(test_send_timeout);
+    GS_RUN(test_stream_pending_cap);
+    GS_RUN(test_slow_reader_that_reads_stays);
     GS_RUN(test_expect_continue);
     GS_RUN(test_http10_and_close);
     GS_RUN(test_drain);
