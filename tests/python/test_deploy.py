@@ -586,6 +586,9 @@ def test_k8s_manifests_fit_together():
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                                  "name": f"glmserve-worker-{arch}"}
         assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        # the HPA owns the count: a `replicas` in the Deployment would reset
+        # it at every `kubectl apply`
+        assert "replicas" not in d[("Deployment", f"glmserve-worker-{arch}")]["spec"]
         ms.add(hpa["spec"]["metrics"][0]["external"]["metric"]["name"])
     assert len(ms) == 1
     m = ms.pop()
