@@ -53,6 +53,8 @@ static const directive table[] = {
     {"max_queue", T_INT, F(max_queue), 1, 1 << 20, 0, "N  jobs queued per worker (64)"},
     {"max_model_len", T_INT, F(max_model_len), 0, 1 << 24, 0, "N  tokens per sequence"},
     {"kv_memory", T_INT, F(kv_memory), 0, 1 << 30, 0, "MIB  KV cache per worker"},
+    {"encoder_cache_mb", T_INT, F(encoder_cache_mb), 0, 1 << 30, 0,
+     "MIB  image embeddings kept per worker for reuse (256)"},
     {"dummy_weights", T_BOOL, F(dummy_weights), 0, 0, 0, "  random weights (benchmarks)"},
     {"graphs", T_STR, F(graphs), 0, 0, 0, "auto|on|off  decode graphs"},
     {"weights", T_STR, F(weights), 0, 0, 0, "bf16|int8|int4|auto  weight format (the folder's)"},

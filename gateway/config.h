@@ -25,7 +25,8 @@
  *                           (glmserve-worker --connect URL); gateway i
  *                           listens on port + i (tcp) or path-i (ipc)
  *   max_seqs (64), max_queue (64), max_model_len (0: the model's),
- *   kv_memory (0: the worker's default; MiB), dummy_weights (false),
+ *   kv_memory (0: the worker's default; MiB), encoder_cache_mb (0: the
+ *                           worker's default, 256), dummy_weights (false),
  *   graphs ("auto")         passed to every local worker
  *   weights ("")            bf16 | int8 | int4 | auto: the workers' weight
  *                           format (docs/quantization.md); "": the folder's own
@@ -77,7 +78,7 @@ typedef struct {
     char remote_workers[GS_CONFIG_MAX_REMOTE][256];
     char worker_listen[256];
     int n_remote_workers;
-    int max_seqs, max_queue, max_model_len, kv_memory, dummy_weights;
+    int max_seqs, max_queue, max_model_len, kv_memory, encoder_cache_mb, dummy_weights;
     char graphs[16];
     char weights[16], gpu_memory[32];
     int stream_interval_us;

@@ -210,6 +210,8 @@ static void exec_worker(master *m, child *c)
         NUM("--max-model-len", g->max_model_len);
     if (g->kv_memory)
         NUM("--kv-memory", g->kv_memory);
+    if (g->encoder_cache_mb)
+        NUM("--encoder-cache", g->encoder_cache_mb);
     if (g->dummy_weights)
         ARG("--dummy-weights");
     if (g->weights[0]) {

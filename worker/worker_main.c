@@ -4,7 +4,8 @@
  *   glmserve-worker --model DIR (--listen URL | --connect URL)...
  *       [--backend cpu|cuda] [--device N] [--threads N] [--name S]
  *       [--served-model-name S] [--max-seqs N] [--max-queue N]
- *       [--max-model-len N] [--kv-memory MIB] [--token-budget N]
+ *       [--max-model-len N] [--kv-memory MIB] [--encoder-cache MIB]
+ *       [--token-budget N]
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
  *       [--stream-interval-us N] [--resolve-interval S]
  *       [--max-images N] [--dummy-weights] [--graphs auto|on|off]
@@ -62,6 +63,7 @@ typedef struct {
     int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs, stream_us;
     int resolve_s;
     long kv_mib;
+    long enc_mib; /* --encoder-cache; 0: the engine's default (256) */
     gs_weight_format weights;
     size_t gpu_memory;
 } options;
@@ -72,6 +74,7 @@ static void usage(FILE *f)
                "       [--backend cpu|cuda] [--device N] [--threads N] [--name S]\n"
                "       [--served-model-name S] [--max-seqs N] [--max-queue N]\n"
                "       [--max-model-len N] [--kv-memory MIB] [--token-budget N]\n"
+               "       [--encoder-cache MIB (image embeddings kept; default 256)]\n"
                "       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]\n"
                "       [--stream-interval-us N (0: every step; default 10000)]\n"
                "       [--resolve-interval S (--connect names, default 10)]\n"
@@ -156,6 +159,10 @@ static int parse_args(int argc, char **argv, options *o)
             if (int_arg(a, v, 1, 1L << 30, &x))
                 return -1;
             o->kv_mib = x;
+        } else if (!strcmp(a, "--encoder-cache")) {
+            if (int_arg(a, v, 1, 1L << 30, &x))
+                return -1;
+            o->enc_mib = x;
         } else if (!strcmp(a, "--model")) {
             o->model = v;
         } else if (!strcmp(a, "--backend")) {
@@ -275,13 +282,13 @@ static void *signal_main(void *arg)
 /* --gpu-memory: what the KV cache leaves free of the budget (the weights
  * are in already): the activations of a prefill step of token_budget
  * tokens and of a decode step of max_seqs (its graph workspace), the
- * encoder cache (256 MiB, the engine's default) and a margin of 2% of the
+ * encoder cache (--encoder-cache, 256 MiB by default) and a margin of 2% of the
  * budget (at least 64 MiB) for allocator slack. Logs the split. */
 static size_t memory_split(const gs_model *m, const options *o)
 {
     int32_t budget = o->token_budget ? o->token_budget : 512, seqs = o->max_seqs ? o->max_seqs : 64;
     size_t act = gs_model_act_bytes(m, budget, seqs) + gs_model_act_bytes(m, seqs, seqs);
-    size_t enc = (size_t)256 << 20, fr = 0, tot = 0;
+    size_t enc = (size_t)(o->enc_mib > 0 ? o->enc_mib : 256) << 20, fr = 0, tot = 0;
     gs_model_mem_info(m, &fr, &tot);
     size_t margin = tot / 50 > ((size_t)64 << 20) ? tot / 50 : (size_t)64 << 20;
     size_t reserve = act + enc + margin;
@@ -401,6 +408,7 @@ int main(int argc, char **argv)
      * leaves after the weights and the activation reserve; else half the
      * free device memory on CUDA and 1 GiB on the CPU (where "free memory"
      * is the whole host's). */
+    sp.engine.encoder_cache_bytes = (size_t)o.enc_mib << 20; /* 0: the engine's default */
     if (o.kv_mib > 0)
         sp.engine.kv_bytes = (size_t)o.kv_mib << 20;
     else if (o.gpu_memory)

@@ -32,9 +32,11 @@ def own_chats(run_dir, index):
 
 
 def test_metrics_are_summed_over_gateways(build_dir, fixtures, tmp_path):
-    svc = Service(build_dir, fixtures / "tiny-glm4v", tmp_path, gateways=2)
+    # (--encoder-cache-mb: a master key passed on to the workers)
+    svc = Service(build_dir, fixtures / "tiny-glm4v", tmp_path, "--encoder-cache-mb", 5, gateways=2)
     run_dir = tmp_path / "run"
     try:
+        assert "encoder cache 5 MiB" in svc.log_text()
         n = 16
         for i in range(n):  # a new connection each: the kernel spreads them over both
             st, body = svc.chat([{"role": "user", "content": f"Say {i}"}], max_tokens=3,

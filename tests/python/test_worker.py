@@ -278,3 +278,20 @@ def test_bench_both_paths_alternate_and_agree(build_dir, fixtures, worker, tmp_p
     assert [(x["path"], x["concurrency"], x["ok"]) for x in rows] == [
         ("inproc", 1, 7), ("ipc", 1, 7), ("inproc", 3, 7), ("ipc", 3, 7)]
     assert all(x["tokens_per_s"] > 0 and x["client_job_p50_ms"] > 0 for x in rows)
+
+
+def test_encoder_cache_size_is_a_flag(build_dir, fixtures, tmp_path):
+    """--encoder-cache MIB sizes the cache of image embeddings (logged), and
+    an image job is served with it; 0 is refused with the flag's name."""
+    w = Worker(build_dir, fixtures / "tiny-glm4v", tmp_path, "--encoder-cache", 3)
+    try:
+        res, _ = bench(build_dir, w.url, "--image", fixtures / "ref" / "images" /
+                       "small_100x140.jpg", "--max-tokens", 4, "--requests", 2)
+        assert [r["finish"] for r in res] == ["length", "length"]
+        assert "encoder cache 3 MiB" in w.log_text()
+    finally:
+        assert w.stop() == 0
+    r = subprocess.run([str(build_dir / "worker" / "glmserve-worker"), "--model",
+                        str(fixtures / "tiny-glm4v"), "--listen", "ipc://" + str(tmp_path / "x"),
+                        "--encoder-cache", "0"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--encoder-cache" in r.stderr

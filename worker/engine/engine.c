@@ -152,9 +152,10 @@ int gs_engine_new(const gs_engine_params *p, gs_engine **out, gs_diag *d)
         gs_model_set_abort(e->model, p->should_abort, p->abort_user);
     gs_engine__publish_stats(e);
     gs_log_info("engine: %d KV pages x %d tokens (%.1f MB), budget %d tokens, %d seqs, "
-                "prefix cache %s",
+                "prefix cache %s, encoder cache %zu MiB",
                 n_pages - 1, e->page_size, (double)page_bytes * n_pages / 1e6, sp.token_budget,
-                sp.max_seqs, e->pc ? "on" : "off");
+                sp.max_seqs, e->pc ? "on" : "off",
+                (p->encoder_cache_bytes ? p->encoder_cache_bytes : (size_t)256 << 20) >> 20);
     *out = e;
     return 0;
 }
