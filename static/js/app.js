@@ -7,7 +7,7 @@
 // URL parameters (for demos and tests): max_tokens, temperature, top_p,
 // top_k, seed, ignore_eos=1, lang=en|zh.
 
-import { t, setLang, getLang, applyI18n } from "./i18n.js";
+import { t, msg as tmsg, setLang, getLang, applyI18n, tClear, tSet } from "./i18n.js";
 import { Connection } from "./connection.js";
 import { Conversation, showQuestion, AnswerView } from "./chat.js";
 import { Composer } from "./composer.js";
@@ -37,8 +37,10 @@ function storage(get, key, value) {
 
 // ---- the banner ---------------------------------------------------------------------------
 
-function alertShow(text, sticky = false) {
-  $("alert-text").textContent = text;
+/** Shows m ({key, vars}: i18n.js msg()) in the alert bar, in the page's
+ *  language (re-labelled when it switches). */
+function alertShow(m, sticky = false) {
+  tSet($("alert-text"), m.key, m.vars);
   $("alert").hidden = false;
   $("alert").dataset.sticky = sticky ? "1" : "";
 }
@@ -47,8 +49,8 @@ function alertHide() {
   $("alert").hidden = true;
 }
 
-function announce(text) {
-  $("live").textContent = text;
+function announce(s) {
+  $("live").textContent = s;
 }
 
 // ---- errors in plain words ----------------------------------------------------------------
@@ -61,19 +63,19 @@ function retryAfter(msg) {
 
 function plainError(msg) {
   const status = msg.status;
-  const text = msg.message || "";
-  if (msg.type === "lost") return t("err.lostAnswer");
-  if (status === 401) return t("err.401");
+  const message = msg.message || "";
+  if (msg.type === "lost") return tmsg("err.lostAnswer");
+  if (status === 401) return tmsg("err.401");
   if (status === 429) {
     const s = retryAfter(msg);
-    return s ? t("err.429", { s }) : t("err.429any");
+    return s ? tmsg("err.429", { s }) : tmsg("err.429any");
   }
-  if (status === 503) return t("err.503");
-  if (status === 413 || status === 415 || (status === 400 && /image/i.test(text))) {
-    return t("err.image", { msg: text });
+  if (status === 503) return tmsg("err.503");
+  if (status === 413 || status === 415 || (status === 400 && /image/i.test(message))) {
+    return tmsg("err.image", { msg: message });
   }
-  if (status === 400) return t("err.400", { msg: text });
-  return t("err.other", { status: status || "?", msg: text });
+  if (status === 400) return tmsg("err.400", { msg: message });
+  return tmsg("err.other", { status: status || "?", msg: message });
 }
 
 // ---- asking -------------------------------------------------------------------------------
@@ -118,10 +120,10 @@ async function startAsk() {
   await composer.pending; // images still being decoded
   const peek = composer.input.value.trim();
   if (!peek && !composer.images.length) return;
-  if (!conn) return alertShow(t("err.noWs"));
+  if (!conn) return alertShow(tmsg("err.noWs"));
   if (!conn.ready) {
     if (conn.state === "key") return openKeyDialog();
-    return alertShow(t("err.offline"));
+    return alertShow(tmsg("err.offline"));
   }
   alertHide();
   const { text, images } = composer.take();
@@ -163,7 +165,7 @@ function onAnswer(id, msg) {
     view.fail(plainError(msg));
     conv.pop();
     composer.restore(text, images);
-    if (msg.status === 401) openKeyDialog(t("err.401"));
+    if (msg.status === 401) openKeyDialog(tmsg("err.401"));
   }
   scrollDown(false);
   if (document.activeElement === document.body || document.activeElement === $("stop")) {
@@ -191,11 +193,13 @@ function newChat() {
 
 // ---- the key ------------------------------------------------------------------------------
 
+/** reason: why (msg() of i18n.js), or none. */
 function openKeyDialog(reason) {
   const d = $("key-dialog");
   $("key-button").hidden = false;
   $("key-error").hidden = !reason;
-  $("key-error").textContent = reason || "";
+  if (reason) tSet($("key-error"), reason.key, reason.vars);
+  else tClear($("key-error"));
   $("key-input").value = storage(true, KEY_STORE) || "";
   if (!d.open) d.showModal();
   $("key-input").focus();
@@ -225,7 +229,7 @@ function onConnState(ev) {
   badge.querySelector(".conn-text").textContent = t(`conn.${state}`);
   if (state === "closed" && conn.everOpen) {
     wasLost = true;
-    alertShow(t("err.lost", { s: Math.max(1, Math.round(retryIn / 1000)) }), true);
+    alertShow(tmsg("err.lost", { s: Math.max(1, Math.round(retryIn / 1000)) }), true);
   } else if (state === "open" && wasLost) {
     wasLost = false;
     if ($("alert").dataset.sticky) alertHide();
@@ -235,13 +239,13 @@ function onConnState(ev) {
 
 function startConnection() {
   if (!info.ws) {
-    alertShow(t("err.noWs"), true); // a build without libwslay: nothing to talk to
+    alertShow(tmsg("err.noWs"), true); // a build without libwslay: nothing to talk to
     return;
   }
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   conn = new Connection(`${proto}//${location.host}/v1/ws`);
   conn.addEventListener("state", onConnState);
-  conn.addEventListener("keyrefused", () => openKeyDialog(t("key.refused")));
+  conn.addEventListener("keyrefused", () => openKeyDialog(tmsg("key.refused")));
   conn.addEventListener("notice", (ev) => alertShow(plainError(ev.detail)));
   const key = storage(true, KEY_STORE);
   if (key) conn.key = key;
@@ -274,7 +278,7 @@ const composer = new Composer({
   limit: () => info.max_images - conv.images().length,
   maxImages: () => info.max_images,
   maxBytes: () => info.max_body_mb * 1048576,
-  onError: (text) => alertShow(text),
+  onError: (m) => alertShow(m),
   onSubmit: ask,
 });
 

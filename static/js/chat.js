@@ -8,7 +8,7 @@
 // prefix cache makes the repeat cheap. Past answers go back as plain
 // assistant text; their thinking is not resent.
 
-import { t, ms } from "./i18n.js";
+import { ms, tAttr, tClear, tSet } from "./i18n.js";
 import { renderInto } from "./render.js";
 
 export class Conversation {
@@ -62,15 +62,17 @@ function el(tag, cls, text) {
 /** Appends the user's turn (text and image thumbnails) to the list. */
 export function showQuestion(list, text, images) {
   const li = el("li", "turn user");
-  li.append(el("span", "who visually-hidden", t("you")));
+  li.append(tSet(el("span", "who visually-hidden"), "you"));
   const bubble = el("div", "bubble");
   if (images.length) {
     const row = el("div", "pics");
     images.forEach((img, i) => {
       const im = el("img");
       im.src = img.url;
-      im.alt = img.name || t("image", { n: i + 1 });
-      im.title = img.resized ? t("resized", { name: img.name, w: img.width, h: img.height }) : img.name;
+      if (img.name) im.alt = img.name;
+      else tAttr(im, "alt", "image", { n: i + 1 });
+      if (img.resized) tAttr(im, "title", "resized", { name: img.name, w: img.width, h: img.height });
+      else im.title = img.name;
       row.append(im);
     });
     bubble.append(row);
@@ -88,15 +90,15 @@ export class AnswerView {
   constructor(list) {
     this.li = el("li", "turn assistant");
     this.li.setAttribute("aria-busy", "true");
-    this.li.append(el("span", "who visually-hidden", t("assistant")));
+    this.li.append(tSet(el("span", "who visually-hidden"), "assistant"));
     this.think = el("details", "thinking");
     this.think.hidden = true;
-    this.thinkSummary = el("summary", null, t("think.live"));
+    this.thinkSummary = tSet(el("summary"), "think.live");
     this.thinkBody = el("div", "think-text");
     this.think.append(this.thinkSummary, this.thinkBody);
     this.body = el("div", "answer md");
     this.status = el("p", "status");
-    this.status.append(el("span", "pulse"), el("span", "status-text", t("waiting")));
+    this.status.append(el("span", "pulse"), tSet(el("span", "status-text"), "waiting"));
     this.stats = el("p", "stats");
     this.stats.hidden = true;
     this.li.append(this.think, this.body, this.status, this.stats);
@@ -108,22 +110,26 @@ export class AnswerView {
     this.tThinkEnd = 0;
     this.pieces = 0;
     this.frame = 0;
+    this.finishKey = "";
   }
 
-  setStatus(text) {
-    this.status.hidden = !text;
-    this.status.lastChild.textContent = text || "";
+  /** The status line: key (with vars), or none. */
+  setStatus(key, vars) {
+    this.status.hidden = !key;
+    if (key) tSet(this.status.lastChild, key, vars);
+    else tClear(this.status.lastChild);
   }
 
   queued(position) {
-    this.setStatus(position > 0 ? t("queued", { n: position }) : t("prefill"));
+    if (position > 0) this.setStatus("queued", { n: position });
+    else this.setStatus("prefill");
   }
 
   delta(msg) {
     const now = performance.now();
     if (!this.tFirst) {
       this.tFirst = now;
-      this.setStatus("");
+      this.setStatus(null);
     }
     this.pieces++;
     if (msg.reasoning) {
@@ -140,18 +146,25 @@ export class AnswerView {
   paint() {
     this.frame = 0;
     this.thinkBody.textContent = this.reasoning;
-    if (this.reasoning) {
-      this.thinkSummary.textContent = this.tThinkEnd
-        ? t("think.done", { s: ((this.tThinkEnd - this.tFirst) / 1000).toFixed(1) })
-        : t("think.live");
-    }
+    if (this.reasoning) this.labelThinking();
     renderInto(this.body, this.content);
     this.showStats();
   }
 
+  labelThinking() {
+    if (this.tThinkEnd) {
+      tSet(this.thinkSummary, "think.done",
+        { s: ((this.tThinkEnd - this.tFirst) / 1000).toFixed(1) });
+    } else {
+      tSet(this.thinkSummary, "think.live");
+    }
+  }
+
+  /** The numbers line: each part its own translatable span. */
   showStats(done) {
     const bits = [];
-    if (this.tFirst) bits.push(t("ttft", { v: ms(this.tFirst - this.t0) }));
+    if (this.finishKey) bits.push([this.finishKey, {}, "finish"]);
+    if (this.tFirst) bits.push(["ttft", { v: ms(this.tFirst - this.t0) }]);
     let tokens = this.pieces;
     let rate = 0;
     if (done && done.usage) {
@@ -162,10 +175,15 @@ export class AnswerView {
       const span = performance.now() - this.tFirst;
       if (span > 0) rate = (this.pieces - 1) / (span / 1000);
     }
-    if (tokens) bits.push(t("tokens", { n: tokens }));
-    if (rate) bits.push(t("speed", { v: rate >= 100 ? Math.round(rate) : rate.toFixed(1) }));
+    if (tokens) bits.push(["tokens", { n: tokens }]);
+    if (rate) bits.push(["speed", { v: rate >= 100 ? Math.round(rate) : rate.toFixed(1) }]);
     this.stats.hidden = bits.length === 0;
-    this.stats.textContent = bits.join(" · ");
+    const parts = [];
+    bits.forEach(([key, vars, cls], i) => {
+      if (i) parts.push(" · ");
+      parts.push(tSet(el("span", cls), key, vars));
+    });
+    this.stats.replaceChildren(...parts);
   }
 
   /** The ask's done message arrived. */
@@ -176,29 +194,23 @@ export class AnswerView {
     this.think.open = false;
     if (this.reasoning && !this.tThinkEnd) {
       this.tThinkEnd = performance.now();
-      this.thinkSummary.textContent = t("think.done", {
-        s: ((this.tThinkEnd - this.tFirst) / 1000).toFixed(1),
-      });
+      this.labelThinking();
     }
-    this.showStats(msg);
     this.li.dataset.finish = msg.finish_reason || "";
-    const note = { cancelled: "finish.cancelled", length: "finish.length" }[msg.finish_reason];
-    if (note) {
-      const n = el("span", "finish", t(note));
-      this.stats.hidden = false;
-      this.stats.prepend(n, this.stats.textContent ? " · " : "");
-    }
-    this.setStatus("");
+    this.finishKey = { cancelled: "finish.cancelled", length: "finish.length" }[msg.finish_reason]
+      || "";
+    this.showStats(msg);
+    this.setStatus(null);
   }
 
-  /** The ask failed: text says why, in plain words. */
-  fail(text) {
+  /** The ask failed: m ({key, vars}: msg()) says why, in plain words. */
+  fail(m) {
     if (this.frame) cancelAnimationFrame(this.frame);
     this.paint();
     this.li.removeAttribute("aria-busy");
     this.li.classList.add("failed");
-    this.setStatus("");
-    const p = el("p", "error", text);
+    this.setStatus(null);
+    const p = tSet(el("p", "error"), m.key, m.vars);
     p.setAttribute("role", "alert");
     this.li.append(p);
   }

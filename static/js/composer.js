@@ -4,12 +4,12 @@
 // Shift+Enter starts a new line (and Enter while an input method is
 // composing, e.g. pinyin, is left to it).
 
-import { t } from "./i18n.js";
+import { msg, tAttr } from "./i18n.js";
 import { prepareImage, releaseImage, ImageError } from "./images.js";
 
 export class Composer {
   /** opts: {limit(): images still allowed, maxBytes(): per image,
-   *  onError(text), onSubmit()} */
+   *  onError(m: a msg() of i18n.js), onSubmit()} */
   constructor(opts) {
     this.opts = opts;
     this.images = [];
@@ -84,7 +84,7 @@ export class Composer {
     this.pending = this.pending.then(async () => {
       for (const f of files) {
         if (this.opts.limit() - this.images.length <= 0) {
-          this.opts.onError(t("err.tooMany", { n: this.opts.maxImages() }));
+          this.opts.onError(msg("err.tooMany", { n: this.opts.maxImages() }));
           break;
         }
         try {
@@ -92,7 +92,7 @@ export class Composer {
           const max = this.opts.maxBytes();
           if (max && img.blob.size > max) {
             releaseImage(img);
-            this.opts.onError(t("err.tooBig", {
+            this.opts.onError(msg("err.tooBig", {
               name: img.name, mb: (img.blob.size / 1048576).toFixed(1), max: max / 1048576,
             }));
             continue;
@@ -100,7 +100,7 @@ export class Composer {
           this.images.push(img);
         } catch (e) {
           if (!(e instanceof ImageError)) throw e;
-          this.opts.onError(t(e.kind === "notImage" ? "err.notImage" : "err.unreadable",
+          this.opts.onError(msg(e.kind === "notImage" ? "err.notImage" : "err.unreadable",
             { name: e.fileName }));
         }
       }
@@ -116,12 +116,12 @@ export class Composer {
       const im = document.createElement("img");
       im.src = img.url;
       im.alt = img.name;
-      im.title = img.resized ? t("resized", { name: img.name, w: img.width, h: img.height })
-        : img.name;
+      if (img.resized) tAttr(im, "title", "resized", { name: img.name, w: img.width, h: img.height });
+      else im.title = img.name;
       const rm = document.createElement("button");
       rm.type = "button";
       rm.className = "remove";
-      rm.setAttribute("aria-label", t("removeImage", { n: i + 1 }));
+      tAttr(rm, "aria-label", "removeImage", { n: i + 1 });
       rm.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M7 7l10 10M17 7L7 17"/></svg>';
       rm.addEventListener("click", () => {
         releaseImage(this.images.splice(i, 1)[0]);

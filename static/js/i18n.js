@@ -165,14 +165,54 @@ export function setLang(l) {
   document.dispatchEvent(new CustomEvent("langchange", { detail: l }));
 }
 
-/** Fills every data-i18n / data-i18n-attr element under root. */
+/** A text to show in whatever language is current then: key and vars. */
+export function msg(key, vars = {}) {
+  return { key, vars };
+}
+
+/** Sets el's text to key (vars filled) and keeps both on el, so that a
+ *  language switch re-labels it (applyI18n). Returns el. */
+export function tSet(el, key, vars = {}) {
+  el.dataset.i18n = key;
+  if (Object.keys(vars).length) el.dataset.i18nVars = JSON.stringify(vars);
+  else delete el.dataset.i18nVars;
+  el.textContent = t(key, vars);
+  return el;
+}
+
+/** The same for one attribute of el (alt, title, aria-label). */
+export function tAttr(el, attr, key, vars = {}) {
+  const pairs = (el.dataset.i18nAttr ? el.dataset.i18nAttr.split(";") : [])
+    .filter((p) => p.split(":")[0] !== attr);
+  pairs.push(`${attr}:${key}`);
+  el.dataset.i18nAttr = pairs.join(";");
+  const all = el.dataset.i18nAttrVars ? JSON.parse(el.dataset.i18nAttrVars) : {};
+  all[attr] = vars;
+  el.dataset.i18nAttrVars = JSON.stringify(all);
+  el.setAttribute(attr, t(key, vars));
+  return el;
+}
+
+/** Plain text on el (a user's words, or nothing): no longer re-labelled. */
+export function tClear(el, text = "") {
+  delete el.dataset.i18n;
+  delete el.dataset.i18nVars;
+  el.textContent = text;
+  return el;
+}
+
+/** Fills every data-i18n / data-i18n-attr element under root, with the
+ *  vars kept beside them (tSet, tAttr). */
 export function applyI18n(root) {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
-  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n]")) {
+    el.textContent = t(el.dataset.i18n, el.dataset.i18nVars ? JSON.parse(el.dataset.i18nVars) : {});
+  }
   for (const el of root.querySelectorAll("[data-i18n-attr]")) {
+    const vars = el.dataset.i18nAttrVars ? JSON.parse(el.dataset.i18nAttrVars) : {};
     for (const pair of el.dataset.i18nAttr.split(";")) {
       const [attr, key] = pair.split(":");
-      el.setAttribute(attr, t(key));
+      el.setAttribute(attr, t(key, vars[attr] || {}));
     }
   }
 }

@@ -597,3 +597,33 @@ def test_language_follows_the_browser_and_switches(svc, browser, shots):
         page.screenshot(path=str(shots / "en-phone-empty.png"))
     finally:
         t.close()
+
+
+def test_switching_language_relabels_what_is_shown(svc, tab, tmp_path):
+    """Text shown before a switch (an answer's numbers and finish note, the
+    hidden speaker labels, an error in the alert bar) follows the switch;
+    the words of the question and the answer do not change."""
+    page = tab.open(svc, "max_tokens=5&ignore_eos=1&lang=en")
+    ask(page, "Hello there")
+    a = wait_finished(page, "length")
+    stats = a.locator(".stats")
+    expect(stats).to_contain_text("Stopped at the length limit")
+    expect(stats).to_contain_text("5 tokens")
+    expect(page.locator(".turn.user .who")).to_have_text("You")
+    answer = a.locator(".answer").inner_text()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    pick(page, notes)
+    expect(page.locator("#alert")).to_contain_text("“notes.txt” is not an image")
+    page.locator("#lang").click()
+    expect(stats).to_contain_text("已达长度上限")
+    expect(stats).to_contain_text("5 个词元")
+    expect(stats).not_to_contain_text("tokens")
+    expect(page.locator(".turn.user .who")).to_have_text("你")
+    expect(a.locator(".who")).to_have_text("回答")
+    expect(page.locator("#alert")).to_contain_text("“notes.txt” 不是图片")
+    assert a.locator(".answer").inner_text() == answer
+    expect(page.locator(".turn.user .text")).to_have_text("Hello there")
+    page.locator("#lang").click()  # and back
+    expect(stats).to_contain_text("Stopped at the length limit")
+    expect(page.locator("#alert")).to_contain_text("“notes.txt” is not an image")
