@@ -24,7 +24,10 @@ def scrape(svc):
 
 def own_chats(run_dir, index):
     """Chat requests gateway `index` itself answered, from its snapshot file."""
-    snap = json.loads((run_dir / f"metrics-gateway-{index}.json").read_text())
+    path = run_dir / f"metrics-gateway-{index}.json"
+    if not path.exists():
+        return 0
+    snap = json.loads(path.read_text())
     for m in snap["metrics"]:
         if m["name"] == "glmserve:requests_total":
             return sum(int(s["v"]) for s in m["series"] if s["l"] == ["/v1/chat/completions", "200"])
@@ -42,7 +45,9 @@ def test_metrics_are_summed_over_gateways(build_dir, fixtures, tmp_path):
             st, body = svc.chat([{"role": "user", "content": f"Say {i}"}], max_tokens=3,
                                 temperature=0)
             assert st == 200, body
-        time.sleep(1.5)  # each gateway writes its snapshot once a second
+        end = time.time() + 20  # each gateway writes its snapshot once a second
+        while time.time() < end and own_chats(run_dir, 0) + own_chats(run_dir, 1) < n:
+            time.sleep(0.2)
         per = [own_chats(run_dir, 0), own_chats(run_dir, 1)]
         assert sum(per) == n and min(per) > 0, per  # both answered some
         for _ in range(8):  # whichever gateway answers, it reports all of them
