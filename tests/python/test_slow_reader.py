@@ -2,17 +2,14 @@
 WebSocket): once it takes none of the waiting bytes for send_timeout, the
 gateway drops it and cancels its job (the worker's pages come back);
 other clients are served as before."""
-import base64
-import hashlib
 import json
-import os
 import socket
 import time
 
 import pytest
 
 from service import Service
-from test_ws import GUID, frame
+from test_ws import frame, raw_open
 
 
 def metric(svc, name):
@@ -81,18 +78,7 @@ def test_an_sse_client_that_stops_reading_is_closed_and_its_job_cancelled(svc):
 
 def test_a_websocket_that_stops_reading_is_dropped_and_its_ask_cancelled(svc):
     before = metric(svc, 'glmserve:requests_finished_total{finish_reason="cancelled"}')
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, never read
-    sock.connect((svc.host, svc.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
-    assert head.startswith(b"HTTP/1.1 101 ") and accept.encode() in head, head
+    sock = raw_open(svc, rcvbuf=4096)  # a small window, never read
     ask = {"type": "ask", "id": "a", "messages": [{"role": "user", "content": "Go on."}],
            "max_tokens": 30000, "temperature": 0, "ignore_eos": True}
     sock.sendall(frame(0x1, json.dumps(ask).encode()))

@@ -86,8 +86,14 @@ def close_code(ws, timeout=10):
 
 # ---- raw sockets (frames the websockets package will not send) -------------------------------
 
-def raw_open(s):
-    sock = socket.create_connection((s.host, s.port), timeout=10)
+def raw_open(s, rcvbuf=None):
+    """A WebSocket handshake on a plain socket (rcvbuf: its receive buffer,
+    set before the connect so that the window is that small)."""
+    sock = socket.socket()
+    sock.settimeout(10)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect((s.host, s.port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET /v1/ws HTTP/1.1\r\nHost: {s.host}:{s.port}\r\nUpgrade: websocket\r\n"
                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
