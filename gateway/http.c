@@ -183,8 +183,8 @@ static void on_conn_timer(uv_timer_t *t)
 
 void gs__http_conn_timer(gs_http_conn *c, gs_http_tmode mode)
 {
-    if (c->closing)
-        return;
+    if (c->closing || c->handed_over)
+        return; /* (after a hand-over the timer is closed and c->s is gone) */
     if (c->drop)
         mode = GS_TM_DROP; /* nothing postpones it */
     c->tmode = mode;

@@ -175,7 +175,7 @@ static void on_write(uv_write_t *w, int status)
         gs__http_conn_close(c); /* the client is gone: abort, close */
     }
     free(q);
-    if (c->tmode == GS_TM_SEND && c->pending == 0)
+    if (c->tmode == GS_TM_SEND && c->pending == 0 && !c->handed_over)
         gs__http_conn_timer(c, GS_TM_NONE); /* all taken: the handler owns the time again */
     if (!c->closing && !c->handed_over && c->phase <= GS_PH_BODY && c->in_off < c->in_len &&
         c->pending < GS_HTTP_PARSE_PENDING_MAX)
