@@ -30,6 +30,7 @@
 #define RESOLVE_RETRY_MS 500 /* first retry of a name that does not resolve */
 #define RESOLVE_SOON_MS 1000 /* re-resolution after a drop: not before this */
 #define BUSY_POLL_MS 200     /* how often a retired connection's jobs are counted */
+#define RETIRE_MISSES 2      /* good answers in a row without an address: it left DNS */
 
 struct name;
 
@@ -41,6 +42,7 @@ typedef struct target {
     pthread_t th;
     int done;            /* its thread has ended (join pending) */
     int retired;         /* gone from DNS */
+    int misses;          /* good answers in a row without this address */
     int closed;          /* the current connection's on_close has run */
     gs_ipc_conn_cbs cbs; /* forwarding callbacks, user = this target */
 } target;
@@ -214,14 +216,23 @@ static int held_elsewhere(const name *nm, const char *url)
     return 0;
 }
 
-/* With dl->mu held: retires the targets whose address is not in set,
- * takes back those that are, and starts a target for each new address. */
+/* With dl->mu held: retires the targets whose address is missing from
+ * set and was missing from the answer before too (one partial answer, a
+ * truncated reply or a pod's brief readiness flap, does not cut a gateway
+ * off), takes back those that are in set, and starts a target for each
+ * new address. */
 static void follow(name *nm, const gs_addr_set *set)
 {
     gs_dialer *dl = nm->dl;
-    for (target *t = nm->targets; t; t = t->next)
-        if (!t->done)
-            t->retired = !gs_addr_set_has(set, t->url);
+    for (target *t = nm->targets; t; t = t->next) {
+        if (t->done)
+            continue;
+        if (gs_addr_set_has(set, t->url))
+            t->misses = 0;
+        else if (t->misses < RETIRE_MISSES)
+            t->misses++;
+        t->retired = t->misses >= RETIRE_MISSES;
+    }
     for (int i = 0; i < set->n; i++) {
         target *t = nm->targets;
         while (t && (t->done || strcmp(t->url, set->url[i])))

@@ -15,7 +15,8 @@
  *
  * Addresses follow DNS:
  *   - a new address gets a thread and a connection;
- *   - an address missing from a successful answer is retired: without a
+ *   - an address missing from two successful answers in a row is retired
+ *     (one partial answer changes nothing): without a
  *     connection its thread ends; with one, hooks.retire(c, 1) has the
  *     server tell that gateway to send no more jobs (DRAIN), the
  *     connection stays until hooks.busy(c) says no job of that gateway is

@@ -300,6 +300,34 @@ static void test_every_address_is_dialed_and_dns_is_followed(void)
     teardown(dl);
 }
 
+/* One answer that lacks a gateway (a truncated reply, a readiness flap)
+ * retires nothing; the same absence in two answers in a row does. */
+static void test_one_partial_answer_retires_nothing(void)
+{
+    setup();
+    set_answer(1, 1, 0);
+    gs_dialer *dl = start(150);
+    GS_ASSERT(dl);
+    GS_ASSERT(wait_connected(dl, 2));
+    for (int k = 0; k < 5; k++) { /* gateway 1 missing from every other answer */
+        pthread_mutex_lock(&mu);
+        int n = n_resolves;
+        answer[1] = 0;
+        pthread_mutex_unlock(&mu);
+        GS_ASSERT(wait_eq(&n_resolves, n + 1));
+        set_answer(1, 1, 0);
+        pthread_mutex_lock(&mu);
+        n = n_resolves;
+        pthread_mutex_unlock(&mu);
+        GS_ASSERT(wait_eq(&n_resolves, n + 1));
+    }
+    GS_ASSERT_EQ(get(&retired_on[1]), 0);
+    GS_ASSERT_EQ(gs_dialer_connected(dl), 2);
+    set_answer(1, 0, 0); /* now it is gone */
+    GS_ASSERT(wait_eq(&retired_on[1], 1));
+    teardown(dl);
+}
+
 static void test_a_drop_is_redialed_and_resolved_again_soon(void)
 {
     setup();
@@ -393,6 +421,7 @@ int main(void)
     }
     GS_RUN(test_malformed_url_is_refused);
     GS_RUN(test_every_address_is_dialed_and_dns_is_followed);
+    GS_RUN(test_one_partial_answer_retires_nothing);
     GS_RUN(test_a_drop_is_redialed_and_resolved_again_soon);
     GS_RUN(test_two_names_for_one_gateway_dial_it_once);
     return gs_test_summary();
