@@ -14,6 +14,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/bytes.h"
+
 typedef enum { T_STR, T_INT, T_BOOL, T_NUM, T_URLS } ctype;
 
 typedef struct {
@@ -275,29 +277,6 @@ int gs_config_host_is_loopback(const char *h)
            !strcmp(h, "[::1]");
 }
 
-/* A byte size as the worker's --gpu-memory reads it (gs_parse_bytes): a
- * number with an optional K/M/G/T suffix (KB/KiB/... and B too), at least
- * one byte and below 2^64 bytes. */
-static int size_ok(const char *s)
-{
-    char *end;
-    if (!(*s >= '0' && *s <= '9'))
-        return 0;
-    double v = strtod(s, &end);
-    static const struct {
-        const char *suf;
-        int shift;
-    } sufs[] = {{"", 0},     {"b", 0},   {"k", 10},   {"kb", 10}, {"kib", 10},
-                {"m", 20},   {"mb", 20}, {"mib", 20}, {"g", 30},  {"gb", 30},
-                {"gib", 30}, {"t", 40},  {"tb", 40},  {"tib", 40}};
-    for (size_t i = 0; i < sizeof sufs / sizeof *sufs; i++)
-        if (!strcasecmp(end, sufs[i].suf)) {
-            double b = v * (double)((uint64_t)1 << sufs[i].shift);
-            return b >= 1.0 && b < 1.8e19;
-        }
-    return 0;
-}
-
 int gs_config_check(const gs_config *c, gs_diag *d)
 {
     if (!c->model[0])
@@ -310,7 +289,8 @@ int gs_config_check(const gs_config *c, gs_diag *d)
         strcmp(c->weights, "int4") && strcmp(c->weights, "auto"))
         return gs_diag_set(d, GS_ECONFIG, "weights must be bf16, int8, int4 or auto, got '%s'",
                            c->weights);
-    if (c->gpu_memory[0] && !size_ok(c->gpu_memory))
+    size_t gpu_bytes;
+    if (c->gpu_memory[0] && gs_parse_bytes(c->gpu_memory, &gpu_bytes)) /* as the worker reads it */
         return gs_diag_set(d, GS_ECONFIG, "gpu_memory: expected a size like 15G or 10GiB, got '%s'",
                            c->gpu_memory);
     if (c->api_key_file[0] && c->no_auth)

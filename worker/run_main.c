@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/bytes.h"
 #include "common/clock.h"
 #include "common/file.h"
 #include "common/log.h"

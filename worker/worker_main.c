@@ -44,6 +44,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/bytes.h"
 #include "common/file.h"
 #include "common/log.h"
 #include "common/resolve.h"

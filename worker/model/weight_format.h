@@ -1,5 +1,5 @@
 /* weight_format.h - the weight formats a model can be served in
- * (--weights), and the byte sizes the memory flags take (--gpu-memory).
+ * (--weights); the byte sizes of --gpu-memory are common/bytes.h.
  *
  *   bf16  the checkpoint's own 16-bit weights (an F32 checkpoint stays F32)
  *   int8  W8A16: int8 weights, one F32 scale per output row (GS_DT_Q8)
@@ -27,11 +27,5 @@ typedef enum {
 const char *gs_weight_format_name(gs_weight_format f);
 /* Parses bf16 | int8 | int4 | auto. 0 or GS_EINVAL. */
 int gs_weight_format_parse(const char *s, gs_weight_format *out);
-
-/* A byte count: digits with an optional fraction and an optional suffix,
- * K/M/G/T (powers of 1024, also KiB..TiB, KB..TB read as the same binary
- * units) or B; "15G", "10GiB", "1.5g", "4096". 0 or GS_EINVAL (empty,
- * junk, zero, or over SIZE_MAX). */
-int gs_parse_bytes(const char *s, size_t *out);
 
 #endif

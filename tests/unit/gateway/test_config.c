@@ -105,6 +105,12 @@ static void test_cross_checks(void)
     char **f = ARGV("--model", "m", "--workers", "0");
     GS_ASSERT_EQ(gs_config_load(5, f, &c, &d), GS_ECONFIG);
     GS_ASSERT(strstr(d.msg, "no workers"));
+    /* gpu_memory is checked as the worker reads it (gs_parse_bytes) */
+    char **g = ARGV("--model", "m", "--gpu-memory", "10GiB");
+    GS_ASSERT_OK(gs_config_load(5, g, &c, &d));
+    char **h = ARGV("--model", "m", "--gpu-memory", "lots");
+    GS_ASSERT_EQ(gs_config_load(5, h, &c, &d), GS_ECONFIG);
+    GS_ASSERT(strstr(d.msg, "gpu_memory"));
     GS_ASSERT(gs_config_host_is_loopback("127.0.0.2") && gs_config_host_is_loopback("::1"));
     GS_ASSERT(!gs_config_host_is_loopback("10.0.0.1"));
 }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/bytes.h"
 #include "common/dtype.h"
 #include "common/log.h"
 #include "kernels/kernels.h"
