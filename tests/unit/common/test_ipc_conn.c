@@ -15,6 +15,7 @@
 
 #include "common/ipc_conn.h"
 #include "test.h"
+#include "thread_probe.h"
 
 #define NT 4 /* sender threads / order tracks */
 
@@ -597,42 +598,11 @@ static void test_listener_close_in_on_open(void)
     side_fini(&cli);
 }
 
-static void *noop(void *arg)
-{
-    return arg;
-}
-
-/* Whether a thread can start here, probed in a child with a deadline:
- * some qemu-user builds hang for ever in the first pthread_create, and
- * nng starts threads on first use. */
-static int threads_work(void)
-{
-    pid_t p = fork();
-    if (p < 0)
-        return 1; /* cannot tell: run the tests */
-    if (p == 0) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, noop, NULL) != 0)
-            _exit(1);
-        pthread_join(t, NULL);
-        _exit(0);
-    }
-    for (int i = 0; i < 500; i++) {
-        int st;
-        if (waitpid(p, &st, WNOHANG) == p)
-            return WIFEXITED(st) && WEXITSTATUS(st) == 0;
-        usleep(10000);
-    }
-    kill(p, SIGKILL);
-    waitpid(p, NULL, 0);
-    return 0;
-}
-
 int main(void)
 {
-    if (!threads_work()) {
+    if (!gs_test_threads_work()) {
         fprintf(stderr, "SKIP: threads do not start in this environment (qemu-user?)\n");
-        return 77; /* ctest SKIP_RETURN_CODE */
+        return GS_TEST_SKIP;
     }
     const char *t = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/gs_ipc_XXXXXX", t && *t ? t : P_tmpdir);

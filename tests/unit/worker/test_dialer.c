@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/ipc_conn.h"
 #include "test.h"
+#include "thread_probe.h"
 #include "worker/dialer.h"
 
 #define NG 3
@@ -382,42 +383,11 @@ static void test_malformed_url_is_refused(void)
     GS_ASSERT(strstr(d.msg, "tcp://gateways") != NULL);
 }
 
-static void *noop(void *arg)
-{
-    return arg;
-}
-
-/* Whether a thread can start here, probed in a child with a deadline:
- * some qemu-user builds hang for ever in the first pthread_create (as
- * test_ipc_conn.c says), and the dialer is threads. */
-static int threads_work(void)
-{
-    pid_t p = fork();
-    if (p < 0)
-        return 1; /* cannot tell: run the tests */
-    if (p == 0) {
-        pthread_t t;
-        if (pthread_create(&t, NULL, noop, NULL) != 0)
-            _exit(1);
-        pthread_join(t, NULL);
-        _exit(0);
-    }
-    for (int i = 0; i < 500; i++) {
-        int st;
-        if (waitpid(p, &st, WNOHANG) == p)
-            return WIFEXITED(st) && WEXITSTATUS(st) == 0;
-        usleep(10000);
-    }
-    kill(p, SIGKILL);
-    waitpid(p, NULL, 0);
-    return 0;
-}
-
 int main(void)
 {
-    if (!threads_work()) {
+    if (!gs_test_threads_work()) {
         fprintf(stderr, "SKIP: threads do not start in this environment (qemu-user?)\n");
-        return 77; /* ctest SKIP_RETURN_CODE */
+        return GS_TEST_SKIP;
     }
     GS_RUN(test_malformed_url_is_refused);
     GS_RUN(test_every_address_is_dialed_and_dns_is_followed);
