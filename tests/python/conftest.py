@@ -24,12 +24,18 @@ def build_dir():
     return pathlib.Path(os.environ.get("GS_BUILD_DIR", ROOT / "build" / "test-native"))
 
 
-@pytest.fixture(scope="session")
-def run_bin(build_dir):
-    p = build_dir / "worker" / "glmserve-run"
+def built(build_dir, *parts):
+    """The program build_dir/parts...; the test fails (not skips) when it
+    is not built."""
+    p = build_dir.joinpath(*parts)
     if not p.exists():
         pytest.fail(f"{p} not built (set GS_BUILD_DIR to the build folder)")
     return p
+
+
+@pytest.fixture(scope="session")
+def run_bin(build_dir):
+    return built(build_dir, "worker", "glmserve-run")
 
 
 def prompt_of(case):

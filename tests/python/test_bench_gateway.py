@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from conftest import built
 from service import Service
 
 
@@ -17,9 +18,7 @@ def svc(build_dir, fixtures, tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["sse", "ws"])
 def test_bench_gateway_runs(svc, build_dir, mode):
-    exe = build_dir / "tools" / "bench_gateway" / "bench_gateway"
-    if not exe.exists():
-        pytest.fail(f"{exe} not built (set GS_BUILD_DIR to the build folder)")
+    exe = built(build_dir, "tools", "bench_gateway", "bench_gateway")
     p = subprocess.run([str(exe), "--url", f"http://127.0.0.1:{svc.port}", "--mode", mode,
                         "--levels", "2", "--requests", "4", "--max-tokens", "4",
                         "--tag", f"[{mode}] "], capture_output=True, text=True, timeout=120)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import prompt_of
+from conftest import built, prompt_of
 
 
 def run(binary, *args, timeout=120):
@@ -19,10 +19,7 @@ def run(binary, *args, timeout=120):
 
 @pytest.fixture(scope="module")
 def quantize_bin(build_dir):
-    p = build_dir / "worker" / "glmserve-quantize"
-    if not p.exists():
-        pytest.fail(f"{p} not built (set GS_BUILD_DIR to the build folder)")
-    return p
+    return built(build_dir, "worker", "glmserve-quantize")
 
 
 @pytest.fixture(scope="module")
