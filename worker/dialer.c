@@ -41,11 +41,16 @@ typedef struct target {
     char url[GS_URL_MAX]; /* numeric */
     pthread_t th;
     int done;            /* its thread has ended (join pending) */
-    int retired;         /* gone from DNS */
-    int misses;          /* good answers in a row without this address */
+    int misses;          /* good answers in a row without this address (dl->mu) */
     int closed;          /* the current connection's on_close has run */
     gs_ipc_conn_cbs cbs; /* forwarding callbacks, user = this target */
 } target;
+
+/* Gone from DNS (retired), with dl->mu held. */
+static int retired(const target *t)
+{
+    return t->misses >= RETIRE_MISSES;
+}
 
 typedef struct name {
     struct gs_dialer *dl;
@@ -108,8 +113,8 @@ static void hold(target *t, gs_ipc_conn *c)
     void *user = dl->p.cbs.user;
     int told = 0; /* what retire() last said */
     while (!dl->stopping && !t->closed) {
-        if (t->retired != told) {
-            told = t->retired;
+        if (retired(t) != told) {
+            told = retired(t);
             pthread_mutex_unlock(&dl->mu);
             gs_log_info("--connect %s: %s %s", t->nm->url, t->url,
                         told ? "left DNS: its gateway gets no more jobs from here (drain); the "
@@ -126,7 +131,7 @@ static void hold(target *t, gs_ipc_conn *c)
         pthread_mutex_unlock(&dl->mu);
         int busy = dl->p.busy(c, user);
         pthread_mutex_lock(&dl->mu);
-        if (busy == 0 && t->retired && !t->closed && !dl->stopping) {
+        if (busy == 0 && retired(t) && !t->closed && !dl->stopping) {
             pthread_mutex_unlock(&dl->mu);
             gs_log_info("--connect %s: %s has no job left here: closing its connection", t->nm->url,
                         t->url);
@@ -146,7 +151,7 @@ static void *target_main(void *arg)
     gs_dialer *dl = t->dl;
     int backoff_ms = BACKOFF_MIN_MS, warned = 0;
     pthread_mutex_lock(&dl->mu);
-    while (!dl->stopping && !t->retired) {
+    while (!dl->stopping && !retired(t)) {
         t->closed = 0; /* no connection now: the next on_close is the next one's */
         pthread_mutex_unlock(&dl->mu);
         gs_ipc_conn *c = NULL;
@@ -172,7 +177,7 @@ static void *target_main(void *arg)
             gs_log_warn("--connect %s: %s; retrying", t->nm->url, d.msg);
         }
         uint64_t at = gs_clock_now_ns() + (uint64_t)backoff_ms * 1000000u;
-        while (!dl->stopping && !t->retired && gs_clock_now_ns() < at)
+        while (!dl->stopping && !retired(t) && gs_clock_now_ns() < at)
             wait_until(dl, at);
         backoff_ms = backoff_ms < BACKOFF_MAX_MS / 2 ? 2 * backoff_ms : BACKOFF_MAX_MS;
     }
@@ -210,7 +215,7 @@ static int held_elsewhere(const name *nm, const char *url)
         if (o == nm)
             continue;
         for (const target *t = o->targets; t; t = t->next)
-            if (!t->done && !t->retired && !strcmp(t->url, url))
+            if (!t->done && !retired(t) && !strcmp(t->url, url))
                 return 1;
     }
     return 0;
@@ -231,7 +236,6 @@ static void follow(name *nm, const gs_addr_set *set)
             t->misses = 0;
         else if (t->misses < RETIRE_MISSES)
             t->misses++;
-        t->retired = t->misses >= RETIRE_MISSES;
     }
     for (int i = 0; i < set->n; i++) {
         target *t = nm->targets;
