@@ -321,11 +321,6 @@ static void on_hup(uv_signal_t *h, int sig)
                 restart);
 }
 
-static void publish_metrics(uv_timer_t *t)
-{
-    gs_gw_metrics_publish(t->data);
-}
-
 /* ---- drain and exit ------------------------------------------------------------------------- */
 
 static void close_all(gs_gw *gw)
@@ -560,9 +555,7 @@ int gs_gateway_run(const gs_gateway_params *p)
     gw->listen_timer.data = gw;
     uv_timer_init(&gw->loop, &gw->metrics_timer);
     gw->metrics_timer.data = gw;
-    gs_gw_metrics_resume(gw);
-    if (gw->p.metrics_dir && gw->p.n_gateways > 1)
-        uv_timer_start(&gw->metrics_timer, publish_metrics, 0, 1000);
+    gs_gw_metrics_share(gw);
     gw->listen_deadline = uv_now(&gw->loop) + (uint64_t)gw->cfg.heartbeat_timeout_ms;
     if (!gw->listening)
         uv_timer_start(&gw->listen_timer, listen_when_ready, 0, 10);

@@ -96,10 +96,9 @@ void gs_route_info(gs_gw *gw, gs_http_req *r);
 void gs_route_ws(gs_gw *gw, gs_http_req *r); /* routes_ws.c; 501 without libwslay */
 int gs_gw_metrics_init(gs_gw *gw, gs_diag *d);
 /* Several gateways (gs_gateway_params.metrics_dir): adds the last snapshot
- * of this gateway number's previous process (a restart) to the registry;
- * 1 when there was one. */
-int gs_gw_metrics_resume(gs_gw *gw);
-/* Several gateways: writes this gateway's snapshot (routes_admin.c). */
-void gs_gw_metrics_publish(gs_gw *gw);
+ * of this gateway number's previous process (a restart) to the registry,
+ * then writes this gateway's snapshot now and once a second on
+ * gw->metrics_timer (initialised by the caller). One gateway: nothing. */
+void gs_gw_metrics_share(gs_gw *gw);
 
 #endif

@@ -198,18 +198,9 @@ static int merge_file(gs_gw *gw, gs_metrics *dst, int index)
     return rc ? 1 : 0;
 }
 
-int gs_gw_metrics_resume(gs_gw *gw)
+static void publish(uv_timer_t *t)
 {
-    if (!shared(gw) || merge_file(gw, gw->metrics, gw->p.index))
-        return 0;
-    gs_log_info("metrics: counters continue from gateway %d's previous process", gw->p.index);
-    return 1;
-}
-
-void gs_gw_metrics_publish(gs_gw *gw)
-{
-    if (!shared(gw))
-        return;
+    gs_gw *gw = t->data;
     update_gauges(gw);
     char *js = NULL, path[4200], tmp[4210];
     size_t len = 0;
@@ -228,6 +219,15 @@ void gs_gw_metrics_publish(gs_gw *gw)
                     path, strerror(errno));
     gw->metrics_warned = !ok;
     free(js);
+}
+
+void gs_gw_metrics_share(gs_gw *gw)
+{
+    if (!shared(gw))
+        return;
+    if (!merge_file(gw, gw->metrics, gw->p.index))
+        gs_log_info("metrics: counters continue from gateway %d's previous process", gw->p.index);
+    uv_timer_start(&gw->metrics_timer, publish, 0, 1000);
 }
 
 /* The registry to render: gw's own, or (several gateways) a fresh one
