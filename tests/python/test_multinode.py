@@ -135,7 +135,7 @@ def test_gateways_survive_the_loss_of_a_worker_node(build_dir, fixtures, tmp_pat
             workers.append(subprocess.Popen(
                 ["ip", "netns", "exec", ns, str(build_dir / "worker" / "glmserve-worker"),
                  "--model", str(model), "--listen", cl.urls[i], "--name", f"node{i + 1}",
-                 "--kv-memory", "64", "--max-model-len", "8192"],
+                 "--kv-memory", "128", "--max-model-len", "8192"],
                 stdout=log, stderr=subprocess.STDOUT))
         s = Service(build_dir, model, tmp_path / "gw", "--remote-worker", cl.urls[0],
                     "--remote-worker", cl.urls[1], workers=0, gateways=2, netns=cl.ng,
@@ -157,11 +157,14 @@ def test_gateways_survive_the_loss_of_a_worker_node(build_dir, fixtures, tmp_pat
         n = 12
         res = [None] * n
         ev = [threading.Event() for _ in range(n)]
-        ts = [stream_in(cl.ng, s, long, res, i, ev, max_tokens=400, temperature=0)
+        # long enough that no stream can end before the cut, on any machine:
+        # a stream that ended first proves nothing about the loss
+        ts = [stream_in(cl.ng, s, long, res, i, ev, max_tokens=1200, temperature=0)
               for i in range(n)]
         for e in ev:
             assert e.wait(60), "a stream did not start"
         t_cut = time.time()
+        assert all(r is None for r in res), "a stream ended before the cut"
         sh("ip", "-n", cl.ng, "link", "del", cl.links[0])  # the node is gone: no FIN, no RST
         # new requests while the loss is being noticed
         late = [None] * 4
