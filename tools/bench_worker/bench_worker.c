@@ -1,7 +1,7 @@
 /* bench_worker.c - a client of glmserve-worker over IPC, and the same
  * workload in process, for the cost of the worker boundary and for tests.
  *
- *   bench_worker [--url URL] [--inproc --model DIR [--threads N]
+ *   bench_worker [--url URL]... [--inproc --model DIR [--threads N]
  *                 [--kv-memory MIB]] [--block N]
  *       [--levels 1,64] [--requests N] [--max-tokens N] [--prompt TEXT]
  *       [--image FILE]... [--temperature T] [--seed S] [--unique 0|1]
@@ -12,18 +12,20 @@
  * have ended. Each job is the prompt (made unique per job with a numbered
  * prefix unless --unique 0, so no prefix is shared) with the images. It
  * reports per level: jobs ok / refused / failed, output tokens/s, TTFT
- * p50 / p99 as the client sees it (send -> first token event), and the
- * worker's own TTFT p50 (from the final events).
+ * p50 / p99 as the client sees it (from the moment it wanted to send the
+ * job, the same for every job of a burst, to its first token event), and
+ * the worker's own TTFT p50 (from the final events).
  *
  * --url: the jobs go to a running worker over its wire protocol (the
  * gateway's path minus HTTP). --inproc: the same jobs are built with the
  * same request builder and run by an engine in this process on one thread
  * (what bench_engine measures), so the two rows differ by the IPC and the
- * worker's thread hand-offs only. Both given: the two paths run the same
- * jobs in alternating blocks of --block jobs (at least 2C), each path's
- * tokens/s over the time of its own blocks, so that the machine's slow
- * and fast spells (a shared VM's neighbours, clock changes) fall on both
- * alike: the way to compare them.
+ * worker's thread hand-offs only. --url may be given up to 4 times (for
+ * workers started with different flags: an A/B of a worker setting).
+ * Several paths given: they run the same jobs in alternating blocks of
+ * --block jobs (at least 2C), each path's tokens/s over the time of its
+ * own blocks, so that the machine's slow and fast spells (a shared VM's
+ * neighbours, clock changes) fall on all alike: the way to compare them.
  * The table adds each path's job time p50 as the client saw it (send ->
  * final event) and as the worker measured it (arrival -> last token).
  * --dump prints one JSON line per job (text, ids, finish, error, events) for tests.
@@ -122,7 +124,14 @@ static int run_jobs(bw_path *p, const bw_options *o, const bw_blob *blobs, int C
     int sent = first;
     uint64_t t0 = gs_clock_now_ns();
     while (p->done < end) {
+        /* The jobs sent now were all wanted at this moment (a burst: the
+         * first C, or those whose predecessors ended in one step): their
+         * clocks start here on both paths, so that building a job in
+         * process (or encoding it for the worker) is charged to the jobs
+         * after it, as a worker's serial receive and build are. */
+        const uint64_t issued = gs_clock_now_ns();
         while (sent < end && sent - p->done < C) {
+            p->res[sent].sent_ns = issued;
             char *js = job_json(o, sent);
             if (!js || bw_send(p->t, sent, js, blobs, o->n_images, &p->res[sent])) {
                 fprintf(stderr, "bench_worker: cannot send job %d\n", sent);
@@ -208,9 +217,11 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    /* The in-process path first, as the tables list it. */
-    bw_path paths[2] = {{NULL, "in process", "inproc", NULL, 0, 0},
-                        {NULL, "worker (IPC)", "ipc", NULL, 0, 0}};
+    /* The in-process path first, as the tables list it, then each worker
+     * in the order given ("worker (IPC)" alone, "worker 1 (IPC)", ... when
+     * several are compared). */
+    bw_path paths[1 + BW_MAX_URLS] = {{NULL, "in process", "inproc", NULL, 0, 0}};
+    char names[BW_MAX_URLS][2][32];
     int np = 0, status = 0;
     if (o.inproc) {
         if (bw_inproc_open(&o, &paths[np].t))
@@ -218,9 +229,16 @@ int main(int argc, char **argv)
         else
             np++;
     }
-    if (o.url && !status) {
-        paths[np] = paths[1];
-        if (bw_ipc_open(&o, &paths[np].t))
+    for (int u = 0; u < o.n_urls && !status; u++) {
+        if (o.n_urls == 1) {
+            snprintf(names[u][0], sizeof names[u][0], "worker (IPC)");
+            snprintf(names[u][1], sizeof names[u][1], "ipc");
+        } else {
+            snprintf(names[u][0], sizeof names[u][0], "worker %d (IPC)", u + 1);
+            snprintf(names[u][1], sizeof names[u][1], "ipc%d", u + 1);
+        }
+        paths[np] = (bw_path){NULL, names[u][0], names[u][1], NULL, 0, 0};
+        if (bw_ipc_open(&o, o.urls[u], &paths[np].t))
             status = 1;
         else
             np++;
@@ -233,7 +251,7 @@ int main(int argc, char **argv)
     for (int li = 0; li < o.n_levels && !status; li++) {
         const int C = o.levels[li];
         const int N = o.requests ? o.requests : (2 * C > 8 ? 2 * C : 8);
-        /* Both paths: blocks of jobs alternate between them (the same
+        /* Several paths: blocks of jobs alternate between them (the same
          * jobs in the same order on each), so that the machine's slow and
          * fast spells fall on both alike. A block holds at least 2C jobs
          * so that it reaches concurrency C. */
@@ -261,7 +279,7 @@ int main(int argc, char **argv)
     }
     if (o.json && !status && json_dump_file(report, o.json, JSON_INDENT(1)))
         fprintf(stderr, "bench_worker: cannot write %s\n", o.json);
-    if (o.stats && !status && o.url)
+    if (o.stats && !status && o.n_urls)
         bw_print_stats(paths[np - 1].t);
     json_decref(report);
     for (int k = 0; k < np; k++)

@@ -9,9 +9,11 @@
 
 #define BW_MAX_IMAGES 16
 #define BW_MAX_LEVELS 16
+#define BW_MAX_URLS 4
 
 typedef struct {
-    const char *url;   /* --url: a worker */
+    const char *urls[BW_MAX_URLS]; /* --url, repeatable: workers, each its own path */
+    int n_urls;
     const char *model; /* --inproc: the model folder */
     int threads;
     long kv_mib;
@@ -76,7 +78,7 @@ struct bw_target {
     void (*stats)(bw_target *t);
     void (*close)(bw_target *t);
 };
-int bw_ipc_open(const bw_options *o, bw_target **out);
+int bw_ipc_open(const bw_options *o, const char *url, bw_target **out);
 int bw_inproc_open(const bw_options *o, bw_target **out);
 /* Sends job i (json borrowed, images borrowed for the call) whose result
  * goes to *r (borrowed until the job ends). 0 or -1. */

@@ -9,13 +9,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(
-        f,
-        "usage: bench_worker [--url URL] [--inproc --model DIR [--threads N] [--kv-memory MIB]]\n"
-        "       [--block N (both paths: jobs per alternating block, default 8)]\n"
-        "       [--levels 1,64] [--requests N] [--max-tokens N] [--prompt TEXT]\n"
-        "       [--image FILE]... [--temperature T] [--seed S] [--unique 0|1]\n"
-        "       [--cancel-after K] [--dump] [--stats] [--json FILE] [--job FILE]\n");
+    fprintf(f, "usage: bench_worker [--url URL]... [--inproc --model DIR [--threads N] "
+               "[--kv-memory MIB]]\n"
+               "       [--block N (several paths: jobs per alternating block, default 8)]\n"
+               "       [--levels 1,64] [--requests N] [--max-tokens N] [--prompt TEXT]\n"
+               "       [--image FILE]... [--temperature T] [--seed S] [--unique 0|1]\n"
+               "       [--cancel-after K] [--dump] [--stats] [--json FILE] [--job FILE]\n");
 }
 
 static int num(const char *flag, const char *v, double lo, double hi, double *out)
@@ -65,7 +64,11 @@ int bw_parse_args(int argc, char **argv, bw_options *o)
         }
         i++;
         if (!strcmp(a, "--url")) {
-            o->url = v;
+            if (o->n_urls == BW_MAX_URLS) {
+                fprintf(stderr, "bench_worker: --url: at most %d\n", BW_MAX_URLS);
+                return -1;
+            }
+            o->urls[o->n_urls++] = v;
         } else if (!strcmp(a, "--model")) {
             o->model = v;
         } else if (!strcmp(a, "--prompt")) {
@@ -140,7 +143,7 @@ int bw_parse_args(int argc, char **argv, bw_options *o)
             return -1;
         }
     }
-    if ((!o->url && !o->inproc) || (o->inproc && !o->model)) {
+    if ((!o->n_urls && !o->inproc) || (o->inproc && !o->model)) {
         fprintf(stderr, "bench_worker: give --url URL, --inproc with --model DIR, or both\n");
         usage(stderr);
         return -1;

@@ -69,7 +69,8 @@ static int in_send(bw_target *bt, int i, const char *json, const bw_blob *images
         t->ended = e;
         t->cap_ended = cap;
     }
-    r->sent_ns = gs_clock_now_ns();
+    if (!r->sent_ns) /* the caller may have stamped it (a burst's start) */
+        r->sent_ns = gs_clock_now_ns();
     gs_request_blob blobs[BW_MAX_IMAGES];
     for (int k = 0; k < n_images; k++) {
         blobs[k].bytes = images[k].bytes;

@@ -144,7 +144,8 @@ static int ipc_send(bw_target *bt, int i, const char *json, const bw_blob *image
     t->by_id[id] = r;
     t->index[id] = i;
     int closed = t->closed;
-    r->sent_ns = gs_clock_now_ns();
+    if (!r->sent_ns) /* the caller may have stamped it (a burst's start) */
+        r->sent_ns = gs_clock_now_ns();
     pthread_mutex_unlock(&t->mu);
     if (closed)
         return -1;
@@ -222,7 +223,7 @@ static void ipc_close(bw_target *bt)
     free(t);
 }
 
-int bw_ipc_open(const bw_options *o, bw_target **out)
+int bw_ipc_open(const bw_options *o, const char *url, bw_target **out)
 {
     ipc_target *t = calloc(1, sizeof *t);
     if (!t)
@@ -240,12 +241,12 @@ int bw_ipc_open(const bw_options *o, bw_target **out)
     int rc = -1;
     /* The worker may still be loading its model: retry for up to 60 s. */
     for (int tries = 0; tries < 600 && rc; tries++) {
-        rc = gs_ipc_dial(o->url, &cbs, 2000, &t->c, &d);
+        rc = gs_ipc_dial(url, &cbs, 2000, &t->c, &d);
         if (rc)
             usleep(100 * 1000);
     }
     if (rc || !t->by_id || !t->index) {
-        fprintf(stderr, "bench_worker: --url %s: %s\n", o->url, rc ? d.msg : "out of memory");
+        fprintf(stderr, "bench_worker: --url %s: %s\n", url, rc ? d.msg : "out of memory");
         free(t->by_id);
         free(t->index);
         free(t);
