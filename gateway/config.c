@@ -63,6 +63,8 @@ static const directive table[] = {
     {"gpu_memory", T_STR, F(gpu_memory), 0, 0, 0, "BYTES  memory cap per worker (15G, 10GiB)"},
     {"stream_interval_us", T_INT, F(stream_interval_us), 0, 1000000, 0,
      "US  a job's events leave a worker at most this often (10000; 0: every step)"},
+    {"idle_spin_us", T_INT, F(idle_spin_us), 0, 1000000, 0,
+     "US  an idle worker waits awake this long before it sleeps (300)"},
     {"heartbeat_timeout_ms", T_INT, F(heartbeat_timeout_ms), 100, 600000, 0,
      "MS  a silent worker is dead after this (2000)"},
     {"drain_timeout", T_INT, F(drain_timeout), 0, 86400, 0, "S  graceful stop deadline (30)"},
@@ -100,6 +102,7 @@ static void defaults(gs_config *c)
     c->max_seqs = 64;
     c->max_queue = 64;
     c->stream_interval_us = -1;
+    c->idle_spin_us = -1;
     c->heartbeat_timeout_ms = 2000;
     c->drain_timeout = 30;
     c->send_timeout = 60;

@@ -41,6 +41,9 @@
  *                            libjs-marked and node-dompurify)
  *   stream_interval_us (-1: the worker's default, 10000) a job's events
  *                           leave a worker at most this often (0: every step)
+ *   idle_spin_us (-1: the worker's default, 300) an idle worker's engine
+ *                           and CPU threads wait awake this long before they
+ *                           sleep (0: the engine sleeps at once)
  *   heartbeat_timeout_ms (2000), drain_timeout (30; s)
  *   send_timeout (60; s)    a client that takes none of a response's waiting
  *                           bytes for this long is closed (its job cancelled)
@@ -82,6 +85,7 @@ typedef struct {
     char graphs[16];
     char weights[16], gpu_memory[32];
     int stream_interval_us;
+    int idle_spin_us;
     int heartbeat_timeout_ms, drain_timeout, send_timeout;
     int max_body_mb, max_images;
     int fetch_images, fetch_timeout_ms, fetch_allow_private;

@@ -206,6 +206,8 @@ static void exec_worker(master *m, child *c)
     NUM("--max-images", g->max_images);
     if (g->stream_interval_us >= 0)
         NUM("--stream-interval-us", g->stream_interval_us);
+    if (g->idle_spin_us >= 0)
+        NUM("--idle-spin-us", g->idle_spin_us);
     if (g->max_model_len)
         NUM("--max-model-len", g->max_model_len);
     if (g->kv_memory)

@@ -77,6 +77,12 @@ typedef struct {
      * can emulate a 16 GB card on a bigger one (--gpu-memory). The CPU
      * backend reports it the same way and refuses allocations past it. */
     size_t mem_limit;
+    /* CPU: how long a compute thread keeps waiting for the next op
+     * (spinning, then yielding the CPU) before it sleeps, microseconds; 0
+     * or less than 60: 60. A server whose engine idles between jobs sets
+     * it past a client's round trip, so that the next job's first op does
+     * not wait for sleeping threads to be woken (as llama.cpp's --poll). */
+    int idle_wait_us;
 } gs_backend_params;
 
 /* On success *out owns a new backend (free with gs_backend_free).

@@ -62,6 +62,11 @@ typedef struct {
      * machine are taken from the compute threads. 0: 10000 us; < 0: every
      * step. */
     int stream_interval_us;
+    /* When it has nothing to do, the engine thread stays awake this long
+     * (yielding the CPU) before it sleeps, so that a job arriving soon
+     * after (a client's next turn) does not wait for a sleeping thread to
+     * be woken. 0: 300 us; < 0: sleep at once. */
+    int idle_spin_us;
 } gs_server_params;
 
 /* Builds the engine, starts the prep and heartbeat threads and the

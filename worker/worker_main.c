@@ -7,7 +7,7 @@
  *       [--max-model-len N] [--kv-memory MIB] [--encoder-cache MIB]
  *       [--token-budget N]
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
- *       [--stream-interval-us N] [--resolve-interval S]
+ *       [--stream-interval-us N] [--idle-spin-us N] [--resolve-interval S]
  *       [--max-images N] [--dummy-weights] [--graphs auto|on|off]
  *       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]
  *       [--log-level debug|info|warn|error] [--log-file F]
@@ -55,6 +55,12 @@
 #include "worker/tokenizer/chat_template.h"
 
 #define MAX_URLS 16
+/* --idle-spin-us: longer than a client's turnaround between two jobs over
+ * ipc:// (send the final event, the client's next request, receive it:
+ * 0.2-0.3 ms), so that a client sending job after job finds the engine
+ * thread and the CPU backend's threads awake (measured: docs/benchmarks.md,
+ * the worker process boundary). */
+#define GS_IDLE_SPIN_US 300
 
 typedef struct {
     const char *model, *backend, *name, *served, *log_level, *log_file;
@@ -62,6 +68,7 @@ typedef struct {
     int n_listen, n_connect;
     int device, threads, max_seqs, max_queue, max_model_len, token_budget;
     int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs, stream_us;
+    int spin_us;
     int resolve_s;
     long kv_mib;
     long enc_mib; /* --encoder-cache; 0: the engine's default (256) */
@@ -78,6 +85,8 @@ static void usage(FILE *f)
                "       [--encoder-cache MIB (image embeddings kept; default 256)]\n"
                "       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]\n"
                "       [--stream-interval-us N (0: every step; default 10000)]\n"
+               "       [--idle-spin-us N (idle engine and CPU threads wait awake N us before\n"
+               "        they sleep; 0: the engine sleeps at once; default 300)]\n"
                "       [--resolve-interval S (--connect names, default 10)]\n"
                "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
                "       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]\n"
@@ -118,6 +127,7 @@ static const int_flag int_flags[] = {
     {"--drain-timeout", offsetof(options, drain_s), 0, 86400},
     {"--max-images", offsetof(options, max_images), 0, 64},
     {"--stream-interval-us", offsetof(options, stream_us), 0, 1000000},
+    {"--idle-spin-us", offsetof(options, spin_us), 0, 1000000},
     {"--resolve-interval", offsetof(options, resolve_s), 1, 3600},
 };
 
@@ -130,6 +140,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->log_level = "info";
     o->kv_mib = -1;
     o->stream_us = -1;
+    o->spin_us = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help"))
@@ -354,6 +365,7 @@ int main(int argc, char **argv)
     gs_backend_params bp = {0};
     bp.kind = strcmp(o.backend, "cuda") == 0 ? GS_BACKEND_CUDA : GS_BACKEND_CPU;
     bp.n_threads = o.threads;
+    bp.idle_wait_us = o.spin_us < 0 ? GS_IDLE_SPIN_US : o.spin_us;
     bp.device = o.device;
     bp.mem_limit = o.gpu_memory;
     if ((rc = gs_backend_new(&bp, &be, &d))) {
@@ -441,6 +453,7 @@ int main(int argc, char **argv)
     sp.max_queue = o.max_queue;
     sp.heartbeat_ms = o.heartbeat_ms;
     sp.stream_interval_us = o.stream_us < 0 ? 0 : o.stream_us ? o.stream_us : -1;
+    sp.idle_spin_us = o.spin_us < 0 ? GS_IDLE_SPIN_US : o.spin_us ? o.spin_us : -1;
     sp.drain_timeout_ms = o.drain_s * 1000;
     if ((rc = gs_server_new(&sp, &srv, &d))) {
         gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));

@@ -47,7 +47,7 @@
 
 #define GS_CPU_MAX_THREADS 512
 #define SPIN_NS 4000u     /* pure spinning (pause), then ... */
-#define YIELD_NS 60000u   /* ... sched_yield until this, then sleep */
+#define YIELD_NS 60000u   /* ... sched_yield until this, then sleep (or idle_ns) */
 #define STALL_NS 200000u  /* a wait this much beyond twice the caller's share: a stall */
 #define STALLS_TO_SOLO 4  /* stalls (net of good ops) before running solo ... */
 #define SOLO_NS 50000000u /* ... for this long */
@@ -68,7 +68,8 @@ struct gs_cpu_pool {
     atomic_int n_sleeping;    /* workers in cv_go */
     atomic_int caller_waiting;
     atomic_int stop;
-    uint32_t seq; /* the caller's */
+    uint64_t idle_ns; /* how long an idle worker waits actively before it sleeps */
+    uint32_t seq;     /* the caller's */
     /* Contention (the caller's own): ops that waited far longer for a
      * straggler than their own share took, and until when ops run on the
      * calling thread alone because of them. */
@@ -91,8 +92,8 @@ static inline void cpu_relax(void)
 }
 
 /* One round of waiting: 1 to keep waiting actively, 0 when it is time to
- * sleep. *t0 is 0 on the first call. */
-static int wait_round(uint64_t *t0, unsigned *iter)
+ * sleep (after yield_ns). *t0 is 0 on the first call. */
+static int wait_round(uint64_t *t0, unsigned *iter, uint64_t yield_ns)
 {
     if (++*iter & 63) {
         cpu_relax();
@@ -106,7 +107,7 @@ static int wait_round(uint64_t *t0, unsigned *iter)
         cpu_relax();
         return 1;
     }
-    if (dt < YIELD_NS) {
+    if (dt < yield_ns) {
         sched_yield();
         return 1;
     }
@@ -161,7 +162,7 @@ static void *worker_main(void *p)
         uint32_t s;
         while ((s = (uint32_t)(atomic_load_explicit(&pool->work, memory_order_acquire) >> 32)) ==
                seen) {
-            if (wait_round(&t0, &iter))
+            if (wait_round(&t0, &iter, pool->idle_ns))
                 continue;
             pthread_mutex_lock(&pool->mu);
             atomic_fetch_add(&pool->n_sleeping, 1);
@@ -216,11 +217,12 @@ static void pool_free(gs_cpu_pool *pool)
     free(pool);
 }
 
-static int pool_new(int n, gs_cpu_pool **out)
+static int pool_new(int n, uint64_t idle_ns, gs_cpu_pool **out)
 {
     gs_cpu_pool *pool = calloc(1, sizeof *pool);
     if (!pool)
         return GS_ENOMEM;
+    pool->idle_ns = idle_ns > YIELD_NS ? idle_ns : YIELD_NS;
     pool->th = calloc((size_t)n, sizeof *pool->th);
     if (!pool->th) {
         free(pool);
@@ -295,7 +297,7 @@ void gs_cpu_parallel(gs_cpu *c, int64_t n, int64_t grain, gs_cpu_fn fn, void *ct
     uint64_t t0 = 0;
     unsigned iter = 0;
     while (atomic_load_explicit(&pool->done, memory_order_acquire) != n)
-        if (!wait_round(&t0, &iter))
+        if (!wait_round(&t0, &iter, YIELD_NS))
             break;
     if (atomic_load_explicit(&pool->done, memory_order_acquire) != n) {
         pthread_mutex_lock(&pool->mu);
@@ -719,7 +721,8 @@ int gs_cpu_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
     atomic_init(&c->mem_used, 0);
     c->scratch = calloc((size_t)n, sizeof *c->scratch);
     c->scratch_size = calloc((size_t)n, sizeof *c->scratch_size);
-    if (!c->scratch || !c->scratch_size || pool_new(n, &c->pool) != 0) {
+    if (!c->scratch || !c->scratch_size ||
+        pool_new(n, p->idle_wait_us > 0 ? (uint64_t)p->idle_wait_us * 1000u : 0, &c->pool) != 0) {
         cpu_destroy(&c->base);
         return gs_diag_set(d, GS_ENOMEM, "cpu backend: cannot start %d threads", n);
     }

@@ -56,7 +56,7 @@ static inline gs_backend *kt_backend(int threads, int weights_f32)
 {
     const char *e = getenv("GS_TEST_THREADS");
     int n = e ? atoi(e) : threads;
-    gs_backend_params p = {GS_BACKEND_CPU, n > 0 ? n : gs_test_cpu_threads(), 0, weights_f32, 0};
+    gs_backend_params p = {GS_BACKEND_CPU, n > 0 ? n : gs_test_cpu_threads(), 0, weights_f32, 0, 0};
     gs_backend *be = NULL;
     gs_diag d;
     gs_diag_clear(&d);
