@@ -280,6 +280,37 @@ def test_bench_both_paths_alternate_and_agree(build_dir, fixtures, worker, tmp_p
     assert all(x["tokens_per_s"] > 0 and x["client_job_p50_ms"] > 0 for x in rows)
 
 
+def test_bench_open_loop_and_several_workers(build_dir, fixtures, worker, tmp_path):
+    """bench_worker --rate: jobs arrive on a fixed Poisson schedule on every
+    path (the in-process engine and two connections to the worker, --url
+    given twice), each ends with the same greedy tokens, and the run lasts
+    at least as long as the schedule (the arrivals are waited for)."""
+    report = tmp_path / "report.json"
+    n, rate = 12, 40.0
+    t0 = time.monotonic()
+    r = subprocess.run([str(build_dir / "tools" / "bench_worker" / "bench_worker"), "--url",
+                        worker.url, "--url", worker.url, "--inproc", "--model",
+                        str(fixtures / "tiny-glm4v"), "--kv-memory", "64", "--dump", "--rate",
+                        str(rate), "--requests", str(n), "--max-tokens", "5", "--json",
+                        str(report)], capture_output=True, text=True, timeout=300)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    by = {}
+    for x in (json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")):
+        by.setdefault(x["path"], []).append(x)
+    assert sorted(by) == ["inproc", "ipc1", "ipc2"]
+    for a, b, c in zip(by["inproc"], by["ipc1"], by["ipc2"]):
+        assert a["finish"] == b["finish"] == c["finish"] == "length"
+        assert a["ids"] == b["ids"] == c["ids"] and len(a["ids"]) == 5
+    rows = json.loads(report.read_text())
+    assert [(x["path"], x["rate"], x["ok"]) for x in rows] == [
+        ("inproc", rate, n), ("ipc1", rate, n), ("ipc2", rate, n)]
+    assert all(x["in_flight"] > 0 for x in rows)
+    # the fixed schedule of 12 arrivals at 40/s spans 0.26 s, waited out on
+    # each of the three paths
+    assert took > 0.7, took
+
+
 def test_encoder_cache_size_is_a_flag(build_dir, fixtures, tmp_path):
     """--encoder-cache MIB sizes the cache of image embeddings (logged), and
     an image job is served with it; 0 is refused with the flag's name."""

@@ -28,11 +28,20 @@
  * neighbours, clock changes) fall on all alike: the way to compare them.
  * The table adds each path's job time p50 as the client saw it (send ->
  * final event) and as the worker measured it (arrival -> last token).
+ * --rate R: instead of the levels, one open-loop run: jobs arrive at R
+ * per second with exponential gaps (the same schedule on every path),
+ * whatever is in flight, as a server's users do; TTFT counts from each
+ * job's arrival time, also when the in-process engine was in a step then
+ * (the step is not cut short, as a server's is not). The closed loop's
+ * in-process client sends its next jobs exactly between two steps, which
+ * no client of a server can; this measures the two paths under the same
+ * arrivals. The concurrency column gives the jobs in flight on average.
  * --dump prints one JSON line per job (text, ids, finish, error, events) for tests.
  * --cancel-after K cancels each job after its K-th token event.
  * Exit status 0 when every job ended (ok, refused or failed: see the
  * counts), 1 when the worker could not be reached or a job was lost. */
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,23 +124,29 @@ typedef struct {
     uint64_t wall_ns;
 } bw_path;
 
-/* Runs jobs p->done .. p->done + n - 1 with C in flight, a new one sent as
- * soon as one ends, and adds the time from the first send to the last end
- * to p->wall_ns. 0, or 1 after an error (printed). */
-static int run_jobs(bw_path *p, const bw_options *o, const bw_blob *blobs, int C, int n)
+/* Runs jobs p->done .. p->done + n - 1 and adds the time from the first
+ * send to the last end to p->wall_ns. Closed loop (at NULL): C in flight,
+ * a new one sent as soon as one ends. Open loop: job i arrives at at[i]
+ * (ns, relative to the first job of the run; the block starts its clock
+ * at its own first job), whatever is in flight; a job whose time comes
+ * while the in-process engine is in a step is sent after the step, its
+ * clock started at its time, as a server's would be. 0, or 1 after an
+ * error (printed). */
+static int run_jobs(bw_path *p, const bw_options *o, const bw_blob *blobs, int C,
+                    const uint64_t *at, int n)
 {
     const int first = p->done, end = first + n;
     int sent = first;
-    uint64_t t0 = gs_clock_now_ns();
+    const uint64_t t0 = gs_clock_now_ns(), base = at ? at[first] : 0;
     while (p->done < end) {
-        /* The jobs sent now were all wanted at this moment (a burst: the
-         * first C, or those whose predecessors ended in one step): their
-         * clocks start here on both paths, so that building a job in
-         * process (or encoding it for the worker) is charged to the jobs
-         * after it, as a worker's serial receive and build are. */
-        const uint64_t issued = gs_clock_now_ns();
-        while (sent < end && sent - p->done < C) {
-            p->res[sent].sent_ns = issued;
+        /* Closed loop: the jobs sent now were all wanted at this moment (a
+         * burst: the first C, or those whose predecessors ended in one
+         * step): their clocks start here on both paths, so that building a
+         * job in process (or encoding it for the worker) is charged to the
+         * jobs after it, as a worker's serial receive and build are. */
+        const uint64_t now = gs_clock_now_ns();
+        while (sent < end && (at ? t0 + at[sent] - base <= now : sent - p->done < C)) {
+            p->res[sent].sent_ns = at ? t0 + at[sent] - base : now;
             char *js = job_json(o, sent);
             if (!js || bw_send(p->t, sent, js, blobs, o->n_images, &p->res[sent])) {
                 fprintf(stderr, "bench_worker: cannot send job %d\n", sent);
@@ -141,15 +156,37 @@ static int run_jobs(bw_path *p, const bw_options *o, const bw_blob *blobs, int C
             free(js);
             sent++;
         }
-        if (bw_wait_one(p->t, 120000) < 0) {
+        const int waiting = at && sent < end; /* for the next arrival, or for an end */
+        const uint64_t deadline =
+            waiting ? t0 + at[sent] - base : gs_clock_now_ns() + (uint64_t)120 * 1000000000u;
+        if (bw_wait_until(p->t, deadline) >= 0) {
+            p->done++;
+        } else if (!waiting) {
             fprintf(stderr, "bench_worker: no job ended within 120 s (%d of %d ended)\n",
                     p->done - first, n);
             return 1;
         }
-        p->done++;
     }
     p->wall_ns += gs_clock_now_ns() - t0;
     return 0;
+}
+
+/* Open loop: N arrival times (ns from the first) with exponential gaps of
+ * mean 1/rate, from a fixed seed so that every path and every run gets
+ * the same schedule. Owned (free()). */
+static uint64_t *arrivals(double rate, int N)
+{
+    uint64_t *at = malloc((size_t)N * sizeof *at);
+    uint64_t x = 0x9E3779B97F4A7C15u, t = 0;
+    for (int i = 0; at && i < N; i++) {
+        at[i] = t;
+        x ^= x << 13; /* xorshift64 */
+        x ^= x >> 7;
+        x ^= x << 17;
+        double u = ((x >> 11) + 0.5) * (1.0 / 9007199254740992.0); /* (0, 1) */
+        t += (uint64_t)(-log(u) / rate * 1e9);
+    }
+    return at;
 }
 
 /* Prints (or dumps) what path p measured at level C and adds it to report. */
@@ -183,14 +220,27 @@ static void report_path(const bw_path *p, const bw_options *o, int C, json_t *re
         }
     }
     const double secs = p->wall_ns * 1e-9, tps = secs > 0 ? toks / secs : 0;
+    /* Open loop: the jobs in flight on average (their client-side times
+     * over the wall time), in the concurrency column. */
+    double busy = 0;
+    for (int i = 0; i < n; i++)
+        if (p->res[i].end_ns)
+            busy += (p->res[i].end_ns - p->res[i].sent_ns) * 1e-9;
+    char level[64];
+    if (o->rate > 0)
+        snprintf(level, sizeof level, "%g/s: %.1f in flight", o->rate, secs > 0 ? busy / secs : 0);
+    else
+        snprintf(level, sizeof level, "%d", C);
     const double p50 = pct(ttft, nt, 0.5), p99 = pct(ttft, nt, 0.99), w50 = pct(wttft, nw, 0.5);
     const double c50 = pct(cjob, nj, 0.5), j50 = pct(wjob, nj, 0.5);
     if (!o->dump)
-        printf("| %s | %d | %d / %d / %d | %.1f | %.2f / %.2f | %.2f | %.2f / %.2f |\n", p->name, C,
-               ok, refused, failed, tps, p50, p99, w50, c50, j50);
+        printf("| %s | %s | %d / %d / %d | %.1f | %.2f / %.2f | %.2f | %.2f / %.2f |\n", p->name,
+               level, ok, refused, failed, tps, p50, p99, w50, c50, j50);
     json_array_append_new(report,
-                          json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}",
-                                    "path", p->key, "concurrency", C, "ok", ok, "refused", refused,
+                          json_pack("{s:s, s:i, s:f, s:f, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, "
+                                    "s:f}",
+                                    "path", p->key, "concurrency", C, "rate", o->rate, "in_flight",
+                                    secs > 0 ? busy / secs : 0.0, "ok", ok, "refused", refused,
                                     "failed", failed, "tokens_per_s", tps, "ttft_p50_ms", p50,
                                     "ttft_p99_ms", p99, "worker_ttft_p50_ms", w50,
                                     "client_job_p50_ms", c50, "worker_job_p50_ms", j50));
@@ -248,14 +298,21 @@ int main(int argc, char **argv)
         printf("| path | concurrency | jobs ok / refused / failed | output tok/s | client TTFT p50 "
                "/ p99 (ms) | worker TTFT p50 (ms) | job p50: client / worker (ms) |\n"
                "|---|---|---|---|---|---|---|\n");
-    for (int li = 0; li < o.n_levels && !status; li++) {
-        const int C = o.levels[li];
+    /* --rate: one open-loop run instead of the levels. */
+    const int n_levels = o.rate > 0 ? 1 : o.n_levels;
+    for (int li = 0; li < n_levels && !status; li++) {
+        const int C = o.rate > 0 ? 0 : o.levels[li];
         const int N = o.requests ? o.requests : (2 * C > 8 ? 2 * C : 8);
         /* Several paths: blocks of jobs alternate between them (the same
          * jobs in the same order on each), so that the machine's slow and
          * fast spells fall on both alike. A block holds at least 2C jobs
-         * so that it reaches concurrency C. */
-        const int block = np > 1 ? (o.block > 2 * C ? o.block : 2 * C) : N;
+         * so that it reaches concurrency C (open loop: at least 128, so
+         * that it is more than its own start and end). */
+        const int min_block = o.rate > 0 ? 128 : 2 * C;
+        const int block = np > 1 ? (o.block > min_block ? o.block : min_block) : N;
+        uint64_t *at = o.rate > 0 ? arrivals(o.rate, N) : NULL;
+        if (o.rate > 0 && !at)
+            status = 1;
         for (int k = 0; k < np && !status; k++) {
             paths[k].done = 0;
             paths[k].wall_ns = 0;
@@ -265,8 +322,9 @@ int main(int argc, char **argv)
         for (int b = 0; !status && paths[np - 1].done < N; b++)
             for (int k = 0; k < np && !status; k++) {
                 int n = N - paths[k].done < block ? N - paths[k].done : block;
-                status = run_jobs(&paths[k], &o, blobs, C, n);
+                status = run_jobs(&paths[k], &o, blobs, C, at, n);
             }
+        free(at);
         for (int k = 0; k < np; k++) {
             if (!status)
                 report_path(&paths[k], &o, C, report);

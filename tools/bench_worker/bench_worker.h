@@ -22,6 +22,7 @@ typedef struct {
     int inproc; /* --inproc: with --url too, both paths in alternating blocks */
     int block;  /* --block: jobs per block when both paths run (default 8) */
     int requests, max_tokens, unique, cancel_after, dump, stats;
+    double rate;    /* --rate: jobs per second, Poisson arrivals (open loop); 0: closed loop */
     long long seed; /* -1: none */
     double temperature;
     const char *prompt, *json;
@@ -74,7 +75,7 @@ typedef struct bw_target bw_target;
 struct bw_target {
     int (*send)(bw_target *t, int i, const char *json, const bw_blob *images, int n_images,
                 bw_result *r);
-    int (*wait_one)(bw_target *t, int timeout_ms);
+    int (*wait_one)(bw_target *t, uint64_t deadline_ns);
     void (*stats)(bw_target *t);
     void (*close)(bw_target *t);
 };
@@ -84,8 +85,11 @@ int bw_inproc_open(const bw_options *o, bw_target **out);
  * goes to *r (borrowed until the job ends). 0 or -1. */
 int bw_send(bw_target *t, int i, const char *json, const bw_blob *images, int n_images,
             bw_result *r);
-/* Waits until one more job has ended: its index, or -1 after timeout_ms. */
-int bw_wait_one(bw_target *t, int timeout_ms);
+/* Waits until one more job has ended: its index, or -1 once the monotonic
+ * clock (gs_clock_now_ns) reaches deadline_ns. The in-process target runs
+ * engine steps meanwhile (a step is never cut short, so it may return
+ * after the deadline) and sleeps when it has nothing to step. */
+int bw_wait_until(bw_target *t, uint64_t deadline_ns);
 void bw_print_stats(bw_target *t); /* the worker's last heartbeat */
 void bw_close(bw_target *t);
 

@@ -12,7 +12,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: bench_worker [--url URL]... [--inproc --model DIR [--threads N] "
                "[--kv-memory MIB]]\n"
                "       [--block N (several paths: jobs per alternating block, default 8)]\n"
-               "       [--levels 1,64] [--requests N] [--max-tokens N] [--prompt TEXT]\n"
+               "       [--levels 1,64 | --rate JOBS_PER_S] [--requests N] [--max-tokens N]\n"
+               "       [--prompt TEXT]\n"
                "       [--image FILE]... [--temperature T] [--seed S] [--unique 0|1]\n"
                "       [--cancel-after K] [--dump] [--stats] [--json FILE] [--job FILE]\n");
 }
@@ -106,6 +107,10 @@ int bw_parse_args(int argc, char **argv, bw_options *o)
             if (num(a, v, 1, 1e6, &x))
                 return -1;
             o->block = (int)x;
+        } else if (!strcmp(a, "--rate")) {
+            if (num(a, v, 0, 1e6, &x))
+                return -1;
+            o->rate = x;
         } else if (!strcmp(a, "--requests")) {
             if (num(a, v, 1, 1e6, &x))
                 return -1;
@@ -203,9 +208,9 @@ int bw_send(bw_target *t, int i, const char *json, const bw_blob *images, int n_
     return t->send(t, i, json, images, n_images, r);
 }
 
-int bw_wait_one(bw_target *t, int timeout_ms)
+int bw_wait_until(bw_target *t, uint64_t deadline_ns)
 {
-    return t->wait_one(t, timeout_ms);
+    return t->wait_one(t, deadline_ns);
 }
 
 void bw_print_stats(bw_target *t)

@@ -2,9 +2,11 @@
  * the same request builder (worker/request.h) and run by one engine on
  * the calling thread, as bench_engine does: the baseline that the IPC
  * path is compared with. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bench_worker.h"
 #include "common/clock.h"
@@ -105,13 +107,21 @@ static int in_send(bw_target *bt, int i, const char *json, const bw_blob *images
     return 0;
 }
 
-static int in_wait_one(bw_target *bt, int timeout_ms)
+static int in_wait_one(bw_target *bt, uint64_t deadline_ns)
 {
     inproc_target *t = (inproc_target *)bt;
-    while (!t->n_ended && gs_engine_busy(t->eng)) {
-        int rc = gs_engine_step(t->eng, gs_clock_now_ns());
+    uint64_t now = gs_clock_now_ns();
+    while (!t->n_ended && gs_engine_busy(t->eng) && now < deadline_ns) {
+        int rc = gs_engine_step(t->eng, now);
         if (rc && rc != GS_ECANCELED)
             fprintf(stderr, "bench_worker: engine step: %s\n", gs_strerror(rc));
+        now = gs_clock_now_ns();
+    }
+    if (!t->n_ended && now < deadline_ns) { /* nothing to step: the next arrival */
+        struct timespec ts = {(time_t)(deadline_ns / 1000000000u),
+                              (long)(deadline_ns % 1000000000u)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+        }
     }
     if (!t->n_ended)
         return -1;

@@ -166,17 +166,10 @@ static int ipc_send(bw_target *bt, int i, const char *json, const bw_blob *image
     return 0;
 }
 
-static int ipc_wait_one(bw_target *bt, int timeout_ms)
+static int ipc_wait_one(bw_target *bt, uint64_t deadline_ns)
 {
     ipc_target *t = (ipc_target *)bt;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = {(time_t)(deadline_ns / 1000000000u), (long)(deadline_ns % 1000000000u)};
     pthread_mutex_lock(&t->mu);
     int rc = 0;
     while (!t->n_ended && rc == 0)
@@ -235,7 +228,11 @@ int bw_ipc_open(const bw_options *o, const char *url, bw_target **out)
     t->by_id = calloc(t->cap, sizeof *t->by_id);
     t->index = calloc(t->cap, sizeof *t->index);
     pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->cv, NULL);
+    pthread_condattr_t ca; /* deadlines on gs_clock_now_ns's clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
     gs_ipc_conn_cbs cbs = {t, NULL, on_frame, on_close, 0};
     gs_diag d;
     int rc = -1;

@@ -13,6 +13,9 @@
 # (one frame per step instead of the default coalescing). PER_STEP=1 also
 # measures a worker with --stream-interval-us 0, in the same rounds.
 # REQUESTS: jobs per path and level (default 128).
+# RATES: e.g. "300 600": also, per kind of prompt, open-loop runs at those
+# arrival rates (jobs/s, Poisson; bench_worker --rate), both paths under
+# the same arrivals.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="$(cd "${1:?usage: run.sh BUILD_DIR [MODEL_DIR] [ROUNDS]}" && pwd)"
@@ -49,6 +52,12 @@ for r in $(seq "$rounds"); do
             both "worker (IPC)" ${WORKER_ARGS:-}
             [ -n "${PER_STEP:-}" ] || continue
             both "worker (IPC, a frame per step)" --stream-interval-us 0
+        done
+        for rate in ${RATES:-}; do
+            args=(--rate "$rate" --requests "${REQUESTS:-128}" --max-tokens 32)
+            [ "$kind" = image ] && args+=(--image "$img")
+            # shellcheck disable=SC2086
+            both "worker (IPC)" ${WORKER_ARGS:-}
         done
     done
 done
