@@ -79,7 +79,7 @@ int gs_backend_set_tuning(gs_backend *be, const gs_backend_tuning *t)
 
 int gs_backend_new(const gs_backend_params *p, gs_backend **out, gs_diag *d)
 {
-    gs_backend_params def = {GS_BACKEND_CPU, 0, 0, 0, 0, 0};
+    gs_backend_params def = {.kind = GS_BACKEND_CPU};
     if (!out)
         return gs_diag_set(d, GS_EINVAL, "gs_backend_new: out is NULL");
     *out = NULL;

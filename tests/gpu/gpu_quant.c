@@ -209,7 +209,7 @@ static void test_quant_matmul(gt_ctx *t, gs_dtype qdt)
 static void test_mem_limit(gt_ctx *t)
 {
     const size_t cap = (size_t)256 << 20;
-    gs_backend_params p = {GS_BACKEND_CUDA, 0, 0, 0, cap, 0};
+    gs_backend_params p = {.kind = GS_BACKEND_CUDA, .mem_limit = cap};
     const char *dev = getenv("GS_CUDA_DEVICE");
     p.device = dev ? atoi(dev) : 0;
     gs_backend *be = NULL;
@@ -272,7 +272,7 @@ static void f16_check(gt_ctx *t, const char *tol, const char *op, const char *sh
 static void test_f16(gt_ctx *t0)
 {
     const char *dev = getenv("GS_CUDA_DEVICE");
-    gs_backend_params p = {GS_BACKEND_CUDA, 0, dev ? atoi(dev) : 0, 0, 0, 0};
+    gs_backend_params p = {.kind = GS_BACKEND_CUDA, .device = dev ? atoi(dev) : 0};
     gs_backend *be = NULL;
     gs_diag d;
     int rc = gs_backend_new(&p, &be, &d);

@@ -420,9 +420,9 @@ int main(int argc, char **argv)
     gt_ctx t;
     memset(&t, 0, sizeof t);
     gs_diag d;
-    gs_backend_params pc = {GS_BACKEND_CPU, 0, 0, 0, 0, 0};
+    gs_backend_params pc = {.kind = GS_BACKEND_CPU};
     const char *dev = getenv("GS_CUDA_DEVICE");
-    gs_backend_params pg = {GS_BACKEND_CUDA, 0, dev ? atoi(dev) : 0, 0, 0, 0};
+    gs_backend_params pg = {.kind = GS_BACKEND_CUDA, .device = dev ? atoi(dev) : 0};
     if (gs_backend_new(&pc, &t.cpu, &d)) {
         fprintf(stderr, "cpu backend: %s\n", d.msg);
         return 2;

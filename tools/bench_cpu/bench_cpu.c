@@ -423,7 +423,7 @@ int main(int argc, char **argv)
 
     gs_backend *be = NULL;
     gs_diag d;
-    gs_backend_params bp = {GS_BACKEND_CPU, T, 0, wf32, 0, 0};
+    gs_backend_params bp = {.kind = GS_BACKEND_CPU, .n_threads = T, .weights_f32 = wf32};
     if (gs_backend_new(&bp, &be, &d) != 0) {
         fprintf(stderr, "bench_cpu: %s\n", d.msg);
         return 1;

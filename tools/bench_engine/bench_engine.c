@@ -301,7 +301,7 @@ int main(int argc, char **argv)
         i++;
     }
     gs_log_set_level(GS_LOG_WARN);
-    gs_backend_params bp = {GS_BACKEND_CPU, threads, 0, wf32, 0, 0};
+    gs_backend_params bp = {.kind = GS_BACKEND_CPU, .n_threads = threads, .weights_f32 = wf32};
     gs_backend *be = NULL;
     gs_model *m = NULL;
     gs_engine *e = NULL;

@@ -411,7 +411,9 @@ int main(int argc, char **argv)
     }
 
     gs_diag d = {0};
-    gs_backend_params bp = {is_cuda ? GS_BACKEND_CUDA : GS_BACKEND_CPU, o.threads, o.device, 0, 0, 0};
+    gs_backend_params bp = {.kind = is_cuda ? GS_BACKEND_CUDA : GS_BACKEND_CPU,
+                            .n_threads = o.threads,
+                            .device = o.device};
     gs_backend *be = NULL;
     gs_model *m = NULL;
     gs_kv_cache *kv = NULL;

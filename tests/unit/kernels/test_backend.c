@@ -35,7 +35,7 @@ static void test_lifecycle(void)
     gs_backend_free(be);
     gs_backend_free(NULL);
 
-    gs_backend_params cp = {GS_BACKEND_CUDA, 0, 0, 0, 0, 0};
+    gs_backend_params cp = {.kind = GS_BACKEND_CUDA};
     int rc = gs_backend_new(&cp, &be, &d);
 #ifdef GS_TEST_EXPECT_CUDA
     (void)rc;
@@ -46,7 +46,7 @@ static void test_lifecycle(void)
     if (rc == 0)
         gs_backend_free(be);
 #endif
-    gs_backend_params bad = {(gs_backend_kind)7, 0, 0, 0, 0, 0};
+    gs_backend_params bad = {.kind = (gs_backend_kind)7};
     GS_ASSERT_EQ(gs_backend_new(&bad, &be, &d), GS_EINVAL);
     GS_ASSERT(be == NULL);
 

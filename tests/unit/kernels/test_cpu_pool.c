@@ -58,7 +58,7 @@ static int run(gs_cpu *c, int64_t n, int64_t grain, int64_t slow_item, int slow_
 
 static gs_backend *pool_backend(int threads)
 {
-    gs_backend_params p = {GS_BACKEND_CPU, threads, 0, 0, 0, 0};
+    gs_backend_params p = {.kind = GS_BACKEND_CPU, .n_threads = threads};
     gs_backend *be = NULL;
     gs_diag d;
     if (gs_backend_new(&p, &be, &d) != 0) {

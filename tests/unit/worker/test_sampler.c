@@ -169,7 +169,7 @@ static void test_penalty_ids_many(void)
 static void test_backend_op_matches_greedy(void)
 {
     gs_backend *be = NULL;
-    gs_backend_params bp = {GS_BACKEND_CPU, gs_test_cpu_threads(), 0, 0, 0, 0};
+    gs_backend_params bp = {.kind = GS_BACKEND_CPU, .n_threads = gs_test_cpu_threads()};
     GS_ASSERT_OK(gs_backend_new(&bp, &be, NULL));
     gs_sampling_params p = gs_sampling_defaults();
     p.repetition_penalty = 1.5f, p.presence_penalty = 0.3f, p.frequency_penalty = 0.2f;

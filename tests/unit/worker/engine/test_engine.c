@@ -556,7 +556,7 @@ int main(void)
     gs_log_set_level(GS_LOG_WARN);
     /* One thread: the CPU backend's pool spins, which under qemu costs more
      * than it gains. */
-    gs_backend_params bp = {GS_BACKEND_CPU, 1, 0, 0, 0, 0};
+    gs_backend_params bp = {.kind = GS_BACKEND_CPU, .n_threads = 1};
     gs_diag d;
     if (gs_backend_new(&bp, &g_be, &d)) {
         fprintf(stderr, "backend: %s\n", d.msg);

@@ -299,7 +299,7 @@ int main(void)
         fprintf(stderr, "cannot create a temporary folder\n");
         return 1;
     }
-    gs_backend_params bp = {GS_BACKEND_CPU, 2, 0, 0, 0, 0}; /* 16-bit weights */
+    gs_backend_params bp = {.kind = GS_BACKEND_CPU, .n_threads = 2}; /* 16-bit weights */
     gs_diag d;
     if (gs_backend_new(&bp, &g_be, &d)) {
         fprintf(stderr, "backend: %s\n", d.msg);

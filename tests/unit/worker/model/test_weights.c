@@ -120,7 +120,7 @@ int main(void)
         fprintf(stderr, "cannot create a temporary folder\n");
         return 1;
     }
-    gs_backend_params bp = {GS_BACKEND_CPU, gs_test_cpu_threads(), 0, 0, 0, 0};
+    gs_backend_params bp = {.kind = GS_BACKEND_CPU, .n_threads = gs_test_cpu_threads()};
     gs_diag d;
     if (gs_backend_new(&bp, &g_be, &d)) {
         fprintf(stderr, "backend: %s\n", d.msg);
