@@ -71,6 +71,21 @@ TGT_DOT INL int32x4_t corr8(const gs_qtile *T, int64_t g)
     return vshlq_n_s32(vld1q_s32(T->sumx + g * T->sumx_ld), 3);
 }
 
+/* One x row against GS_QNR weight rows (decode): v holds the group's dot
+ * of weight row t in lane t; row t's slot gets it in lane 0 and zeros
+ * past it (the rows of x this tile does not have). One pairwise
+ * reduction for the four weight rows instead of one each. */
+TGT_DOT INL void store_rows1(const gs_qtile *T, int64_t g, int32x4_t v)
+{
+    int32_t *d = T->d + g * GS_QMR;
+    const int64_t ld = T->ds * GS_QMR;
+    const int32x4_t z = vdupq_n_s32(0);
+    vst1q_s32(d, vsetq_lane_s32(vgetq_lane_s32(v, 0), z, 0));
+    vst1q_s32(d + ld, vsetq_lane_s32(vgetq_lane_s32(v, 1), z, 0));
+    vst1q_s32(d + 2 * ld, vsetq_lane_s32(vgetq_lane_s32(v, 2), z, 0));
+    vst1q_s32(d + 3 * ld, vsetq_lane_s32(vgetq_lane_s32(v, 3), z, 0));
+}
+
 TGT_DOT INL void q8_dot(const gs_qtile *T, const int NR, const int MR)
 {
     for (int64_t g = 0; g < T->ngf; g++) {
@@ -87,6 +102,10 @@ TGT_DOT INL void q8_dot(const gs_qtile *T, const int NR, const int MR)
                 for (int t = 0; t < NR; t++)
                     acc[t][r] = vdotq_s32(acc[t][r], w[t], x);
             }
+        }
+        if (MR == 1 && NR == GS_QNR) {
+            store_rows1(T, g, red4(acc[0][0], acc[1][0], acc[2][0], acc[3][0]));
+            continue;
         }
         for (int t = 0; t < NR; t++)
             vst1q_s32(T->d + (t * T->ds + g) * GS_QMR,
@@ -115,6 +134,12 @@ TGT_DOT INL void q4_dot(const gs_qtile *T, const int NR, const int MR)
                 for (int t = 0; t < NR; t++)
                     acc[t][r] = vdotq_s32(vdotq_s32(acc[t][r], lo[t], xe), hi[t], xo);
             }
+        }
+        if (MR == 1 && NR == GS_QNR) {
+            store_rows1(T, g,
+                        vsubq_s32(red4(acc[0][0], acc[1][0], acc[2][0], acc[3][0]),
+                                  vdupq_n_s32(8 * T->sumx[g * T->sumx_ld])));
+            continue;
         }
         const int32x4_t c = corr8(T, g);
         for (int t = 0; t < NR; t++)

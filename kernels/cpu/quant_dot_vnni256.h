@@ -25,6 +25,12 @@ V256_TGT INL void V256_CAT(V256_NAME, _q8)(const gs_qtile *T, const int NR, cons
                         acc[t][r], w, _mm256_loadu_si256((const __m256i *)(T->x[r] + g * QG + i)));
             }
         }
+        if (MR == 1 && NR == GS_QNR) { /* decode: one reduction for the four weight rows */
+            store_rows1(T, g,
+                        _mm_sub_epi32(red4_256(acc[0][0], acc[1][0], acc[2][0], acc[3][0]),
+                                      _mm_set1_epi32(T->sumx[g * T->sumx_ld] * 128)));
+            continue;
+        }
         const __m128i c = corr4(T, g, 7);
         for (int t = 0; t < NR; t++)
             store4(T, t, g, _mm_sub_epi32(red4_256(acc[t][0], acc[t][1], acc[t][2], acc[t][3]), c));
@@ -50,6 +56,12 @@ V256_TGT INL void V256_CAT(V256_NAME, _q4)(const gs_qtile *T, const int NR, cons
                         V256_DP(acc[t][r], hi, _mm256_loadu_si256((const __m256i *)(xr + QG / 2)));
                 }
             }
+        }
+        if (MR == 1 && NR == GS_QNR) { /* decode: one reduction for the four weight rows */
+            store_rows1(T, g,
+                        _mm_sub_epi32(red4_256(acc[0][0], acc[1][0], acc[2][0], acc[3][0]),
+                                      _mm_set1_epi32(T->sumx[g * T->sumx_ld] * 8)));
+            continue;
         }
         const __m128i c = corr4(T, g, 3);
         for (int t = 0; t < NR; t++)
