@@ -431,21 +431,22 @@ void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
                     NULL, 0);
         return;
     }
-    json_error_t je;
-    json_t *req = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &je);
-    if (!req || !json_is_object(req)) {
-        char m[300];
-        if (req)
-            snprintf(m, sizeof m, "the request body must be a JSON object");
-        else
-            snprintf(m, sizeof m, "invalid JSON at byte %d: %s", je.position, je.text);
-        json_decref(req);
-        gs_gw_error(gw, r, ROUTE, GS_EINVAL, 400, m, NULL, 0);
+    /* The job first (JSON, template inputs, images decoded), then the
+     * state of the response. */
+    gs_dispatch_stats ds;
+    gs_dispatch_get_stats(gw->ds, &ds);
+    gs_chat_job_params jp = {gw->cfg.max_images, ds.model, gw->fetcher != NULL, NULL};
+    gs_chat_job jd;
+    char msg[512];
+    const char *param = NULL;
+    int status = gs_chat_job_from_body(&jp, (const char *)body, len, &jd, msg, sizeof msg, &param);
+    if (status) {
+        gs_gw_error(gw, r, ROUTE, status == 503 ? GS_ENOMEM : GS_EINVAL, status, msg, param, 0);
         return;
     }
     chat *c = calloc(1, sizeof *c);
     if (!c) {
-        json_decref(req);
+        gs_chat_job_free(&jd);
         gs_gw_error(gw, r, ROUTE, GS_ENOMEM, 503, "out of memory", NULL, 1);
         return;
     }
@@ -457,18 +458,7 @@ void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
     gs_think_split_init(&c->split);
     snprintf(c->id, sizeof c->id, "chatcmpl-%s-%llx%06llx", gw->name,
              (unsigned long long)c->created, (unsigned long long)(c->t0 % 0xffffff));
-    gs_dispatch_stats ds;
-    gs_dispatch_get_stats(gw->ds, &ds);
-    gs_chat_job_params jp = {gw->cfg.max_images, ds.model, gw->fetcher != NULL};
-    char msg[512];
-    const char *param = NULL;
-    int status = gs_chat_job_build(&jp, req, &c->jd, msg, sizeof msg, &param);
-    json_decref(req);
-    if (status) {
-        free(c);
-        gs_gw_error(gw, r, ROUTE, status == 503 ? GS_ENOMEM : GS_EINVAL, status, msg, param, 0);
-        return;
-    }
+    c->jd = jd;
     c->stream = c->jd.stream;
     c->include_usage = c->jd.include_usage;
     snprintf(c->model, sizeof c->model, "%s", c->jd.model);

@@ -317,7 +317,7 @@ static void start_ask(wsconn *wc, const char *id, json_t *req, uint8_t **frames,
     if (!status) {
         gs_dispatch_stats ds;
         gs_dispatch_get_stats(gw->ds, &ds);
-        gs_chat_job_params jp = {gw->cfg.max_images, ds.model, 0}; /* asks carry bytes */
+        gs_chat_job_params jp = {gw->cfg.max_images, ds.model, 0, NULL}; /* asks carry bytes */
         status = gs_chat_job_build(&jp, req, &job, msg, sizeof msg, &param);
     }
     for (int i = 0; !status && i < job.n_images; i++) {
