@@ -65,6 +65,8 @@ static const directive table[] = {
      "US  a job's events leave a worker at most this often (10000; 0: every step)"},
     {"idle_spin_us", T_INT, F(idle_spin_us), 0, 1000000, 0,
      "US  an idle worker waits awake this long before it sleeps (300)"},
+    {"image_threads", T_INT, F(image_threads), 0, 64, 0,
+     "N  threads per image for resize and patchify (0: 1 on cpu, up to 4 on cuda)"},
     {"heartbeat_timeout_ms", T_INT, F(heartbeat_timeout_ms), 100, 600000, 0,
      "MS  a silent worker is dead after this (2000)"},
     {"drain_timeout", T_INT, F(drain_timeout), 0, 86400, 0, "S  graceful stop deadline (30)"},

@@ -44,6 +44,9 @@
  *   idle_spin_us (-1: the worker's default, 300) an idle worker's engine
  *                           and CPU threads wait awake this long before they
  *                           sleep (0: the engine sleeps at once)
+ *   image_threads (0: the worker's default: 1 with the CPU backend, up to 4
+ *                           with CUDA) threads per image for resize and
+ *                           patchify
  *   heartbeat_timeout_ms (2000), drain_timeout (30; s)
  *   send_timeout (60; s)    a client that takes none of a response's waiting
  *                           bytes for this long is closed (its job cancelled)
@@ -86,6 +89,7 @@ typedef struct {
     char weights[16], gpu_memory[32];
     int stream_interval_us;
     int idle_spin_us;
+    int image_threads;
     int heartbeat_timeout_ms, drain_timeout, send_timeout;
     int max_body_mb, max_images;
     int fetch_images, fetch_timeout_ms, fetch_allow_private;

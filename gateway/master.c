@@ -174,7 +174,7 @@ static void exec_worker(master *m, child *c)
 {
     const gs_config *g = &m->cfg;
     char *argv[64];
-    char num[12][24];
+    char num[16][24]; /* one per NUM below */
     int n = 0, k = 0;
 #define ARG(s) argv[n++] = (char *)(s)
 #define NUM(flag, v)                                                                               \
@@ -208,6 +208,8 @@ static void exec_worker(master *m, child *c)
         NUM("--stream-interval-us", g->stream_interval_us);
     if (g->idle_spin_us >= 0)
         NUM("--idle-spin-us", g->idle_spin_us);
+    if (g->image_threads > 0)
+        NUM("--image-threads", g->image_threads);
     if (g->max_model_len)
         NUM("--max-model-len", g->max_model_len);
     if (g->kv_memory)

@@ -7,7 +7,8 @@
  *       [--max-model-len N] [--kv-memory MIB] [--encoder-cache MIB]
  *       [--token-budget N]
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
- *       [--stream-interval-us N] [--idle-spin-us N] [--resolve-interval S]
+ *       [--stream-interval-us N] [--idle-spin-us N] [--image-threads N]
+ *       [--resolve-interval S]
  *       [--max-images N] [--dummy-weights] [--graphs auto|on|off]
  *       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]
  *       [--log-level debug|info|warn|error] [--log-file F]
@@ -69,6 +70,7 @@ typedef struct {
     int device, threads, max_seqs, max_queue, max_model_len, token_budget;
     int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs, stream_us;
     int spin_us;
+    int image_threads; /* -1: auto (image_threads_auto) */
     int resolve_s;
     long kv_mib;
     long enc_mib; /* --encoder-cache; 0: the engine's default (256) */
@@ -87,11 +89,27 @@ static void usage(FILE *f)
                "       [--stream-interval-us N (0: every step; default 10000)]\n"
                "       [--idle-spin-us N (idle engine and CPU threads wait awake N us before\n"
                "        they sleep; 0: the engine sleeps at once; default 300)]\n"
+               "       [--image-threads N (threads per image for resize and patchify;\n"
+               "        default 1 with --backend cpu, up to 4 with cuda)]\n"
                "       [--resolve-interval S (--connect names, default 10)]\n"
                "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
                "       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]\n"
                "       [--log-level debug|info|warn|error] [--log-file F]\n"
                "URLs: ipc:///path/to/socket or tcp://host:port\n");
+}
+
+/* --image-threads by default. With the CPU backend the compute threads
+ * already take every core during steps, and an image prepared beside them
+ * would slow every running stream's step: one thread. With CUDA the cores
+ * are mostly idle: cutting a photo's resize and patchify between threads
+ * brings its first token sooner (1.9-2.0x on two cores for 1920x1080 and
+ * 3000x1700 JPEGs, docs/benchmarks.md); up to 4, half the cores. */
+static int image_threads_auto(gs_backend_kind kind)
+{
+    if (kind != GS_BACKEND_CUDA)
+        return 1;
+    long n = sysconf(_SC_NPROCESSORS_ONLN) / 2;
+    return n < 1 ? 1 : n > 4 ? 4 : (int)n;
 }
 
 /* An integer flag value in [lo, hi]; prints the flag on error. */
@@ -128,6 +146,7 @@ static const int_flag int_flags[] = {
     {"--max-images", offsetof(options, max_images), 0, 64},
     {"--stream-interval-us", offsetof(options, stream_us), 0, 1000000},
     {"--idle-spin-us", offsetof(options, spin_us), 0, 1000000},
+    {"--image-threads", offsetof(options, image_threads), 1, 64},
     {"--resolve-interval", offsetof(options, resolve_s), 1, 3600},
 };
 
@@ -141,6 +160,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->kv_mib = -1;
     o->stream_us = -1;
     o->spin_us = -1;
+    o->image_threads = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help"))
@@ -428,6 +448,8 @@ int main(int argc, char **argv)
         sp.engine.kv_reserve = memory_split(model, &o);
     else if (bp.kind == GS_BACKEND_CPU)
         sp.engine.kv_bytes = (size_t)1 << 30;
+    ip.n_threads = o.image_threads > 0 ? o.image_threads : image_threads_auto(bp.kind);
+    gs_log_info("images: %d thread(s) each for resize and patchify", ip.n_threads);
     sp.env =
         (gs_request_env){tok, cfg, &gen, &ip, gs_image_decode_defaults(), o.max_images, max_len, 0};
     sp.listen = o.listen;

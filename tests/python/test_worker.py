@@ -326,3 +326,26 @@ def test_encoder_cache_size_is_a_flag(build_dir, fixtures, tmp_path):
                         str(fixtures / "tiny-glm4v"), "--listen", "ipc://" + str(tmp_path / "x"),
                         "--encoder-cache", "0"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--encoder-cache" in r.stderr
+
+
+def test_image_threads_give_the_same_answer(build_dir, fixtures, tmp_path):
+    """--image-threads N cuts a large image's resize and patchify between
+    threads (logged): the greedy answer is the one of a single thread; 0 is
+    refused with the flag's name."""
+    img = fixtures / "ref" / "images" / "large_3000x1700.jpg"
+    args = ["--image", img, "--max-tokens", 8, "--temperature", 0, "--unique", 0, "--requests", 1]
+    out = {}
+    for n in (1, 3):
+        w = Worker(build_dir, fixtures / "tiny-glm4v", tmp_path, "--image-threads", n)
+        try:
+            res, _ = bench(build_dir, w.url, *args)
+            assert f"images: {n} thread(s) each" in w.log_text()
+        finally:
+            assert w.stop() == 0, w.log_text()
+        assert res[0]["finish"] == "length", res
+        out[n] = res[0]
+    assert out[1]["ids"] == out[3]["ids"] and len(out[1]["ids"]) == 8
+    r = subprocess.run([str(build_dir / "worker" / "glmserve-worker"), "--model",
+                        str(fixtures / "tiny-glm4v"), "--listen", "ipc://" + str(tmp_path / "x"),
+                        "--image-threads", "0"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--image-threads" in r.stderr

@@ -8,6 +8,7 @@
  * channel, so both steps are folded into a 3 x 256 float table computed
  * with exactly those operations; the patchify loop only looks values up. */
 #include "worker/image/preprocess.h"
+#include "worker/image/par.h"
 #include "worker/image/big_alloc.h"
 
 #include <jansson.h>
@@ -275,6 +276,44 @@ static void make_lut(const gs_image_params *p, float lut[3][256])
         }
 }
 
+typedef struct {
+    const gs_image_rgb *img;
+    const gs_image_params *p;
+    float *pixels;
+    int32_t gh, gw;
+    int64_t dim;
+    float lut[3][256];
+} patch_job;
+
+/* Block rows [b0, b1) (merge_size patch rows each) into their patches. */
+static void patch_rows(void *ctx, int64_t b0, int64_t b1)
+{
+    const patch_job *J = ctx;
+    const gs_image_params *p = J->p;
+    const int32_t P = p->patch_size, T = p->temporal_patch_size, m = p->merge_size;
+    const int64_t dim = J->dim;
+    const size_t pp = (size_t)P * P, stride = (size_t)J->img->w * 3;
+    float *row = J->pixels + (size_t)b0 * (size_t)(J->gw / m) * (size_t)(m * m) * (size_t)dim;
+    for (int64_t bh = b0; bh < b1; bh++)
+        for (int32_t bw = 0; bw < J->gw / m; bw++)
+            for (int32_t mh = 0; mh < m; mh++)
+                for (int32_t mw = 0; mw < m; mw++, row += dim) {
+                    const size_t y0 = (size_t)(bh * m + mh) * P, x0 = (size_t)(bw * m + mw) * P;
+                    for (int c = 0; c < 3; c++) {
+                        float *dst = row + (size_t)c * T * pp;
+                        const float *lc = J->lut[c];
+                        for (int32_t y = 0; y < P; y++) {
+                            const uint8_t *s = J->img->data + (y0 + y) * stride + x0 * 3 + c;
+                            float *o = dst + (size_t)y * P;
+                            for (int32_t x = 0; x < P; x++)
+                                o[x] = lc[s[3 * x]];
+                        }
+                        for (int32_t t = 1; t < T; t++)
+                            memcpy(dst + (size_t)t * pp, dst, sizeof(float) * pp);
+                    }
+                }
+}
+
 int gs_image_patchify(const gs_image_rgb *img, const gs_image_params *p, gs_image_patches **out,
                       gs_diag *d)
 {
@@ -311,28 +350,11 @@ int gs_image_patchify(const gs_image_rgb *img, const gs_image_params *p, gs_imag
     pt->resized_w = img->w;
     pt->resized_h = img->h;
 
-    float lut[3][256];
-    make_lut(p, lut);
-    const size_t pp = (size_t)P * P, stride = (size_t)img->w * 3;
-    float *row = pt->pixels;
-    for (int32_t bh = 0; bh < gh / m; bh++)
-        for (int32_t bw = 0; bw < gw / m; bw++)
-            for (int32_t mh = 0; mh < m; mh++)
-                for (int32_t mw = 0; mw < m; mw++, row += dim) {
-                    const size_t y0 = (size_t)(bh * m + mh) * P, x0 = (size_t)(bw * m + mw) * P;
-                    for (int c = 0; c < 3; c++) {
-                        float *dst = row + (size_t)c * T * pp;
-                        const float *lc = lut[c];
-                        for (int32_t y = 0; y < P; y++) {
-                            const uint8_t *s = img->data + (y0 + y) * stride + x0 * 3 + c;
-                            float *o = dst + (size_t)y * P;
-                            for (int32_t x = 0; x < P; x++)
-                                o[x] = lc[s[3 * x]];
-                        }
-                        for (int32_t t = 1; t < T; t++)
-                            memcpy(dst + (size_t)t * pp, dst, sizeof(float) * pp);
-                    }
-                }
+    patch_job J = {img, p, pt->pixels, gh, gw, dim, {{0}}};
+    make_lut(p, J.lut);
+    /* a block row of merge x merge patches per item; ~2 MiB of output each */
+    const int64_t per = (int64_t)(gw / m) * m * m * dim * (int64_t)sizeof(float);
+    gs_image_par_for(p->n_threads, gh / m, 1 + (2 << 20) / per, patch_rows, &J);
     *out = pt;
     return 0;
 }
@@ -352,7 +374,7 @@ int gs_image_preprocess(const gs_image_rgb *img, const gs_image_params *p, gs_im
     if (rh == img->h && rw == img->w)
         return gs_image_patchify(img, p, out, d);
     gs_image_rgb *resized = NULL;
-    if ((rc = gs_image_resize_bicubic(img, rw, rh, &resized, d)))
+    if ((rc = gs_image_resize_bicubic_mt(img, rw, rh, p->n_threads, &resized, d)))
         return rc;
     rc = gs_image_patchify(resized, p, out, d);
     gs_image_rgb_free(resized);

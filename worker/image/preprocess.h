@@ -35,6 +35,10 @@ typedef struct {
     int32_t do_resize;           /* "do_resize", default 1 */
     int32_t do_rescale;          /* "do_rescale", default 1 */
     int32_t do_normalize;        /* "do_normalize", default 1 */
+    /* Not from the file: threads for one image's resize and patchify
+     * (started per call; 0 or 1: the calling thread alone). The pixels are
+     * the same for any count. */
+    int32_t n_threads;
 } gs_image_params;
 
 /* Reads preprocessor_config.json. path is the model folder (the file name

@@ -29,6 +29,7 @@
  * must not be contracted into FMAs (the build sets -ffp-contract=off). */
 #include "worker/image/resample.h"
 #include "worker/image/big_alloc.h"
+#include "worker/image/par.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -229,13 +230,14 @@ GS_MULTIVERSION static void pass_horizontal(const uint8_t *src, int32_t sw, int3
     }
 }
 
-/* src has rows indexed from the bounds of c (already shifted); width w. */
-GS_MULTIVERSION static void pass_vertical(const uint8_t *src, int32_t w, uint8_t *dst, int32_t dh,
-                                          const coeffs *c, int32_t *acc)
+/* Output rows [yy0, yy1); src has rows indexed from the bounds of c
+ * (already shifted); width w; acc: w * 3 int32 of scratch. */
+GS_MULTIVERSION static void pass_vertical(const uint8_t *src, int32_t w, uint8_t *dst, int32_t yy0,
+                                          int32_t yy1, const coeffs *c, int32_t *acc)
 {
     const size_t rowlen = (size_t)w * 3;
     const int32_t half = 1 << (PRECISION_BITS - 1);
-    for (int32_t yy = 0; yy < dh; yy++) {
+    for (int32_t yy = yy0; yy < yy1; yy++) {
         const int32_t *k = c->k + (size_t)yy * (size_t)c->ksize;
         const int32_t ymin = c->bounds[2 * yy], cnt = c->bounds[2 * yy + 1];
         for (size_t i = 0; i < rowlen; i++)
@@ -252,8 +254,63 @@ GS_MULTIVERSION static void pass_vertical(const uint8_t *src, int32_t w, uint8_t
     }
 }
 
+/* The two passes as row ranges for gs_image_par_for. */
+typedef struct {
+    const uint8_t *src;
+    uint8_t *dst;
+    int32_t sw, dw, y0; /* horizontal: source / output width, first source row */
+    const coeffs *c;
+    int failed; /* vertical: a range had no memory for its scratch */
+} pass_job;
+
+/* ~256 KiB of output per range at least, so small images stay on one thread */
+static int64_t min_rows(int32_t w)
+{
+    return 1 + (256 << 10) / ((int64_t)w * 3);
+}
+
+static void hpass_rows(void *ctx, int64_t i0, int64_t i1)
+{
+    const pass_job *J = ctx;
+    pass_horizontal(J->src, J->sw, J->y0 + (int32_t)i0, (int32_t)(i1 - i0),
+                    J->dst + (size_t)i0 * (size_t)J->dw * 3, J->dw, J->c);
+}
+
+static void vpass_rows(void *ctx, int64_t i0, int64_t i1)
+{
+    pass_job *J = ctx;
+    int32_t *acc = malloc(sizeof(int32_t) * (size_t)J->dw * 3);
+    if (!acc) {
+        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    pass_vertical(J->src, J->dw, J->dst, (int32_t)i0, (int32_t)i1, J->c, acc);
+    free(acc);
+}
+
+static void run_h(const uint8_t *src, int32_t sw, int32_t y0, int32_t n, uint8_t *dst, int32_t dw,
+                  const coeffs *c, int threads)
+{
+    pass_job J = {src, dst, sw, dw, y0, c, 0};
+    gs_image_par_for(threads, n, min_rows(dw), hpass_rows, &J);
+}
+
+static int run_v(const uint8_t *src, int32_t w, uint8_t *dst, int32_t dh, const coeffs *c,
+                 int threads)
+{
+    pass_job J = {src, dst, w, w, 0, c, 0};
+    gs_image_par_for(threads, dh, min_rows(w), vpass_rows, &J);
+    return J.failed ? GS_ENOMEM : 0;
+}
+
 int gs_image_resize_bicubic(const gs_image_rgb *in, int32_t out_w, int32_t out_h,
                             gs_image_rgb **out, gs_diag *d)
+{
+    return gs_image_resize_bicubic_mt(in, out_w, out_h, 1, out, d);
+}
+
+int gs_image_resize_bicubic_mt(const gs_image_rgb *in, int32_t out_w, int32_t out_h, int n_threads,
+                               gs_image_rgb **out, gs_diag *d)
 {
     if (!out)
         return gs_diag_set(d, GS_EINVAL, "resize: no output");
@@ -265,7 +322,6 @@ int gs_image_resize_bicubic(const gs_image_rgb *in, int32_t out_w, int32_t out_h
     int rc = 0;
     coeffs cv = {0}, ch = {0};
     uint8_t *tmp = NULL;
-    int32_t *acc = NULL;
     gs_image_rgb *res = gs_image_rgb_new(out_w, out_h);
     if (!res)
         goto oom;
@@ -284,11 +340,11 @@ int gs_image_resize_bicubic(const gs_image_rgb *in, int32_t out_w, int32_t out_h
     if (need_h && need_v && dh > 0 && dh > 2 * dw) {
         /* Pillow >= 13: the height shrinks much more than the width, so
          * the vertical pass runs first, over the full source width. */
-        if (!(tmp = gs_big_alloc((size_t)in->w * (size_t)out_h * 3)) ||
-            !(acc = malloc(sizeof(int32_t) * (size_t)in->w * 3)))
+        if (!(tmp = gs_big_alloc((size_t)in->w * (size_t)out_h * 3)))
             goto oom;
-        pass_vertical(in->data, in->w, tmp, out_h, &cv, acc);
-        pass_horizontal(tmp, in->w, 0, out_h, res->data, out_w, &ch);
+        if (run_v(in->data, in->w, tmp, out_h, &cv, n_threads))
+            goto oom;
+        run_h(tmp, in->w, 0, out_h, res->data, out_w, &ch, n_threads);
     } else {
         const uint8_t *vsrc = in->data;
         if (need_h) {
@@ -304,14 +360,11 @@ int gs_image_resize_bicubic(const gs_image_rgb *in, int32_t out_w, int32_t out_h
                 for (int32_t i = 0; i < out_h; i++)
                     cv.bounds[2 * i] -= y_first;
             }
-            pass_horizontal(in->data, in->w, need_v ? y_first : 0, rows, hdst, out_w, &ch);
+            run_h(in->data, in->w, need_v ? y_first : 0, rows, hdst, out_w, &ch, n_threads);
             vsrc = tmp;
         }
-        if (need_v) {
-            if (!(acc = malloc(sizeof(int32_t) * (size_t)out_w * 3)))
-                goto oom;
-            pass_vertical(vsrc, out_w, res->data, out_h, &cv, acc);
-        }
+        if (need_v && run_v(vsrc, out_w, res->data, out_h, &cv, n_threads))
+            goto oom;
     }
     *out = res;
     res = NULL;
@@ -325,7 +378,6 @@ done:
     coeffs_free(&cv);
     coeffs_free(&ch);
     free(tmp);
-    free(acc);
     gs_image_rgb_free(res);
     return rc;
 }

@@ -18,5 +18,10 @@
  * GS_EINVAL (sizes <= 0), GS_ETOOBIG (weight tables over 1 GiB), GS_ENOMEM. */
 int gs_image_resize_bicubic(const gs_image_rgb *in, int32_t out_w, int32_t out_h,
                             gs_image_rgb **out, gs_diag *d);
+/* The same, each pass's rows cut between n_threads threads (started for
+ * the call; <= 1: the calling thread alone). The same bytes for any
+ * n_threads: every output sample is computed alone. */
+int gs_image_resize_bicubic_mt(const gs_image_rgb *in, int32_t out_w, int32_t out_h, int n_threads,
+                               gs_image_rgb **out, gs_diag *d);
 
 #endif

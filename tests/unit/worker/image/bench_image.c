@@ -54,6 +54,15 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
+static double wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static int g_threads = 2; /* the last column: gs_image_params.n_threads */
+
 /* A photo-like synthetic image: gradients plus a little pseudo-noise. */
 static uint8_t *synth(int w, int h)
 {
@@ -100,7 +109,9 @@ static unsigned char *make_png(const uint8_t *rgb, int w, int h, size_t *len)
 static void bench(const char *name, const unsigned char *bytes, size_t len,
                   const gs_image_params *prm)
 {
-    double best[4] = {1e30, 1e30, 1e30, 1e30};
+    double best[6] = {1e30, 1e30, 1e30, 1e30, 1e30, 1e30};
+    gs_image_params mt = *prm;
+    mt.n_threads = g_threads;
     gs_diag d = {0};
     int w = 0, h = 0, rw = 0, rh = 0;
     long long rows = 0;
@@ -121,8 +132,17 @@ static void bench(const char *name, const unsigned char *bytes, size_t len,
         double t3 = now_ms();
         gs_image_preprocess(img, prm, &pt2, &d);
         double t4 = now_ms();
-        double t[4] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
-        for (int i = 0; i < 4; i++)
+        /* wall clock, one thread and g_threads, alternating */
+        gs_image_patches *p1 = NULL, *pn = NULL;
+        double w0 = wall_ms();
+        gs_image_preprocess(img, prm, &p1, &d);
+        double w1 = wall_ms();
+        gs_image_preprocess(img, &mt, &pn, &d);
+        double w2 = wall_ms();
+        gs_image_patches_free(p1);
+        gs_image_patches_free(pn);
+        double t[6] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3, w1 - w0, w2 - w1};
+        for (int i = 0; i < 6; i++)
             best[i] = t[i] < best[i] ? t[i] : best[i];
         w = img->w, h = img->h, rw = ow, rh = oh, rows = pt ? pt->n_patches : 0;
         gs_image_rgb_free(img);
@@ -130,8 +150,10 @@ static void bench(const char *name, const unsigned char *bytes, size_t len,
         gs_image_patches_free(pt);
         gs_image_patches_free(pt2);
     }
-    printf("| %-22s | %5dx%-5d | %5dx%-5d | %6lld | %7.2f | %7.2f | %8.2f | %10.2f |\n", name, w, h,
-           rw, rh, rows, best[0], best[1], best[2], best[3]);
+    printf("| %-22s | %5dx%-5d | %5dx%-5d | %6lld | %7.2f | %7.2f | %8.2f | %10.2f | %8.2f | %8.2f "
+           "(%.2fx) |\n",
+           name, w, h, rw, rh, rows, best[0], best[1], best[2], best[3], best[4], best[5],
+           best[4] / best[5]);
 }
 
 int main(int argc, char **argv)
@@ -145,11 +167,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_image: %s\n", d.msg);
         return 1;
     }
-    printf("best of %d runs, one thread, thread CPU time in ms\n\n", RUNS);
-    printf("| %-22s | %-11s | %-11s | %-6s | %-7s | %-7s | %-8s | %-10s |\n", "image", "decoded",
-           "resized", "rows", "decode", "resize", "patchify", "preprocess");
-    printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------", "-------------",
-           "-------------", "--------", "---------", "---------", "----------", "------------");
+    const char *th = getenv("BENCH_IMAGE_THREADS");
+    if (th && atoi(th) > 0)
+        g_threads = atoi(th);
+    printf(
+        "best of %d runs; decode .. preprocess: one thread, thread CPU time in ms; the last two: "
+        "preprocess wall time, one thread and %d (BENCH_IMAGE_THREADS)\n\n",
+        RUNS, g_threads);
+    printf("| %-22s | %-11s | %-11s | %-6s | %-7s | %-7s | %-8s | %-10s | %-8s | %-8s |\n", "image",
+           "decoded", "resized", "rows", "decode", "resize", "patchify", "preprocess", "wall, 1",
+           "wall, N");
+    printf("|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------", "-------------",
+           "-------------", "--------", "---------", "---------", "----------", "------------",
+           "----------", "----------");
     if (argc > 2) {
         for (int i = 2; i < argc; i++) {
             size_t len = 0;

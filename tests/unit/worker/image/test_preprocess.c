@@ -356,6 +356,55 @@ static void test_preprocess_end_to_end(void)
     gs_image_patches_free(NULL);
 }
 
+/* A noisy image (every pixel differs from its neighbours). */
+static gs_image_rgb *noise(int w, int h, unsigned seed)
+{
+    gs_image_rgb *img = gs_image_rgb_new(w, h);
+    for (size_t i = 0; i < (size_t)w * h * 3; i++) {
+        seed = seed * 1103515245u + 12345u;
+        img->data[i] = (uint8_t)(seed >> 16);
+    }
+    return img;
+}
+
+/* Resize and patchify cut between threads give the same bytes as one
+ * thread, for each pass order and for sizes where a range is one row. */
+static void test_threads_give_the_same_pixels(void)
+{
+    static const int sz[][4] = {{1200, 900, 1187, 913}, /* both passes, horizontal first */
+                                {700, 1400, 690, 300},  /* the vertical pass first */
+                                {1500, 200, 900, 200},  /* horizontal only */
+                                {300, 1000, 300, 1500}, /* vertical only */
+                                {5000, 7, 6000, 9}};    /* few rows */
+    gs_diag d = {0};
+    for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
+        gs_image_rgb *a = noise(sz[i][0], sz[i][1], (unsigned)i + 1), *one = NULL, *many = NULL;
+        GS_ASSERT_OK(gs_image_resize_bicubic(a, sz[i][2], sz[i][3], &one, &d));
+        for (int t = 2; t <= 5; t += 3) {
+            GS_ASSERT_OK(gs_image_resize_bicubic_mt(a, sz[i][2], sz[i][3], t, &many, &d));
+            GS_ASSERT_MSG(!memcmp(one->data, many->data, (size_t)sz[i][2] * sz[i][3] * 3),
+                          "%dx%d -> %dx%d with %d threads differs", sz[i][0], sz[i][1], sz[i][2],
+                          sz[i][3], t);
+            gs_image_rgb_free(many);
+        }
+        gs_image_rgb_free(one);
+        gs_image_rgb_free(a);
+    }
+    gs_image_params p;
+    GS_ASSERT_OK(parse(flash_json, &p, NULL));
+    gs_image_rgb *img = noise(1600, 1200, 9);
+    gs_image_patches *one = NULL, *many = NULL;
+    GS_ASSERT_OK(gs_image_preprocess(img, &p, &one, &d));
+    p.n_threads = 3;
+    GS_ASSERT_OK(gs_image_preprocess(img, &p, &many, &d));
+    GS_ASSERT_EQ(one->n_patches, many->n_patches);
+    GS_ASSERT(!memcmp(one->pixels, many->pixels,
+                      sizeof(float) * (size_t)one->n_patches * (size_t)one->patch_dim));
+    gs_image_patches_free(one);
+    gs_image_patches_free(many);
+    gs_image_rgb_free(img);
+}
+
 int main(void)
 {
     GS_RUN(test_params_flash);
@@ -367,5 +416,6 @@ int main(void)
     GS_RUN(test_patchify_layout);
     GS_RUN(test_normalise_values);
     GS_RUN(test_preprocess_end_to_end);
+    GS_RUN(test_threads_give_the_same_pixels);
     return gs_test_summary();
 }
