@@ -317,36 +317,44 @@ void gs_chat_job_free(gs_chat_job *j)
     memset(j, 0, sizeof *j);
 }
 
-int gs_chat_job_from_body(const gs_chat_job_params *p, const char *body, size_t len,
-                          gs_chat_job *out, char *msg, size_t cap, const char **param)
+/* body parsed (with the payloads lifted out, or plainly) and built into
+ * *out; *lifted: whether payloads were lifted. */
+static int build_body(const gs_chat_job_params *p, const char *body, size_t len, int lift_them,
+                      gs_chat_job *out, char *msg, size_t cap, const char **param, int *lifted)
 {
     memset(out, 0, sizeof *out);
     *param = NULL;
     json_error_t je;
-    gs_json_lift lift;
-    json_t *req = gs_json_load_lifted(body, len, JSON_REJECT_DUPLICATES, &lift, &je);
-    for (int pass = 0; pass < 2; pass++) {
-        if (!req || !json_is_object(req)) {
-            if (req)
-                snprintf(msg, cap, "the request body must be a JSON object");
-            else
-                snprintf(msg, cap, "invalid JSON at byte %d: %s", je.position, je.text);
-            json_decref(req);
-            return 400;
-        }
-        gs_chat_job_params q = *p;
-        q.lift = lift.n ? &lift : NULL;
-        int st = gs_chat_job_build(&q, req, out, msg, cap, param);
+    gs_json_lift lift = {0};
+    json_t *req = lift_them ? gs_json_load_lifted(body, len, JSON_REJECT_DUPLICATES, &lift, &je)
+                            : json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    *lifted = lift.n > 0;
+    if (!req || !json_is_object(req)) {
+        if (req)
+            snprintf(msg, cap, "the request body must be a JSON object");
+        else
+            snprintf(msg, cap, "invalid JSON at byte %d: %s", je.position, je.text);
         json_decref(req);
-        /* A lifted payload outside an image part (its marker, escaped by
-         * json_dumps, in the job): build from the plain parse. */
-        if (st || !q.lift || !strstr(out->json, "\\u0001"))
-            return st;
-        gs_chat_job_free(out);
-        lift.n = 0;
-        req = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+        return 400;
     }
-    return 400; /* not reached */
+    gs_chat_job_params q = *p;
+    q.lift = lift.n ? &lift : NULL;
+    int st = gs_chat_job_build(&q, req, out, msg, cap, param);
+    json_decref(req);
+    return st;
+}
+
+int gs_chat_job_from_body(const gs_chat_job_params *p, const char *body, size_t len,
+                          gs_chat_job *out, char *msg, size_t cap, const char **param)
+{
+    int lifted;
+    int st = build_body(p, body, len, 1, out, msg, cap, param, &lifted);
+    /* A lifted payload outside an image part (its marker, escaped by
+     * json_dumps, in the job): build from the plain parse. */
+    if (st || !lifted || !strstr(out->json, "\\u0001"))
+        return st;
+    gs_chat_job_free(out);
+    return build_body(p, body, len, 0, out, msg, cap, param, &lifted);
 }
 
 void gs_chat_job_set_image(gs_chat_job *j, int k, uint8_t *bytes, size_t len)

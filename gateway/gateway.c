@@ -474,7 +474,7 @@ static void open_vendor(gs_gw *gw)
  * threshold each is a fresh mapping: page faults to fill it, and a munmap
  * whose TLB shootdown interrupts every thread of the process. Keeping
  * them in the heap halved the gateway's dispatch time of a 1.45 MB image
- * (5.1-5.8 -> 2.5-3.9 ms, docs/benchmarks.md). The heap keeps up to
+ * (5.3-6.4 -> 3.0-3.2 ms, docs/benchmarks.md). The heap keeps up to
  * 64 MiB free at its top before it gives memory back. */
 static void malloc_tuning(void)
 {

@@ -102,8 +102,8 @@ static void usage(FILE *f)
  * already take every core during steps, and an image prepared beside them
  * would slow every running stream's step: one thread. With CUDA the cores
  * are mostly idle: cutting a photo's resize and patchify between threads
- * brings its first token sooner (1.9-2.0x on two cores for 1920x1080 and
- * 3000x1700 JPEGs, docs/benchmarks.md); up to 4, half the cores. */
+ * makes it 1.7-2.0x faster on two cores (1920x1080 and 3000x1700 images,
+ * docs/benchmarks.md); up to 4, half the cores. */
 static int image_threads_auto(gs_backend_kind kind)
 {
     if (kind != GS_BACKEND_CUDA)

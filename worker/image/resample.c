@@ -32,6 +32,7 @@
 #include "worker/image/par.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -260,7 +261,7 @@ typedef struct {
     uint8_t *dst;
     int32_t sw, dw, y0; /* horizontal: source / output width, first source row */
     const coeffs *c;
-    int failed; /* vertical: a range had no memory for its scratch */
+    atomic_int failed; /* vertical: a range had no memory for its scratch */
 } pass_job;
 
 /* ~256 KiB of output per range at least, so small images stay on one thread */
@@ -281,7 +282,7 @@ static void vpass_rows(void *ctx, int64_t i0, int64_t i1)
     pass_job *J = ctx;
     int32_t *acc = malloc(sizeof(int32_t) * (size_t)J->dw * 3);
     if (!acc) {
-        __atomic_store_n(&J->failed, 1, __ATOMIC_RELAXED);
+        atomic_store(&J->failed, 1);
         return;
     }
     pass_vertical(J->src, J->dw, J->dst, (int32_t)i0, (int32_t)i1, J->c, acc);
@@ -300,7 +301,7 @@ static int run_v(const uint8_t *src, int32_t w, uint8_t *dst, int32_t dh, const 
 {
     pass_job J = {src, dst, w, w, 0, c, 0};
     gs_image_par_for(threads, dh, min_rows(w), vpass_rows, &J);
-    return J.failed ? GS_ENOMEM : 0;
+    return atomic_load(&J.failed) ? GS_ENOMEM : 0;
 }
 
 int gs_image_resize_bicubic(const gs_image_rgb *in, int32_t out_w, int32_t out_h,
