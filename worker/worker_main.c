@@ -9,7 +9,7 @@
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
  *       [--stream-interval-us N] [--idle-spin-us N] [--image-threads N]
  *       [--resolve-interval S]
- *       [--max-images N] [--dummy-weights] [--graphs auto|on|off]
+ *       [--max-images N] [--dummy-weights] [--graphs auto|on|off] [--batch-invariant]
  *       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]
  *       [--log-level debug|info|warn|error] [--log-file F]
  *
@@ -71,6 +71,7 @@ typedef struct {
     int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs, stream_us;
     int spin_us;
     int image_threads; /* -1: auto (image_threads_auto) */
+    int batch_invariant;
     int resolve_s;
     long kv_mib;
     long enc_mib; /* --encoder-cache; 0: the engine's default (256) */
@@ -93,6 +94,8 @@ static void usage(FILE *f)
                "        default 1 with --backend cpu, up to 4 with cuda)]\n"
                "       [--resolve-interval S (--connect names, default 10)]\n"
                "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
+               "       [--batch-invariant (CPU: prefill GEMMs in F32, so a job's tokens do\n"
+               "        not depend on what it is batched with; slower prefill)]\n"
                "       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]\n"
                "       [--log-level debug|info|warn|error] [--log-file F]\n"
                "URLs: ipc:///path/to/socket or tcp://host:port\n");
@@ -167,6 +170,10 @@ static int parse_args(int argc, char **argv, options *o)
             return 1;
         if (!strcmp(a, "--dummy-weights")) {
             o->dummy = 1;
+            continue;
+        }
+        if (!strcmp(a, "--batch-invariant")) {
+            o->batch_invariant = 1;
             continue;
         }
         if (a[0] != '-' || a[1] != '-') {
@@ -391,6 +398,10 @@ int main(int argc, char **argv)
     if ((rc = gs_backend_new(&bp, &be, &d))) {
         gs_log_error("fatal: --backend %s: %s", o.backend, d.msg[0] ? d.msg : gs_strerror(rc));
         goto out;
+    }
+    if (o.batch_invariant) { /* docs/engine.md: the one batch-dependent rounding */
+        gs_backend_set_tuning(be, &(gs_backend_tuning){GS_TUNE_CPU_GEMM_F32, 0});
+        gs_log_info("--batch-invariant: CPU prefill GEMMs in F32");
     }
     gs_log_info("loading %s%s, weights %s", o.model, o.dummy ? " (dummy weights)" : "",
                 o.weights ? gs_weight_format_name(o.weights) : "as stored");

@@ -2,7 +2,7 @@
  * workload in process, for the cost of the worker boundary and for tests.
  *
  *   bench_worker [--url URL]... [--inproc --model DIR [--threads N]
- *                 [--kv-memory MIB]] [--block N]
+ *                 [--kv-memory MIB] [--batch-invariant]] [--block N]
  *       [--levels 1,64] [--requests N] [--max-tokens N] [--prompt TEXT]
  *       [--image FILE]... [--temperature T] [--seed S] [--unique 0|1]
  *       [--cancel-after K] [--dump] [--json FILE]
@@ -36,6 +36,9 @@
  * in-process client sends its next jobs exactly between two steps, which
  * no client of a server can; this measures the two paths under the same
  * arrivals. The concurrency column gives the jobs in flight on average.
+ * --batch-invariant: the in-process engine's CPU prefill GEMMs in F32, as
+ * glmserve-worker --batch-invariant, so that both paths give the same
+ * tokens however their jobs were batched (tests).
  * --dump prints one JSON line per job (text, ids, finish, error, events) for tests.
  * --cancel-after K cancels each job after its K-th token event.
  * Exit status 0 when every job ended (ok, refused or failed: see the

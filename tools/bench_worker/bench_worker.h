@@ -22,8 +22,9 @@ typedef struct {
     int inproc; /* --inproc: with --url too, both paths in alternating blocks */
     int block;  /* --block: jobs per block when both paths run (default 8) */
     int requests, max_tokens, unique, cancel_after, dump, stats;
-    double rate;    /* --rate: jobs per second, Poisson arrivals (open loop); 0: closed loop */
-    long long seed; /* -1: none */
+    int batch_invariant; /* --inproc: GS_TUNE_CPU_GEMM_F32, as the worker's --batch-invariant */
+    double rate;         /* --rate: jobs per second, Poisson arrivals (open loop); 0: closed loop */
+    long long seed;      /* -1: none */
     double temperature;
     const char *prompt, *json;
     char *job_text; /* --job FILE: this JSON for every job instead of a generated one (owned) */

@@ -10,7 +10,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_worker [--url URL]... [--inproc --model DIR [--threads N] "
-               "[--kv-memory MIB]]\n"
+               "[--kv-memory MIB] [--batch-invariant]]\n"
                "       [--block N (several paths: jobs per alternating block, default 8)]\n"
                "       [--levels 1,64 | --rate JOBS_PER_S] [--requests N] [--max-tokens N]\n"
                "       [--prompt TEXT]\n"
@@ -57,6 +57,9 @@ int bw_parse_args(int argc, char **argv, bw_options *o)
             continue;
         } else if (!strcmp(a, "--stats")) {
             o->stats = 1;
+            continue;
+        } else if (!strcmp(a, "--batch-invariant")) {
+            o->batch_invariant = 1;
             continue;
         }
         if (!v) {

@@ -157,6 +157,8 @@ int bw_inproc_open(const bw_options *o, bw_target **out)
     snprintf(path, sizeof path, "%s/tokenizer.json", o->model);
     gs_model_params mp = {o->model, NULL, 0, 1, 0, GS_WEIGHTS_ASIS, 0};
     int rc = gs_backend_new(&bp, &t->be, &d);
+    if (!rc && o->batch_invariant)
+        rc = gs_backend_set_tuning(t->be, &(gs_backend_tuning){GS_TUNE_CPU_GEMM_F32, 0});
     if (!rc) {
         mp.be = t->be;
         rc = gs_model_load(&mp, &t->model, &d);
