@@ -272,9 +272,72 @@ static int resolve_refs(json_t *req, int n_frames, int slot_frame[GS_IPC_MAX_IMA
     return 0;
 }
 
-/* Starts an ask (req borrowed; frames[0..n) borrowed, copied into the job). */
-static void start_ask(wsconn *wc, const char *id, json_t *req, uint8_t **frames,
-                      const size_t *frame_len, int n)
+/* The text of the message an ask came in, and the data: URL payloads
+ * lifted out of it before the parse (json_lift.h; lift NULL: none). */
+typedef struct {
+    const char *p;
+    size_t n;
+    const gs_json_lift *lift;
+    uint64_t t0; /* when the message arrived */
+} ask_text;
+
+/* The ask's job from req (borrowed; its image_ref parts are rewritten)
+ * and the binary frames frames[0..n) (borrowed, copied into the job); t
+ * (may be NULL) as above. 0, or an HTTP status with msg (job freed). */
+static int build_job(wsconn *wc, json_t *req, const ask_text *t, uint8_t **frames,
+                     const size_t *frame_len, int n, gs_chat_job *job, char *msg, size_t cap)
+{
+    gs_gw *gw = wc->gw;
+    memset(job, 0, sizeof *job);
+    int slot_frame[GS_IPC_MAX_IMAGES];
+    int status = resolve_refs(req, n, slot_frame, msg, cap);
+    if (status)
+        return status;
+    gs_dispatch_stats ds;
+    gs_dispatch_get_stats(gw->ds, &ds);
+    /* asks carry bytes: no remote fetch */
+    gs_chat_job_params jp = {gw->cfg.max_images, ds.model, 0, t ? t->lift : NULL};
+    const char *param = NULL;
+    status = gs_chat_job_build(&jp, req, job, msg, cap, &param);
+    if (!status && jp.lift && strstr(job->json, "\\u0001")) {
+        /* A lifted payload outside an image part reached the job (its
+         * marker, escaped by json_dumps): build from the plain parse, as
+         * gs_chat_job_from_body does. That parse cannot fail but for
+         * memory: the lifted one succeeded. */
+        gs_chat_job_free(job);
+        json_t *plain = json_loadb(t->p, t->n, JSON_REJECT_DUPLICATES, NULL);
+        if (!plain) {
+            snprintf(msg, cap, "out of memory");
+            return 503;
+        }
+        status = build_job(wc, plain, NULL, frames, frame_len, n, job, msg, cap);
+        json_decref(plain);
+        return status;
+    }
+    for (int i = 0; !status && i < job->n_images; i++) {
+        if (slot_frame[i] < 0)
+            continue;
+        size_t len = frame_len[slot_frame[i]];
+        uint8_t *b = malloc(len ? len : 1);
+        if (!b) {
+            status = 503;
+            snprintf(msg, cap, "out of memory");
+            break;
+        }
+        memcpy(b, frames[slot_frame[i]], len);
+        gs_chat_job_set_image(job, i, b, len);
+    }
+    if (status)
+        gs_chat_job_free(job);
+    return status;
+}
+
+/* Starts an ask that arrived whole at t0 (its message, and its last
+ * frame, received: the clock of its metrics, as a request's over HTTP)
+ * (req borrowed; t as build_job's; frames[0..n) borrowed, copied into the
+ * job). */
+static void start_ask(wsconn *wc, const char *id, json_t *req, const ask_text *t, uint64_t t0,
+                      uint8_t **frames, const size_t *frame_len, int n)
 {
     gs_gw *gw = wc->gw;
     if (wc->going_away || gw->draining || !gw->ds) {
@@ -301,7 +364,7 @@ static void start_ask(wsconn *wc, const char *id, json_t *req, uint8_t **frames,
         return;
     }
     a->wc = wc;
-    a->t0 = gs_clock_now_ns();
+    a->t0 = t0;
     snprintf(a->id, sizeof a->id, "%s", id);
     gs_think_split_init(&a->split);
     gs_queue_insert_tail(&wc->asks, &a->link);
@@ -309,35 +372,9 @@ static void start_ask(wsconn *wc, const char *id, json_t *req, uint8_t **frames,
     gw->streams_open++;
 
     char msg[512];
-    const char *param = NULL;
-    int slot_frame[GS_IPC_MAX_IMAGES];
-    int status = resolve_refs(req, n, slot_frame, msg, sizeof msg);
     gs_chat_job job;
-    memset(&job, 0, sizeof job);
-    if (!status) {
-        gs_dispatch_stats ds;
-        gs_dispatch_get_stats(gw->ds, &ds);
-        gs_chat_job_params jp = {gw->cfg.max_images, ds.model, 0, NULL}; /* asks carry bytes */
-        status = gs_chat_job_build(&jp, req, &job, msg, sizeof msg, &param);
-    }
-    for (int i = 0; !status && i < job.n_images; i++) {
-        if (slot_frame[i] < 0)
-            continue;
-        size_t len = frame_len[slot_frame[i]];
-        uint8_t *b = malloc(len ? len : 1);
-        if (!b) {
-            status = 503;
-            snprintf(msg, sizeof msg, "out of memory");
-            break;
-        }
-        memcpy(b, frames[slot_frame[i]], len);
-        free(job.bytes[i]);
-        job.bytes[i] = b;
-        job.images[i].p = (const char *)b;
-        job.images[i].len = (uint32_t)len;
-    }
+    int status = build_job(wc, req, t, frames, frame_len, n, &job, msg, sizeof msg);
     if (status) {
-        gs_chat_job_free(&job);
         send_error(wc, id, status, status == 503 ? GS_ENOMEM : GS_EINVAL, msg);
         ask_end(a);
         return;
@@ -389,7 +426,7 @@ static void on_auth(wsconn *wc, const json_t *msg)
     send_json(wc, json_pack("{s:s, s:b}", "type", "auth", "ok", 1));
 }
 
-static void on_ask(wsconn *wc, json_t *msg)
+static void on_ask(wsconn *wc, json_t *msg, const ask_text *t)
 {
     gs_gw *gw = wc->gw;
     const json_t *jid = json_object_get(msg, "id");
@@ -418,10 +455,16 @@ static void on_ask(wsconn *wc, json_t *msg)
         return;
     }
     if (!n) {
-        start_ask(wc, id, msg, NULL, NULL, 0);
+        start_ask(wc, id, msg, t, t->t0, NULL, NULL, 0);
         return;
     }
-    wc->pending = json_incref(msg);
+    /* The ask outlives its message's text, which lifted payloads point
+     * into: a lifted one waits as a plain parse. */
+    wc->pending = t->lift ? json_loadb(t->p, t->n, JSON_REJECT_DUPLICATES, NULL) : json_incref(msg);
+    if (!wc->pending) {
+        send_error(wc, id, 503, GS_ENOMEM, "out of memory");
+        return;
+    }
     snprintf(wc->pending_id, sizeof wc->pending_id, "%s", id);
     wc->need = (int)n;
     wc->have = 0;
@@ -448,6 +491,7 @@ static void on_cancel(wsconn *wc, const json_t *msg)
 static void on_text(gs_ws *ws, void *user, const char *s, size_t n)
 {
     wsconn *wc = user;
+    const uint64_t t0 = gs_clock_now_ns();
     if (wc->pending) {
         char m[160];
         snprintf(m, sizeof m, "expected %d more binary frame(s) with this ask's images",
@@ -456,7 +500,9 @@ static void on_text(gs_ws *ws, void *user, const char *s, size_t n)
         drop_pending(wc);
     }
     json_error_t je;
-    json_t *msg = json_loadb(s, n, JSON_REJECT_DUPLICATES, &je);
+    gs_json_lift lift;
+    json_t *msg = gs_json_load_lifted(s, n, JSON_REJECT_DUPLICATES, &lift, &je);
+    const ask_text text = {s, n, lift.n ? &lift : NULL, t0};
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (!msg || !json_is_object(msg) || !type) {
         char m[300];
@@ -468,7 +514,7 @@ static void on_text(gs_ws *ws, void *user, const char *s, size_t n)
     } else if (!strcmp(type, "auth")) {
         on_auth(wc, msg);
     } else if (!strcmp(type, "ask")) {
-        on_ask(wc, msg);
+        on_ask(wc, msg, &text);
     } else if (!strcmp(type, "cancel")) {
         on_cancel(wc, msg);
     } else {
@@ -482,6 +528,7 @@ static void on_text(gs_ws *ws, void *user, const char *s, size_t n)
 static void on_binary(gs_ws *ws, void *user, const uint8_t *p, size_t n)
 {
     wsconn *wc = user;
+    const uint64_t t0 = gs_clock_now_ns();
     if (!wc->pending) {
         send_error(wc, NULL, 400, GS_EINVAL,
                    "unexpected binary frame: send an ask with \"images\": N first");
@@ -499,7 +546,7 @@ static void on_binary(gs_ws *ws, void *user, const uint8_t *p, size_t n)
     wc->frame_len[wc->have++] = n;
     if (wc->have < wc->need)
         return;
-    start_ask(wc, wc->pending_id, wc->pending, wc->frames, wc->frame_len, wc->have);
+    start_ask(wc, wc->pending_id, wc->pending, NULL, t0, wc->frames, wc->frame_len, wc->have);
     drop_pending(wc);
 }
 

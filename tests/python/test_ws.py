@@ -241,6 +241,48 @@ def test_image_as_binary_frame_equals_data_url_over_http(svc, fixtures):
         assert m["type"] == "error" and m["id"] == "bad" and m["status"] == 400, m
 
 
+def test_data_urls_in_asks_equal_http(svc, fixtures):
+    # Long data: URL payloads are lifted out of an ask before its JSON is
+    # parsed, as over HTTP: an ask that starts at once, one that waits for a
+    # binary frame too, and one whose data: URL is no image part's (a tool's
+    # parameter) all give what the same request gives over HTTP.
+    a = fixtures / "ref" / "images" / "model_56x56.png"
+    b = fixtures / "ref" / "images" / "model_84x56.png"
+    text = {"type": "text", "text": "Compare these."}
+    tools = [{"type": "function", "function": {"name": "show", "description": "shows a picture",
+              "parameters": {"type": "object", "url": data_url(b)}}}]
+    cases = {
+        "lifted": ([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(a)}}, text]}], {}, None),
+        "withframe": ([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(b)}},
+            {"type": "image_ref", "index": 0}, text]}], {}, a),
+        "tool": ([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(a)}}, text]}], {"tools": tools},
+            None),
+    }
+    with ws_connect(svc) as ws:
+        for cid, (msgs, extra, frame_img) in cases.items():
+            http_msgs = json.loads(json.dumps(msgs))
+            for part in http_msgs[0]["content"]:
+                if part["type"] == "image_ref":
+                    part.clear()
+                    part.update({"type": "image_url", "image_url": {"url": data_url(frame_img)}})
+            st, body = svc.chat(http_msgs, max_tokens=12, temperature=0, **extra)
+            assert st == 200, (cid, body)
+            ask = {"type": "ask", "id": cid, "messages": msgs, "max_tokens": 12,
+                   "temperature": 0, **extra}
+            if frame_img:
+                ask["images"] = 1
+            ws.send(json.dumps(ask))
+            if frame_img:
+                ws.send(frame_img.read_bytes())
+            r = collect(ws, [cid])[cid]
+            assert r["end"]["type"] == "done", (cid, r)
+            assert r["content"] == body["choices"][0]["message"]["content"], cid
+            assert r["end"]["usage"]["prompt_tokens"] == body["usage"]["prompt_tokens"], cid
+
+
 def test_malformed_messages_keep_the_socket(svc):
     with ws_connect(svc) as ws:
         ws.send("{not json")
