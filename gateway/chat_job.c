@@ -116,8 +116,16 @@ static int take_image(const gs_chat_job_params *p, json_t *part, gs_chat_job *im
     size_t len = 0;
     int bad = 0;
     const gs_json_span *sp = gs_json_lift_find(p->lift, comma + 1);
-    uint8_t *b = sp ? gs_b64_decode(sp->p, sp->len, &len, &bad)
-                    : gs_b64_decode(comma + 1, strlen(comma + 1), &len, &bad);
+    uint8_t *b;
+    if (sp && sp->slashes) {
+        size_t n;
+        char *t = gs_json_span_unescape(sp, &n);
+        b = t ? gs_b64_decode(t, n, &len, &bad) : NULL;
+        free(t);
+    } else {
+        b = sp ? gs_b64_decode(sp->p, sp->len, &len, &bad)
+               : gs_b64_decode(comma + 1, strlen(comma + 1), &len, &bad);
+    }
     if (!b) {
         snprintf(msg, cap,
                  bad ? "messages[%d].content[%d]: invalid base64 image data" : "out of memory", mi,

@@ -53,13 +53,18 @@ static int value_follows(const char *key_end, const char *q)
 }
 
 /* The end (closing quote) of the string whose content starts at s, or
- * NULL when it has none; *esc: it holds an escape. *unsafe: it holds the
- * escape \u0001, the marker's (then nothing may be lifted). */
-static const char *string_end(const char *s, const char *end, int *esc, int *unsafe)
+ * NULL when it has none; *esc: it holds an escape; *other: one that is
+ * not "\/" (JSON's escaped slash, as PHP's encoder writes every '/').
+ * *unsafe: it holds the escape \u0001, the marker's (then nothing may be
+ * lifted). */
+static const char *string_end(const char *s, const char *end, int *esc, int *other, int *unsafe)
 {
-    *esc = 0;
+    *esc = *other = 0;
+    /* q: the first '"' at or after s. It is looked for again only when an
+     * escape took it (\"): searching from every escape would make a long
+     * string with many escapes cost its length times their number. */
+    const char *q = memchr(s, '"', (size_t)(end - s));
     for (;;) {
-        const char *q = memchr(s, '"', (size_t)(end - s));
         if (!q)
             return NULL;
         const char *bs = memchr(s, '\\', (size_t)(q - s));
@@ -68,9 +73,13 @@ static const char *string_end(const char *s, const char *end, int *esc, int *uns
         *esc = 1;
         if (bs + 1 >= end)
             return NULL;
+        if (bs[1] != '/')
+            *other = 1;
         if (bs[1] == 'u' && end - bs >= 6 && !memcmp(bs + 2, "0001", 4))
             *unsafe = 1;
         s = bs + 2;
+        if (s > q)
+            q = s < end ? memchr(s, '"', (size_t)(end - s)) : NULL;
     }
 }
 
@@ -93,8 +102,8 @@ static int lift_body(const char *b, size_t len, gs_json_lift *lift, char **out, 
         if (!q)
             break;
         const char *s = q + 1;
-        int esc;
-        const char *e = string_end(s, end, &esc, &unsafe);
+        int esc, other;
+        const char *e = string_end(s, end, &esc, &other, &unsafe);
         if (!e || unsafe)
             break; /* unterminated: jansson says so; unsafe: see below */
         p = e + 1;
@@ -106,12 +115,14 @@ static int lift_body(const char *b, size_t len, gs_json_lift *lift, char **out, 
         url_key =
             !esc && ((n == 3 && !memcmp(s, "url", 3)) || (n == 9 && !memcmp(s, "image_url", 9)));
         key_end = e;
-        if (!after_url_key || esc || lift->n >= GS_JSON_LIFT_MAX || n < 5 + GS_JSON_LIFT_MIN ||
+        if (!after_url_key || other || lift->n >= GS_JSON_LIFT_MAX || n < 5 + GS_JSON_LIFT_MIN ||
             memcmp(s, "data:", 5) != 0)
             continue;
         const char *comma = memchr(s, ',', n < HEADER_MAX ? n : HEADER_MAX);
         if (!comma || (size_t)(e - comma - 1) < GS_JSON_LIFT_MIN || !has_base64_param(s, comma))
             continue;
+        /* Printable, and its only escapes "\/" (other is 0): valid
+         * string content whatever it holds. */
         if (!printable(comma + 1, (size_t)(e - comma - 1)))
             continue;
         if (!o && !(o = malloc(len + 1))) /* a marker is shorter than what it replaces */
@@ -122,6 +133,7 @@ static int lift_body(const char *b, size_t len, gs_json_lift *lift, char **out, 
         ol += (size_t)snprintf(o + ol, len + 1 - ol, "\\u0001%d", lift->n);
         lift->spans[lift->n].p = comma + 1;
         lift->spans[lift->n].len = (size_t)(e - comma - 1);
+        lift->spans[lift->n].slashes = esc && memchr(comma + 1, '\\', (size_t)(e - comma - 1));
         lift->n++;
         copied = e;
     }
@@ -166,4 +178,21 @@ const gs_json_span *gs_json_lift_find(const gs_json_lift *lift, const char *s)
     for (s++; *s >= '0' && *s <= '9' && k < GS_JSON_LIFT_MAX; s++)
         k = k * 10 + (*s - '0');
     return *s == '\0' && k < lift->n ? &lift->spans[k] : NULL;
+}
+
+char *gs_json_span_unescape(const gs_json_span *sp, size_t *n)
+{
+    char *o = malloc(sp->len ? sp->len : 1);
+    if (!o)
+        return NULL;
+    size_t k = 0;
+    for (const char *p = sp->p, *end = sp->p + sp->len; p < end;) {
+        const char *bs = memchr(p, '\\', (size_t)(end - p));
+        const char *stop = bs ? bs : end;
+        memcpy(o + k, p, (size_t)(stop - p));
+        k += (size_t)(stop - p);
+        p = bs ? bs + 1 : end; /* the '/' after it is copied with the next run */
+    }
+    *n = k;
+    return o;
 }

@@ -6,7 +6,7 @@
  * event loop, every other connection of that gateway waiting meanwhile.
  * gs_json_load_lifted finds each value of a "url" or "image_url" key of
  * the form "data:<type>;base64,<payload>" with a long payload (printable,
- * no escapes),
+ * no escapes but "\/", which PHP's encoder writes for every '/'),
  * parses a copy of the body in which each such payload is replaced by a
  * marker ("\u0001" and the payload's index), and keeps where the payloads
  * lie in the original body; gs_chat_job_build then decodes them from there
@@ -31,6 +31,7 @@
 typedef struct {
     const char *p; /* the payload in the original body (borrowed) */
     size_t len;
+    int slashes; /* it holds escaped slashes ("\/"): see gs_json_span_unescape */
 } gs_json_span;
 
 typedef struct {
@@ -48,5 +49,9 @@ json_t *gs_json_load_lifted(const char *body, size_t len, size_t flags, gs_json_
 /* The payload a parsed string's base64 part s (what follows "base64,")
  * stands for, or NULL when s is no marker of lift (lift may be NULL). */
 const gs_json_span *gs_json_lift_find(const gs_json_lift *lift, const char *s);
+
+/* The payload's text with its "\/" escapes undone: owned (free()), *n
+ * bytes; NULL out of memory. */
+char *gs_json_span_unescape(const gs_json_span *sp, size_t *n);
 
 #endif

@@ -128,14 +128,14 @@ def chat_job_seeds():
             {"type": "image_url", "image_url": {"url": "data:text/plain;base64,aGk="}}]}]},
         {"messages": []},
         {"messages": [{"role": "us\u00e9r", "content": "x"}]},
-        # two liftable payloads (json_lift.c), one behind an escaped slash
+        # two liftable payloads (json_lift.c)
         {"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": url}},
             {"type": "image_url", "image_url": {"url": url}}]}]},
     ]
     return [json.dumps(r, ensure_ascii=False) for r in reqs] + [
         "aGVsbG8gd29ybGQ=", "a-_b",
-        json.dumps(reqs[3]).replace("/", "\\/"),  # escaped slashes: not lifted
+        json.dumps(reqs[3]).replace("/", "\\/"),  # escaped slashes: lifted, then unescaped
         json.dumps(reqs[3])[:-2] + ', "\\u0001": 1}]}']  # a U+0001: nothing lifted
 
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "gateway/chat_job.h"
 #include "gateway/json_lift.h"
 #include "test.h"
@@ -111,11 +112,11 @@ static void test_what_is_not_lifted(void)
     char buf[8192];
     gs_json_lift lift;
     json_error_t je;
-    /* an escaped slash in the payload (PHP's encoder writes them) */
-    snprintf(buf, sizeof buf, "{\"url\": \"data:image/png;base64,%.1000s\\/%s\"}", p, p + 1000);
+    /* an escape other than "\/" in the string (here \u0041, an 'A') */
+    snprintf(buf, sizeof buf, "{\"url\": \"data:image/png;base64,%.1000s\\u0041%s\"}", p, p + 1000);
     json_t *v = gs_json_load_lifted(buf, strlen(buf), 0, &lift, &je);
     GS_ASSERT(v && lift.n == 0);
-    GS_ASSERT(strchr(json_string_value(json_object_get(v, "url")), '/') != NULL);
+    GS_ASSERT(strchr(json_string_value(json_object_get(v, "url")), 'A') != NULL);
     json_decref(v);
     /* the value of another key, or no key's (only image URLs are lifted) */
     snprintf(buf, sizeof buf,
@@ -260,6 +261,95 @@ static void test_chat_job_same_either_way(void)
     free(p1);
 }
 
+/* PHP's encoder writes every '/' as "\/", in the media type and in the
+ * base64: such a payload is lifted too, and unescaped when decoded. */
+static void test_escaped_slashes(void)
+{
+    char *p0 = digits(3000, 21);
+    size_t n = strlen(p0), k = 0;
+    char *esc = malloc(2 * n + 1);
+    for (size_t i = 0; i < n; i++) {
+        if (p0[i] == '/')
+            esc[k++] = '\\';
+        esc[k++] = p0[i];
+    }
+    esc[k] = 0;
+    GS_ASSERT(k > n); /* the digits hold slashes */
+    size_t cap = 2 * n + 512;
+    char *body = malloc(cap);
+    snprintf(body, cap,
+             "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", "
+             "\"image_url\": {\"url\": \"data:image\\/png;base64,%s\"}}]}]}",
+             esc);
+    gs_json_lift lift;
+    json_error_t je;
+    json_t *a = gs_json_load_lifted(body, strlen(body), JSON_REJECT_DUPLICATES, &lift, &je);
+    GS_ASSERT(a != NULL);
+    GS_ASSERT_EQ(lift.n, 1);
+    GS_ASSERT(lift.spans[0].slashes && lift.spans[0].len == k);
+    size_t un;
+    char *u = gs_json_span_unescape(&lift.spans[0], &un);
+    GS_ASSERT(u && un == n && !memcmp(u, p0, n));
+    free(u);
+    /* the job equals the plain parse's, image bytes included */
+    json_t *b = json_loadb(body, strlen(body), JSON_REJECT_DUPLICATES, &je);
+    gs_chat_job_params pa = {.max_images = 4, .model = "m", .lift = &lift};
+    gs_chat_job_params pb = {.max_images = 4, .model = "m"};
+    gs_chat_job ja, jb, jc;
+    char msg[512];
+    const char *param;
+    GS_ASSERT_EQ(gs_chat_job_build(&pa, a, &ja, msg, sizeof msg, &param), 0);
+    GS_ASSERT_EQ(gs_chat_job_build(&pb, b, &jb, msg, sizeof msg, &param), 0);
+    GS_ASSERT_STREQ(ja.json, jb.json);
+    GS_ASSERT_EQ(ja.n_images, 1);
+    GS_ASSERT_EQ(ja.images[0].len, jb.images[0].len);
+    GS_ASSERT_EQ(ja.images[0].len, n / 4 * 3);
+    GS_ASSERT(!memcmp(ja.images[0].p, jb.images[0].p, ja.images[0].len));
+    GS_ASSERT_EQ(gs_chat_job_from_body(&pb, body, strlen(body), &jc, msg, sizeof msg, &param), 0);
+    GS_ASSERT_STREQ(jc.json, jb.json);
+    GS_ASSERT(jc.images[0].len == jb.images[0].len &&
+              !memcmp(jc.images[0].p, jb.images[0].p, jc.images[0].len));
+    gs_chat_job_free(&ja);
+    gs_chat_job_free(&jb);
+    gs_chat_job_free(&jc);
+    json_decref(a);
+    json_decref(b);
+    free(body);
+    free(esc);
+    free(p0);
+}
+
+/* A long string with many escapes (a long prompt's newlines, or a hostile
+ * body of nothing else) costs the scan its length once: it once searched
+ * for the closing quote again after every escape, and a 2 MB body of
+ * escapes held the gateway's loop for 11 s (a 64 MiB one for days). */
+static void test_many_escapes_scan_in_linear_time(void)
+{
+    const size_t n = 2u << 20;
+    char *b = malloc(n + 64);
+    size_t k = (size_t)sprintf(b, "{\"messages\": [{\"role\": \"user\", \"content\": \"");
+    for (size_t i = 0; k < n; i++) {
+        b[k++] = '\\';
+        b[k++] = i % 3 ? 'n' : '/';
+    }
+    k += (size_t)sprintf(b + k, "\"}]}");
+    gs_json_lift lift;
+    json_error_t je;
+    const uint64_t t0 = gs_clock_now_ns();
+    json_t *plain = json_loadb(b, k, 0, &je);
+    const uint64_t t1 = gs_clock_now_ns();
+    json_t *v = gs_json_load_lifted(b, k, 0, &lift, &je);
+    const uint64_t t2 = gs_clock_now_ns();
+    GS_ASSERT(plain && v && lift.n == 0);
+    /* the scan adds little to jansson's own parse (which it then does) */
+    printf("  2 MiB of escapes: jansson %.1f ms, lifted parse %.1f ms\n", (t1 - t0) * 1e-6,
+           (t2 - t1) * 1e-6);
+    GS_ASSERT(t2 - t1 < 4 * (t1 - t0) + 200000000u);
+    json_decref(plain);
+    json_decref(v);
+    free(b);
+}
+
 /* The route's path: a data: URL that is no image part's stays in the job
  * as the client sent it (the plain parse is used then). */
 static void test_from_body_keeps_other_data_urls(void)
@@ -379,6 +469,8 @@ int main(void)
     GS_RUN(test_errors_are_the_originals);
     GS_RUN(test_at_most_max_lifted);
     GS_RUN(test_chat_job_same_either_way);
+    GS_RUN(test_escaped_slashes);
+    GS_RUN(test_many_escapes_scan_in_linear_time);
     GS_RUN(test_from_body_keeps_other_data_urls);
     GS_RUN(test_b64_decode);
     return gs_test_summary();
