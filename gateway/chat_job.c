@@ -385,6 +385,14 @@ int gs_chat_job_build(const gs_chat_job_params *p, const json_t *req, gs_chat_jo
         st = 503;
         snprintf(msg, cap, "out of memory");
     }
+    size_t n = st ? 0 : strlen(out->json);
+    if (n > GS_IPC_MAX_REQUEST) {
+        st = 413;
+        snprintf(msg, cap,
+                 "the request's text (messages, tools and options; images aside) is %.1f MiB, "
+                 "over the %u MiB a job may carry",
+                 n / 1048576.0, GS_IPC_MAX_REQUEST >> 20);
+    }
     json_decref(job);
     if (st)
         gs_chat_job_free(out);

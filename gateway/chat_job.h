@@ -37,9 +37,9 @@ typedef struct {
 } gs_chat_job;
 
 /* Builds *out from req (borrowed; not changed). 0, or an HTTP status (400,
- * 404 for another model, 415 for a data URL that is not an image, 503 out
- * of memory) with msg filled and *param naming the field (or NULL). out
- * is freed on error. */
+ * 404 for another model, 413 for a job JSON over GS_IPC_MAX_REQUEST, 415
+ * for a data URL that is not an image, 503 out of memory) with msg filled and *param naming the
+ * field (or NULL). out is freed on error. */
 int gs_chat_job_build(const gs_chat_job_params *p, const json_t *req, gs_chat_job *out, char *msg,
                       size_t cap, const char **param);
 /* Parses body (a request as POST /v1/chat/completions receives it:

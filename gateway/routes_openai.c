@@ -55,6 +55,16 @@ typedef struct chat {
     uint64_t t_in; /* the handler started: the request is all in */
     int fetched;   /* some image was downloaded by the gateway */
     int32_t n_tokens;
+    /* A large body is parsed and built into jd on libuv's thread pool
+     * (parse_work), so the loop serves other connections meanwhile. */
+    uv_work_t work;
+    gs_chat_job_params jp;
+    char jp_model[GS_IPC_MAX_NAME + 1]; /* jp.model's copy (the loop may change its own) */
+    int parsing;       /* the work is queued or running: it reads r's body and writes jd */
+    int abort_pending; /* the client went away meanwhile */
+    int parse_status;
+    const char *parse_param;
+    char parse_msg[512];
 } chat;
 
 static void chat_free(chat *c)
@@ -339,6 +349,10 @@ static void on_error(void *user, int code, const char *msg)
 static void on_abort(gs_http_req *r, void *user)
 {
     chat *c = user;
+    if (c->parsing) { /* parse_done answers once the thread is done with r's body */
+        c->abort_pending = 1;
+        return;
+    }
     if (c->job)
         gs_gw_cancel(c->gw, c->job);
     c->job = NULL;
@@ -417,60 +431,35 @@ static void on_fetched(void *user, int rc, const char *msg, uint8_t *bytes, size
         submit(c);
 }
 
-void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
+/* Bodies up to this size are parsed on the loop (at most about 1 ms, at
+ * jansson's 57 MB/s); larger ones on libuv's thread pool. */
+#define PARSE_INLINE_MAX (64u << 10)
+
+static void parse(chat *c)
 {
-    const uint64_t t_in = gs_clock_now_ns(); /* the whole request is in */
     size_t len = 0;
-    const uint8_t *body = gs_http_req_body(r, &len);
-    const char *ct = gs_http_req_header(r, "content-type");
-    /* JSON, or no type, or curl's default form type (its -d sends JSON bodies
-     * under it); anything else (multipart uploads, text) is refused. */
-    if (ct && !media_type_is(ct, "application/json") &&
-        !media_type_is(ct, "application/x-www-form-urlencoded")) {
-        gs_gw_error(gw, r, ROUTE, GS_EUNSUPPORTED, 415, "Content-Type must be application/json",
-                    NULL, 0);
+    const char *body = (const char *)gs_http_req_body(c->r, &len);
+    c->parse_status = gs_chat_job_from_body(&c->jp, body, len, &c->jd, c->parse_msg,
+                                            sizeof c->parse_msg, &c->parse_param);
+}
+
+/* The job is built (or refused): start its downloads, or send it. */
+static void parsed(chat *c)
+{
+    gs_gw *gw = c->gw;
+    if (c->parse_status) {
+        gs_gw_error(gw, c->r, ROUTE,
+                    c->parse_status == 503   ? GS_ENOMEM
+                    : c->parse_status == 413 ? GS_ETOOBIG
+                                             : GS_EINVAL,
+                    c->parse_status, c->parse_msg, c->parse_param, 0);
+        chat_end(c);
+        chat_free(c);
         return;
     }
-    /* The job first (JSON, template inputs, images decoded), then the
-     * state of the response. */
-    gs_dispatch_stats ds;
-    gs_dispatch_get_stats(gw->ds, &ds);
-    gs_chat_job_params jp = {gw->cfg.max_images, ds.model, gw->fetcher != NULL, NULL};
-    gs_chat_job jd;
-    char msg[512];
-    const char *param = NULL;
-    int status = gs_chat_job_from_body(&jp, (const char *)body, len, &jd, msg, sizeof msg, &param);
-    if (status) {
-        gs_gw_error(gw, r, ROUTE, status == 503 ? GS_ENOMEM : GS_EINVAL, status, msg, param, 0);
-        return;
-    }
-    chat *c = calloc(1, sizeof *c);
-    if (!c) {
-        gs_chat_job_free(&jd);
-        gs_gw_error(gw, r, ROUTE, GS_ENOMEM, 503, "out of memory", NULL, 1);
-        return;
-    }
-    c->gw = gw;
-    c->r = r;
-    c->t_in = t_in;
-    c->t0 = gs_http_req_start_ns(r);
-    c->created = (int64_t)time(NULL);
-    gs_think_split_init(&c->split);
-    snprintf(c->id, sizeof c->id, "chatcmpl-%s-%llx%06llx", gw->name,
-             (unsigned long long)c->created, (unsigned long long)(c->t0 % 0xffffff));
-    c->jd = jd;
     c->stream = c->jd.stream;
     c->include_usage = c->jd.include_usage;
     snprintf(c->model, sizeof c->model, "%s", c->jd.model);
-    if (key && !(c->key_id = strdup(key->id))) {
-        chat_free(c);
-        gs_gw_error(gw, r, ROUTE, GS_ENOMEM, 503, "out of memory", NULL, 1);
-        return;
-    }
-    gw->streams_open++;
-    /* A stream starts with the first event, so that a job the worker
-     * refuses (bad messages, context too long) still gets its HTTP status. */
-    gs_http_req_on_abort(r, on_abort, c);
     for (int i = 0; i < c->jd.n_images; i++) {
         if (!c->jd.urls[i])
             continue;
@@ -486,4 +475,80 @@ void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
     }
     if (!c->fetch_pending)
         submit(c);
+}
+
+static void parse_work(uv_work_t *w)
+{
+    parse(w->data);
+}
+
+static void parse_done(uv_work_t *w, int status)
+{
+    chat *c = w->data;
+    c->parsing = 0;
+    if (c->abort_pending || !c->gw->ds) { /* gone, or the gateway is closing */
+        gs_http_respond(c->r, 499, "application/json", NULL, "{}", 2);
+        gs_gw_count(c->gw, ROUTE, 499);
+        chat_end(c);
+        chat_free(c);
+        return;
+    }
+    (void)status; /* never cancelled: nothing calls uv_cancel */
+    parsed(c);
+}
+
+void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
+{
+    const uint64_t t_in = gs_clock_now_ns(); /* the whole request is in */
+    size_t len = 0;
+    gs_http_req_body(r, &len);
+    const char *ct = gs_http_req_header(r, "content-type");
+    /* The request holds a stream slot of its key from here (gateway.c
+     * admitted it): every way out below ends with chat_end. */
+    chat *c = calloc(1, sizeof *c);
+    if (!c || (key && !(c->key_id = strdup(key->id)))) {
+        if (key)
+            gs_ratelimit_release(gw->rl, key->id);
+        if (c)
+            chat_free(c);
+        gs_gw_error(gw, r, ROUTE, GS_ENOMEM, 503, "out of memory", NULL, 1);
+        return;
+    }
+    c->gw = gw;
+    c->r = r;
+    c->t_in = t_in;
+    c->t0 = gs_http_req_start_ns(r);
+    c->created = (int64_t)time(NULL);
+    gs_think_split_init(&c->split);
+    snprintf(c->id, sizeof c->id, "chatcmpl-%s-%llx%06llx", gw->name,
+             (unsigned long long)c->created, (unsigned long long)(c->t0 % 0xffffff));
+    gw->streams_open++;
+    /* JSON, or no type, or curl's default form type (its -d sends JSON bodies
+     * under it); anything else (multipart uploads, text) is refused. */
+    if (ct && !media_type_is(ct, "application/json") &&
+        !media_type_is(ct, "application/x-www-form-urlencoded")) {
+        gs_gw_error(gw, r, ROUTE, GS_EUNSUPPORTED, 415, "Content-Type must be application/json",
+                    NULL, 0);
+        chat_end(c);
+        chat_free(c);
+        return;
+    }
+    /* The job (JSON, template inputs, images decoded), then the state of
+     * the response. A stream starts with the first event, so that a job
+     * the worker refuses (bad messages, context too long) still gets its
+     * HTTP status. */
+    gs_dispatch_stats ds;
+    gs_dispatch_get_stats(gw->ds, &ds);
+    snprintf(c->jp_model, sizeof c->jp_model, "%s", ds.model);
+    c->jp = (gs_chat_job_params){gw->cfg.max_images, c->jp_model, gw->fetcher != NULL, NULL};
+    gs_http_req_on_abort(r, on_abort, c);
+    if (len > PARSE_INLINE_MAX) {
+        c->work.data = c;
+        c->parsing = 1;
+        if (!uv_queue_work(&gw->loop, &c->work, parse_work, parse_done))
+            return;
+        c->parsing = 0;
+    }
+    parse(c);
+    parsed(c);
 }

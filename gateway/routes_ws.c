@@ -375,7 +375,11 @@ static void start_ask(wsconn *wc, const char *id, json_t *req, const ask_text *t
     gs_chat_job job;
     int status = build_job(wc, req, t, frames, frame_len, n, &job, msg, sizeof msg);
     if (status) {
-        send_error(wc, id, status, status == 503 ? GS_ENOMEM : GS_EINVAL, msg);
+        send_error(wc, id, status,
+                   status == 503   ? GS_ENOMEM
+                   : status == 413 ? GS_ETOOBIG
+                                   : GS_EINVAL,
+                   msg);
         ask_end(a);
         return;
     }
