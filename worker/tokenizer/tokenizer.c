@@ -98,6 +98,25 @@ static int emit_word(enc *e, const uint8_t *s, size_t n)
 
 typedef int (*piece_fn)(enc *e, int level, const uint8_t *s, size_t n);
 
+/* The match at off again, with a step limit that grows with the text
+ * left. PCRE2's default (10 million steps) is a bound for one match that
+ * a long run of one class of character passes: the GLM pattern's
+ * \s*[\r\n]+ tries every length of a run of 11 million spaces before
+ * \s+ takes it, so such a prompt failed as a server error. A pattern
+ * that fails this one too backtracks worse than linearly: the model
+ * folder's fault, still an internal error. */
+static int match_long(enc *e, const pcre2_code *re, const uint8_t *s, size_t n, size_t off)
+{
+    pcre2_match_context *mc = pcre2_match_context_create(NULL);
+    if (!mc)
+        return PCRE2_ERROR_NOMEMORY;
+    const uint64_t limit = 16 * (uint64_t)(n - off) + 10000000u;
+    pcre2_set_match_limit(mc, limit > UINT32_MAX ? UINT32_MAX : (uint32_t)limit);
+    int m = pcre2_match(re, s, n, off, PCRE2_NO_UTF_CHECK, e->md, mc);
+    pcre2_match_context_free(mc);
+    return m;
+}
+
 /* Runs re over s[0..n) and hands every piece to fn: the gaps between
  * matches always, the matches unless removed. */
 static int regex_split(enc *e, const pcre2_code *re, int removed, int level, piece_fn fn,
@@ -112,6 +131,8 @@ static int regex_split(enc *e, const pcre2_code *re, int removed, int level, pie
                     : pcre2_match(re, s, n, off, PCRE2_NO_UTF_CHECK, e->md, NULL);
         if (m == PCRE2_ERROR_JIT_STACKLIMIT) /* the interpreter keeps its frames on the heap */
             m = pcre2_match(re, s, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, e->md, NULL);
+        if (m == PCRE2_ERROR_MATCHLIMIT)
+            m = match_long(e, re, s, n, off);
         if (m == PCRE2_ERROR_NOMATCH)
             break;
         if (m < 0) {

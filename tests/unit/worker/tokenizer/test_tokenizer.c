@@ -395,6 +395,52 @@ static void test_prompt(void)
     gs_tokens_free(&t);
 }
 
+/* A run of whitespace longer than PCRE2's default match limit (10
+ * million steps): the GLM pattern's \s*[\r\n]+ backtracks over the whole
+ * run before \s+ takes it, and such a prompt failed with "match limit
+ * exceeded" as a server error. Here the run's pieces are removed by the
+ * split, so the test pays for the regex alone, not for BPE over them. */
+static void test_long_whitespace_run(void)
+{
+    GS_ASSERT(json_text);
+    /* The split's pattern becomes whitespace only, its matches removed. */
+    const char *p = strstr(json_text, "{\"Regex\": \"");
+    const char *q = p ? strstr(p, "\"}") : NULL;
+    GS_ASSERT(p && q);
+    if (!p || !q)
+        return;
+    static const char pat[] = "{\"Regex\": \"\\\\s*[\\\\r\\\\n]+|\\\\s+\"}";
+    const char *rest = strstr(q + 2, "\"behavior\": \"Isolated\"");
+    GS_ASSERT(rest != NULL);
+    if (!rest)
+        return;
+    size_t cap = json_len + sizeof pat + 64, k = (size_t)(p - json_text);
+    char *buf = malloc(cap);
+    memcpy(buf, json_text, k);
+    k +=
+        (size_t)snprintf(buf + k, cap - k, "%s%.*s\"behavior\": \"Removed\"%s", pat,
+                         (int)(rest - (q + 2)), q + 2, rest + strlen("\"behavior\": \"Isolated\""));
+    gs_tokenizer *t = NULL;
+    gs_diag d;
+    int rc = gs_tokenizer_load_json(buf, strlen(buf), &t, &d);
+    free(buf);
+    GS_ASSERT_MSG(rc == 0, "load: %s", d.msg);
+    if (rc)
+        return;
+    const size_t n = 11u << 20;
+    char *text = malloc(n + 5);
+    memset(text, ' ', n);
+    memcpy(text + n, "hello", 5);
+    gs_tokens out = {0};
+    rc = gs_tokenizer_encode(t, text, n + 5, 0, &out, &d);
+    GS_ASSERT_MSG(rc == 0, "encode: %s", d.msg);
+    GS_ASSERT_EQ(out.n, 1); /* the run is removed; "hello" is one token */
+    GS_ASSERT_EQ(out.n ? out.ids[0] : -1, 29);
+    gs_tokens_free(&out);
+    free(text);
+    gs_tokenizer_free(t);
+}
+
 /* A tokenizer whose split regex backtracks catastrophically on a run of
  * 'a' fails with GS_EINTERNAL (PCRE2's match limit) after it has already
  * encoded a long text: the ids gathered so far must be freed (LSan in the
@@ -460,6 +506,7 @@ int main(void)
     GS_RUN(test_bpe_loops_agree);
     GS_RUN(test_long_inputs);
     GS_RUN(test_prompt);
+    GS_RUN(test_long_whitespace_run);
     GS_RUN(test_encode_failure_frees);
     gs_tokenizer_free(tok);
     free(json_text);
