@@ -219,8 +219,39 @@ static void release_patches(void *ctx)
     gs_image_patches_free(ctx);
 }
 
-static int images(const gs_request_env *env, const gs_request_blob *blobs, gs_request *r,
-                  gs_diag *d)
+/* Each image's token count from its header alone (n_tok[i]), so that a
+ * prompt over the context is refused before any pixel is decoded: 16
+ * photos of 81 megapixels cost 30 s of decoding and 4 GB of patches for
+ * an answer known from their headers. The same limits as the decode. */
+static int image_tokens(const gs_request_env *env, const gs_request_blob *blobs, int32_t n,
+                        int32_t *n_tok, gs_diag *d)
+{
+    for (int32_t i = 0; i < n; i++) {
+        gs_diag di;
+        gs_diag_clear(&di);
+        gs_image_info info;
+        int rc =
+            blobs[i].len > env->decode.max_bytes
+                ? gs_diag_set(&di, GS_ETOOBIG, "image data is %zu bytes, above the limit of %zu",
+                              blobs[i].len, env->decode.max_bytes)
+                : gs_image_probe(blobs[i].bytes, blobs[i].len, &info, &di);
+        if (!rc && (int64_t)info.width * info.height > env->decode.max_pixels)
+            rc = gs_diag_set(
+                &di, GS_ETOOBIG, "%s image is %dx%d = %lld pixels, above the limit of %lld",
+                info.format == GS_IMAGE_FMT_JPEG ? "JPEG" : "PNG", info.width, info.height,
+                (long long)info.width * info.height, (long long)env->decode.max_pixels);
+        if (!rc)
+            rc = gs_image_token_count(env->img, info.height, info.width, &n_tok[i], &di);
+        if (rc)
+            return gs_diag_set(d, rc, "image %d: %s", (int)i, di.msg[0] ? di.msg : gs_strerror(rc));
+    }
+    return 0;
+}
+
+/* Decodes and preprocesses the images; each must give the n_tok[i] tokens
+ * its header promised (the prompt holds that many placeholders). */
+static int images(const gs_request_env *env, const gs_request_blob *blobs, const int32_t *n_tok,
+                  gs_request *r, gs_diag *d)
 {
     if (!r->n_images)
         return 0;
@@ -240,6 +271,10 @@ static int images(const gs_request_env *env, const gs_request_blob *blobs, gs_re
         if (rc)
             return gs_diag_set(d, rc, "image %d: %s", (int)i, di.msg[0] ? di.msg : gs_strerror(rc));
         const gs_image_patches *p = r->patches[i];
+        if (p->n_tokens != n_tok[i])
+            return gs_diag_set(d, GS_EINTERNAL,
+                               "image %d: %d tokens decoded, %d expected from its header", (int)i,
+                               (int)p->n_tokens, (int)n_tok[i]);
         gs_engine_image *im = &r->images[i];
         im->pixels = p->pixels;
         im->n_patches = p->n_patches;
@@ -258,7 +293,7 @@ static int images(const gs_request_env *env, const gs_request_blob *blobs, gs_re
 }
 
 static int prompt(const gs_request_env *env, const json_t *o, gs_request *r, int think_mode,
-                  gs_diag *d)
+                  const int32_t *n_tok, gs_diag *d)
 {
     const json_t *msgs = json_object_get(o, "messages");
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
@@ -277,14 +312,9 @@ static int prompt(const gs_request_env *env, const json_t *o, gs_request *r, int
         rc = gs_diag_set(d, GS_EUTF8, "messages: invalid UTF-8 at byte %zu of the rendered prompt",
                          gs_utf8_invalid_at((const uint8_t *)cr.text, cr.len));
     if (!rc) {
-        int32_t *n_tok = NULL;
-        if (r->n_images && !(n_tok = malloc((size_t)r->n_images * sizeof *n_tok)))
-            rc = GS_ENOMEM;
-        for (int32_t i = 0; !rc && i < r->n_images; i++)
-            n_tok[i] = r->patches[i]->n_tokens;
         gs_prompt_images pi = {env->cfg->image_token_id, n_tok, r->n_images};
         gs_tokens t = {0};
-        if (!rc && !(rc = gs_prompt_encode_n(env->tok, cr.text, cr.len, &pi, &t, d))) {
+        if (!(rc = gs_prompt_encode_n(env->tok, cr.text, cr.len, &pi, &t, d))) {
             if (t.n > (size_t)INT32_MAX)
                 rc = GS_ETOOBIG;
             r->ids = t.ids;
@@ -292,7 +322,6 @@ static int prompt(const gs_request_env *env, const json_t *o, gs_request *r, int
         } else {
             gs_tokens_free(&t);
         }
-        free(n_tok);
     }
     gs_chat_result_free(&cr);
     return rc;
@@ -349,15 +378,19 @@ int gs_request_build(const gs_request_env *env, const char *json, size_t len,
     int have_mt = 0;
     if (!rc)
         rc = get_int(o, "max_tokens", 1, INT32_MAX, &mt, &have_mt, d);
+    /* Headers, prompt and context first; the pixels last (image_tokens). */
+    int32_t *n_tok = n_images ? calloc((size_t)n_images, sizeof *n_tok) : NULL;
+    if (!rc && n_images && !n_tok)
+        rc = GS_ENOMEM;
     if (!rc) {
         r->n_images = n_images;
-        rc = images(env, blobs, r, d);
+        rc = image_tokens(env, blobs, n_images, n_tok, d);
     }
     if (!rc) {
         int mode = !json_object_get(o, "enable_thinking") ? GS_THINK_DEFAULT
                    : r->think_off                         ? GS_THINK_OFF
                                                           : GS_THINK_ON;
-        rc = prompt(env, o, r, mode, d);
+        rc = prompt(env, o, r, mode, n_tok, d);
     }
     if (!rc) {
         const int32_t room = env->max_model_len - r->n_ids;
@@ -382,6 +415,9 @@ int gs_request_build(const gs_request_env *env, const char *json, size_t len,
                                  env->max_model_len);
         }
     }
+    if (!rc)
+        rc = images(env, blobs, n_tok, r, d);
+    free(n_tok);
     json_decref(o);
     if (rc) {
         gs_request_free(r);

@@ -85,9 +85,11 @@ typedef struct {
 } gs_request;
 
 /* Builds a request from json[0..len) (borrowed) and n_images blobs
- * (borrowed): parse and validate the JSON, render the chat template, decode
- * and preprocess each image (hashing its bytes), tokenize, and check the
- * context. On success *out owns the request. Errors (d says what, naming
+ * (borrowed): parse and validate the JSON, read each image's header (its
+ * token count: gs_image_token_count), render the chat template, tokenize,
+ * check the context, and only then decode and preprocess each image
+ * (hashing its bytes), so a prompt over the context costs no decode. On
+ * success *out owns the request. Errors (d says what, naming
  * the key, the message index or the image): GS_EINVAL (bad JSON, unknown
  * key, wrong type or range, image count mismatch), GS_EUTF8, GS_ETOOBIG /
  * GS_EUNSUPPORTED / GS_EFORMAT (images), GS_ECONTEXT (prompt plus

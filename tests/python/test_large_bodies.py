@@ -2,13 +2,17 @@
 on the tiny model): a body of many megabytes is parsed off the gateway's
 event loop (other clients are answered meanwhile), a job too large for the
 wire is refused with 413 and a message that says so, a client that goes
-away while its body is being parsed costs nothing, and no refused request
-keeps its key's stream slot."""
+away while its body is being parsed costs nothing, no refused request
+keeps its key's stream slot, and images whose headers already overflow
+the context are refused before their pixels are decoded."""
+import base64
 import hashlib
 import json
 import socket
 import threading
+import struct
 import time
+import zlib
 
 import pytest
 
@@ -116,3 +120,33 @@ def test_client_gone_while_its_body_is_parsed(svc):
     log = svc.log_text()
     for bad in ("AddressSanitizer", "runtime error", "LeakSanitizer", "restarting it"):
         assert bad not in log, log[-3000:]
+
+
+def png_header_only(w, h):
+    """A PNG whose header says w x h RGB but whose pixel data stops short:
+    its header reads fine, its decode fails."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 4096)[:40]) + chunk(b"IEND", b""))
+
+
+def test_images_over_the_context_are_refused_from_their_headers(svc):
+    url = "data:image/png;base64," + base64.b64encode(png_header_only(6000, 6000)).decode()
+    part = {"type": "image_url", "image_url": {"url": url}}
+    # 16 images whose headers alone overflow the context: ECONTEXT, with the
+    # prompt's token count, before any pixel is decoded (a decode would
+    # have failed on the first image's short data)
+    msgs = [{"role": "user", "content": [part] * 16 + [{"type": "text", "text": "hi"}]}]
+    st, body = svc.chat(msgs, key=KEY, max_tokens=1, timeout=60)
+    assert st == 400, body
+    assert body["error"]["code"] == "ECONTEXT", body
+    assert "exceeds the context" in body["error"]["message"], body
+    # one such image fits the context: its decode runs, and fails
+    msgs = [{"role": "user", "content": [part, {"type": "text", "text": "hi"}]}]
+    st, body = svc.chat(msgs, key=KEY, max_tokens=1, timeout=60)
+    assert st == 400 and body["error"]["code"] != "ECONTEXT", body
+    assert "image 0" in body["error"]["message"], body
+    good_request(svc)

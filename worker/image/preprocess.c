@@ -359,6 +359,29 @@ int gs_image_patchify(const gs_image_rgb *img, const gs_image_params *p, gs_imag
     return 0;
 }
 
+int gs_image_token_count(const gs_image_params *p, int32_t height, int32_t width, int32_t *n_tokens,
+                         gs_diag *d)
+{
+    *n_tokens = 0;
+    if (!p || p->patch_size <= 0 || p->merge_size <= 0 || p->temporal_patch_size <= 0)
+        return gs_diag_set(d, GS_EINVAL, "token count: bad parameters");
+    int32_t rh = height, rw = width;
+    int rc;
+    if (p->do_resize && (rc = gs_image_smart_resize(p, height, width, &rh, &rw, d)))
+        return rc;
+    const int32_t P = p->patch_size, m = p->merge_size;
+    const int64_t factor = (int64_t)P * m;
+    if (rh <= 0 || rw <= 0 || rw % factor || rh % factor)
+        return gs_diag_set(d, GS_EINVAL, "patchify: %dx%d is not a multiple of %lld", rw, rh,
+                           (long long)factor);
+    const int64_t n = (int64_t)(rh / P) * (rw / P) / ((int64_t)m * m);
+    if (n > INT32_MAX)
+        return gs_diag_set(d, GS_ETOOBIG, "an image of %dx%d gives %lld tokens", width, height,
+                           (long long)n);
+    *n_tokens = (int32_t)n;
+    return 0;
+}
+
 int gs_image_preprocess(const gs_image_rgb *img, const gs_image_params *p, gs_image_patches **out,
                         gs_diag *d)
 {

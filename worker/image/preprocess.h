@@ -62,6 +62,15 @@ int gs_image_params_parse(const char *json, size_t len, gs_image_params *out, gs
 int gs_image_smart_resize(const gs_image_params *p, int32_t height, int32_t width, int32_t *out_h,
                           int32_t *out_w, gs_diag *d);
 
+/* The LLM placeholder tokens an image of height x width (as decoded,
+ * before or after a 90-degree EXIF turn: the count is the same) becomes,
+ * what gs_image_preprocess's n_tokens will be, known from the header
+ * before any pixel is decoded. 0, or gs_image_preprocess's errors for that
+ * size (GS_EINVAL: aspect ratio, or a size not divisible by P*m without
+ * do_resize; GS_ETOOBIG). */
+int gs_image_token_count(const gs_image_params *p, int32_t height, int32_t width, int32_t *n_tokens,
+                         gs_diag *d);
+
 /* One image's model input. Owned by its receiver; gs_image_patches_free. */
 typedef struct {
     int64_t n_patches;              /* rows: grid_t * grid_h * grid_w */

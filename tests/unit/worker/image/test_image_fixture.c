@@ -115,6 +115,14 @@ static int run_case(json_t *c, const gs_image_params *prm)
         goto out;
     }
     CHECK(sw == rw && sh == rh, "smart_resize %dx%d != %dx%d", sw, sh, rw, rh);
+    /* The token count the worker reads from the header (stored size,
+     * before the EXIF turn) is the reference's. */
+    int32_t n_tok = -1;
+    const int m = prm->merge_size;
+    const int want_tok = (rh / prm->patch_size) * (rw / prm->patch_size) / (m * m);
+    CHECK(!gs_image_token_count(prm, img->src.height, img->src.width, &n_tok, &d) &&
+              n_tok == want_tok,
+          "token count from the header %d != %d", n_tok, want_tok);
 
     /* Our resize vs the reference resized image. */
     snprintf(rel, sizeof rel, "ref/%s", png);
