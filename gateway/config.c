@@ -67,6 +67,8 @@ static const directive table[] = {
      "US  an idle worker waits awake this long before it sleeps (300)"},
     {"image_threads", T_INT, F(image_threads), 0, 64, 0,
      "N  threads per image for resize and patchify (0: 1 on cpu, up to 4 on cuda)"},
+    {"image_memory_mb", T_INT, F(image_memory_mb), 0, 1 << 24, 0,
+     "MIB  prepared image pixels a worker's jobs hold at once (0: RAM/4, at most 4096)"},
     {"heartbeat_timeout_ms", T_INT, F(heartbeat_timeout_ms), 100, 600000, 0,
      "MS  a silent worker is dead after this (2000)"},
     {"drain_timeout", T_INT, F(drain_timeout), 0, 86400, 0, "S  graceful stop deadline (30)"},

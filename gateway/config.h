@@ -47,6 +47,9 @@
  *   image_threads (0: the worker's default: 1 with the CPU backend, up to 4
  *                           with CUDA) threads per image for resize and
  *                           patchify
+ *   image_memory_mb (0: the worker's default, a quarter of RAM, at most
+ *                           4096) prepared image pixels a worker's jobs
+ *                           hold at once; a job that would pass it waits
  *   heartbeat_timeout_ms (2000), drain_timeout (30; s)
  *   send_timeout (60; s)    a client that takes none of a response's waiting
  *                           bytes for this long is closed (its job cancelled)
@@ -90,6 +93,7 @@ typedef struct {
     int stream_interval_us;
     int idle_spin_us;
     int image_threads;
+    int image_memory_mb;
     int heartbeat_timeout_ms, drain_timeout, send_timeout;
     int max_body_mb, max_images;
     int fetch_images, fetch_timeout_ms, fetch_allow_private;

@@ -210,6 +210,8 @@ static void exec_worker(master *m, child *c)
         NUM("--idle-spin-us", g->idle_spin_us);
     if (g->image_threads > 0)
         NUM("--image-threads", g->image_threads);
+    if (g->image_memory_mb > 0)
+        NUM("--image-memory", g->image_memory_mb);
     if (g->max_model_len)
         NUM("--max-model-len", g->max_model_len);
     if (g->kv_memory)

@@ -32,9 +32,16 @@ void gs_request_free(gs_request *r)
     if (!r)
         return;
     free(r->ids);
-    for (int32_t i = 0; i < r->n_images; i++)
-        if (r->patches)
+    /* Pixels not handed to an engine go through their release callback,
+     * which a caller may have wrapped (the worker counts them). */
+    for (int32_t i = 0; i < r->n_images; i++) {
+        if (!r->patches || !r->patches[i])
+            continue;
+        if (r->images && r->images[i].release)
+            r->images[i].release(r->images[i].release_ctx);
+        else
             gs_image_patches_free(r->patches[i]);
+    }
     free(r->patches);
     free(r->images);
     for (int32_t i = 0; i < r->n_stops; i++)
@@ -246,6 +253,21 @@ static int image_tokens(const gs_request_env *env, const gs_request_blob *blobs,
             return gs_diag_set(d, rc, "image %d: %s", (int)i, di.msg[0] ? di.msg : gs_strerror(rc));
     }
     return 0;
+}
+
+size_t gs_request_pixel_bytes(const gs_request_env *env, const gs_request_blob *blobs, int n_images)
+{
+    const gs_image_params *p = env->img;
+    const size_t per_token = (size_t)p->merge_size * p->merge_size * 3 * p->temporal_patch_size *
+                             p->patch_size * p->patch_size * sizeof(float);
+    size_t sum = 0;
+    for (int i = 0; i < n_images; i++) {
+        int32_t n_tok = 0;
+        gs_diag d;
+        if (!image_tokens(env, blobs + i, 1, &n_tok, &d))
+            sum += (size_t)n_tok * per_token;
+    }
+    return sum;
 }
 
 /* Decodes and preprocesses the images; each must give the n_tok[i] tokens

@@ -97,7 +97,15 @@ typedef struct {
  * default is cut to fit instead), GS_ENOMEM. */
 int gs_request_build(const gs_request_env *env, const char *json, size_t len,
                      const gs_request_blob *blobs, int n_images, gs_request **out, gs_diag *d);
-void gs_request_free(gs_request *r); /* NULL: no-op */
+/* Frees r; the pixels of images not yet handed to an engine are freed
+ * through their images[i].release (which a caller may wrap). NULL: no-op. */
+void gs_request_free(gs_request *r);
+
+/* The bytes of pixels (F32 patches) that gs_request_build will hold for
+ * these images, from their headers alone (an image whose header is bad
+ * counts 0: the build refuses it). */
+size_t gs_request_pixel_bytes(const gs_request_env *env, const gs_request_blob *blobs,
+                              int n_images);
 
 /* Fills job with views of r (ids, images, sampling, stops, limits), on_event
  * and user left to the caller. The images are handed over: their release

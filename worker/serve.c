@@ -51,6 +51,9 @@ typedef struct wjob {
     gs_ipc_job msg;
     gs_request *req;
     uint64_t arrival_ns;
+    size_t pix_need;     /* bytes of pixels its images will take (headers) */
+    size_t pix_reserved; /* of s->pix_used, held for it until its images are built */
+    int pix_waited;      /* it has waited for room (logged once) */
     /* Queue reports (engine thread only): the place last reported (0:
      * none outstanding; then the job is not on the server's report list),
      * the report round that last saw it waiting, and whether it started. */
@@ -103,6 +106,9 @@ struct gs_server {
     uint64_t interval_ns; /* stream_interval_us; 0: every step */
     uint64_t spin_ns;     /* idle_spin_us */
     atomic_uint wakes;    /* +1 at every wake of the engine thread */
+    /* Image pixels held by jobs (s->mu): reserved when a prep thread takes
+     * a job, then released image by image as the engine frees them. */
+    size_t pix_budget, pix_used;
 };
 
 /* Wakes the engine thread (s->mu held): whether it sleeps on engine_cv or
@@ -354,6 +360,14 @@ static void admit(gs_server *s, gs_ipc_conn *c, uint8_t *body, size_t len)
         return;
     }
     const uint64_t id = m.u.job.id;
+    /* What its images will hold, from their headers (a few microseconds). */
+    size_t pix_need = 0;
+    if (m.u.job.n_images > 0 && m.u.job.n_images <= GS_IPC_MAX_IMAGES) {
+        gs_request_blob blobs[GS_IPC_MAX_IMAGES];
+        for (uint32_t i = 0; i < m.u.job.n_images; i++)
+            blobs[i] = (gs_request_blob){m.u.job.images[i].p, m.u.job.images[i].len};
+        pix_need = gs_request_pixel_bytes(&s->p.env, blobs, (int)m.u.job.n_images);
+    }
     int refuse = 0;
     const char *why = NULL;
     char buf[160];
@@ -381,6 +395,7 @@ static void admit(gs_server *s, gs_ipc_conn *c, uint8_t *body, size_t len)
         j->body = body;
         j->msg = m.u.job;
         j->arrival_ns = now_ns();
+        j->pix_need = pix_need;
         size_t b = slot(c, id);
         j->hnext = s->table[b];
         s->table[b] = j;
@@ -417,6 +432,8 @@ static void cancel(gs_server *s, gs_ipc_conn *c, uint64_t id)
         s->n_cancels < s->cap_cancels) {
         s->cancels[s->n_cancels++] = j->eng_id;
         wake_engine(s);
+    } else if (j && j->state == J_PREP) {
+        pthread_cond_broadcast(&s->prep_cv); /* it may wait for pixel room: answer it now */
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -458,11 +475,104 @@ static void on_frame(gs_ipc_conn *c, const gs_ipc_header *h, const uint8_t *body
 
 /* ---- prep threads ------------------------------------------------------------ */
 
+/* ---- image pixel budget --------------------------------------------------------- */
+
+static void pix_release(gs_server *s, size_t bytes)
+{
+    if (!bytes)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->pix_used -= bytes;
+    pthread_cond_broadcast(&s->prep_cv); /* a job waiting for room may fit now */
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* One built image's pixels, counted in s->pix_used until the engine (or
+ * gs_request_free) releases them; wraps the request's release. */
+typedef struct {
+    gs_server *s;
+    void (*release)(void *ctx);
+    void *ctx;
+    size_t bytes;
+} pix_hold;
+
+static void pix_hold_release(void *ctx)
+{
+    pix_hold *h = ctx;
+    h->release(h->ctx);
+    pix_release(h->s, h->bytes);
+    free(h);
+}
+
+/* Counts each built image of j in s->pix_used through a pix_hold. 0 or
+ * GS_ENOMEM (then nothing is counted: the request frees its own). */
+static int count_pixels(gs_server *s, wjob *j, gs_diag *d)
+{
+    gs_request *r = j->req;
+    if (!r->n_images)
+        return 0;
+    pix_hold *h[GS_IPC_MAX_IMAGES] = {0};
+    for (int32_t i = 0; i < r->n_images; i++)
+        if (!(h[i] = malloc(sizeof *h[i]))) {
+            for (int32_t k = 0; k < i; k++)
+                free(h[k]);
+            return gs_diag_set(d, GS_ENOMEM, "out of memory");
+        }
+    size_t sum = 0;
+    for (int32_t i = 0; i < r->n_images; i++) {
+        gs_engine_image *im = &r->images[i];
+        *h[i] = (pix_hold){s, im->release, im->release_ctx,
+                           (size_t)im->n_patches * (size_t)im->patch_dim * sizeof(float)};
+        sum += h[i]->bytes;
+        im->release = pix_hold_release;
+        im->release_ctx = h[i];
+    }
+    pthread_mutex_lock(&s->mu);
+    s->pix_used += sum;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* The next job a prep thread may take (s->mu held), unlinked from the
+ * queue, or NULL: the first one that is cancelled, has no images, or whose
+ * images fit the budget (or that would run alone), in arrival order. Its
+ * pixels are reserved. */
+static wjob *prep_take(gs_server *s)
+{
+    wjob *prev = NULL;
+    for (wjob *j = s->prep_head; j; prev = j, j = j->qnext) {
+        if (!atomic_load(&j->cancel) && j->pix_need && s->pix_used &&
+            s->pix_used + j->pix_need > s->pix_budget) {
+            if (!j->pix_waited) {
+                j->pix_waited = 1;
+                gs_log_info("job %llu waits for image memory: its images need %zu MiB, %zu of "
+                            "%zu MiB are held",
+                            (unsigned long long)j->gw_id, j->pix_need >> 20, s->pix_used >> 20,
+                            s->pix_budget >> 20);
+            }
+            continue;
+        }
+        if (prev)
+            prev->qnext = j->qnext;
+        else
+            s->prep_head = j->qnext;
+        if (s->prep_tail == j)
+            s->prep_tail = prev;
+        j->qnext = NULL;
+        j->pix_reserved = j->pix_need;
+        s->pix_used += j->pix_need;
+        return j;
+    }
+    return NULL;
+}
+
 /* Builds j's request (JSON, template, tokens, images) and hands it to
  * the engine thread's inbox, or answers its error / cancel. */
 static void prep_one(gs_server *s, wjob *j)
 {
     if (atomic_load(&j->cancel)) {
+        pix_release(s, j->pix_reserved);
+        j->pix_reserved = 0;
         send_final_unstarted(j, GS_IPC_FINISH_CANCELLED, 0);
         job_done(s, j);
         return;
@@ -479,6 +589,10 @@ static void prep_one(gs_server *s, wjob *j)
     free(j->body); /* images decoded, JSON parsed: the frame is no longer needed */
     j->body = NULL;
     memset(&j->msg, 0, sizeof j->msg);
+    if (!rc)
+        rc = count_pixels(s, j, &d);
+    pix_release(s, j->pix_reserved); /* the built images now count for themselves */
+    j->pix_reserved = 0;
     if (rc) {
         send_error(j->conn, j->gw_id, rc, d.msg[0] ? d.msg : NULL);
         job_done(s, j);
@@ -500,17 +614,21 @@ static void *prep_main(void *arg)
     gs_server *s = arg;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (!s->prep_head && !s->stopping)
+        wjob *j = NULL;
+        while (!s->stopping && !(j = prep_take(s)))
             pthread_cond_wait(&s->prep_cv, &s->mu);
         if (s->stopping) {
+            if (j) { /* back at the head: gs_server_free answers it */
+                s->pix_used -= j->pix_reserved;
+                j->pix_reserved = 0;
+                j->qnext = s->prep_head;
+                s->prep_head = j;
+                if (!s->prep_tail)
+                    s->prep_tail = j;
+            }
             pthread_mutex_unlock(&s->mu);
             return NULL;
         }
-        wjob *j = s->prep_head;
-        s->prep_head = j->qnext;
-        if (!s->prep_head)
-            s->prep_tail = NULL;
-        j->qnext = NULL;
         pthread_mutex_unlock(&s->mu);
         prep_one(s, j);
     }
@@ -981,6 +1099,14 @@ int gs_server_new(const gs_server_params *p, gs_server **out, gs_diag *d)
         s->p.prep_threads = 2;
     if (!s->p.max_queue)
         s->p.max_queue = 64;
+    s->pix_budget = s->p.image_memory;
+    if (!s->pix_budget) {
+        const long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        const size_t quarter = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz / 4 : 0;
+        s->pix_budget = quarter && quarter < ((size_t)4 << 30) ? quarter : (size_t)4 << 30;
+    }
+    gs_log_info("images: at most %zu MiB of prepared pixels held by jobs at once",
+                s->pix_budget >> 20);
     if (!s->p.heartbeat_ms)
         s->p.heartbeat_ms = 250;
     if (s->p.drain_timeout_ms < 0)

@@ -67,6 +67,13 @@ typedef struct {
      * after (a client's next turn) does not wait for a sleeping thread to
      * be woken. 0: 300 us; < 0: sleep at once. */
     int idle_spin_us;
+    /* Bytes of prepared image pixels (F32 patches, 8 bytes per pixel and
+     * channel) that jobs may hold at once, from their preprocessing until
+     * the engine has encoded them. A job whose images would pass it waits
+     * in the prep queue (jobs without images go past it) until encodes
+     * free room; one job larger than the whole budget runs alone. 0: a
+     * quarter of the machine's memory, at most 4 GiB. */
+    size_t image_memory;
 } gs_server_params;
 
 /* Builds the engine, starts the prep and heartbeat threads and the

@@ -8,6 +8,7 @@
  *       [--token-budget N]
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
  *       [--stream-interval-us N] [--idle-spin-us N] [--image-threads N]
+ *       [--image-memory MIB]
  *       [--resolve-interval S]
  *       [--max-images N] [--dummy-weights] [--graphs auto|on|off] [--batch-invariant]
  *       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]
@@ -71,6 +72,7 @@ typedef struct {
     int prep_threads, heartbeat_ms, drain_s, max_images, dummy, graphs, stream_us;
     int spin_us;
     int image_threads; /* -1: auto (image_threads_auto) */
+    int image_mib;     /* --image-memory; 0: the server's default */
     int batch_invariant;
     int resolve_s;
     long kv_mib;
@@ -92,6 +94,8 @@ static void usage(FILE *f)
                "        they sleep; 0: the engine sleeps at once; default 300)]\n"
                "       [--image-threads N (threads per image for resize and patchify;\n"
                "        default 1 with --backend cpu, up to 4 with cuda)]\n"
+               "       [--image-memory MIB (prepared image pixels held by jobs at once; a job\n"
+               "        that would pass it waits; default a quarter of RAM, at most 4096)]\n"
                "       [--resolve-interval S (--connect names, default 10)]\n"
                "       [--max-images N] [--dummy-weights] [--graphs auto|on|off]\n"
                "       [--batch-invariant (CPU: prefill GEMMs in F32, so a job's tokens do\n"
@@ -150,6 +154,7 @@ static const int_flag int_flags[] = {
     {"--stream-interval-us", offsetof(options, stream_us), 0, 1000000},
     {"--idle-spin-us", offsetof(options, spin_us), 0, 1000000},
     {"--image-threads", offsetof(options, image_threads), 1, 64},
+    {"--image-memory", offsetof(options, image_mib), 1, 1 << 24},
     {"--resolve-interval", offsetof(options, resolve_s), 1, 3600},
 };
 
@@ -463,6 +468,7 @@ int main(int argc, char **argv)
     gs_log_info("images: %d thread(s) each for resize and patchify", ip.n_threads);
     sp.env =
         (gs_request_env){tok, cfg, &gen, &ip, gs_image_decode_defaults(), o.max_images, max_len, 0};
+    sp.image_memory = (size_t)o.image_mib << 20;
     sp.listen = o.listen;
     sp.n_listen = o.n_listen;
     sp.connect = o.connect;

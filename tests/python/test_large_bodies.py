@@ -3,8 +3,10 @@ on the tiny model): a body of many megabytes is parsed off the gateway's
 event loop (other clients are answered meanwhile), a job too large for the
 wire is refused with 413 and a message that says so, a client that goes
 away while its body is being parsed costs nothing, no refused request
-keeps its key's stream slot, and images whose headers already overflow
-the context are refused before their pixels are decoded."""
+keeps its key's stream slot, images whose headers already overflow the
+context are refused before their pixels are decoded, and a worker holds
+at most --image-memory-mb of prepared pixels (jobs past it wait; jobs
+without images go by)."""
 import base64
 import hashlib
 import json
@@ -150,3 +152,56 @@ def test_images_over_the_context_are_refused_from_their_headers(svc):
     assert st == 400 and body["error"]["code"] != "ECONTEXT", body
     assert "image 0" in body["error"]["message"], body
     good_request(svc)
+
+
+def png_solid(w, h):
+    """A valid w x h RGB PNG of one colour (small: its rows compress)."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
+    row = b"\0" + bytes([40, 90, 160]) * w
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * h, 9)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def small_pixels(build_dir, fixtures, tmp_path_factory):
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path_factory.mktemp("pixels"),
+                "--image-memory-mb", "50")
+    yield s
+    assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def test_image_memory_budget(small_pixels):
+    svc = small_pixels
+    # A 1400x1400 image is 2,500 tokens of 4 x 1176 floats: about 45 MiB
+    # of pixels, so with 50 MiB one such job is prepared at a time.
+    url = "data:image/png;base64," + base64.b64encode(png_solid(1400, 1400)).decode()
+    img_msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                             {"type": "text", "text": "colour?"}]}]
+    st, alone = svc.chat(img_msgs, max_tokens=4, temperature=0, timeout=120)
+    assert st == 200, alone
+    results, done_at = {}, {}
+
+    def ask(name, msgs):
+        st, body = svc.chat(msgs, max_tokens=4, temperature=0, timeout=300)
+        results[name] = (st, body)
+        done_at[name] = time.perf_counter()
+
+    threads = [threading.Thread(target=ask, args=(f"img{i}", img_msgs)) for i in range(3)]
+    for t in threads:
+        t.start()
+    # a text job sent meanwhile does not wait behind them
+    time.sleep(0.3)
+    ask("text", HELLO)
+    for t in threads:
+        t.join(300)
+    for name, (st, body) in results.items():
+        assert st == 200, (name, body)
+    for i in range(3):
+        got = results[f"img{i}"][1]["choices"][0]["message"]["content"]
+        assert got == alone["choices"][0]["message"]["content"], i
+    assert done_at["text"] < max(done_at[f"img{i}"] for i in range(3))
+    log = svc.log_text()
+    assert "at most 50 MiB of prepared pixels" in log, log[-2000:]
+    assert "waits for image memory" in log, log[-3000:]
