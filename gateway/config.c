@@ -81,6 +81,8 @@ static const directive table[] = {
     {"fetch_allow_private", T_BOOL, F(fetch_allow_private), 0, 0, 0,
      "  also fetch from loopback and private addresses"},
     {"max_body_mb", T_INT, F(max_body_mb), 1, 4096, 1, "MB  request body limit (64)"},
+    {"max_body_memory_mb", T_INT, F(max_body_memory_mb), 1, 1 << 20, 1,
+     "MB  request bodies a gateway holds at once; past it: 503 (1024)"},
     {"max_images", T_INT, F(max_images), 0, 64, 1, "N  images per request (16)"},
     {"rate", T_NUM, F(rate), 0, 1e6, 1, "R  requests/s per key (0: off)"},
     {"burst", T_INT, F(burst), 0, 1 << 20, 1, "N  burst per key (10)"},
@@ -111,6 +113,7 @@ static void defaults(gs_config *c)
     c->drain_timeout = 30;
     c->send_timeout = 60;
     c->max_body_mb = 64;
+    c->max_body_memory_mb = 1024;
     c->max_images = 16;
     c->fetch_timeout_ms = 10000;
     c->burst = 10;

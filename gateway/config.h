@@ -58,6 +58,9 @@
  *   fetch_timeout_ms (10000), fetch_allow_private (false: loopback and
  *                           private addresses are never fetched)
  *   max_body_mb (64), max_images (16)                          [reloadable]
+ *   max_body_memory_mb (1024) request body bytes one gateway holds at
+ *                           once (uploads in progress and bodies not yet
+ *                           parsed); a request past it gets 503  [reloadable]
  *   rate (0: off; requests/s per key), burst (10), ip_rate (0), ip_burst (20),
  *   max_streams (0), rpm (0), tpm (0)                           [reloadable]
  *
@@ -96,6 +99,7 @@ typedef struct {
     int image_memory_mb;
     int heartbeat_timeout_ms, drain_timeout, send_timeout;
     int max_body_mb, max_images;
+    int max_body_memory_mb;
     int fetch_images, fetch_timeout_ms, fetch_allow_private;
     double rate, ip_rate;
     int burst, ip_burst, max_streams, rpm, tpm;

@@ -320,6 +320,8 @@ static void on_hup(uv_signal_t *h, int sig)
         gw->auth = keys;
     }
     gw->cfg = n;
+    gs_http_server_set_body_limits(gw->http, (size_t)n.max_body_mb << 20,
+                                   (size_t)n.max_body_memory_mb << 20);
     gs_log_info("reloaded keys and limits%s%s", restart[0] ? "; needs a restart to change: " : "",
                 restart);
 }
@@ -540,6 +542,7 @@ int gs_gateway_run(const gs_gateway_params *p)
     hp.handler = handle;
     hp.user = gw;
     hp.max_body_bytes = (size_t)gw->cfg.max_body_mb << 20;
+    hp.max_body_memory = (size_t)gw->cfg.max_body_memory_mb << 20;
     hp.send_timeout_ms = (uint32_t)gw->cfg.send_timeout * 1000u;
     if ((rc = gs_http_server_new(&gw->loop, &hp, &gw->http, &d))) {
         gs_log_error("fatal: %s", d.msg[0] ? d.msg : gs_strerror(rc));

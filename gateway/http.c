@@ -94,6 +94,9 @@ void gs__http_conn_close(gs_http_conn *c)
         gs__http_req_free(r);
         return;
     }
+    /* The handler keeps r (and its body) until its final call, which may
+     * come after the server is gone: r stops being counted now. */
+    gs__http_req_unaccount(r);
     /* The handler still owns r; tell it once (the callback may make its
      * final call and free r, so r is not touched after). */
     r->aborted = 1;
@@ -362,6 +365,8 @@ int gs_http_server_new(uv_loop_t *loop, const gs_http_params *p, gs_http_server 
         s->p.idle_timeout_ms = 75 * 1000;
     if (!s->p.max_connections)
         s->p.max_connections = 10000;
+    if (!s->p.max_body_memory)
+        s->p.max_body_memory = (size_t)1 << 30;
     if (!s->p.send_timeout_ms)
         s->p.send_timeout_ms = 60 * 1000;
     if (!s->p.max_stream_pending)
@@ -536,6 +541,15 @@ void gs_http_server_drain(gs_http_server *s, void (*cb)(void *user), void *user)
     }
     /* The callback never runs inside this call, even with nothing open. */
     uv_timer_start(&s->tick, on_tick, 0, 0);
+}
+
+void gs_http_server_set_body_limits(gs_http_server *s, size_t max_body_bytes,
+                                    size_t max_body_memory)
+{
+    if (max_body_bytes)
+        s->p.max_body_bytes = max_body_bytes;
+    if (max_body_memory)
+        s->p.max_body_memory = max_body_memory;
 }
 
 void gs_http_server_free(gs_http_server *s)

@@ -63,12 +63,22 @@ typedef struct {
      * hold seconds of a fast stream). 0: 64 KiB */
     uint32_t stream_sndbuf;
     uint32_t max_connections; /* beyond this, new connections are closed at once; 0: 10000 */
-    const char *server_name;  /* "Server:" header; NULL: "glmserve" */
+    /* Request body bytes held at once over all connections, counted from
+     * each body's Content-Length (or as a chunked one arrives) until the
+     * handler calls gs_http_req_body_done or its final call: a request that
+     * would pass it is answered 503 with Retry-After: 1 and its connection
+     * closed, so many large uploads at once cannot take the memory. 0: 1 GiB */
+    size_t max_body_memory;
+    const char *server_name; /* "Server:" header; NULL: "glmserve" */
 } gs_http_params;
 
 /* *out owns a new server on loop (borrowed; must outlive it). GS_EINVAL,
  * GS_ENOMEM. */
 int gs_http_server_new(uv_loop_t *loop, const gs_http_params *p, gs_http_server **out, gs_diag *d);
+/* The body limits (max_body_bytes, max_body_memory; 0 keeps one) of the
+ * requests that start from now on (a reload). */
+void gs_http_server_set_body_limits(gs_http_server *s, size_t max_body_bytes,
+                                    size_t max_body_memory);
 /* Accepts on an already listening socket fd (inherited from the master;
  * the server does not close it). GS_EIO (d says why). */
 int gs_http_server_listen_fd(gs_http_server *s, int fd, gs_diag *d);
@@ -104,6 +114,10 @@ const char *gs_http_req_header(const gs_http_req *r, const char *name);
 /* Never NULL; a NUL follows the len bytes (not counted), so a text body
  * can be read as a string. */
 const uint8_t *gs_http_req_body(const gs_http_req *r, size_t *len);
+/* The handler is done with the body (it has parsed or copied what it
+ * needs): its memory is freed and no longer counted in max_body_memory; the
+ * body reads as empty from here on. */
+void gs_http_req_body_done(gs_http_req *r);
 const char *gs_http_req_peer(const gs_http_req *r);  /* client IP as text */
 uint64_t gs_http_req_start_ns(const gs_http_req *r); /* when its first byte arrived */
 int gs_http_req_aborted(const gs_http_req *r);       /* 1 once the client is gone */

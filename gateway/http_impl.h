@@ -77,6 +77,8 @@ struct gs_http_req {
     int n_hdrs, cap_hdrs;
     gs_hbuf field, value; /* header line being read */
     gs_hbuf body;
+    size_t body_acct;              /* bytes of it counted in acct_s->body_mem */
+    struct gs_http_server *acct_s; /* NULL: nothing counted (or the connection is gone) */
     char peer[48];
     uint64_t start_ns;
     int http_major, http_minor;
@@ -140,9 +142,13 @@ struct gs_http_server {
     void (*drain_cb)(void *user);
     void *drain_user;
     gs_http_stats st;
-    char date[40]; /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+    size_t body_mem; /* request body bytes counted (max_body_memory) */
+    char date[40];   /* "Sun, 06 Nov 1994 08:49:37 GMT" */
     int64_t date_sec;
 };
+
+/* http_parse.c: r's body stops being counted (its server is still alive). */
+void gs__http_req_unaccount(gs_http_req *r);
 
 /* http.c */
 void gs__http_conn_close(gs_http_conn *c);             /* now; aborts a request in flight */

@@ -75,10 +75,31 @@ static char *hbuf_take(gs_hbuf *b)
     return p;
 }
 
+void gs__http_req_unaccount(gs_http_req *r)
+{
+    if (r->acct_s)
+        r->acct_s->body_mem -= r->body_acct;
+    r->acct_s = NULL;
+    r->body_acct = 0;
+}
+
+/* Counts n more body bytes of c's request; -1 past max_body_memory. */
+static int body_account(gs_http_conn *c, size_t n)
+{
+    gs_http_server *s = c->s;
+    if (n > s->p.max_body_memory || s->body_mem > s->p.max_body_memory - n)
+        return -1;
+    s->body_mem += n;
+    c->req->body_acct += n;
+    c->req->acct_s = s;
+    return 0;
+}
+
 void gs__http_req_free(gs_http_req *r)
 {
     if (!r)
         return;
+    gs__http_req_unaccount(r);
     gs__hbuf_free(&r->url);
     gs__hbuf_free(&r->field);
     gs__hbuf_free(&r->value);
@@ -260,6 +281,8 @@ static int on_headers_complete(llhttp_t *p)
                 return fail(c, -1, NULL);
         }
     }
+    if (has_len && p->content_length > 0 && body_account(c, (size_t)p->content_length))
+        return fail(c, 503, "the server holds too many request bytes now; retry later");
     if (has_body) {
         /* Room for a small body at once; a large one grows as it comes. */
         if (has_len &&
@@ -280,6 +303,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     gs_http_req *r = c->req;
     if (r->body.len + len > c->s->p.max_body_bytes)
         return fail(c, 413, "request body too large");
+    if (r->body.len + len > r->body_acct && body_account(c, r->body.len + len - r->body_acct))
+        return fail(c, 503, "the server holds too many request bytes now; retry later");
     if (gs__hbuf_append(&r->body, at, len))
         return fail(c, 503, "out of memory");
     return 0;
@@ -431,6 +456,14 @@ const char *gs_http_req_header(const gs_http_req *r, const char *name)
         if (strcasecmp(r->hdrs[i].name, name) == 0)
             return r->hdrs[i].value;
     return NULL;
+}
+
+void gs_http_req_body_done(gs_http_req *r)
+{
+    if (!r)
+        return;
+    gs__http_req_unaccount(r);
+    gs__hbuf_free(&r->body);
 }
 
 const uint8_t *gs_http_req_body(const gs_http_req *r, size_t *len)

@@ -308,7 +308,9 @@ void gs__http_error(gs_http_conn *c, int status, const char *msg)
     char body[1024];
     size_t blen = error_body(body, sizeof body, status, NULL, msg);
     gs_http_wreq *q = wreq_new(head_size(c->s) + 64 + blen);
-    if (!q || (put_head(q, c->s, status, "application/json", NULL, BODY_LENGTH, blen, 0),
+    /* 503 here is a momentary refusal (memory): the client may retry soon */
+    const char *extra = status == 503 ? "Retry-After: 1\r\n" : NULL;
+    if (!q || (put_head(q, c->s, status, "application/json", extra, BODY_LENGTH, blen, 0),
                wput(q, body, blen), wsend(c, q) != 0)) {
         gs__http_conn_close(c);
         return;

@@ -447,6 +447,7 @@ static void parse(chat *c)
 static void parsed(chat *c)
 {
     gs_gw *gw = c->gw;
+    gs_http_req_body_done(c->r); /* the job holds its own copies */
     if (c->parse_status) {
         gs_gw_error(gw, c->r, ROUTE,
                     c->parse_status == 503   ? GS_ENOMEM

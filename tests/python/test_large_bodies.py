@@ -4,15 +4,18 @@ event loop (other clients are answered meanwhile), a job too large for the
 wire is refused with 413 and a message that says so, a client that goes
 away while its body is being parsed costs nothing, no refused request
 keeps its key's stream slot, images whose headers already overflow the
-context are refused before their pixels are decoded, and a worker holds
-at most --image-memory-mb of prepared pixels (jobs past it wait; jobs
-without images go by)."""
+context are refused before their pixels are decoded, a worker holds at
+most --image-memory-mb of prepared pixels (jobs past it wait; jobs
+without images go by), and a gateway at most max_body_memory_mb of request
+bodies (uploads past it get 503; a body is let go once parsed)."""
 import base64
 import hashlib
 import json
+import os
+import signal
 import socket
-import threading
 import struct
+import threading
 import time
 import zlib
 
@@ -205,3 +208,70 @@ def test_image_memory_budget(small_pixels):
     log = svc.log_text()
     assert "at most 50 MiB of prepared pixels" in log, log[-2000:]
     assert "waits for image memory" in log, log[-3000:]
+
+
+@pytest.fixture()
+def body_cap(build_dir, fixtures, tmp_path):
+    cfg = tmp_path / "glmserve.json"
+    cfg.write_text(json.dumps({"max_body_memory_mb": 8, "max_body_mb": 64}))
+    s = Service(build_dir, fixtures / "tiny-glm4v", tmp_path / "svc", "--config", cfg)
+    s.cfg = cfg
+    yield s
+    assert s.stop() == 0, s.log_text()[-3000:]
+
+
+def text_body(n):
+    """A chat body of about n bytes (a long system text, 1 output token)."""
+    return json.dumps({"messages": [{"role": "system", "content": "x " * (n // 2)}, *HELLO],
+                       "max_tokens": 1}).encode()
+
+
+def test_request_bodies_held_at_once_are_capped(body_cap):
+    svc = body_cap
+    # Bodies are let go once parsed: many in a row, 5 MB each, all pass.
+    for _ in range(4):
+        st, _, text = svc.request("POST", ROUTE, text_body(5 << 20), timeout=120)
+        assert st == 400 and "context" in text, text[:300]
+    # An upload of 6 MB in progress holds 6 of the 8 MB: a 4 MB one is
+    # refused at its headers with 503 + Retry-After, and passes once the
+    # first has arrived.
+    big = text_body(6 << 20)
+    slow = socket.create_connection(("127.0.0.1", svc.port), timeout=60)
+    slow.sendall(b"POST " + ROUTE.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: " + str(len(big)).encode()
+                 + b"\r\n\r\n" + big[:1000])
+    time.sleep(0.3)
+    st, headers, text = svc.request("POST", ROUTE, text_body(4 << 20), timeout=60)
+    assert st == 503, text[:300]
+    assert headers.get("Retry-After") == "1", headers
+    assert "request bytes" in json.loads(text)["error"]["message"], text
+    st, _, _ = svc.request("GET", "/health", timeout=10)
+    assert st == 200
+    slow.sendall(big[1000:])
+    head = slow.recv(65536)
+    assert head.startswith(b"HTTP/1.1 400"), head[:200]
+    slow.close()
+    st, _, text = svc.request("POST", ROUTE, text_body(4 << 20), timeout=120)
+    assert st == 400 and "context" in text, text[:300]
+
+
+def test_sighup_applies_body_limits(body_cap):
+    svc = body_cap
+    body = text_body(3 << 20)
+    st, _, text = svc.request("POST", ROUTE, body, timeout=120)
+    assert st == 400 and "context" in text, text[:300]
+    svc.cfg.write_text(json.dumps({"max_body_memory_mb": 8, "max_body_mb": 2}))
+    os.kill(svc.proc.pid, signal.SIGHUP)
+    end = time.time() + 10
+    while "reloaded keys" not in svc.log_text() and time.time() < end:
+        time.sleep(0.05)
+    assert "reloaded keys" in svc.log_text()
+    st, _, text = svc.request("POST", ROUTE, body, timeout=120)
+    assert st == 413, text[:300]
+    svc.cfg.write_text(json.dumps({"max_body_memory_mb": 2, "max_body_mb": 64}))
+    os.kill(svc.proc.pid, signal.SIGHUP)
+    end = time.time() + 10
+    while svc.log_text().count("reloaded keys") < 2 and time.time() < end:
+        time.sleep(0.05)
+    st, headers, text = svc.request("POST", ROUTE, body, timeout=120)
+    assert st == 503, text[:300]
