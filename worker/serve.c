@@ -535,14 +535,18 @@ static int count_pixels(gs_server *s, wjob *j, gs_diag *d)
 
 /* The next job a prep thread may take (s->mu held), unlinked from the
  * queue, or NULL: the first one that is cancelled, has no images, or whose
- * images fit the budget (or that would run alone), in arrival order. Its
- * pixels are reserved. */
+ * images fit the budget (or that would run alone). Jobs with images keep
+ * their arrival order (none passes one that waits for room, so a large
+ * one is not starved by smaller ones); the others go by. Its pixels are
+ * reserved. */
 static wjob *prep_take(gs_server *s)
 {
     wjob *prev = NULL;
+    int blocked = 0; /* an image job ahead waits for room */
     for (wjob *j = s->prep_head; j; prev = j, j = j->qnext) {
-        if (!atomic_load(&j->cancel) && j->pix_need && s->pix_used &&
-            s->pix_used + j->pix_need > s->pix_budget) {
+        if (!atomic_load(&j->cancel) && j->pix_need &&
+            (blocked || (s->pix_used && s->pix_used + j->pix_need > s->pix_budget))) {
+            blocked = 1;
             if (!j->pix_waited) {
                 j->pix_waited = 1;
                 gs_log_info("job %llu waits for image memory: its images need %zu MiB, %zu of "
@@ -617,15 +621,7 @@ static void *prep_main(void *arg)
         wjob *j = NULL;
         while (!s->stopping && !(j = prep_take(s)))
             pthread_cond_wait(&s->prep_cv, &s->mu);
-        if (s->stopping) {
-            if (j) { /* back at the head: gs_server_free answers it */
-                s->pix_used -= j->pix_reserved;
-                j->pix_reserved = 0;
-                j->qnext = s->prep_head;
-                s->prep_head = j;
-                if (!s->prep_tail)
-                    s->prep_tail = j;
-            }
+        if (s->stopping) { /* j is NULL: the queue is gs_server_free's to answer */
             pthread_mutex_unlock(&s->mu);
             return NULL;
         }
