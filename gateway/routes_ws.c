@@ -39,6 +39,11 @@ void gs_route_ws(gs_gw *gw, gs_http_req *r)
 #include "gateway/ws.h"
 
 #define MAX_ID 128 /* bytes of a client-chosen ask id */
+/* Text messages up to this size are parsed on the loop (at most about a
+ * millisecond); larger ones on libuv's thread pool. */
+#define PARSE_INLINE_MAX (64u << 10)
+/* Bytes of messages kept while one is parsed (wslay had read them). */
+#define BACKLOG_MAX (1u << 20)
 #define MAX_ASKS_PER_SOCKET 64
 
 typedef struct wsconn wsconn;
@@ -53,6 +58,27 @@ typedef struct {
     gs_sbuf content, reasoning; /* the text of the current event */
     uint64_t t0, t_first, t_last;
 } ws_ask;
+
+/* A message that came while another was parsed (see handle_text). */
+typedef struct ws_msg {
+    struct ws_msg *next;
+    int binary;
+    size_t n;
+    uint64_t t0;
+    char data[]; /* n bytes and a NUL */
+} ws_msg;
+
+/* A text message parsed on libuv's thread pool. */
+typedef struct {
+    uv_work_t work;
+    wsconn *wc;
+    char *text; /* owned copy, NUL-terminated */
+    size_t n;
+    uint64_t t0;
+    gs_json_lift lift; /* into text */
+    json_t *msg;
+    json_error_t je;
+} ws_parse;
 
 /* One socket. */
 struct wsconn {
@@ -70,6 +96,11 @@ struct wsconn {
     uint8_t *frames[GS_IPC_MAX_IMAGES]; /* owned */
     size_t frame_len[GS_IPC_MAX_IMAGES];
     int going_away;
+    ws_parse *parsing;              /* a parse in flight (the socket is paused) */
+    ws_msg *backlog, *backlog_tail; /* what came meanwhile, in order */
+    size_t backlog_bytes;
+    int paused; /* reading paused (gs_ws_pause) until the backlog is through */
+    int closed; /* on_close came while parsing: parse_done frees this */
 };
 
 /* ---- messages to the client ----------------------------------------------------------- */
@@ -492,33 +523,21 @@ static void on_cancel(wsconn *wc, const json_t *msg)
     ask_end(a);
 }
 
-static void on_text(gs_ws *ws, void *user, const char *s, size_t n)
+/* A parsed text message (msg taken; t: its text and lifted payloads). */
+static void dispatch_text(wsconn *wc, json_t *msg, const json_error_t *je, const ask_text *t)
 {
-    wsconn *wc = user;
-    const uint64_t t0 = gs_clock_now_ns();
-    if (wc->pending) {
-        char m[160];
-        snprintf(m, sizeof m, "expected %d more binary frame(s) with this ask's images",
-                 wc->need - wc->have);
-        send_error(wc, wc->pending_id, 400, GS_EINVAL, m);
-        drop_pending(wc);
-    }
-    json_error_t je;
-    gs_json_lift lift;
-    json_t *msg = gs_json_load_lifted(s, n, JSON_REJECT_DUPLICATES, &lift, &je);
-    const ask_text text = {s, n, lift.n ? &lift : NULL, t0};
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (!msg || !json_is_object(msg) || !type) {
         char m[300];
         if (!msg)
-            snprintf(m, sizeof m, "invalid JSON at byte %d: %s", je.position, je.text);
+            snprintf(m, sizeof m, "invalid JSON at byte %d: %s", je->position, je->text);
         else
             snprintf(m, sizeof m, "a message must be a JSON object with a \"type\"");
         send_error(wc, NULL, 400, GS_EINVAL, m);
     } else if (!strcmp(type, "auth")) {
         on_auth(wc, msg);
     } else if (!strcmp(type, "ask")) {
-        on_ask(wc, msg, &text);
+        on_ask(wc, msg, t);
     } else if (!strcmp(type, "cancel")) {
         on_cancel(wc, msg);
     } else {
@@ -529,10 +548,97 @@ static void on_text(gs_ws *ws, void *user, const char *s, size_t n)
     json_decref(msg);
 }
 
-static void on_binary(gs_ws *ws, void *user, const uint8_t *p, size_t n)
+static void parse_work(uv_work_t *w)
 {
-    wsconn *wc = user;
-    const uint64_t t0 = gs_clock_now_ns();
+    ws_parse *p = w->data;
+    p->msg = gs_json_load_lifted(p->text, p->n, JSON_REJECT_DUPLICATES, &p->lift, &p->je);
+}
+
+static void handle_text(wsconn *wc, const char *s, size_t n, uint64_t t0);
+static void handle_binary(wsconn *wc, const uint8_t *p, size_t n, uint64_t t0);
+
+/* The messages that came while a parse ran, in order, until one starts
+ * another parse; then reading resumes. */
+static void replay(wsconn *wc)
+{
+    while (wc->backlog && !wc->parsing) {
+        ws_msg *m = wc->backlog;
+        wc->backlog = m->next;
+        if (!wc->backlog)
+            wc->backlog_tail = NULL;
+        wc->backlog_bytes -= m->n;
+        if (m->binary)
+            handle_binary(wc, (const uint8_t *)m->data, m->n, m->t0);
+        else
+            handle_text(wc, m->data, m->n, m->t0);
+        free(m);
+    }
+    if (!wc->parsing && wc->paused) {
+        wc->paused = 0;
+        gs_ws_resume(wc->ws);
+    }
+}
+
+static void parse_done(uv_work_t *w, int status)
+{
+    (void)status; /* never cancelled */
+    ws_parse *p = w->data;
+    wsconn *wc = p->wc;
+    wc->parsing = NULL;
+    if (wc->closed) { /* on_close came meanwhile and left wc to us */
+        json_decref(p->msg);
+        free(p->text);
+        free(p);
+        free(wc);
+        return;
+    }
+    const ask_text t = {p->text, p->n, p->lift.n ? &p->lift : NULL, p->t0};
+    dispatch_text(wc, p->msg, &p->je, &t);
+    free(p->text);
+    free(p);
+    replay(wc);
+}
+
+/* A text message (s borrowed). One over PARSE_INLINE_MAX is parsed on
+ * libuv's thread pool, the socket paused meanwhile, so that a message of
+ * megabytes does not hold up the gateway's other connections. */
+static void handle_text(wsconn *wc, const char *s, size_t n, uint64_t t0)
+{
+    if (wc->pending) {
+        char m[160];
+        snprintf(m, sizeof m, "expected %d more binary frame(s) with this ask's images",
+                 wc->need - wc->have);
+        send_error(wc, wc->pending_id, 400, GS_EINVAL, m);
+        drop_pending(wc);
+    }
+    if (n > PARSE_INLINE_MAX) {
+        ws_parse *p = calloc(1, sizeof *p);
+        char *copy = p ? malloc(n + 1) : NULL;
+        if (copy) {
+            memcpy(copy, s, n + 1); /* with its NUL */
+            *p = (ws_parse){.wc = wc, .text = copy, .n = n, .t0 = t0};
+            p->work.data = p;
+            if (!uv_queue_work(&wc->gw->loop, &p->work, parse_work, parse_done)) {
+                wc->parsing = p;
+                if (!wc->paused) {
+                    wc->paused = 1;
+                    gs_ws_pause(wc->ws);
+                }
+                return;
+            }
+        }
+        free(copy);
+        free(p); /* parsed here instead */
+    }
+    json_error_t je;
+    gs_json_lift lift;
+    json_t *msg = gs_json_load_lifted(s, n, JSON_REJECT_DUPLICATES, &lift, &je);
+    const ask_text t = {s, n, lift.n ? &lift : NULL, t0};
+    dispatch_text(wc, msg, &je, &t);
+}
+
+static void handle_binary(wsconn *wc, const uint8_t *p, size_t n, uint64_t t0)
+{
     if (!wc->pending) {
         send_error(wc, NULL, 400, GS_EINVAL,
                    "unexpected binary frame: send an ask with \"images\": N first");
@@ -552,6 +658,47 @@ static void on_binary(gs_ws *ws, void *user, const uint8_t *p, size_t n)
         return;
     start_ask(wc, wc->pending_id, wc->pending, NULL, t0, wc->frames, wc->frame_len, wc->have);
     drop_pending(wc);
+}
+
+/* A message that arrived while a parse ran waits (copied) for its turn. */
+static void backlog_push(wsconn *wc, int binary, const void *data, size_t n)
+{
+    ws_msg *m = malloc(sizeof *m + n + 1);
+    if (!m || wc->backlog_bytes + n > BACKLOG_MAX) {
+        free(m);
+        gs_ws_close(wc->ws, GS_WS_TOO_BIG, "too many messages while one is parsed");
+        return;
+    }
+    m->next = NULL;
+    m->binary = binary;
+    m->n = n;
+    m->t0 = gs_clock_now_ns();
+    memcpy(m->data, data, n);
+    m->data[n] = 0;
+    if (wc->backlog_tail)
+        wc->backlog_tail->next = m;
+    else
+        wc->backlog = m;
+    wc->backlog_tail = m;
+    wc->backlog_bytes += n;
+}
+
+static void on_text(gs_ws *ws, void *user, const char *s, size_t n)
+{
+    wsconn *wc = user;
+    if (wc->parsing || wc->backlog)
+        backlog_push(wc, 0, s, n);
+    else
+        handle_text(wc, s, n, gs_clock_now_ns());
+}
+
+static void on_binary(gs_ws *ws, void *user, const uint8_t *p, size_t n)
+{
+    wsconn *wc = user;
+    if (wc->parsing || wc->backlog)
+        backlog_push(wc, 1, p, n);
+    else
+        handle_binary(wc, p, n, gs_clock_now_ns());
 }
 
 /* Drain: no new asks; once the last one has ended, close with 1001. */
@@ -575,6 +722,15 @@ static void on_close(gs_ws *ws, void *user, int code)
         ask_end(a);
     }
     drop_pending(wc);
+    while (wc->backlog) {
+        ws_msg *m = wc->backlog;
+        wc->backlog = m->next;
+        free(m);
+    }
+    if (wc->parsing) { /* its parse_done frees wc */
+        wc->closed = 1;
+        return;
+    }
     free(wc);
 }
 

@@ -131,6 +131,7 @@ struct gs_ws {
     int io_error;          /* the socket failed or hit EOF */
     int in_recv;           /* inside wslay_event_recv: pump sends afterwards */
     int close_later;       /* a close asked for inside wslay_event_recv: queued after */
+    int paused;            /* gs_ws_pause depth: wslay is given no input */
     char close_reason[124];
     char peer[64];
 };
@@ -312,7 +313,7 @@ static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 {
     gs_ws *ws = user;
     size_t have = ws->in_len - ws->in_off;
-    if (!have) {
+    if (!have || ws->paused) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
@@ -575,4 +576,23 @@ size_t gs_ws_pending(const gs_ws *ws)
 const char *gs_ws_peer(const gs_ws *ws)
 {
     return ws->peer;
+}
+
+void gs_ws_pause(gs_ws *ws)
+{
+    if (ws->paused++ == 0 && !ws->finished)
+        uv_read_stop((uv_stream_t *)ws->tcp);
+}
+
+void gs_ws_resume(gs_ws *ws)
+{
+    if (!ws->paused || --ws->paused || ws->finished)
+        return;
+    if (uv_read_start((uv_stream_t *)ws->tcp, on_alloc, on_read)) {
+        ws->io_error = 1;
+        uv_timer_start(&ws->timer, on_timer, 0, 0); /* tears it down outside the caller */
+        return;
+    }
+    /* the bytes read before the pause, from the loop (not the caller's stack) */
+    uv_timer_start(&ws->timer, on_timer, 0, 0);
 }

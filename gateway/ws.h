@@ -101,6 +101,12 @@ int gs_ws_send_text(gs_ws *ws, const char *s, size_t n);
  * may be NULL). Later messages are dropped (GS_EIO). Repeated calls do
  * nothing. on_close follows once the peer answers (or close_timeout_ms). */
 void gs_ws_close(gs_ws *ws, int code, const char *reason);
+/* Stops reading from the peer (the handler is busy with a message, e.g.
+ * parsing it off the loop) until as many gs_ws_resume calls. Messages
+ * whose bytes were already read may still be delivered meanwhile (at most
+ * a few KiB). */
+void gs_ws_pause(gs_ws *ws);
+void gs_ws_resume(gs_ws *ws);
 /* Bytes queued for the socket and not yet written (back-pressure). */
 size_t gs_ws_pending(const gs_ws *ws);
 /* The client's address as text (copied at accept). */

@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -281,6 +282,50 @@ def test_data_urls_in_asks_equal_http(svc, fixtures):
             assert r["end"]["type"] == "done", (cid, r)
             assert r["content"] == body["choices"][0]["message"]["content"], cid
             assert r["end"]["usage"]["prompt_tokens"] == body["usage"]["prompt_tokens"], cid
+
+
+def test_large_message_parsed_off_the_loop_in_order(svc):
+    # A message of 24 MB is parsed on the thread pool, the socket paused:
+    # the gateway answers /health meanwhile, and the messages sent right
+    # after it are answered after it, in order.
+    big = json.dumps({"type": "nope", "id": "big", "pad": "lorem ipsum " * (2 << 20)})
+    worst, stop = [0.0], threading.Event()
+
+    def probe():
+        while not stop.is_set():
+            t = time.perf_counter()
+            st, _, _ = svc.request("GET", "/health", timeout=60)
+            assert st == 200
+            worst[0] = max(worst[0], time.perf_counter() - t)
+            time.sleep(0.005)
+
+    th = threading.Thread(target=probe, daemon=True)
+    th.start()
+    with ws_connect(svc) as ws:
+        t = time.perf_counter()
+        ws.send(big)
+        ws.send(json.dumps({"type": "cancel", "id": "after"}))
+        ws.send(json.dumps({"type": "ask", "id": "q", "messages": [
+            {"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}))
+        m = recv_json(ws)
+        took = time.perf_counter() - t
+        assert m["type"] == "error" and m["status"] == 400 and "nope" in m["message"], m
+        m = recv_json(ws)
+        assert m["type"] == "error" and m["status"] == 404 and m["id"] == "after", m
+        r = collect(ws, ["q"])["q"]
+        assert r["end"]["type"] == "done", r
+    stop.set()
+    th.join(60)
+    print(f"24 MB message answered in {took * 1e3:.0f} ms; worst /health {worst[0] * 1e3:.1f} ms")
+    assert worst[0] < 0.3 * took, (worst[0], took)
+    # gone while its message is parsed: nothing breaks
+    for _ in range(3):
+        with ws_connect(svc) as ws:
+            ws.send(big)
+    with ws_connect(svc) as ws:
+        ws.send(json.dumps({"type": "ask", "id": "z", "messages": [
+            {"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}))
+        assert collect(ws, ["z"])["z"]["end"]["type"] == "done"
 
 
 def test_malformed_messages_keep_the_socket(svc):
