@@ -91,8 +91,10 @@ static int emit_word(enc *e, const uint8_t *s, size_t n)
     }
     size_t before = e->out->n;
     int rc = tok_bpe_word(tok, s, n, &e->sc, e->out);
+    /* (a word of bytes the vocabulary lacks gives no ids: out->ids may be NULL) */
     if (!rc && e->cached)
-        tok_cache_put(tok->cache, s, n, e->out->ids + before, e->out->n - before);
+        tok_cache_put(tok->cache, s, n, e->out->n > before ? e->out->ids + before : NULL,
+                      e->out->n - before);
     return rc;
 }
 
