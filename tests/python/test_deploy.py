@@ -30,7 +30,7 @@ CHECKED = {
     "systemd/config.json", "logrotate/glmserve", "nginx/glmserve.conf", "docker/Dockerfile",
     "docker/Dockerfile.cpu", "docker/glmserve.json", "docker/glmserve-cpu.json",
     "k8s/namespace.yaml", "k8s/gateway.yaml", "k8s/workers.yaml", "k8s/hpa.yaml",
-    "k8s/kustomization.yaml",
+    "k8s/kustomization.yaml", "k8s/networkpolicy.yaml",
 }
 
 
@@ -540,6 +540,17 @@ def test_k8s_manifests_fit_together():
     assert [(p["port"], p["targetPort"]) for p in peers["spec"]["ports"]] == \
         [(ports["workers"], "workers")]
     assert svc["spec"]["type"] == "ClusterIP"
+    # the worker port admits glmserve's worker pods only; HTTP stays open
+    pol = d[("NetworkPolicy", "glmserve-gateway")]["spec"]
+    assert all(labels.get(k) == v for k, v in pol["podSelector"]["matchLabels"].items())
+    assert pol["policyTypes"] == ["Ingress"]
+    by_port = {r["ports"][0]["port"]: r for r in pol["ingress"]}
+    assert set(by_port) == {"http", "workers"} and set(by_port) <= set(ports)
+    assert "from" not in by_port["http"]
+    [src] = by_port["workers"]["from"]
+    for arch in ("arm64", "amd64"):
+        wl = d[("Deployment", f"glmserve-worker-{arch}")]["spec"]["template"]["metadata"]["labels"]
+        assert all(wl.get(k) == v for k, v in src["podSelector"]["matchLabels"].items())
     assert gw["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     be = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert be["name"] == "glmserve" and be["port"]["name"] in [p["name"]
