@@ -26,7 +26,7 @@ typedef struct {
     gs_metric *finished;   /* counter {finish_reason} */
     gs_metric *dispatch_s; /* histogram: request in -> job sent to a worker, seconds */
     gs_metric *relay_s;    /* histogram: worker event in -> bytes to the client, seconds */
-    gs_metric *gauges[10]; /* set at scrape time (routes_admin.c) */
+    gs_metric *gauges[11]; /* set at scrape time (routes_admin.c) */
 } gs_gw_metrics;
 
 #define GS_GW_MAX_VENDOR 8

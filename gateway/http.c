@@ -575,4 +575,5 @@ void gs_http_server_stats(const gs_http_server *s, gs_http_stats *out)
         return;
     }
     *out = s->st;
+    out->body_bytes = s->body_mem;
 }

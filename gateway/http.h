@@ -98,6 +98,7 @@ void gs_http_server_free(gs_http_server *s);
 typedef struct {
     uint64_t connections_open, connections_total, requests_total;
     uint64_t bytes_in, bytes_out;
+    uint64_t body_bytes; /* request body bytes held now (max_body_memory) */
 } gs_http_stats;
 void gs_http_server_stats(const gs_http_server *s, gs_http_stats *out);
 

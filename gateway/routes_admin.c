@@ -7,7 +7,7 @@
  * once a second (written aside, then renamed: a reader sees a whole file)
  * and /metrics answers its own registry plus the latest snapshot of every
  * other gateway: counters and histograms summed, the per-gateway gauges
- * (streams_open, jobs_in_flight) summed, the worker gauges (each gateway
+ * (streams_open, jobs_in_flight, request_body_bytes) summed, the worker gauges (each gateway
  * sees the same heartbeats) the largest. A gateway restarted after a crash
  * starts from its predecessor's last snapshot, so the sums never go back
  * (at most a second of the dead one's counts is lost).
@@ -37,6 +37,7 @@ enum {
     G_PREFIX_HIT,
     G_STREAMS,
     G_JOBS,
+    G_BODY,
     N_GAUGES
 };
 
@@ -53,6 +54,7 @@ static const struct {
     {"glmserve:prefix_cache_hit_rate", "Prompt tokens served by the prefix cache / queried"},
     {"glmserve:streams_open", "Requests in flight in this gateway"},
     {"glmserve:jobs_in_flight", "Jobs dispatched and not finished"},
+    {"glmserve:request_body_bytes", "Request body bytes held by the gateway (max_body_memory_mb)"},
 };
 
 int gs_gw_metrics_init(gs_gw *gw, gs_diag *d)
@@ -114,8 +116,9 @@ int gs_gw_metrics_init(gs_gw *gw, gs_diag *d)
         gs_metric_desc g = {.name = gauges[i].name,
                             .help = gauges[i].help,
                             .type = GS_METRIC_GAUGE,
-                            .merge = i == G_STREAMS || i == G_JOBS ? GS_METRIC_MERGE_SUM
-                                                                   : GS_METRIC_MERGE_MAX};
+                            .merge = i == G_STREAMS || i == G_JOBS || i == G_BODY
+                                         ? GS_METRIC_MERGE_SUM
+                                         : GS_METRIC_MERGE_MAX};
         if ((rc = gs_metrics_register(gw->metrics, &g, &gw->m.gauges[i], d)))
             return rc;
     }
@@ -166,6 +169,9 @@ static void update_gauges(gs_gw *gw)
               st.prefix_query_tokens ? (double)st.prefix_hit_tokens / st.prefix_query_tokens : 0);
     set_gauge(gw, G_STREAMS, (double)gw->streams_open);
     set_gauge(gw, G_JOBS, st.jobs_in_flight);
+    gs_http_stats hs;
+    gs_http_server_stats(gw->http, &hs);
+    set_gauge(gw, G_BODY, (double)hs.body_bytes);
 }
 
 static int shared(const gs_gw *gw)

@@ -226,6 +226,14 @@ def text_body(n):
                        "max_tokens": 1}).encode()
 
 
+def body_bytes(svc):
+    st, _, text = svc.request("GET", "/metrics", timeout=10)
+    assert st == 200
+    [v] = [line.split()[1] for line in text.splitlines()
+           if line.startswith("glmserve:request_body_bytes ")]
+    return int(float(v))
+
+
 def test_request_bodies_held_at_once_are_capped(body_cap):
     svc = body_cap
     # Bodies are let go once parsed: many in a row, 5 MB each, all pass.
@@ -245,12 +253,12 @@ def test_request_bodies_held_at_once_are_capped(body_cap):
     assert st == 503, text[:300]
     assert headers.get("Retry-After") == "1", headers
     assert "request bytes" in json.loads(text)["error"]["message"], text
-    st, _, _ = svc.request("GET", "/health", timeout=10)
-    assert st == 200
+    assert body_bytes(svc) == len(big)  # counted from its Content-Length
     slow.sendall(big[1000:])
     head = slow.recv(65536)
     assert head.startswith(b"HTTP/1.1 400"), head[:200]
     slow.close()
+    assert body_bytes(svc) == 0  # let go once parsed
     st, _, text = svc.request("POST", ROUTE, text_body(4 << 20), timeout=120)
     assert st == 400 and "context" in text, text[:300]
 
