@@ -6,6 +6,9 @@
  * Owns nothing past a call. Thread-safe: touches only caller memory. */
 #include "file.h"
 
+#include "log.h"
+
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -98,4 +101,47 @@ int gs_read_file(const char *path, size_t cap, char **out, size_t *len, gs_diag 
     *out = buf;
     *len = n;
     return 0;
+}
+
+int gs_read_secret_file(const char *path, char *out, size_t cap, gs_diag *d)
+{
+    char *t = NULL;
+    size_t n = 0;
+    out[0] = 0;
+    int rc = gs_read_file(path, 4096, &t, &n, d);
+    if (rc)
+        return rc;
+    size_t a = 0;
+    while (a < n && isspace((unsigned char)t[a]))
+        a++;
+    while (n > a && isspace((unsigned char)t[n - 1]))
+        n--;
+    rc = 0;
+    if (n - a < 16 || n - a >= cap)
+        rc = gs_diag_set(d, GS_ECONFIG, "%s: a key of %zu bytes; it must have 16 to %zu", path,
+                         n - a, cap - 1);
+    for (size_t i = a; !rc && i < n; i++)
+        if (t[i] < 0x21 || t[i] > 0x7e)
+            rc = gs_diag_set(d, GS_ECONFIG,
+                             "%s: byte %zu of the key is not printable ASCII (no spaces)", path, i);
+    if (!rc) {
+        memcpy(out, t + a, n - a);
+        out[n - a] = 0;
+        struct stat st;
+        if (!stat(path, &st) && (st.st_mode & 077))
+            gs_log_warn("%s: the key file is readable by others than its owner (chmod 600)", path);
+    }
+    free(t);
+    return rc;
+}
+
+int gs_key_equal(const char *p, size_t n, const char *key)
+{
+    const size_t k = strlen(key);
+    if (n != k)
+        return 0;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(p[i] ^ key[i]);
+    return diff == 0;
 }

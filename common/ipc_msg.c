@@ -163,7 +163,11 @@ static int check_hello(const gs_ipc_hello *h, int code, gs_diag *d)
         return rc;
     if ((rc = check_text(h->name, MAX_NAME, "hello", "name", HELLO_FIXED + 4, code, d)))
         return rc;
-    return check_text(h->model, MAX_NAME, "hello", "model", HELLO_FIXED + 8 + h->name.len, code, d);
+    if ((rc = check_text(h->model, MAX_NAME, "hello", "model", HELLO_FIXED + 8 + h->name.len, code,
+                         d)))
+        return rc;
+    return check_text(h->key, MAX_NAME, "hello", "key",
+                      HELLO_FIXED + 12 + h->name.len + h->model.len, code, d);
 }
 
 static int check_event_scalars(const gs_ipc_event *e, int code, gs_diag *d)
@@ -281,7 +285,8 @@ static int encode_size(const gs_ipc_msg *m, uint64_t *size, gs_diag *d)
     case GS_IPC_HELLO:
         if ((rc = check_hello(&m->u.hello, GS_EINVAL, d)))
             return rc;
-        n = HELLO_FIXED + 8 + (uint64_t)m->u.hello.name.len + m->u.hello.model.len;
+        n = HELLO_FIXED + 12 + (uint64_t)m->u.hello.name.len + m->u.hello.model.len +
+            m->u.hello.key.len;
         break;
     case GS_IPC_JOB: {
         const gs_ipc_job *j = &m->u.job;
@@ -362,6 +367,7 @@ static void encode_body(const gs_ipc_msg *m, uint8_t *b)
         off = HELLO_FIXED;
         put_str(b, &off, h->name);
         put_str(b, &off, h->model);
+        put_str(b, &off, h->key);
         break;
     }
     case GS_IPC_JOB: {
@@ -571,7 +577,8 @@ static int decode_hello(reader *r, gs_ipc_hello *h)
     h->n_pages = (int32_t)get_u32(r->b + 16);
     h->max_queue = (int32_t)get_u32(r->b + 20);
     r->off = HELLO_FIXED;
-    if ((rc = rd_str(r, "name", &h->name)) || (rc = rd_str(r, "model", &h->model)))
+    if ((rc = rd_str(r, "name", &h->name)) || (rc = rd_str(r, "model", &h->model)) ||
+        (rc = rd_str(r, "key", &h->key)))
         return rc;
     return check_hello(h, GS_EPROTO, r->d);
 }

@@ -32,7 +32,7 @@
 #error "the glmserve wire protocol assumes a little-endian host"
 #endif
 
-#define GS_IPC_VERSION 2
+#define GS_IPC_VERSION 3
 #define GS_IPC_HEADER_SIZE 16
 #define GS_IPC_MAX_BODY (256u << 20)   /* hard cap of any body */
 #define GS_IPC_MAX_IMAGES 64           /* images in one job */
@@ -79,6 +79,10 @@ typedef struct {
     int32_t page_size;     /* tokens per KV page */
     int32_t n_pages;       /* usable KV pages */
     int32_t max_queue;     /* jobs the worker accepts beyond its running ones */
+    /* The cluster key the sender was given (--cluster-key-file), <= 256
+     * bytes, or empty: a receiver that has one refuses a peer whose key
+     * differs (docs/protocol.md, "Cluster key"). */
+    gs_ipc_str key;
 } gs_ipc_hello;
 
 /* job: one request. `request` is the job's JSON (UTF-8, <= 16 MiB; the

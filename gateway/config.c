@@ -51,6 +51,8 @@ static const directive table[] = {
      "URL  a worker started by hand (tcp://host:port); repeatable"},
     {"worker_listen", T_STR, F(worker_listen), 0, 0, 0,
      "URL  accept workers that dial in (their --connect); tcp://host:port"},
+    {"cluster_key_file", T_STR, F(cluster_key_file), 0, 0, 0,
+     "F  shared secret that gateways and workers send in their hello"},
     {"max_seqs", T_INT, F(max_seqs), 1, 256, 0, "N  sequences per worker step (64)"},
     {"max_queue", T_INT, F(max_queue), 1, 1 << 20, 0, "N  jobs queued per worker (64)"},
     {"max_model_len", T_INT, F(max_model_len), 0, 1 << 24, 0, "N  tokens per sequence"},

@@ -24,6 +24,10 @@
  *   worker_listen ("")      a URL where workers started by hand dial in
  *                           (glmserve-worker --connect URL); gateway i
  *                           listens on port + i (tcp) or path-i (ipc)
+ *   cluster_key_file ("")   a shared secret (16-256 printable bytes) that
+ *                           gateways and workers send in their hello: a
+ *                           peer without it is refused (docs/deploy.md,
+ *                           "Trust"); passed to local workers
  *   max_seqs (64), max_queue (64), max_model_len (0: the model's),
  *   kv_memory (0: the worker's default; MiB), encoder_cache_mb (0: the
  *                           worker's default, 256), dummy_weights (false),
@@ -89,6 +93,7 @@ typedef struct {
     char vendor_dirs[2048];
     char remote_workers[GS_CONFIG_MAX_REMOTE][256];
     char worker_listen[256];
+    char cluster_key_file[1024];
     int n_remote_workers;
     int max_seqs, max_queue, max_model_len, kv_memory, encoder_cache_mb, dummy_weights;
     char graphs[16];

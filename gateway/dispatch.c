@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/file.h"
 #include "common/ipc_conn.h"
 #include "common/log.h"
 #include "gateway/dispatch_policy.h"
@@ -111,6 +112,7 @@ struct gs_dispatch {
      * (and so the dispatcher) stays until each has queued its close. */
     atomic_int live_conns;
     char *name;
+    char *key;                 /* the cluster key, or NULL */
     gs_ipc_listener *listener; /* workers that dial us (--connect) */
     gs_ipc_conn_cbs acc_cbs;
 };
@@ -345,6 +347,7 @@ static void release(gs_dispatch *ds)
         free(ds->w[i].url);
     free(ds->w);
     free(ds->name);
+    free(ds->key);
     pthread_mutex_destroy(&ds->mu);
     free(ds);
 }
@@ -384,6 +387,8 @@ static void send_hello(dworker *w)
     m.u.hello.name.p = w->ds->name;
     m.u.hello.name.len = (uint32_t)strlen(w->ds->name);
     m.u.hello.model.p = "";
+    m.u.hello.key.p = w->ds->key ? w->ds->key : "";
+    m.u.hello.key.len = (uint32_t)strlen(m.u.hello.key.p);
     gs_ipc_conn_send_msg(w->conn, &m, NULL);
 }
 
@@ -578,6 +583,19 @@ static void handle_conn_item(gs_dispatch *ds, item *it, dworker *w)
                     w->url, d.msg);
         return;
     }
+    const char *refused = NULL;
+    if (ds->key && m.type == GS_IPC_HELLO &&
+        !gs_key_equal(m.u.hello.key.p, m.u.hello.key.len, ds->key))
+        refused = m.u.hello.key.len ? "its hello has another cluster key"
+                                    : "its hello has no cluster key";
+    else if (ds->key && w->state != W_UP && m.type != GS_IPC_HELLO)
+        refused = "it sent another frame before its hello";
+    if (refused) {
+        gs_log_warn("refused the worker at %s: %s; closing the connection", w->url, refused);
+        w->conn_dead = 1;
+        gs_ipc_conn_close(w->conn);
+        return;
+    }
     switch (m.type) {
     case GS_IPC_HELLO:
         snprintf(w->name, sizeof w->name, "%.*s", (int)m.u.hello.name.len, m.u.hello.name.p);
@@ -674,11 +692,15 @@ int gs_dispatch_new(const gs_dispatch_params *p, gs_dispatch **out, gs_diag *d)
     if (!ds->p.max_resends)
         ds->p.max_resends = 2;
     ds->name = strdup(p->name ? p->name : "gateway");
+    const int want_key = p->cluster_key && p->cluster_key[0];
+    ds->key = want_key ? strdup(p->cluster_key) : NULL;
+    ds->p.cluster_key = NULL; /* the copy is ds->key */
     ds->next_id = 1;
     ds->n = p->n_urls;
     ds->w = calloc(MAX_WORKERS, sizeof *ds->w); /* static slots, then accepted workers */
-    if (!ds->name || !ds->w) {
+    if (!ds->name || !ds->w || (want_key && !ds->key)) {
         free(ds->name);
+        free(ds->key);
         free(ds->w);
         free(ds);
         return GS_ENOMEM;

@@ -56,6 +56,12 @@ typedef struct {
      * this URL; NULL or "": none. Such a worker is used like the others
      * while it is connected. */
     const char *listen_url;
+    /* The cluster key (gs_read_secret_file; copied), or NULL / "": none.
+     * With one, a worker must begin with a hello carrying the same key; a
+     * worker that sends another key, none, or another frame first is
+     * refused (logged) and its connection closed; it never gets a job.
+     * The gateway's own hello carries it too. */
+    const char *cluster_key;
 } gs_dispatch_params;
 
 int gs_dispatch_new(const gs_dispatch_params *p, gs_dispatch **out, gs_diag *d);

@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/file.h"
+#include "common/ipc_msg.h"
 #include "common/log.h"
 #include "gateway/gateway_impl.h"
 
@@ -526,8 +528,15 @@ int gs_gateway_run(const gs_gateway_params *p)
                      gw->cfg.worker_listen);
         goto out;
     }
+    static char ckey[GS_IPC_MAX_NAME + 1];
+    if (gw->cfg.cluster_key_file[0] &&
+        gs_read_secret_file(gw->cfg.cluster_key_file, ckey, sizeof ckey, &d)) {
+        gs_log_error("fatal: cluster_key_file: %s", d.msg);
+        goto out;
+    }
     gs_dispatch_params dp = {0};
     dp.loop = &gw->loop;
+    dp.cluster_key = ckey[0] ? ckey : NULL;
     dp.urls = p->worker_urls;
     dp.n_urls = p->n_worker_urls;
     dp.heartbeat_timeout_ms = (uint32_t)gw->cfg.heartbeat_timeout_ms;

@@ -42,6 +42,8 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/file.h"
+#include "common/ipc_msg.h"
 #include "common/log.h"
 #include "gateway/auth.h"
 #include "gateway/config.h"
@@ -231,6 +233,10 @@ static void exec_worker(master *m, child *c)
     if (g->log_file[0]) {
         ARG("--log-file");
         ARG(g->log_file);
+    }
+    if (g->cluster_key_file[0]) {
+        ARG("--cluster-key-file");
+        ARG(g->cluster_key_file);
     }
     argv[n] = NULL;
 #undef ARG
@@ -459,6 +465,11 @@ int main(int argc, char **argv)
         snprintf(c->static_dir, sizeof c->static_dir, "%s", GS_STATIC_DIR);
     if (check_keys(c, &d)) {
         gs_log_error("fatal: --api-key-file: %s", d.msg);
+        return 1;
+    }
+    char ckey[GS_IPC_MAX_NAME + 1];
+    if (c->cluster_key_file[0] && gs_read_secret_file(c->cluster_key_file, ckey, sizeof ckey, &d)) {
+        gs_log_error("fatal: --cluster-key-file: %s", d.msg);
         return 1;
     }
     if (find_worker(&m)) {

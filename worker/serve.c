@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/file.h"
 #include "common/ipc_conn.h"
 #include "common/log.h"
 #include "common/queue.h"
@@ -84,6 +85,7 @@ struct gs_server {
     wjob *table[TABLE_SIZE];
     int n_jobs, n_unstarted;
     gs_ipc_conn **conns;
+    unsigned char *conn_ok; /* [cap_conns]: conns[i] sent a hello with the cluster key */
     int n_conns, cap_conns;
     int live_conns; /* connections opened and not yet through on_close */
     int draining, stopping, fatal;
@@ -236,6 +238,8 @@ static void send_hello(gs_server *s, gs_ipc_conn *c)
     h->page_size = st.page_size;
     h->n_pages = st.n_pages;
     h->max_queue = s->p.max_queue;
+    h->key.p = s->p.cluster_key ? s->p.cluster_key : "";
+    h->key.len = (uint32_t)strlen(h->key.p);
     gs_diag d;
     if (gs_ipc_conn_send_msg(c, &m, &d))
         gs_log_warn("hello to %s not sent: %s", gs_ipc_conn_peer(c), d.msg);
@@ -250,16 +254,21 @@ static void add_conn(gs_server *s, gs_ipc_conn *c)
     if (s->n_conns == s->cap_conns) {
         int cap = s->cap_conns ? 2 * s->cap_conns : 8;
         gs_ipc_conn **t = realloc(s->conns, (size_t)cap * sizeof *t);
-        if (!t) {
+        unsigned char *ok = t ? realloc(s->conn_ok, (size_t)cap) : NULL;
+        if (t)
+            s->conns = t;
+        if (ok)
+            s->conn_ok = ok;
+        if (!t || !ok) {
             pthread_mutex_unlock(&s->mu);
             gs_log_error("out of memory: dropping connection from %s", gs_ipc_conn_peer(c));
             gs_ipc_conn_close(c);
             gs_ipc_conn_unref(c);
             return;
         }
-        s->conns = t;
         s->cap_conns = cap;
     }
+    s->conn_ok[s->n_conns] = 0;
     s->conns[s->n_conns++] = c; /* the list holds the reference */
     int draining = s->draining;
     pthread_mutex_unlock(&s->mu);
@@ -286,6 +295,7 @@ static void on_close(gs_ipc_conn *c, int err, void *user)
         if (s->conns[i] == c) {
             drop = c;
             s->conns[i] = s->conns[--s->n_conns];
+            s->conn_ok[i] = s->conn_ok[s->n_conns];
             break;
         }
     for (int b = 0; b < TABLE_SIZE; b++)
@@ -438,11 +448,60 @@ static void cancel(gs_server *s, gs_ipc_conn *c, uint64_t id)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* ---- the cluster key ----------------------------------------------------------- */
+
+/* With a cluster key, whether c has sent a hello with it (else 1). */
+static int conn_authed(gs_server *s, gs_ipc_conn *c)
+{
+    if (!s->p.cluster_key || !s->p.cluster_key[0])
+        return 1;
+    int ok = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_conns; i++)
+        if (s->conns[i] == c)
+            ok = s->conn_ok[i];
+    pthread_mutex_unlock(&s->mu);
+    return ok;
+}
+
+/* c's first frame when a key is set: a hello with the key lets c in;
+ * anything else closes it. */
+static void check_hello(gs_server *s, gs_ipc_conn *c, const gs_ipc_header *h, const uint8_t *body)
+{
+    gs_ipc_msg m;
+    gs_diag d;
+    const char *why = NULL;
+    if (h->type != GS_IPC_HELLO)
+        why = "it sent another frame before its hello";
+    else if (gs_ipc_decode(h->type, body, h->body_len, &m, &d))
+        why = "its hello does not decode";
+    else if (!gs_key_equal(m.u.hello.key.p, m.u.hello.key.len, s->p.cluster_key))
+        why = m.u.hello.key.len ? "its hello has another cluster key"
+                                : "its hello has no cluster key";
+    if (why) {
+        gs_log_warn("refused the gateway at %s: %s; closing the connection", gs_ipc_conn_peer(c),
+                    why);
+        gs_ipc_conn_close(c);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_conns; i++)
+        if (s->conns[i] == c)
+            s->conn_ok[i] = 1;
+    pthread_mutex_unlock(&s->mu);
+    gs_log_info("hello from %.*s (pid %u) at %s, with the cluster key", (int)m.u.hello.name.len,
+                m.u.hello.name.p, m.u.hello.pid, gs_ipc_conn_peer(c));
+}
+
 static void on_frame(gs_ipc_conn *c, const gs_ipc_header *h, const uint8_t *body, void *user)
 {
     gs_server *s = user;
     gs_ipc_msg m;
     gs_diag d;
+    if (!conn_authed(s, c)) {
+        check_hello(s, c, h, body);
+        return;
+    }
     if (h->type == GS_IPC_JOB) {
         /* The job outlives the frame: keep a copy (malloc is 8-aligned). */
         uint8_t *copy = malloc(h->body_len ? h->body_len : 1);
@@ -1229,6 +1288,7 @@ void gs_server_free(gs_server *s)
     }
     gs_dialer_free(s->dialer); /* after the on_close calls it forwards */
     free(s->conns);
+    free(s->conn_ok);
     free(s->cancels);
     free(s->prep);
     free(s->listeners);

@@ -74,6 +74,11 @@ typedef struct {
      * free room; one job larger than the whole budget runs alone. 0: a
      * quarter of the machine's memory, at most 4 GiB. */
     size_t image_memory;
+    /* The cluster key (gs_read_secret_file), or NULL / "": none. With one,
+     * a gateway's connection must begin with a hello carrying the same key;
+     * any other frame first, or another key, closes it (logged). The
+     * worker's own hello carries it too. */
+    const char *cluster_key;
 } gs_server_params;
 
 /* Builds the engine, starts the prep and heartbeat threads and the

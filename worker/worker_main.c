@@ -8,7 +8,7 @@
  *       [--token-budget N]
  *       [--prep-threads N] [--heartbeat-ms N] [--drain-timeout S]
  *       [--stream-interval-us N] [--idle-spin-us N] [--image-threads N]
- *       [--image-memory MIB]
+ *       [--image-memory MIB] [--cluster-key-file F]
  *       [--resolve-interval S]
  *       [--max-images N] [--dummy-weights] [--graphs auto|on|off] [--batch-invariant]
  *       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]
@@ -48,6 +48,7 @@
 
 #include "common/bytes.h"
 #include "common/file.h"
+#include "common/ipc_msg.h"
 #include "common/log.h"
 #include "common/resolve.h"
 #include "kernels/kernels.h"
@@ -65,7 +66,7 @@
 #define GS_IDLE_SPIN_US 300
 
 typedef struct {
-    const char *model, *backend, *name, *served, *log_level, *log_file;
+    const char *model, *backend, *name, *served, *log_level, *log_file, *key_file;
     const char *listen[MAX_URLS], *connect[MAX_URLS];
     int n_listen, n_connect;
     int device, threads, max_seqs, max_queue, max_model_len, token_budget;
@@ -102,6 +103,8 @@ static void usage(FILE *f)
                "        not depend on what it is batched with; slower prefill)]\n"
                "       [--weights bf16|int8|int4|auto] [--gpu-memory BYTES]\n"
                "       [--log-level debug|info|warn|error] [--log-file F]\n"
+               "       [--cluster-key-file F (gateways must send this key in their hello,\n"
+               "        and this worker sends it in its own)]\n"
                "URLs: ipc:///path/to/socket or tcp://host:port\n");
 }
 
@@ -223,6 +226,8 @@ static int parse_args(int argc, char **argv, options *o)
             o->log_level = v;
         } else if (!strcmp(a, "--log-file")) {
             o->log_file = v;
+        } else if (!strcmp(a, "--cluster-key-file")) {
+            o->key_file = v;
         } else if (!strcmp(a, "--weights")) {
             if (gs_weight_format_parse(v, &o->weights)) {
                 fprintf(stderr,
@@ -386,6 +391,11 @@ int main(int argc, char **argv)
     int status = 1, rc;
     gs_diag d;
     gs_diag_clear(&d);
+    static char cluster_key[GS_IPC_MAX_NAME + 1];
+    if (o.key_file && gs_read_secret_file(o.key_file, cluster_key, sizeof cluster_key, &d)) {
+        gs_log_error("fatal: --cluster-key-file: %s", d.msg);
+        return 2;
+    }
     gs_backend *be = NULL;
     gs_model *model = NULL;
     gs_tokenizer *tok = NULL;
@@ -469,6 +479,7 @@ int main(int argc, char **argv)
     sp.env =
         (gs_request_env){tok, cfg, &gen, &ip, gs_image_decode_defaults(), o.max_images, max_len, 0};
     sp.image_memory = (size_t)o.image_mib << 20;
+    sp.cluster_key = cluster_key[0] ? cluster_key : NULL;
     sp.listen = o.listen;
     sp.n_listen = o.n_listen;
     sp.connect = o.connect;

@@ -24,7 +24,7 @@ int main(int argc, char **argv)
     memset(m, 0, sizeof m);
     m[0].type = GS_IPC_HELLO;
     m[0].u.hello = (gs_ipc_hello){
-        GS_IPC_ROLE_WORKER, 99, S("worker-0@h\xc3\xb6st"), S("glm"), 4096, 16, 100, 8};
+        GS_IPC_ROLE_WORKER, 99, S("worker-0@h\xc3\xb6st"), S("glm"), 4096, 16, 100, 8, S("k3y")};
     m[1].type = GS_IPC_JOB;
     m[1].u.job.id = 1;
     m[1].u.job.request = S("{\"messages\":[]}");

@@ -20,11 +20,18 @@ static int sample_msgs(gs_ipc_msg *m)
     int n = 0;
     memset(m, 0, 9 * sizeof *m);
     m[n].type = GS_IPC_HELLO;
-    m[n].u.hello = (gs_ipc_hello){
-        GS_IPC_ROLE_WORKER, 4242, S("worker-0@höst"), S("GLM-4.6V-Flash"), 65536, 16, 12345, 64};
+    m[n].u.hello = (gs_ipc_hello){GS_IPC_ROLE_WORKER,
+                                  4242,
+                                  S("worker-0@höst"),
+                                  S("GLM-4.6V-Flash"),
+                                  65536,
+                                  16,
+                                  12345,
+                                  64,
+                                  S("a cluster key, 32 bytes or more.")};
     n++;
     m[n].type = GS_IPC_HELLO; /* a gateway's: empty model */
-    m[n].u.hello = (gs_ipc_hello){GS_IPC_ROLE_GATEWAY, 1, S("gateway-1"), S(""), 0, 0, 0, 0};
+    m[n].u.hello = (gs_ipc_hello){GS_IPC_ROLE_GATEWAY, 1, S("gateway-1"), S(""), 0, 0, 0, 0, S("")};
     n++;
     m[n].type = GS_IPC_JOB;
     m[n].u.job.id = 0x0102030405060708ull;
@@ -329,9 +336,14 @@ static void test_caps(void)
     h.u.hello.model = (gs_ipc_str){name, 257};
     GS_ASSERT_EQ(gs_ipc_encode(&h, &out, &len, &d), GS_EINVAL);
     GS_ASSERT(strstr(d.msg, "model") != NULL);
-    /* 257 bytes on the wire: build it from a 257-byte request-free layout */
+    h.u.hello.model = (gs_ipc_str){name, 256};
+    h.u.hello.key = (gs_ipc_str){name, 257};
+    GS_ASSERT_EQ(gs_ipc_encode(&h, &out, &len, &d), GS_EINVAL);
+    GS_ASSERT(strstr(d.msg, "key") != NULL);
+    /* 257 bytes on the wire: build it from a 257-byte request-free layout
+     * (name, then empty model and key) */
     {
-        size_t blen = 24 + 4 + 257 + 4;
+        size_t blen = 24 + 4 + 257 + 4 + 4;
         uint64_t *b = calloc(1, blen + 8);
         uint8_t *p = (uint8_t *)b;
         p[0] = GS_IPC_ROLE_WORKER;
