@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 
@@ -25,6 +26,33 @@ def data_url(path):
     data = path.read_bytes()
     kind = "png" if data[:4] == b"\x89PNG" else "jpeg"
     return f"data:image/{kind};base64," + base64.b64encode(data).decode()
+
+
+class HealthProbe:
+    """A context that polls GET /health on svc every 5 ms in a thread;
+    .worst is the slowest answer in seconds (a measure of how long the
+    gateway's event loop was held meanwhile)."""
+
+    def __init__(self, svc):
+        self.svc, self.worst, self.stop = svc, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            t = time.perf_counter()
+            st, _, _ = self.svc.request("GET", "/health", timeout=60)
+            assert st == 200
+            self.worst = max(self.worst, time.perf_counter() - t)
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self.thread.start()
+        time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(60)
 
 
 class Service:

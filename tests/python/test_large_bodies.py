@@ -21,7 +21,7 @@ import zlib
 
 import pytest
 
-from service import Service
+from service import HealthProbe, Service
 
 ROUTE = "/v1/chat/completions"
 KEY = "key-large"
@@ -80,28 +80,14 @@ def test_large_body_is_parsed_off_the_loop(svc):
     # /health on the same gateway keeps answering in a few ms. Parsed on
     # the loop, /health waited about as long as the whole request.
     body = big_text_body(24)
-    worst, stop = [0.0], threading.Event()
-
-    def probe():
-        while not stop.is_set():
-            t = time.perf_counter()
-            st, _, _ = svc.request("GET", "/health", timeout=60)
-            assert st == 200
-            worst[0] = max(worst[0], time.perf_counter() - t)
-            time.sleep(0.005)
-
-    th = threading.Thread(target=probe, daemon=True)
-    th.start()
-    time.sleep(0.05)
-    t = time.perf_counter()
-    st, _, text = svc.request("POST", ROUTE, body, AUTH, timeout=120)
-    took = time.perf_counter() - t
-    stop.set()
-    th.join(60)
+    with HealthProbe(svc) as probe:
+        t = time.perf_counter()
+        st, _, text = svc.request("POST", ROUTE, body, AUTH, timeout=120)
+        took = time.perf_counter() - t
     assert st == 413, text[:300]
     print(f"24 MiB body answered in {took * 1e3:.0f} ms; worst /health meanwhile "
-          f"{worst[0] * 1e3:.1f} ms")
-    assert worst[0] < 0.3 * took, (worst[0], took)
+          f"{probe.worst * 1e3:.1f} ms")
+    assert probe.worst < 0.3 * took, (probe.worst, took)
 
 
 def test_client_gone_while_its_body_is_parsed(svc):
