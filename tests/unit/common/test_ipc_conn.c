@@ -256,7 +256,8 @@ static void test_ipc_order_echo(void)
     GS_ASSERT(wait_drained(c));
     /* a typed message, and a body-less one */
     gs_ipc_msg m = {.type = GS_IPC_HELLO};
-    m.u.hello = (gs_ipc_hello){GS_IPC_ROLE_GATEWAY, 7, {"gateway-1", 9}, {"", 0}, 0, 0, 0, 0, {"", 0}};
+    m.u.hello =
+        (gs_ipc_hello){GS_IPC_ROLE_GATEWAY, 7, {"gateway-1", 9}, {"", 0}, 0, 0, 0, 0, {"", 0}};
     gs_diag d;
     GS_ASSERT_OK(gs_ipc_conn_send_msg(c, &m, &d));
     GS_ASSERT(wait_for(&srv, &srv.n_frames, 1001));
