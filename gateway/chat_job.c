@@ -357,12 +357,20 @@ int gs_chat_job_from_body(const gs_chat_job_params *p, const char *body, size_t 
 {
     int lifted;
     int st = build_body(p, body, len, 1, out, msg, cap, param, &lifted);
-    /* A lifted payload outside an image part (its marker, escaped by
-     * json_dumps, in the job): build from the plain parse. */
-    if (st || !lifted || !strstr(out->json, "\\u0001"))
+    if (st || !lifted || !gs_chat_job_marker_leaked(out))
         return st;
     gs_chat_job_free(out);
     return build_body(p, body, len, 0, out, msg, cap, param, &lifted);
+}
+
+int gs_chat_job_marker_leaked(const gs_chat_job *j)
+{
+    return j->json && strstr(j->json, "\\u0001") != NULL;
+}
+
+int gs_chat_job_err_code(int status)
+{
+    return status == 503 ? GS_ENOMEM : status == 413 ? GS_ETOOBIG : GS_EINVAL;
 }
 
 void gs_chat_job_set_image(gs_chat_job *j, int k, uint8_t *bytes, size_t len)

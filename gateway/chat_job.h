@@ -51,6 +51,17 @@ int gs_chat_job_build(const gs_chat_job_params *p, const json_t *req, gs_chat_jo
 int gs_chat_job_from_body(const gs_chat_job_params *p, const char *body, size_t len,
                           gs_chat_job *out, char *msg, size_t cap, const char **param);
 void gs_chat_job_free(gs_chat_job *j); /* frees the members; NULL: no-op */
+/* Whether a payload lifted out of the parse (json_lift.h) reached j's JSON
+ * outside an image part (its marker, escaped by json_dumps): then j must be
+ * built again from a plain parse. */
+int gs_chat_job_marker_leaked(const gs_chat_job *j);
+/* The error code (GS_E*) of a status that gs_chat_job_build returns. */
+int gs_chat_job_err_code(int status);
+
+/* Bodies (and WebSocket messages) up to this size are parsed on the event
+ * loop (at most about a millisecond, at jansson's 57 MB/s); larger ones on
+ * libuv's thread pool. */
+#define GS_CHAT_JOB_PARSE_INLINE_MAX (64u << 10)
 /* Image k's bytes (takes them: free()) in place of its URL. */
 void gs_chat_job_set_image(gs_chat_job *j, int k, uint8_t *bytes, size_t len);
 

@@ -431,10 +431,6 @@ static void on_fetched(void *user, int rc, const char *msg, uint8_t *bytes, size
         submit(c);
 }
 
-/* Bodies up to this size are parsed on the loop (at most about 1 ms, at
- * jansson's 57 MB/s); larger ones on libuv's thread pool. */
-#define PARSE_INLINE_MAX (64u << 10)
-
 static void parse(chat *c)
 {
     size_t len = 0;
@@ -449,11 +445,8 @@ static void parsed(chat *c)
     gs_gw *gw = c->gw;
     gs_http_req_body_done(c->r); /* the job holds its own copies */
     if (c->parse_status) {
-        gs_gw_error(gw, c->r, ROUTE,
-                    c->parse_status == 503   ? GS_ENOMEM
-                    : c->parse_status == 413 ? GS_ETOOBIG
-                                             : GS_EINVAL,
-                    c->parse_status, c->parse_msg, c->parse_param, 0);
+        gs_gw_error(gw, c->r, ROUTE, gs_chat_job_err_code(c->parse_status), c->parse_status,
+                    c->parse_msg, c->parse_param, 0);
         chat_end(c);
         chat_free(c);
         return;
@@ -543,7 +536,7 @@ void gs_route_chat(gs_gw *gw, gs_http_req *r, const gs_auth_key *key)
     snprintf(c->jp_model, sizeof c->jp_model, "%s", ds.model);
     c->jp = (gs_chat_job_params){gw->cfg.max_images, c->jp_model, gw->fetcher != NULL, NULL};
     gs_http_req_on_abort(r, on_abort, c);
-    if (len > PARSE_INLINE_MAX) {
+    if (len > GS_CHAT_JOB_PARSE_INLINE_MAX) {
         c->work.data = c;
         c->parsing = 1;
         if (!uv_queue_work(&gw->loop, &c->work, parse_work, parse_done))

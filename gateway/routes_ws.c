@@ -39,9 +39,6 @@ void gs_route_ws(gs_gw *gw, gs_http_req *r)
 #include "gateway/ws.h"
 
 #define MAX_ID 128 /* bytes of a client-chosen ask id */
-/* Text messages up to this size are parsed on the loop (at most about a
- * millisecond); larger ones on libuv's thread pool. */
-#define PARSE_INLINE_MAX (64u << 10)
 /* Bytes of messages kept while one is parsed (wslay had read them). */
 #define BACKLOG_MAX (1u << 20)
 #define MAX_ASKS_PER_SOCKET 64
@@ -330,11 +327,10 @@ static int build_job(wsconn *wc, json_t *req, const ask_text *t, uint8_t **frame
     gs_chat_job_params jp = {gw->cfg.max_images, ds.model, 0, t ? t->lift : NULL};
     const char *param = NULL;
     status = gs_chat_job_build(&jp, req, job, msg, cap, &param);
-    if (!status && jp.lift && strstr(job->json, "\\u0001")) {
-        /* A lifted payload outside an image part reached the job (its
-         * marker, escaped by json_dumps): build from the plain parse, as
-         * gs_chat_job_from_body does. That parse cannot fail but for
-         * memory: the lifted one succeeded. */
+    if (!status && jp.lift && gs_chat_job_marker_leaked(job)) {
+        /* Built from the plain parse instead, as gs_chat_job_from_body
+         * does. That parse cannot fail but for memory: the lifted one
+         * succeeded. */
         gs_chat_job_free(job);
         json_t *plain = json_loadb(t->p, t->n, JSON_REJECT_DUPLICATES, NULL);
         if (!plain) {
@@ -406,11 +402,7 @@ static void start_ask(wsconn *wc, const char *id, json_t *req, const ask_text *t
     gs_chat_job job;
     int status = build_job(wc, req, t, frames, frame_len, n, &job, msg, sizeof msg);
     if (status) {
-        send_error(wc, id, status,
-                   status == 503   ? GS_ENOMEM
-                   : status == 413 ? GS_ETOOBIG
-                                   : GS_EINVAL,
-                   msg);
+        send_error(wc, id, status, gs_chat_job_err_code(status), msg);
         ask_end(a);
         return;
     }
@@ -599,7 +591,7 @@ static void parse_done(uv_work_t *w, int status)
     replay(wc);
 }
 
-/* A text message (s borrowed). One over PARSE_INLINE_MAX is parsed on
+/* A text message (s borrowed). One over GS_CHAT_JOB_PARSE_INLINE_MAX is parsed on
  * libuv's thread pool, the socket paused meanwhile, so that a message of
  * megabytes does not hold up the gateway's other connections. */
 static void handle_text(wsconn *wc, const char *s, size_t n, uint64_t t0)
@@ -611,7 +603,7 @@ static void handle_text(wsconn *wc, const char *s, size_t n, uint64_t t0)
         send_error(wc, wc->pending_id, 400, GS_EINVAL, m);
         drop_pending(wc);
     }
-    if (n > PARSE_INLINE_MAX) {
+    if (n > GS_CHAT_JOB_PARSE_INLINE_MAX) {
         ws_parse *p = calloc(1, sizeof *p);
         char *copy = p ? malloc(n + 1) : NULL;
         if (copy) {
